@@ -1,0 +1,1 @@
+"""The chatcli client: local store, sessions, outbox and relay connections."""

@@ -1,0 +1,40 @@
+"""Stable error codes of the relay protocol, carried in :class:`frames.Error`
+and in :class:`frames.DepositResult`. Codes never change meaning; new ones are
+only added. ``docs/protocol.md`` documents each."""
+
+from __future__ import annotations
+
+from typing import Final
+
+BAD_FRAME: Final = "bad_frame"                  # undecodable or invalid frame
+UNSUPPORTED_VERSION: Final = "unsupported_version"
+FRAME_TOO_LARGE: Final = "frame_too_large"
+UNEXPECTED_FRAME: Final = "unexpected_frame"    # valid frame, wrong moment
+NOT_AUTHENTICATED: Final = "not_authenticated"
+AUTH_FAILED: Final = "auth_failed"
+REGISTRATION_CLOSED: Final = "registration_closed"
+BAD_TOKEN: Final = "bad_token"
+UNKNOWN_MAILBOX: Final = "unknown_mailbox"
+BAD_CAPABILITY: Final = "bad_capability"
+QUOTA_EXCEEDED: Final = "quota_exceeded"
+RATE_LIMITED: Final = "rate_limited"
+BLOB_NOT_FOUND: Final = "blob_not_found"
+BLOB_TOO_LARGE: Final = "blob_too_large"
+BAD_REQUEST: Final = "bad_request"              # e.g. blob chunk at the wrong offset
+TOO_MANY_CONNECTIONS: Final = "too_many_connections"
+HANDSHAKE_TIMEOUT: Final = "handshake_timeout"
+SLOW_CONSUMER: Final = "slow_consumer"
+TRY_AGAIN: Final = "try_again"                  # transient (storage down); retry later
+SHUTTING_DOWN: Final = "shutting_down"
+INTERNAL_ERROR: Final = "internal_error"
+
+ALL_CODES: Final = frozenset({
+    BAD_FRAME, UNSUPPORTED_VERSION, FRAME_TOO_LARGE, UNEXPECTED_FRAME,
+    NOT_AUTHENTICATED, AUTH_FAILED, REGISTRATION_CLOSED, BAD_TOKEN,
+    UNKNOWN_MAILBOX, BAD_CAPABILITY, QUOTA_EXCEEDED, RATE_LIMITED,
+    BLOB_NOT_FOUND, BLOB_TOO_LARGE, BAD_REQUEST, TOO_MANY_CONNECTIONS,
+    HANDSHAKE_TIMEOUT, SLOW_CONSUMER, TRY_AGAIN, SHUTTING_DOWN, INTERNAL_ERROR,
+})
+
+# Codes after which retrying the same request later may succeed.
+TRANSIENT: Final = frozenset({RATE_LIMITED, TRY_AGAIN, SHUTTING_DOWN, TOO_MANY_CONNECTIONS})
