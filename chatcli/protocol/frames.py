@@ -50,7 +50,7 @@ class Frame(msgspec.Struct, array_like=True, frozen=True, tag_field="t"):
 # ---------------------------------------------------------------- connect
 
 
-class Hello(Frame, tag="hello"):
+class Hello(Frame, tag="hello", frozen=True):
     """Client, first frame: the versions it speaks and a fresh random nonce."""
 
     versions: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=255)]],
@@ -58,7 +58,7 @@ class Hello(Frame, tag="hello"):
     nonce: Nonce32
 
 
-class Welcome(Frame, tag="welcome"):
+class Welcome(Frame, tag="welcome", frozen=True):
     """Relay, answer to Hello: the chosen version, the relay's Ed25519 key, its
     signature over the client's nonce (see :func:`transcripts.relay_hello`),
     a challenge for Register/Auth, and the limits in force."""
@@ -74,7 +74,7 @@ class Welcome(Frame, tag="welcome"):
 # ------------------------------------------------------------- mailboxes
 
 
-class Register(Frame, tag="register"):
+class Register(Frame, tag="register", frozen=True):
     """Create a mailbox owned by ``auth_key`` (an Ed25519 key that is not the
     identity key). ``signature`` signs :func:`transcripts.register`. ``token``
     is needed when the relay is invite-only. Answered by Registered. The new
@@ -86,12 +86,12 @@ class Register(Frame, tag="register"):
     token: ShortText | None = None
 
 
-class Registered(Frame, tag="registered"):
+class Registered(Frame, tag="registered", frozen=True):
     req: RequestId
     mailbox: MailboxId
 
 
-class Auth(Frame, tag="auth"):
+class Auth(Frame, tag="auth", frozen=True):
     """Prove ownership of ``mailbox``: ``signature`` signs
     :func:`transcripts.auth` with the mailbox's auth key. Answered by Ok; then
     the relay pushes waiting deposits (Deliver ... Synced) and new ones."""
@@ -101,14 +101,14 @@ class Auth(Frame, tag="auth"):
     signature: Signature
 
 
-class CapAdd(Frame, tag="cap_add"):
+class CapAdd(Frame, tag="cap_add", frozen=True):
     """Owner: allow deposits with capabilities whose SHA-256 is listed."""
 
     req: RequestId
     cap_hashes: Annotated[list[CapabilityHash], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
-class CapRevoke(Frame, tag="cap_revoke"):
+class CapRevoke(Frame, tag="cap_revoke", frozen=True):
     """Owner: refuse deposits (and presence queries) with these capabilities."""
 
     req: RequestId
@@ -121,7 +121,7 @@ class DepositItem(msgspec.Struct, array_like=True, frozen=True):
     payload: Payload
 
 
-class Deposit(Frame, tag="deposit"):
+class Deposit(Frame, tag="deposit", frozen=True):
     """Anyone: store sealed payloads in mailboxes, each with its capability.
     Needs no authentication. Answered by DepositResult once durably stored."""
 
@@ -129,7 +129,7 @@ class Deposit(Frame, tag="deposit"):
     items: Annotated[list[DepositItem], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
-class DepositResult(Frame, tag="deposit_result"):
+class DepositResult(Frame, tag="deposit_result", frozen=True):
     """One entry per item, in order: None when stored, else an error code
     (``bad_capability``, ``unknown_mailbox``, ``quota_exceeded``, ``rate_limited``)."""
 
@@ -143,24 +143,24 @@ class Delivered(msgspec.Struct, array_like=True, frozen=True):
     received_at: Millis
 
 
-class Deliver(Frame, tag="deliver"):
+class Deliver(Frame, tag="deliver", frozen=True):
     """Relay to an authenticated owner: stored deposits, in order."""
 
     messages: Annotated[list[Delivered], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
-class Synced(Frame, tag="synced"):
+class Synced(Frame, tag="synced", frozen=True):
     """Relay: every deposit waiting at Auth time has been sent."""
 
 
-class Ack(Frame, tag="ack"):
+class Ack(Frame, tag="ack", frozen=True):
     """Owner: these delivered messages are safely stored; delete them."""
 
     req: RequestId
     ids: Annotated[list[MessageId], msgspec.Meta(min_length=1, max_length=MAX_BATCH * 4)]
 
 
-class AccountDelete(Frame, tag="account_delete"):
+class AccountDelete(Frame, tag="account_delete", frozen=True):
     """Owner: delete the mailbox and everything tied to it. Answered by Ok,
     then the relay closes the connection."""
 
@@ -184,28 +184,28 @@ class PresenceEntry(msgspec.Struct, array_like=True, frozen=True):
     last_seen: Millis | None
 
 
-class PresenceQuery(Frame, tag="presence_query"):
+class PresenceQuery(Frame, tag="presence_query", frozen=True):
     req: RequestId
     targets: Annotated[list[PresenceTarget], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
-class PresenceSubscribe(Frame, tag="presence_subscribe"):
+class PresenceSubscribe(Frame, tag="presence_subscribe", frozen=True):
     """Like PresenceQuery, and later changes are pushed as PresenceUpdate."""
 
     req: RequestId
     targets: Annotated[list[PresenceTarget], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
-class PresenceResult(Frame, tag="presence_result"):
+class PresenceResult(Frame, tag="presence_result", frozen=True):
     req: RequestId
     entries: list[PresenceEntry]
 
 
-class PresenceUpdate(Frame, tag="presence_update"):
+class PresenceUpdate(Frame, tag="presence_update", frozen=True):
     entries: list[PresenceEntry]
 
 
-class PresenceSettings(Frame, tag="presence_settings"):
+class PresenceSettings(Frame, tag="presence_settings", frozen=True):
     """Owner: hide (or show) presence and last-seen from everyone."""
 
     req: RequestId
@@ -215,7 +215,7 @@ class PresenceSettings(Frame, tag="presence_settings"):
 # ----------------------------------------------------------------- blobs
 
 
-class BlobPut(Frame, tag="blob_put"):
+class BlobPut(Frame, tag="blob_put", frozen=True):
     """Owner: write one chunk of a blob it creates. Chunks come in order
     (``offset`` is the number of bytes already written); ``final`` closes the
     blob, which becomes readable. ``read_cap_hash`` and ``ttl`` (seconds) are
@@ -230,7 +230,7 @@ class BlobPut(Frame, tag="blob_put"):
     ttl: Annotated[int, msgspec.Meta(ge=60, le=366 * 86400)]
 
 
-class BlobGet(Frame, tag="blob_get"):
+class BlobGet(Frame, tag="blob_get", frozen=True):
     """Anyone with the read capability: read a chunk of a finished blob."""
 
     req: RequestId
@@ -240,13 +240,13 @@ class BlobGet(Frame, tag="blob_get"):
     length: Annotated[int, msgspec.Meta(ge=1, le=MAX_BLOB_CHUNK)]
 
 
-class BlobData(Frame, tag="blob_data"):
+class BlobData(Frame, tag="blob_data", frozen=True):
     req: RequestId
     data: BlobChunk
     size: Count
 
 
-class BlobDelete(Frame, tag="blob_delete"):
+class BlobDelete(Frame, tag="blob_delete", frozen=True):
     req: RequestId
     blob: BlobId
 
@@ -254,19 +254,19 @@ class BlobDelete(Frame, tag="blob_delete"):
 # ----------------------------------------------------------------- misc
 
 
-class Ping(Frame, tag="ping"):
+class Ping(Frame, tag="ping", frozen=True):
     req: RequestId
 
 
-class Pong(Frame, tag="pong"):
+class Pong(Frame, tag="pong", frozen=True):
     req: RequestId
 
 
-class Ok(Frame, tag="ok"):
+class Ok(Frame, tag="ok", frozen=True):
     req: RequestId
 
 
-class Error(Frame, tag="error"):
+class Error(Frame, tag="error", frozen=True):
     """A typed error. ``req`` is None when it answers no particular request
     (then the relay closes the connection after sending it)."""
 
@@ -275,7 +275,7 @@ class Error(Frame, tag="error"):
     message: ShortText
 
 
-class Bye(Frame, tag="bye"):
+class Bye(Frame, tag="bye", frozen=True):
     """Relay: going away (shutdown); reconnect later, possibly elsewhere."""
 
     code: str

@@ -1,0 +1,141 @@
+"""The end-to-end client messages (``docs/protocol.md``, part 3).
+
+Two layers, both MessagePack arrays via msgspec with a string tag first:
+
+* the **body** of a sealed deposit (``seal_envelope(box key, sender, body)``):
+  :class:`PrekeyBody` (an X3DH header plus the first ratchet message) or
+  :class:`RatchetBody` (a ratchet message);
+* the **content**, the plaintext of a ratchet message: :class:`ContactInfo`,
+  :class:`Text`, :class:`Receipt`, :class:`Typing`, :class:`ProfileKeyUpdate`,
+  :class:`CapabilityUpdate`.
+
+Versioning: a tag never changes meaning; new fields are only appended with a
+default, so older clients decode newer messages (trailing fields they do not
+know are ignored, missing ones take their default); a client that meets an
+unknown tag drops that message with a warning.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, cast
+
+import msgspec
+
+Bytes16 = Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
+Bytes32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+Bytes64 = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
+Uuid = Annotated[str, msgspec.Meta(min_length=36, max_length=36)]
+Millis = Annotated[int, msgspec.Meta(ge=0, lt=2**53)]
+MAX_TEXT = 32 * 1024
+BODY_VERSION = 1
+
+
+class Body(msgspec.Struct, array_like=True, frozen=True, tag_field="t"):
+    """Base of the deposit bodies."""
+
+
+class PrekeyBody(Body, frozen=True, tag="prekey"):
+    """Starts a session. ``invite_id`` names the invite whose one-time prekey
+    was used; when it is None, ``restore_prekey`` names (by its public key) the
+    recipient's signed restore prekey instead (session re-establishment after a
+    restore). ``message`` is the first ratchet message; its plaintext is a
+    :class:`ContactInfo`."""
+
+    v: int
+    invite_id: Bytes16 | None
+    restore_prekey: Bytes32 | None
+    identity: Bytes32
+    ephemeral: Bytes32
+    message: bytes
+
+
+class RatchetBody(Body, frozen=True, tag="ratchet"):
+    """A message in an established session."""
+
+    v: int
+    message: bytes
+
+
+AnyBody = PrekeyBody | RatchetBody
+
+
+class Content(msgspec.Struct, array_like=True, frozen=True, tag_field="t"):
+    """Base of the ratchet plaintexts."""
+
+
+class ContactInfo(Content, frozen=True, tag="contact_info"):
+    """The sender's address and restore prekey: where and how to reach it.
+    ``capability`` is the deposit capability it issued for the recipient."""
+
+    relay_url: Annotated[str, msgspec.Meta(max_length=500)]
+    mailbox: Bytes16
+    capability: Bytes32
+    box_key: Bytes32
+    name: Annotated[str, msgspec.Meta(max_length=200)]
+    restore_prekey: Bytes32
+    restore_prekey_signature: Bytes64
+
+
+class AttachmentRef(msgspec.Struct, array_like=True, frozen=True):
+    """A file encrypted with its own key and stored as a blob on ``relay_url``."""
+
+    relay_url: str
+    blob: Bytes16
+    read_cap: Bytes32
+    key: Bytes32
+    digest: Bytes32
+    size: int
+    name: Annotated[str, msgspec.Meta(max_length=255)]
+
+
+class Text(Content, frozen=True, tag="text"):
+    """A chat message. ``id`` is a UUID the recipient de-duplicates by."""
+
+    id: Uuid
+    sent_at: Millis
+    text: Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
+    attachment: AttachmentRef | None = None
+
+
+class Receipt(Content, frozen=True, tag="receipt"):
+    kind: Literal["delivered", "read"]
+    ids: Annotated[list[Uuid], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class Typing(Content, frozen=True, tag="typing"):
+    active: bool
+
+
+class ProfileKeyUpdate(Content, frozen=True, tag="profile_key"):
+    """The sender's profile key and where its sealed profile blob lives."""
+
+    key: Bytes32
+    relay_url: str
+    blob: Bytes16 | None
+    read_cap: Bytes32 | None
+
+
+class CapabilityUpdate(Content, frozen=True, tag="capability"):
+    """A new deposit capability for the recipient (after an unblock)."""
+
+    capability: Bytes32
+
+
+AnyContent = ContactInfo | Text | Receipt | Typing | ProfileKeyUpdate | CapabilityUpdate
+
+_body_decoder = msgspec.msgpack.Decoder(AnyBody)
+_content_decoder = msgspec.msgpack.Decoder(AnyContent)
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode(obj: Body | Content) -> bytes:
+    return _encoder.encode(obj)
+
+
+def decode_body(data: bytes) -> AnyBody:
+    """Decode a deposit body; raise ``msgspec.ValidationError``/``DecodeError``."""
+    return cast(AnyBody, _body_decoder.decode(data))
+
+
+def decode_content(data: bytes) -> AnyContent:
+    return cast(AnyContent, _content_decoder.decode(data))

@@ -1,0 +1,289 @@
+"""Connections from the client to relays (trio-websocket + ``ClientProtocol``).
+
+:func:`connect` opens one connection, runs the handshake (the relay proves it
+holds the key that the address's fingerprint names) and starts one reader
+task that hands answers to the request that waits for them (by request id)
+and everything else (Deliver, Synced, PresenceUpdate, Bye) to
+:attr:`RelayConnection.pushes`. Sends go through one lock.
+
+:class:`RelayPool` keeps one connection per relay for the length of a
+command, so that deposits to many contacts on one relay share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import trio
+import trio_websocket
+
+from chatcli.errors import ChatcliError, RelayError
+from chatcli.protocol import codes, frames
+from chatcli.protocol.address import RelayAddress, parse_relay_url
+from chatcli.protocol.codec import RemoteProtocolError
+from chatcli.protocol.connection import ClientProtocol
+
+CONNECT_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 30.0
+
+F = TypeVar("F", bound=frames.Frame)
+
+
+class RelayRequestError(RelayError):
+    """The relay answered a request with a typed error."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def transient(self) -> bool:
+        return self.code in codes.TRANSIENT
+
+
+_FRIENDLY = {
+    codes.REGISTRATION_CLOSED: "the relay does not accept new accounts without an invitation token",
+    codes.BAD_TOKEN: "the registration token is not valid",
+    codes.AUTH_FAILED: "the relay does not know this mailbox (was the account deleted?)",
+    codes.RATE_LIMITED: "too many requests; try again shortly",
+    codes.QUOTA_EXCEEDED: "the mailbox is full",
+    codes.TOO_MANY_CONNECTIONS: "the relay has too many connections; try again shortly",
+    codes.SHUTTING_DOWN: "the relay is shutting down; try again shortly",
+    codes.TRY_AGAIN: "the relay is temporarily unavailable; try again shortly",
+}
+
+
+def describe_code(code: str) -> str:
+    return _FRIENDLY.get(code, code.replace("_", " "))
+
+
+@dataclass
+class _Waiter:
+    event: trio.Event = field(default_factory=trio.Event)
+    frame: frames.Frame | None = None
+
+
+class RelayConnection:
+    """One handshaken connection. Use :meth:`request` for request/answer pairs,
+    and read :attr:`pushes` for frames the relay sends unasked."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, proto: ClientProtocol,
+                 address: RelayAddress) -> None:
+        self.ws = ws
+        self.proto = proto
+        self.address = address
+        self._send_lock = trio.Lock()
+        self._waiters: dict[int, _Waiter] = {}
+        self._push_send, self.pushes = trio.open_memory_channel[frames.Frame](math.inf)
+        self.closed = trio.Event()
+        self.close_reason = "the connection was closed"
+
+    @property
+    def relay_key(self) -> bytes:
+        assert self.proto.relay_key is not None
+        return self.proto.relay_key
+
+    async def _send(self, data: bytes) -> None:
+        async with self._send_lock:
+            try:
+                await self.ws.send_message(data)
+            except trio_websocket.ConnectionClosed:
+                raise RelayError(f"The relay at {self.address} closed the connection.") from None
+
+    async def reader(self) -> None:
+        """Dispatch every incoming frame until the connection closes."""
+        try:
+            while True:
+                try:
+                    data = await self.ws.get_message()
+                except trio_websocket.ConnectionClosed:
+                    break
+                if isinstance(data, str):
+                    self.close_reason = "the relay sent a text message"
+                    break
+                try:
+                    received = self.proto.receive_data(data)
+                except RemoteProtocolError as exc:
+                    self.close_reason = f"the relay broke the protocol ({exc})"
+                    break
+                for frame in received:
+                    req = getattr(frame, "req", None)
+                    if req is not None and req in self._waiters:
+                        waiter = self._waiters.pop(req)
+                        waiter.frame = frame
+                        waiter.event.set()
+                    else:
+                        if isinstance(frame, frames.Error | frames.Bye):
+                            self.close_reason = (
+                                f"the relay closed the connection ({describe_code(frame.code)})"
+                            )
+                        self._push_send.send_nowait(frame)
+        finally:
+            self.closed.set()
+            self._push_send.close()
+            for waiter in self._waiters.values():
+                waiter.event.set()
+            self._waiters.clear()
+            with contextlib.suppress(Exception):
+                await self.ws.aclose()
+
+    async def request(self, make: Callable[[int], F] | frames.Frame,
+                      time_limit: float = REQUEST_TIMEOUT) -> frames.Frame:
+        """Send a request (a frame, or a function of the request id that builds
+        one) and return its answer; an :class:`~frames.Error` answer raises
+        :class:`RelayRequestError`."""
+        if self.closed.is_set():
+            raise RelayError(f"The connection to the relay at {self.address} is closed: "
+                             f"{self.close_reason}.")
+        frame = make if isinstance(make, frames.Frame) else make(self.proto.next_request_id())
+        data = self.proto.send(frame)  # type: ignore[arg-type]
+        req: int = getattr(frame, "req")  # noqa: B009
+        waiter = _Waiter()
+        self._waiters[req] = waiter
+        await self._send(data)
+        with trio.move_on_after(time_limit):
+            await waiter.event.wait()
+        self._waiters.pop(req, None)
+        answer = waiter.frame
+        if answer is None:
+            if self.closed.is_set():
+                raise RelayError(f"The relay at {self.address} closed the connection: "
+                                 f"{self.close_reason}.")
+            raise RelayError(f"The relay at {self.address} did not answer in time.")
+        if isinstance(answer, frames.Error):
+            raise RelayRequestError(
+                f"The relay at {self.address} refused the request: {describe_code(answer.code)}.",
+                answer.code,
+            )
+        return answer
+
+    async def authenticate(self, mailbox: bytes, sign: Callable[[bytes], bytes]) -> None:
+        """Prove ownership of ``mailbox``; the relay then pushes its deposits."""
+        from chatcli.protocol import transcripts
+
+        assert self.proto.challenge is not None
+        signature = sign(transcripts.auth(self.relay_key, self.proto.challenge, mailbox))
+        await self.request(lambda req: frames.Auth(req=req, mailbox=mailbox, signature=signature))
+
+    async def register(self, auth_key: bytes, sign: Callable[[bytes], bytes],
+                       token: str | None = None) -> bytes:
+        """Create a mailbox; the connection is then authenticated as its owner."""
+        from chatcli.protocol import transcripts
+
+        assert self.proto.challenge is not None
+        signature = sign(transcripts.register(self.relay_key, self.proto.challenge, auth_key))
+        answer = await self.request(
+            lambda req: frames.Register(req=req, auth_key=auth_key, signature=signature,
+                                        token=token))
+        assert isinstance(answer, frames.Registered)
+        return answer.mailbox
+
+
+def _unreachable(address: RelayAddress, why: str) -> RelayError:
+    return RelayError(f"The relay at {address.url_without_fragment} cannot be reached: {why}.")
+
+
+@contextlib.asynccontextmanager
+async def connect(address: RelayAddress | str, *, relay_key: bytes | None = None,
+                  time_limit: float = CONNECT_TIMEOUT) -> AsyncIterator[RelayConnection]:
+    """Open a verified connection to a relay for the duration of the block.
+
+    The relay's key is checked against ``relay_key`` when given, else against
+    the address's fingerprint; with neither it is accepted (the caller warns
+    and pins ``conn.relay_key``)."""
+    if isinstance(address, str):
+        address = parse_relay_url(address)
+    proto = ClientProtocol(relay_key=relay_key, fingerprint=address.fingerprint)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                with trio.fail_after(time_limit):
+                    ws = await stack.enter_async_context(trio_websocket.open_websocket(
+                        address.host, address.port, "/", use_ssl=address.tls,
+                        max_message_size=frames.MAX_FRAME_SIZE + 1024,
+                        connect_timeout=time_limit, disconnect_timeout=2,
+                        message_queue_size=64))
+                    await ws.send_message(proto.start())
+                    data = await ws.get_message()
+                    if isinstance(data, str):
+                        raise _unreachable(address, "it is not a chatcli relay")
+                    for frame in proto.receive_data(data):
+                        if isinstance(frame, frames.Error | frames.Bye):
+                            raise RelayRequestError(
+                                f"The relay at {address.url_without_fragment} refused the "
+                                f"connection: {describe_code(frame.code)}.", frame.code)
+            except trio.TooSlowError:
+                raise _unreachable(address, "it did not answer in time") from None
+            except (OSError, trio_websocket.HandshakeError) as exc:
+                raise _unreachable(address, str(exc) or type(exc).__name__) from None
+            except trio_websocket.ConnectionClosed:
+                raise _unreachable(address, "it closed the connection") from None
+            except RemoteProtocolError as exc:
+                raise _unreachable(address, f"it does not speak the chatcli protocol ({exc})"
+                                   ) from None
+            conn = RelayConnection(ws, proto, address)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(conn.reader)
+                    try:
+                        yield conn
+                    finally:
+                        nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                raise unwrap(group) from None
+    except trio_websocket.ConnectionClosed:
+        raise RelayError(f"The relay at {address} closed the connection.") from None
+    except BaseExceptionGroup as group:
+        raise unwrap(group) from None
+
+
+def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one interesting exception of a nursery's group: a lone leaf, else the
+    first chatcli error, else the group itself."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    if len(leaves) == 1:
+        return leaves[0]
+    for leaf in leaves:
+        if isinstance(leaf, ChatcliError):
+            return leaf
+    for leaf in leaves:
+        if not isinstance(leaf, trio.Cancelled):
+            return leaf
+    return group
+
+
+class RelayPool:
+    """One connection per relay URL, opened on first use, closed at the end."""
+
+    def __init__(self, stack: contextlib.AsyncExitStack) -> None:
+        self._stack = stack
+        self._conns: dict[str, RelayConnection] = {}
+        self._lock = trio.Lock()
+
+    async def get(self, url: str, relay_key: bytes | None = None) -> RelayConnection:
+        address = parse_relay_url(url)
+        key = address.url_without_fragment
+        async with self._lock:
+            conn = self._conns.get(key)
+            if conn is None or conn.closed.is_set():
+                conn = await self._stack.enter_async_context(
+                    connect(address, relay_key=relay_key))
+                self._conns[key] = conn
+            return conn
+
+    def drop(self, url: str) -> None:
+        """Forget a connection (after an error) so the next get() reconnects."""
+        self._conns.pop(parse_relay_url(url).url_without_fragment, None)

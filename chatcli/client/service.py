@@ -1,0 +1,1260 @@
+"""The client service: everything a command or the interactive chat does.
+
+:class:`ChatClient` holds an unlocked identity (keys + local store). Local
+operations are plain methods; network operations are ``async`` and need the
+client to be *online*::
+
+    client = ChatClient.unlock(home, passphrase)
+    async with client.online():
+        uuid = await client.send_text("bob", "hello")      # stored by bob's relay
+        async for event in client.events(wait=None):        # own relay, until Synced
+            ...
+
+``online()`` opens a nursery and a pool of relay connections that live until
+the block ends; call it from one task. Every database change runs in one
+``BEGIN IMMEDIATE`` transaction without ``await`` inside (see ``store.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import re
+import shutil
+import time
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import trio
+
+from chatcli.client import messages as m
+from chatcli.client import models as db
+from chatcli.client import sessions
+from chatcli.client.home import Home
+from chatcli.client.keys import encode_secrets, read_secrets, write_keys
+from chatcli.client.relay_client import RelayConnection, RelayPool, RelayRequestError, unwrap
+from chatcli.client.store import Sealer, Store, now_ms
+from chatcli.crypto.envelope import open_envelope, seal_envelope
+from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair, IdentityPublicKey, MailboxKeyPair
+from chatcli.crypto.ratchet import RatchetSession
+from chatcli.errors import (
+    ChatcliError,
+    CryptoError,
+    KeyChangedError,
+    RelayError,
+    StorageError,
+    UsageError,
+)
+from chatcli.protocol import codes, frames
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+DEFAULT_INVITE_SECONDS = 7 * 86400
+DEPOSIT_CHUNK = 64
+PERMANENT_DEPOSIT_ERRORS = frozenset({codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX})
+
+
+def validate_name(name: str) -> str:
+    """A contact or group name: 1-64 letters, digits and ``._@+-``, starting with
+    a letter or digit (so it never looks like an option)."""
+    if not NAME_RE.fullmatch(name):
+        raise UsageError(
+            f"{name[:70]!r} is not a usable name: use 1-64 letters, digits and . _ @ + -, "
+            "starting with a letter or digit."
+        )
+    return name
+
+
+def cap_hash(capability: bytes) -> bytes:
+    return hashlib.sha256(capability).digest()
+
+
+# ------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True)
+class MessageEvent:
+    """A new incoming chat message."""
+
+    id: str
+    contact: str
+    text: str
+    sent_at: int
+    received_at: int
+    group: str | None = None
+    attachment: dict[str, Any] | None = None
+    unverified_key: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "type": "message", "id": self.id, "from": self.contact, "text": self.text,
+            "sent_at": self.sent_at, "received_at": self.received_at, "group": self.group,
+        }
+        if self.attachment is not None:
+            data["attachment"] = self.attachment
+        if self.unverified_key:
+            data["key_changed"] = True
+        return data
+
+
+@dataclass(frozen=True)
+class ReceiptEvent:
+    contact: str
+    kind: str
+    ids: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "receipt", "from": self.contact, "kind": self.kind, "ids": self.ids}
+
+
+@dataclass(frozen=True)
+class TypingEvent:
+    contact: str
+    active: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "typing", "from": self.contact, "active": self.active}
+
+
+@dataclass(frozen=True)
+class PresenceEvent:
+    contact: str
+    online: bool | None
+    last_seen: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "presence", "contact": self.contact, "online": self.online,
+                "last_seen": self.last_seen}
+
+
+@dataclass(frozen=True)
+class NoticeEvent:
+    """Something the user should hear about (on stderr): a new contact, a
+    refused handshake, a key change, an undecryptable message."""
+
+    text: str
+    warning: bool = False
+    contact: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "notice", "text": self.text, "warning": self.warning,
+                "contact": self.contact}
+
+
+@dataclass(frozen=True)
+class SyncedEvent:
+    """Every message waiting at the relay when the client connected was handled."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "synced"}
+
+
+Event = MessageEvent | ReceiptEvent | TypingEvent | PresenceEvent | NoticeEvent | SyncedEvent
+
+
+@dataclass
+class DeliveryReport:
+    """What one pass over the outbox achieved."""
+
+    stored: list[str] = field(default_factory=list)        # message uuids
+    refused: dict[str, str] = field(default_factory=dict)  # uuid -> reason
+    unreachable: dict[str, str] = field(default_factory=dict)  # relay -> reason
+    pending: int = 0
+
+
+@dataclass(frozen=True)
+class PresenceInfo:
+    online: bool | None
+    last_seen: int | None
+    known: bool  # False when the contact's relay could not be asked
+
+
+class _Pending(msgspec.Struct, array_like=True, frozen=True):
+    """A contact's new identity, awaiting ``verify --confirm``."""
+
+    identity: bytes
+    relay_url: str
+    mailbox: bytes
+    box_key: bytes
+    deposit_cap: bytes
+    issued_cap: bytes | None
+    restore_prekey: bytes | None
+    session: bytes
+
+
+class _AttachmentRecord(msgspec.Struct, frozen=True):
+    name: str
+    size: int
+    path: str | None = None
+
+
+# ------------------------------------------------------------------ backup
+
+
+class BackupContact(msgspec.Struct, array_like=True, frozen=True):
+    name: str
+    identity: bytes
+    relay_url: str
+    mailbox: bytes
+    box_key: bytes
+    deposit_cap: bytes
+    issued_cap: bytes | None
+    verified: bool
+    blocked: bool
+    restore_prekey: bytes | None
+
+
+class BackupV1(msgspec.Struct, array_like=True, frozen=True, tag="chatcli-backup-v1"):
+    name: str
+    identity: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+    mailbox_key: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+    mailbox: Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
+    relay_url: str
+    read_receipts: bool
+    presence_hidden: bool
+    profile_key: bytes
+    contacts: list[BackupContact]
+
+
+# ------------------------------------------------------------------ client
+
+
+class ChatClient:
+    """An unlocked identity: keys, local store, and (inside :meth:`online`)
+    relay connections."""
+
+    def __init__(self, home: Home, identity: IdentityKeyPair, mailbox: MailboxKeyPair,
+                 store: Store) -> None:
+        self.home = home
+        self.identity = identity
+        self.mailbox_key = mailbox
+        self.store = store
+        self.sealer = store.sealer
+        self._pool: RelayPool | None = None
+        self._nursery: trio.Nursery | None = None
+        self._own: RelayConnection | None = None
+        self._authenticated = False
+        self.auto_read = False  # mark incoming messages read (and say so) at once
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def unlock(cls, home: Home, passphrase: str) -> ChatClient:
+        """Open the keystore with ``passphrase`` and the local database."""
+        home.require()
+        secrets = read_secrets(home.keystore, passphrase)
+        store = Store.open(home.database, Sealer(secrets.local_key))
+        return cls(home, IdentityKeyPair.from_private_bytes(secrets.identity),
+                   MailboxKeyPair.from_private_bytes(secrets.mailbox), store)
+
+    @classmethod
+    def create(cls, home: Home, passphrase: str, *, name: str, relay_url: str,
+               mailbox: bytes, identity: IdentityKeyPair, mailbox_key: MailboxKeyPair,
+               profile_key: bytes | None = None) -> ChatClient:
+        """Write a new keystore and database for an identity whose mailbox exists."""
+        home.create()
+        local_key = os.urandom(32)
+        store = Store.open(home.database, Sealer(local_key), create=True)
+        try:
+            client = cls(home, identity, mailbox_key, store)
+            restore = DHKeyPair.generate()
+            with store.write():
+                db.Account.create(
+                    name=name, relay_url=relay_url, mailbox=mailbox, created_at=now_ms(),
+                    restore_prekey_sealed=client.sealer.seal(restore.private_bytes(),
+                                                             "account.restore_prekey"),
+                    restore_prekey_public=restore.public,
+                    restore_prekey_signature=sessions.sign_restore_prekey(identity,
+                                                                          restore.public),
+                    profile_key_sealed=client.sealer.seal(profile_key or os.urandom(32),
+                                                          "account.profile_key"),
+                )
+            write_keys(home.keystore, encode_secrets(identity.private_bytes(),
+                                                     mailbox_key.private_bytes(), local_key),
+                       passphrase)
+        except BaseException:
+            store.close()
+            home.database.unlink(missing_ok=True)
+            for suffix in ("-wal", "-shm"):
+                Path(str(home.database) + suffix).unlink(missing_ok=True)
+            raise
+        return client
+
+    def close(self) -> None:
+        self.store.close()
+
+    @contextlib.asynccontextmanager
+    async def online(self) -> AsyncIterator[ChatClient]:
+        """Relay connections and background tasks for the length of the block."""
+        try:
+            async with contextlib.AsyncExitStack() as stack, trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._pool = RelayPool(stack)
+                try:
+                    yield self
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise unwrap(group) from None
+        finally:
+            self._pool = None
+            self._nursery = None
+            self._own = None
+            self._authenticated = False
+
+    def _require_pool(self) -> RelayPool:
+        if self._pool is None:
+            raise RuntimeError("use `async with client.online()` for network operations")
+        return self._pool
+
+    # ------------------------------------------------------------ account
+
+    def account(self) -> db.Account:
+        with self.store.read():
+            return self.store.account()
+
+    @property
+    def relay_url(self) -> str:
+        return str(self.account().relay_url)
+
+    async def own_relay(self, *, authenticate: bool = True) -> RelayConnection:
+        """The connection to this identity's relay, authenticated as the mailbox owner."""
+        account = self.account()
+        conn = await self._require_pool().get(account.relay_url)
+        if authenticate and (conn is not self._own or not self._authenticated):
+            self._own = conn
+            try:
+                await conn.authenticate(account.mailbox, self.mailbox_key.sign)
+            except RelayRequestError as exc:
+                if exc.code == codes.AUTH_FAILED:
+                    raise RelayError("The relay does not know this account's mailbox "
+                                     "(it was deleted, or the relay lost its data).") from None
+                raise
+            self._authenticated = True
+        return conn
+
+    async def set_presence_hidden(self, hidden: bool) -> None:
+        conn = await self.own_relay()
+        await conn.request(lambda req: frames.PresenceSettings(req=req, hidden=hidden))
+        with self.store.write():
+            db.Account.update(presence_hidden=hidden).execute()
+
+    def set_read_receipts(self, enabled: bool) -> None:
+        with self.store.write():
+            db.Account.update(read_receipts=enabled).execute()
+
+    async def delete_account(self) -> None:
+        """Delete the mailbox on the relay, then every local file of this identity."""
+        conn = await self.own_relay()
+        with contextlib.suppress(RelayError):
+            await conn.request(lambda req: frames.AccountDelete(req=req))
+        self.wipe_local()
+
+    def wipe_local(self) -> None:
+        self.close()
+        for path in (self.home.keystore, self.home.database,
+                     Path(str(self.home.database) + "-wal"),
+                     Path(str(self.home.database) + "-shm")):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.home.downloads, ignore_errors=True)
+
+    # ------------------------------------------------------------ contacts
+
+    def name_taken(self, name: str) -> bool:
+        """Whether a contact (or, later, a group) already uses ``name``."""
+        return db.Contact.select().where(db.Contact.name == name).exists()
+
+    def _unique_name(self, wanted: str) -> str:
+        base = wanted if NAME_RE.fullmatch(wanted) else "contact"
+        name, n = base, 2
+        while self.name_taken(name):
+            name, n = f"{base[:60]}-{n}", n + 1
+        return name
+
+    def get_contact(self, name: str, *, allow_key_changed: bool = False) -> db.Contact:
+        """The contact called ``name``; ``UsageError`` if none, ``KeyChangedError``
+        if its key changed and the change was not accepted."""
+        with self.store.read():
+            contact = db.Contact.get_or_none(db.Contact.name == name)
+        if contact is None:
+            raise UsageError(f"No contact is called {name!r}; see `chatcli contacts`.")
+        if contact.key_changed and not allow_key_changed:
+            raise KeyChangedError(
+                f"The identity key of {name} has changed. Compare the new safety number "
+                f"with them (`chatcli verify {name}`), then accept it with "
+                f"`chatcli verify {name} --confirm`."
+            )
+        return contact
+
+    def contacts(self) -> list[db.Contact]:
+        with self.store.read():
+            return list(db.Contact.select().order_by(db.Contact.name))
+
+    def contact_names(self) -> list[str]:
+        with self.store.read():
+            return [c.name for c in db.Contact.select(db.Contact.name)]
+
+    def contact_identity(self, contact: db.Contact) -> IdentityPublicKey:
+        """The key verification is about: the pending new key when one is waiting."""
+        if contact.key_changed and contact.pending_sealed:
+            pending = self._open_pending(contact)
+            return IdentityPublicKey.from_bytes(pending.identity)
+        return IdentityPublicKey.from_bytes(contact.identity)
+
+    def safety_number(self, name: str) -> tuple[str, bytes, db.Contact]:
+        """(60-digit safety number, QR payload, contact) for ``name``."""
+        from chatcli.crypto.safety import safety_number, safety_qr_payload
+
+        contact = self.get_contact(name, allow_key_changed=True)
+        theirs = self.contact_identity(contact)
+        return (safety_number(self.identity.public, theirs),
+                safety_qr_payload(self.identity.public, theirs), contact)
+
+    def confirm_contact(self, name: str) -> bool:
+        """Mark ``name`` verified, first accepting a changed key. Returns whether a
+        key change was accepted."""
+        contact = self.get_contact(name, allow_key_changed=True)
+        accepted = False
+        with self.store.write():
+            contact = db.Contact.get_by_id(contact.id)
+            if contact.key_changed:
+                if contact.pending_sealed:
+                    self._apply_pending(contact)
+                contact.key_changed = False
+                accepted = True
+            contact.verified = True
+            contact.save()
+        return accepted
+
+    def _open_pending(self, contact: db.Contact) -> _Pending:
+        assert contact.pending_sealed is not None
+        return msgspec.msgpack.decode(self.sealer.open(contact.pending_sealed, "contact.pending"),
+                                      type=_Pending)
+
+    def _apply_pending(self, contact: db.Contact) -> None:
+        pending = self._open_pending(contact)
+        contact.identity = pending.identity
+        contact.relay_url = pending.relay_url
+        contact.mailbox = pending.mailbox
+        contact.box_key = pending.box_key
+        contact.deposit_cap_sealed = self.sealer.seal(pending.deposit_cap, "contact.deposit_cap")
+        if pending.issued_cap is not None:
+            contact.issued_cap_sealed = self.sealer.seal(pending.issued_cap, "contact.issued_cap")
+            contact.issued_cap_hash = cap_hash(pending.issued_cap)
+        contact.restore_prekey = pending.restore_prekey
+        contact.pending_sealed = None
+        db.Outbox.delete().where(db.Outbox.contact == contact).execute()
+        self._save_session(contact, RatchetSession.from_bytes(pending.session))
+
+    def _load_session(self, contact: db.Contact) -> RatchetSession | None:
+        row = db.Session.get_or_none(db.Session.contact == contact)
+        if row is None:
+            return None
+        return RatchetSession.from_bytes(self.sealer.open(row.state_sealed, "session.state"))
+
+    def _save_session(self, contact: db.Contact, session: RatchetSession) -> None:
+        sealed = self.sealer.seal(session.to_bytes(), "session.state")
+        updated = db.Session.update(state_sealed=sealed, updated_at=now_ms()).where(
+            db.Session.contact == contact).execute()
+        if not updated:
+            db.Session.create(contact=contact, state_sealed=sealed, updated_at=now_ms())
+
+    def _own_info(self, capability: bytes) -> m.ContactInfo:
+        account = self.store.account()
+        return m.ContactInfo(
+            relay_url=account.relay_url, mailbox=account.mailbox, capability=capability,
+            box_key=self.mailbox_key.box_public, name=account.name,
+            restore_prekey=account.restore_prekey_public,
+            restore_prekey_signature=account.restore_prekey_signature,
+        )
+
+    # ------------------------------------------------------------ invites
+
+    async def create_invite(self, label: str | None, expires_in: int = DEFAULT_INVITE_SECONDS
+                            ) -> str:
+        """Register a fresh capability, make a one-time prekey, return the link."""
+        from chatcli.crypto.invite import create_invite
+
+        if label is not None:
+            validate_name(label)
+        account = self.account()
+        capability = os.urandom(32)
+        prekey = DHKeyPair.generate()
+        expires_at = int(time.time()) + expires_in
+        invite = create_invite(
+            self.identity, relay_url=account.relay_url, mailbox=account.mailbox,
+            capability=capability, mailbox_key=self.mailbox_key.box_public,
+            prekey_public=prekey.public, expires_at=expires_at,
+        )
+        conn = await self.own_relay()
+        await conn.request(lambda req: frames.CapAdd(req=req, cap_hashes=[cap_hash(capability)]))
+        with self.store.write():
+            db.Invite.create(
+                invite_id=invite.invite_id, label=label,
+                prekey_sealed=self.sealer.seal(prekey.private_bytes(), "invite.prekey"),
+                capability_sealed=self.sealer.seal(capability, "invite.capability"),
+                cap_hash=cap_hash(capability), created_at=now_ms(), expires_at_s=expires_at,
+            )
+        return invite.to_link()
+
+    async def accept_invite(self, link: str, name: str | None) -> str:
+        """Add the inviter as a contact and deposit the handshake; returns the
+        contact's local name once its relay stored the handshake."""
+        from chatcli.crypto.invite import parse_invite
+
+        invite = parse_invite(link, now=int(time.time()))
+        if invite.identity == self.identity.public:
+            raise UsageError("This invite is your own; give it to the person you invite.")
+        with self.store.read():
+            known = db.Contact.get_or_none(db.Contact.identity == invite.identity.raw)
+            if known is not None:
+                raise UsageError(f"The person who made this invite is already your contact "
+                                 f"{known.name}.")
+            if name is not None:
+                validate_name(name)
+                if self.name_taken(name):
+                    raise UsageError(f"The name {name!r} is already taken; choose another "
+                                     "with --name.")
+                final_name = name
+            else:
+                final_name = self._unique_name(
+                    "contact-" + invite.identity.fingerprint().replace(" ", "")[:8])
+        capability = os.urandom(32)
+        conn = await self.own_relay()
+        await conn.request(lambda req: frames.CapAdd(req=req, cap_hashes=[cap_hash(capability)]))
+        with self.store.write():
+            if self.name_taken(final_name):
+                raise UsageError(f"The name {final_name!r} is already taken.")
+            info = self._own_info(capability)
+            session, body = sessions.start_from_invite(
+                self.identity, invite.identity, invite.invite_id, invite.prekey, m.encode(info))
+            contact = db.Contact.create(
+                name=final_name, identity=invite.identity.raw, relay_url=invite.relay_url,
+                mailbox=invite.mailbox, box_key=invite.mailbox_key,
+                deposit_cap_sealed=self.sealer.seal(invite.capability, "contact.deposit_cap"),
+                issued_cap_sealed=self.sealer.seal(capability, "contact.issued_cap"),
+                issued_cap_hash=cap_hash(capability), auto_named=name is None,
+                created_at=now_ms(),
+            )
+            self._save_session(contact, session)
+            payload = seal_envelope(invite.mailbox_key, self.identity.public, m.encode(body))
+            db.Outbox.create(contact=contact, kind="handshake", created_at=now_ms(),
+                             payload_sealed=self.sealer.seal(payload, "outbox.payload"))
+        await self.deliver_until_stored(kinds={"handshake"}, contact_id=contact.id)
+        return final_name
+
+    # ------------------------------------------------------------ sending
+
+    def _enqueue(self, contact: db.Contact, content: m.Content, *, kind: str,
+                 message_uuid: str | None = None) -> None:
+        """Queue a content message for a contact (inside a write transaction)."""
+        db.Outbox.create(
+            contact=contact, kind=kind, message_uuid=message_uuid, created_at=now_ms(),
+            plaintext_sealed=self.sealer.seal(m.encode(content), "outbox.plaintext"),
+        )
+
+    def enqueue_text(self, name: str, text: str,
+                     attachment: m.AttachmentRef | None = None) -> str:
+        """Store an outgoing message in history and outbox; returns its uuid."""
+        contact = self.get_contact(name)
+        if contact.blocked:
+            raise UsageError(f"{name} is blocked; `chatcli unblock {name}` first.")
+        if len(text) > m.MAX_TEXT:
+            raise UsageError(f"The message is too long (the limit is {m.MAX_TEXT} characters).")
+        message_id = str(uuidlib.uuid4())
+        sent_at = now_ms()
+        content = m.Text(id=message_id, sent_at=sent_at, text=text, attachment=attachment)
+        with self.store.write():
+            contact = db.Contact.get_by_id(contact.id)
+            if contact.key_changed:
+                raise KeyChangedError(f"The identity key of {name} has changed; run "
+                                      f"`chatcli verify {name}`.")
+            record = None
+            if attachment is not None:
+                record = self.sealer.seal(msgspec.json.encode(_AttachmentRecord(
+                    name=attachment.name, size=attachment.size)), "message.attachment")
+            db.Message.create(
+                uuid=message_id, contact=contact, outgoing=True,
+                text_sealed=self.sealer.seal_text(text, "message.text"),
+                attachment_sealed=record, sent_at=sent_at,
+            )
+            self._enqueue(contact, content, kind="text", message_uuid=message_id)
+        return message_id
+
+    async def send_text(self, name: str, text: str, *, time_limit: float = 20.0,
+                        attachment: m.AttachmentRef | None = None) -> str:
+        """Queue a message and return its uuid once the contact's relay stored it.
+        Raises ``RelayError`` when it was refused or could not be stored in time
+        (it then stays queued, unless refused)."""
+        message_id = self.enqueue_text(name, text, attachment)
+        await self.deliver_until_stored(message_id=message_id, time_limit=time_limit)
+        return message_id
+
+    def queue_typing(self, name: str, active: bool) -> None:
+        contact = self.get_contact(name)
+        with self.store.write():
+            self._enqueue(contact, m.Typing(active=active), kind="typing")
+
+    def _encrypt_pending(self) -> None:
+        """Encrypt every queued plaintext in order, each in one transaction with
+        its ratchet update, so that a retry re-sends the very same bytes."""
+        skipped: set[int] = set()
+        while True:
+            with self.store.write():
+                query = (db.Outbox.select().join(db.Contact)
+                         .where(db.Outbox.payload_sealed.is_null(),
+                                db.Contact.key_changed == False)  # noqa: E712
+                         .order_by(db.Outbox.id))
+                if skipped:
+                    query = query.where(db.Outbox.id.not_in(list(skipped)))
+                row = query.first()
+                if row is None:
+                    return
+                contact = row.contact
+                plaintext = self.sealer.open(row.plaintext_sealed, "outbox.plaintext")
+                session = self._load_session(contact)
+                body: m.Body
+                if session is None:
+                    if contact.restore_prekey is None:
+                        row.delete_instance()
+                        continue
+                    their = IdentityPublicKey.from_bytes(contact.identity)
+                    session, body = sessions.start_restore(
+                        self.identity, their, contact.restore_prekey[:32], plaintext)
+                    # Tell the contact our (possibly new) restore prekey in the new session.
+                    if contact.issued_cap_sealed is not None:
+                        capability = self.sealer.open(contact.issued_cap_sealed,
+                                                      "contact.issued_cap")
+                        self._enqueue(contact, self._own_info(capability), kind="info")
+                elif not session.can_send:
+                    skipped.add(row.id)
+                    continue
+                else:
+                    body = m.RatchetBody(v=m.BODY_VERSION, message=session.encrypt(plaintext))
+                payload = seal_envelope(contact.box_key, self.identity.public, m.encode(body))
+                row.payload_sealed = self.sealer.seal(payload, "outbox.payload")
+                row.plaintext_sealed = None
+                row.save()
+                self._save_session(contact, session)
+
+    async def deliver_outbox(self) -> DeliveryReport:
+        """One pass: encrypt what is queued, deposit everything encrypted, grouped
+        by relay. Stored items leave the outbox; refused ones are marked failed."""
+        self._encrypt_pending()
+        report = DeliveryReport()
+        with self.store.read():
+            rows = list(db.Outbox.select(db.Outbox, db.Contact).join(db.Contact)
+                        .where(db.Outbox.payload_sealed.is_null(False))
+                        .order_by(db.Outbox.id))
+        by_relay: dict[str, list[db.Outbox]] = {}
+        for row in rows:
+            by_relay.setdefault(row.contact.relay_url, []).append(row)
+        for url, items in by_relay.items():
+            try:
+                conn = await self._require_pool().get(url)
+                for start in range(0, len(items), DEPOSIT_CHUNK):
+                    chunk = items[start:start + DEPOSIT_CHUNK]
+                    deposit = [frames.DepositItem(
+                        mailbox=row.contact.mailbox,
+                        cap=self.sealer.open(row.contact.deposit_cap_sealed,
+                                             "contact.deposit_cap"),
+                        payload=self.sealer.open(row.payload_sealed or b"", "outbox.payload"),
+                    ) for row in chunk]
+                    answer = await conn.request(
+                        lambda req, d=deposit: frames.Deposit(req=req, items=d))  # type: ignore[misc]
+                    assert isinstance(answer, frames.DepositResult)
+                    self._record_deposit(chunk, answer.errors, report)
+            except RelayError as exc:
+                if isinstance(exc, RelayRequestError) and not exc.transient:
+                    raise
+                self._require_pool().drop(url)
+                report.unreachable[url] = str(exc)
+                with self.store.write():
+                    for row in items:
+                        db.Outbox.update(attempts=db.Outbox.attempts + 1,
+                                         last_error=str(exc)[:500]).where(
+                            db.Outbox.id == row.id).execute()
+        with self.store.read():
+            report.pending = db.Outbox.select().count()
+        return report
+
+    def _record_deposit(self, chunk: list[db.Outbox], errors: list[str | None],
+                        report: DeliveryReport) -> None:
+        stamp = now_ms()
+        with self.store.write():
+            for row, error in zip(chunk, errors, strict=False):
+                if error is None:
+                    db.Outbox.delete().where(db.Outbox.id == row.id).execute()
+                    if row.message_uuid:
+                        db.Message.update(stored_at=stamp).where(
+                            db.Message.uuid == row.message_uuid).execute()
+                        report.stored.append(row.message_uuid)
+                elif error in PERMANENT_DEPOSIT_ERRORS or row.kind == "typing":
+                    db.Outbox.delete().where(db.Outbox.id == row.id).execute()
+                    reason = (f"{row.contact.name}'s relay refused the message ({error}): "
+                              "they may have blocked you or deleted their account")
+                    if row.message_uuid:
+                        db.Message.update(failed=error).where(
+                            db.Message.uuid == row.message_uuid).execute()
+                        report.refused[row.message_uuid] = reason
+                    elif row.kind == "handshake":
+                        report.refused["handshake"] = reason
+                else:
+                    db.Outbox.update(attempts=db.Outbox.attempts + 1, last_error=error).where(
+                        db.Outbox.id == row.id).execute()
+
+    async def deliver_until_stored(self, *, message_id: str | None = None,
+                                   kinds: set[str] | None = None, contact_id: int | None = None,
+                                   time_limit: float = 20.0) -> None:
+        """Retry the outbox with backoff until the given message (or every item of
+        ``kinds`` for ``contact_id``) is stored; raise ``RelayError`` otherwise."""
+        delay = 0.25
+        last = "the relay did not store it in time"
+        with trio.move_on_after(time_limit):
+            while True:
+                report = await self.deliver_outbox()
+                if message_id is not None:
+                    if message_id in report.refused:
+                        raise RelayError(report.refused[message_id] + ".")
+                    with self.store.read():
+                        waiting = db.Outbox.select().where(
+                            db.Outbox.message_uuid == message_id).exists()
+                else:
+                    if "handshake" in report.refused:
+                        raise RelayError(report.refused["handshake"] + ".")
+                    with self.store.read():
+                        query = db.Outbox.select().where(db.Outbox.kind.in_(list(kinds or ())))
+                        if contact_id is not None:
+                            query = query.where(db.Outbox.contact == contact_id)
+                        waiting = query.exists()
+                if not waiting:
+                    return
+                if report.unreachable:
+                    last = next(iter(report.unreachable.values())).rstrip(".")
+                await trio.sleep(delay)
+                delay = min(delay * 2, 4.0)
+        raise RelayError(f"{last}; the message stays queued and the next chatcli command "
+                         "that connects will send it.")
+
+    async def flush_outbox(self, time_limit: float = 5.0) -> DeliveryReport | None:
+        """Best effort: deliver what is queued, without raising for unreachable relays."""
+        with trio.move_on_after(time_limit):
+            with self.store.read():
+                if not db.Outbox.select().exists():
+                    return DeliveryReport()
+            try:
+                return await self.deliver_outbox()
+            except RelayError:
+                return None
+        return None
+
+    # ------------------------------------------------------------ receiving
+
+    async def events(self, *, wait: float | None = None, stop_at_synced: bool = True
+                     ) -> AsyncIterator[Event]:
+        """Authenticate to the own relay and yield what arrives: messages,
+        receipts, typing, presence of contacts on this relay, notices, and one
+        :class:`SyncedEvent`. Stops after Synced when ``stop_at_synced`` (then
+        ``wait`` seconds more if given), or when the connection ends."""
+        conn = await self.own_relay()
+        deadline: float | None = None
+        while True:
+            time_limit = math.inf if deadline is None else max(0.0, deadline - trio.current_time())
+            frame = None
+            with trio.move_on_after(time_limit):
+                try:
+                    frame = await conn.pushes.receive()
+                except trio.EndOfChannel:
+                    raise RelayError(f"The connection to the relay ended: {conn.close_reason}."
+                                     ) from None
+            if frame is None:
+                await self.flush_outbox()
+                return
+            if isinstance(frame, frames.Deliver):
+                events = self.process_deliveries(frame.messages)
+                await conn.request(lambda req, f=frame: frames.Ack(  # type: ignore[misc]
+                    req=req, ids=[d.id for d in f.messages]))
+                for event in events:
+                    yield event
+                await self.flush_outbox()
+            elif isinstance(frame, frames.Synced):
+                yield SyncedEvent()
+                if stop_at_synced:
+                    if wait is None or wait <= 0:
+                        await self.flush_outbox()
+                        return
+                    deadline = trio.current_time() + wait
+            elif isinstance(frame, frames.PresenceUpdate):
+                for event in self._presence_events(frame.entries):
+                    yield event
+            elif isinstance(frame, frames.Bye | frames.Error):
+                raise RelayError(f"The relay ended the connection: {conn.close_reason}.")
+
+    def process_deliveries(self, delivered: Iterable[frames.Delivered]) -> list[Event]:
+        """Open, decrypt and store a batch of deposits in one transaction.
+
+        De-duplicates by relay message id (a delivery seen twice, e.g. by two
+        processes) and by message uuid; queues receipts and handshake answers.
+        """
+        events: list[Event] = []
+        receipts: dict[int, list[str]] = {}
+        with self.store.write():
+            read_receipts = self.store.account().read_receipts
+            for item in delivered:
+                if db.Processed.get_or_none(db.Processed.relay_id == item.id) is not None:
+                    continue
+                db.Processed.create(relay_id=item.id, processed_at=now_ms())
+                try:
+                    with self.store.db.atomic():
+                        events.extend(self._process_one(item, receipts))
+                except (CryptoError, msgspec.DecodeError, msgspec.ValidationError,
+                        UnicodeDecodeError) as exc:
+                    reason = str(exc) if isinstance(exc, ChatcliError) else "it is malformed"
+                    events.append(NoticeEvent(
+                        f"A message could not be read and was dropped: {reason}", warning=True))
+            kind: Literal["delivered", "read"] = (
+                "read" if self.auto_read and read_receipts else "delivered")
+            for contact_id, ids in receipts.items():
+                contact = db.Contact.get_by_id(contact_id)
+                for start in range(0, len(ids), 500):
+                    self._enqueue(contact, m.Receipt(kind=kind, ids=ids[start:start + 500]),
+                                  kind="receipt")
+        return events
+
+    def _process_one(self, item: frames.Delivered, receipts: dict[int, list[str]]
+                     ) -> list[Event]:
+        opened = open_envelope(self.mailbox_key, item.payload)
+        body = m.decode_body(opened.body)
+        sender = opened.sender
+        if isinstance(body, m.PrekeyBody):
+            return self._handle_prekey(sender, body, item, receipts)
+        contact = db.Contact.get_or_none(db.Contact.identity == sender.raw)
+        if contact is not None:
+            session = self._load_session(contact)
+            if session is None:
+                return self._no_session(contact)
+            plaintext = session.decrypt(body.message)
+            self._save_session(contact, session)
+            return self._handle_content(contact, m.decode_content(plaintext), item, receipts)
+        pending_contact = self._pending_from(sender)
+        if pending_contact is not None:
+            return self._decrypt_pending(pending_contact, body, item, receipts)
+        return [NoticeEvent("A message from an unknown sender was dropped.", warning=True)]
+
+    def _pending_from(self, sender: IdentityPublicKey) -> db.Contact | None:
+        for contact in db.Contact.select().where(db.Contact.pending_sealed.is_null(False)):
+            if self._open_pending(contact).identity == sender.raw:
+                return contact
+        return None
+
+    def _decrypt_pending(self, contact: db.Contact, body: m.RatchetBody, item: frames.Delivered,
+                         receipts: dict[int, list[str]]) -> list[Event]:
+        pending = self._open_pending(contact)
+        session = RatchetSession.from_bytes(pending.session)
+        content = m.decode_content(session.decrypt(body.message))
+        contact.pending_sealed = self.sealer.seal(msgspec.msgpack.encode(msgspec.structs.replace(
+            pending, session=session.to_bytes())), "contact.pending")
+        contact.save()
+        if isinstance(content, m.Text):
+            return self._store_text(contact, content, item, None, unverified=True)
+        return []
+
+    def _no_session(self, contact: db.Contact) -> list[Event]:
+        # We were restored from a backup and the contact still uses the old
+        # session: start a new one so that their next messages can be read.
+        if contact.issued_cap_sealed is not None and contact.restore_prekey is not None:
+            capability = self.sealer.open(contact.issued_cap_sealed, "contact.issued_cap")
+            if not db.Outbox.select().where(db.Outbox.contact == contact).exists():
+                self._enqueue(contact, self._own_info(capability), kind="info")
+        return [NoticeEvent(
+            f"A message from {contact.name} was sent in a session this device does not have "
+            "(restored from a backup?); a new session is being set up: ask them to resend.",
+            warning=True, contact=contact.name)]
+
+    def _handle_prekey(self, sender: IdentityPublicKey, body: m.PrekeyBody,
+                       item: frames.Delivered, receipts: dict[int, list[str]]) -> list[Event]:
+        digest = sessions.handshake_digest(body)
+        if db.SeenHandshake.get_or_none(db.SeenHandshake.digest == digest) is not None:
+            return [NoticeEvent("A replayed handshake was refused.", warning=True)]
+        if body.invite_id is None:
+            return self._handle_restore(sender, body, digest, item, receipts)
+        invite = db.Invite.get_or_none(db.Invite.invite_id == body.invite_id)
+        if invite is None:
+            return [NoticeEvent("A handshake for an unknown invite was refused.", warning=True)]
+        label = f" ({invite.label})" if invite.label else ""
+        if invite.used_at is not None:
+            return [NoticeEvent(f"Someone tried to use an invite{label} a second time; "
+                                "refused.", warning=True)]
+        if invite.expires_at_s * 1000 < item.received_at:
+            return [NoticeEvent(f"An expired invite{label} was used; refused.", warning=True)]
+        prekey = DHKeyPair.from_private_bytes(self.sealer.open(invite.prekey_sealed,
+                                                               "invite.prekey"))
+        session, plaintext = sessions.answer_prekey(self.identity, prekey, sender, body)
+        info = m.decode_content(plaintext)
+        if not isinstance(info, m.ContactInfo):
+            raise sessions.HandshakeRefused("A handshake did not carry the sender's address.")
+        sessions.verify_restore_prekey(sender, info.restore_prekey, info.restore_prekey_signature)
+        db.SeenHandshake.create(digest=digest, seen_at=now_ms())
+        # One-time: the prekey's private key is destroyed now (forward secrecy).
+        invite.used_at = now_ms()
+        invite.prekey_sealed = b""
+        invite.save()
+        issued = self.sealer.open(invite.capability_sealed, "invite.capability")
+        restore = info.restore_prekey + info.restore_prekey_signature
+        events: list[Event] = []
+        existing = db.Contact.get_or_none(db.Contact.identity == sender.raw)
+        clash = None
+        if existing is None:
+            clash = (db.Contact.get_or_none(db.Contact.name == invite.label) if invite.label
+                     else None) or db.Contact.get_or_none(
+                (db.Contact.relay_url == info.relay_url) & (db.Contact.mailbox == info.mailbox))
+        if existing is not None:
+            contact = existing
+            self._update_address(contact, info, issued)
+            contact.save()
+            self._save_session(contact, session)
+            events.append(NoticeEvent(f"{contact.name} accepted a new invite; the session "
+                                      "was renewed.", contact=contact.name))
+        elif clash is not None:
+            contact = clash
+            pending = _Pending(identity=sender.raw, relay_url=info.relay_url,
+                               mailbox=info.mailbox, box_key=info.box_key,
+                               deposit_cap=info.capability, issued_cap=issued,
+                               restore_prekey=restore, session=session.to_bytes())
+            contact.key_changed = True
+            contact.verified = False
+            contact.pending_sealed = self.sealer.seal(msgspec.msgpack.encode(pending),
+                                                      "contact.pending")
+            contact.save()
+            events.append(NoticeEvent(
+                f"WARNING: the identity key of {contact.name} has changed. Sending to them is "
+                f"blocked until you compare the new safety number (`chatcli verify "
+                f"{contact.name}`) and accept it with `--confirm`.",
+                warning=True, contact=contact.name))
+            return events
+        else:
+            name = invite.label or self._unique_name(info.name)
+            contact = db.Contact.create(
+                name=name, identity=sender.raw, relay_url=info.relay_url, mailbox=info.mailbox,
+                box_key=info.box_key,
+                deposit_cap_sealed=self.sealer.seal(info.capability, "contact.deposit_cap"),
+                issued_cap_sealed=self.sealer.seal(issued, "contact.issued_cap"),
+                issued_cap_hash=cap_hash(issued), restore_prekey=restore,
+                auto_named=invite.label is None, created_at=now_ms(),
+            )
+            self._save_session(contact, session)
+            events.append(NoticeEvent(f"{name} accepted your invite and is now a contact "
+                                      f"(fingerprint {sender.fingerprint()}).", contact=name))
+        self._enqueue(contact, self._own_info(issued), kind="info")
+        return events
+
+    def _update_address(self, contact: db.Contact, info: m.ContactInfo,
+                        issued: bytes | None = None) -> None:
+        contact.relay_url = info.relay_url
+        contact.mailbox = info.mailbox
+        contact.box_key = info.box_key
+        contact.deposit_cap_sealed = self.sealer.seal(info.capability, "contact.deposit_cap")
+        contact.restore_prekey = info.restore_prekey + info.restore_prekey_signature
+        if issued is not None:
+            contact.issued_cap_sealed = self.sealer.seal(issued, "contact.issued_cap")
+            contact.issued_cap_hash = cap_hash(issued)
+
+    def _handle_restore(self, sender: IdentityPublicKey, body: m.PrekeyBody, digest: bytes,
+                        item: frames.Delivered, receipts: dict[int, list[str]]) -> list[Event]:
+        account = self.store.account()
+        contact = db.Contact.get_or_none(db.Contact.identity == sender.raw)
+        if contact is None:
+            return [NoticeEvent("A session request from an unknown sender was refused.",
+                                warning=True)]
+        if body.restore_prekey != account.restore_prekey_public:
+            return [NoticeEvent(f"A session request from {contact.name} named an old prekey; "
+                                "refused.", warning=True, contact=contact.name)]
+        prekey = DHKeyPair.from_private_bytes(
+            self.sealer.open(account.restore_prekey_sealed, "account.restore_prekey"))
+        session, plaintext = sessions.answer_prekey(self.identity, prekey, sender, body)
+        db.SeenHandshake.create(digest=digest, seen_at=now_ms())
+        self._save_session(contact, session)
+        # Queued but not yet sent messages were encrypted for the old session.
+        stale = db.Outbox.select().where(db.Outbox.contact == contact,
+                                         db.Outbox.payload_sealed.is_null(False))
+        db.Message.update(failed="session_reset").where(
+            db.Message.uuid.in_([row.message_uuid for row in stale if row.message_uuid])
+        ).execute()
+        db.Outbox.delete().where(db.Outbox.id.in_([row.id for row in stale])).execute()
+        events: list[Event] = [NoticeEvent(
+            f"{contact.name} set up a new session (restored from a backup); the safety number "
+            "is unchanged.", contact=contact.name)]
+        events.extend(self._handle_content(contact, m.decode_content(plaintext), item, receipts))
+        return events
+
+    def _handle_content(self, contact: db.Contact, content: m.AnyContent, item: frames.Delivered,
+                        receipts: dict[int, list[str]]) -> list[Event]:
+        if isinstance(content, m.Text):
+            return self._store_text(contact, content, item, receipts)
+        if isinstance(content, m.Receipt):
+            column = db.Message.delivered_at if content.kind == "delivered" else db.Message.read_at
+            updates: dict[Any, Any] = {column: item.received_at}
+            if content.kind == "read":
+                updates[db.Message.delivered_at] = item.received_at
+            (db.Message.update(updates)
+             .where(db.Message.contact == contact, db.Message.outgoing == True,  # noqa: E712
+                    db.Message.uuid.in_(content.ids), column.is_null())
+             .execute())
+            return [ReceiptEvent(contact.name, content.kind, list(content.ids))]
+        if isinstance(content, m.Typing):
+            return [TypingEvent(contact.name, content.active)]
+        if isinstance(content, m.ContactInfo):
+            sessions.verify_restore_prekey(IdentityPublicKey.from_bytes(contact.identity),
+                                           content.restore_prekey,
+                                           content.restore_prekey_signature)
+            self._update_address(contact, content)
+            if contact.auto_named and content.name != contact.name:
+                wanted = content.name
+                if NAME_RE.fullmatch(wanted) and not self.name_taken(wanted):
+                    old = contact.name
+                    contact.name = wanted
+                    contact.auto_named = False
+                    contact.save()
+                    return [NoticeEvent(f"{old} calls themselves {wanted}; renamed.",
+                                        contact=wanted)]
+            contact.save()
+            return []
+        if isinstance(content, m.ProfileKeyUpdate):
+            contact.profile_key_sealed = self.sealer.seal(content.key, "contact.profile_key")
+            contact.profile_ref_sealed = self.sealer.seal(m.encode(content), "contact.profile_ref")
+            contact.profile_sealed = None
+            contact.save()
+            return []
+        if isinstance(content, m.CapabilityUpdate):
+            contact.deposit_cap_sealed = self.sealer.seal(content.capability,
+                                                          "contact.deposit_cap")
+            contact.save()
+            return [NoticeEvent(f"{contact.name} can be written to again.", contact=contact.name)]
+        return []
+
+    def _store_text(self, contact: db.Contact, content: m.Text, item: frames.Delivered,
+                    receipts: dict[int, list[str]] | None, *, unverified: bool = False
+                    ) -> list[Event]:
+        if db.Message.get_or_none(db.Message.uuid == content.id) is not None:
+            return []
+        if contact.blocked:
+            return []
+        attachment = None
+        if content.attachment is not None:
+            attachment = {"name": content.attachment.name, "size": content.attachment.size}
+        db.Message.create(
+            uuid=content.id, contact=contact, outgoing=False,
+            text_sealed=self.sealer.seal_text(content.text, "message.text"),
+            attachment_sealed=(self.sealer.seal(msgspec.msgpack.encode(content.attachment),
+                                                "message.attachment_ref")
+                               if content.attachment else None),
+            sent_at=content.sent_at, received_at=item.received_at,
+            read_at=now_ms() if self.auto_read else None,
+        )
+        if receipts is not None:
+            receipts.setdefault(contact.id, []).append(content.id)
+        return [MessageEvent(id=content.id, contact=contact.name, text=content.text,
+                             sent_at=content.sent_at, received_at=item.received_at,
+                             attachment=attachment, unverified_key=unverified)]
+
+    def mark_read(self, name: str, ids: list[str]) -> None:
+        """Record that messages were shown and queue a read receipt (if enabled)."""
+        if not ids:
+            return
+        contact = self.get_contact(name, allow_key_changed=True)
+        with self.store.write():
+            db.Message.update(read_at=now_ms()).where(
+                db.Message.uuid.in_(ids), db.Message.read_at.is_null()).execute()
+            if self.store.account().read_receipts and not contact.key_changed:
+                self._enqueue(contact, m.Receipt(kind="read", ids=ids), kind="receipt")
+
+    # ------------------------------------------------------------ history
+
+    def history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The last ``limit`` messages with ``name``, oldest first."""
+        contact = self.get_contact(name)
+        with self.store.read():
+            rows = list(db.Message.select().where(db.Message.contact == contact)
+                        .order_by(db.Message.sent_at.desc(), db.Message.id.desc()).limit(limit))
+        out = []
+        for row in reversed(rows):
+            if row.outgoing:
+                state = ("failed" if row.failed else "read" if row.read_at else
+                         "delivered" if row.delivered_at else "sent" if row.stored_at
+                         else "queued")
+            else:
+                state = "read" if row.read_at else "received"
+            entry: dict[str, Any] = {
+                "id": row.uuid, "from": "me" if row.outgoing else contact.name,
+                "to": contact.name if row.outgoing else "me",
+                "direction": "out" if row.outgoing else "in",
+                "text": self.sealer.open_text(row.text_sealed, "message.text"),
+                "sent_at": row.sent_at, "received_at": row.received_at, "state": state,
+                "group": None,
+            }
+            out.append(entry)
+        return out
+
+    # ------------------------------------------------------------ presence
+
+    async def presence(self, names: list[str] | None = None) -> dict[str, PresenceInfo]:
+        """Ask each contact's relay whether they are online (their capability
+        proves we may ask). An unreachable relay gives ``known=False``."""
+        contacts = [c for c in self.contacts() if names is None or c.name in names]
+        by_relay: dict[str, list[db.Contact]] = {}
+        for contact in contacts:
+            by_relay.setdefault(contact.relay_url, []).append(contact)
+        result: dict[str, PresenceInfo] = {
+            c.name: PresenceInfo(None, None, known=False) for c in contacts}
+        for url, group in by_relay.items():
+            targets = [frames.PresenceTarget(
+                mailbox=c.mailbox, cap=self.sealer.open(c.deposit_cap_sealed,
+                                                        "contact.deposit_cap")) for c in group]
+            try:
+                conn = await self._require_pool().get(url)
+                answer = await conn.request(
+                    lambda req, t=targets: frames.PresenceQuery(req=req, targets=t),  # type: ignore[misc]
+                    time_limit=5)
+            except RelayError:
+                continue
+            assert isinstance(answer, frames.PresenceResult)
+            by_mailbox = {entry.mailbox: entry for entry in answer.entries}
+            for contact in group:
+                entry = by_mailbox.get(contact.mailbox)
+                if entry is not None:
+                    result[contact.name] = PresenceInfo(entry.online, entry.last_seen, True)
+        return result
+
+    async def subscribe_presence(self, names: list[str]) -> dict[str, PresenceInfo]:
+        """Like :meth:`presence`, and later changes arrive as :class:`PresenceEvent`
+        from :meth:`events` (contacts on the own relay) or :meth:`presence_updates`."""
+        contacts = [c for c in self.contacts() if c.name in names]
+        result: dict[str, PresenceInfo] = {}
+        for contact in contacts:
+            target = frames.PresenceTarget(mailbox=contact.mailbox, cap=self.sealer.open(
+                contact.deposit_cap_sealed, "contact.deposit_cap"))
+            try:
+                conn = await self._require_pool().get(contact.relay_url)
+                answer = await conn.request(
+                    lambda req, t=target: frames.PresenceSubscribe(req=req, targets=[t]),  # type: ignore[misc]
+                    time_limit=5)
+            except RelayError:
+                result[contact.name] = PresenceInfo(None, None, False)
+                continue
+            assert isinstance(answer, frames.PresenceResult)
+            entry = answer.entries[0] if answer.entries else None
+            result[contact.name] = PresenceInfo(entry.online if entry else None,
+                                                entry.last_seen if entry else None, True)
+        return result
+
+    def _presence_events(self, entries: list[frames.PresenceEntry]) -> list[Event]:
+        with self.store.read():
+            by_mailbox = {c.mailbox: c.name for c in db.Contact.select()}
+        return [PresenceEvent(by_mailbox[e.mailbox], e.online, e.last_seen)
+                for e in entries if e.mailbox in by_mailbox]
+
+    # ------------------------------------------------------------ block, remove
+
+    async def block(self, name: str) -> None:
+        """Revoke the capability ``name`` deposits with; their messages are refused."""
+        contact = self.get_contact(name, allow_key_changed=True)
+        revoked = contact.issued_cap_hash
+        if revoked:
+            conn = await self.own_relay()
+            await conn.request(lambda req: frames.CapRevoke(req=req, cap_hashes=[revoked]))
+        with self.store.write():
+            db.Contact.update(blocked=True).where(db.Contact.id == contact.id).execute()
+            db.Outbox.delete().where(db.Outbox.contact == contact.id,
+                                     db.Outbox.kind != "text").execute()
+        self._roll_profile_key()
+
+    async def unblock(self, name: str) -> None:
+        """Issue a new capability to ``name`` and send it inside the session."""
+        contact = self.get_contact(name)
+        capability = os.urandom(32)
+        conn = await self.own_relay()
+        await conn.request(lambda req: frames.CapAdd(req=req, cap_hashes=[cap_hash(capability)]))
+        with self.store.write():
+            contact = db.Contact.get_by_id(contact.id)
+            contact.blocked = False
+            contact.issued_cap_sealed = self.sealer.seal(capability, "contact.issued_cap")
+            contact.issued_cap_hash = cap_hash(capability)
+            contact.save()
+            self._enqueue(contact, m.CapabilityUpdate(capability=capability), kind="capability")
+        await self.deliver_until_stored(kinds={"capability"}, contact_id=contact.id)
+
+    async def remove_contact(self, name: str) -> None:
+        """Revoke ``name``'s capability and delete the contact and its history."""
+        contact = self.get_contact(name, allow_key_changed=True)
+        revoked = contact.issued_cap_hash
+        if revoked:
+            conn = await self.own_relay()
+            with contextlib.suppress(RelayRequestError):
+                await conn.request(lambda req: frames.CapRevoke(req=req, cap_hashes=[revoked]))
+        with self.store.write():
+            db.Contact.delete().where(db.Contact.id == contact.id).execute()
+        self._roll_profile_key()
+
+    def _roll_profile_key(self) -> None:
+        with self.store.write():
+            db.Account.update(profile_key_sealed=self.sealer.seal(
+                os.urandom(32), "account.profile_key"), profile_ref_sealed=None).execute()
+
+    # ------------------------------------------------------------ backup
+
+    def export_backup(self) -> bytes:
+        """The backup payload (msgspec): keys, mailbox, contacts; no sessions."""
+        with self.store.read():
+            account = self.store.account()
+            contacts = [BackupContact(
+                name=c.name, identity=c.identity, relay_url=c.relay_url, mailbox=c.mailbox,
+                box_key=c.box_key,
+                deposit_cap=self.sealer.open(c.deposit_cap_sealed, "contact.deposit_cap"),
+                issued_cap=(self.sealer.open(c.issued_cap_sealed, "contact.issued_cap")
+                            if c.issued_cap_sealed else None),
+                verified=c.verified and not c.key_changed, blocked=c.blocked,
+                restore_prekey=c.restore_prekey,
+            ) for c in db.Contact.select().order_by(db.Contact.id)]
+            payload = BackupV1(
+                name=account.name, identity=self.identity.private_bytes(),
+                mailbox_key=self.mailbox_key.private_bytes(), mailbox=account.mailbox,
+                relay_url=account.relay_url, read_receipts=account.read_receipts,
+                presence_hidden=account.presence_hidden,
+                profile_key=self.sealer.open(account.profile_key_sealed, "account.profile_key"),
+                contacts=contacts,
+            )
+        return msgspec.msgpack.encode(payload)
+
+    @classmethod
+    def import_backup(cls, home: Home, payload: bytes, passphrase: str) -> ChatClient:
+        """Create this home from a backup payload (the home must be empty)."""
+        try:
+            backup = msgspec.msgpack.decode(payload, type=BackupV1)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise StorageError("The backup's content is not understood by this chatcli."
+                               ) from None
+        identity = IdentityKeyPair.from_private_bytes(backup.identity)
+        client = cls.create(home, passphrase, name=backup.name, relay_url=backup.relay_url,
+                            mailbox=backup.mailbox, identity=identity,
+                            mailbox_key=MailboxKeyPair.from_private_bytes(backup.mailbox_key),
+                            profile_key=backup.profile_key)
+        with client.store.write():
+            db.Account.update(read_receipts=backup.read_receipts,
+                              presence_hidden=backup.presence_hidden).execute()
+            for c in backup.contacts:
+                db.Contact.create(
+                    name=c.name, identity=c.identity, relay_url=c.relay_url, mailbox=c.mailbox,
+                    box_key=c.box_key,
+                    deposit_cap_sealed=client.sealer.seal(c.deposit_cap, "contact.deposit_cap"),
+                    issued_cap_sealed=(client.sealer.seal(c.issued_cap, "contact.issued_cap")
+                                       if c.issued_cap else None),
+                    issued_cap_hash=cap_hash(c.issued_cap) if c.issued_cap else None,
+                    verified=c.verified, blocked=c.blocked, restore_prekey=c.restore_prekey,
+                    created_at=now_ms(),
+                )
+        return client

@@ -1,0 +1,22 @@
+"""Relay storage: the :class:`~chatcli.relay.store.base.Store` interface and
+its backends. :func:`open_store` picks the backend from a ``--db`` value."""
+
+from __future__ import annotations
+
+from chatcli.errors import UsageError
+from chatcli.relay.store.base import Store
+
+__all__ = ["Store", "make_store"]
+
+
+def make_store(db: str) -> Store:
+    """The store for a ``--db`` value: a file path means SQLite. (Not opened yet.)"""
+    if "://" in db:
+        scheme = db.split("://", 1)[0].lower()
+        if scheme in ("sqlite", "file"):
+            db = db.split("://", 1)[1]
+        else:
+            raise UsageError(f"Unsupported database {scheme}://; use a file path for SQLite.")
+    from chatcli.relay.store.sqlite import SqliteStore
+
+    return SqliteStore(db)

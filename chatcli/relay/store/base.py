@@ -1,0 +1,222 @@
+"""The relay's storage interface.
+
+Everything the mailbox, presence and blob logic needs from a database, and
+nothing about policy: the store persists and counts; quotas, capabilities,
+tokens and expiry *decisions* live in :mod:`chatcli.relay.mailbox` and
+:mod:`chatcli.relay.blobs`. Methods are synchronous and are called from one
+worker thread at a time (see :mod:`chatcli.relay.storage`); several calls
+that must be atomic run inside :meth:`Store.transaction`.
+
+Byte strings: mailbox and blob ids are 16 bytes, capability and token hashes
+32. Times are integer milliseconds since the epoch.
+
+A backend subclasses :class:`Store` (``sqlite.SqliteStore`` now; the
+PostgreSQL store of the scale-out work later) and is opened by
+:func:`chatcli.relay.store.open_store` from a ``--db`` value. The relay test
+suite runs against each backend through the ``store_factory`` fixture.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+from collections.abc import Collection, Sequence
+
+__all__ = [
+    "BlobInfo",
+    "NewMessage",
+    "PresenceRecord",
+    "Store",
+    "StoreStats",
+    "StoredMessage",
+    "Usage",
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewMessage:
+    mailbox: bytes
+    payload: bytes
+    received_at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    payload: bytes
+    received_at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Usage:
+    messages: int
+    bytes: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PresenceRecord:
+    hidden: bool
+    last_seen: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobInfo:
+    blob: bytes
+    owner: bytes
+    read_cap_hash: bytes
+    size: int
+    complete: bool
+    expires_at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoreStats:
+    mailboxes: int
+    messages: int
+    message_bytes: int
+    blobs: int
+    blob_bytes: int
+    tokens: int
+    schema_version: int
+
+
+class Store(abc.ABC):
+    """A relay database. Not thread-safe: one caller at a time."""
+
+    # ------------------------------------------------------------ lifecycle
+
+    @abc.abstractmethod
+    def open(self, now: int) -> None:
+        """Connect, and create or migrate the schema."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the connection; the store may be opened again."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """A context manager making the calls inside it one atomic, durable
+        transaction (nested uses join the outer one)."""
+
+    @property
+    def description(self) -> str:
+        """Where the data lives, for logs (no passwords)."""
+        return type(self).__name__
+
+    # ------------------------------------------------------------ relay key
+
+    @abc.abstractmethod
+    def load_or_store_relay_seed(self, new_seed: bytes) -> bytes:
+        """The relay key's 32-byte seed: the stored one, or ``new_seed`` after
+        storing it if there was none (processes sharing a database agree)."""
+
+    # ------------------------------------------------------------ tokens
+
+    @abc.abstractmethod
+    def add_token(self, token_hash: bytes, uses: int, expires_at: int | None,
+                  now: int) -> None: ...
+
+    @abc.abstractmethod
+    def consume_token(self, token_hash: bytes, now: int) -> bool:
+        """Use one use of a registration token; False if unknown, used up or expired."""
+
+    # ------------------------------------------------------------ mailboxes
+
+    @abc.abstractmethod
+    def create_mailbox(self, mailbox: bytes, auth_key: bytes, now: int) -> None: ...
+
+    @abc.abstractmethod
+    def mailbox_auth_key(self, mailbox: bytes) -> bytes | None:
+        """The auth key of a mailbox, or None if it does not exist."""
+
+    @abc.abstractmethod
+    def delete_mailbox(self, mailbox: bytes) -> bool:
+        """Delete a mailbox and everything tied to it: messages, capabilities,
+        blobs it owns. False if it did not exist."""
+
+    @abc.abstractmethod
+    def mailbox_usage(self, mailboxes: Collection[bytes]) -> dict[bytes, Usage]:
+        """Queued messages and bytes of each existing mailbox among ``mailboxes``."""
+
+    # ------------------------------------------------------------ capabilities
+
+    @abc.abstractmethod
+    def add_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
+        """Allow these capability hashes (re-adding a revoked one allows it again)."""
+
+    @abc.abstractmethod
+    def revoke_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
+        """Refuse these capability hashes from now on (known or not)."""
+
+    @abc.abstractmethod
+    def valid_caps(self, pairs: Collection[tuple[bytes, bytes]]) -> set[tuple[bytes, bytes]]:
+        """The (mailbox, cap_hash) pairs among ``pairs`` that are allowed and not revoked."""
+
+    # ------------------------------------------------------------ messages
+
+    @abc.abstractmethod
+    def insert_messages(self, messages: Sequence[NewMessage]) -> list[int]:
+        """Store messages (mailboxes must exist), updating the usage counters;
+        return their ids, in order. Ids increase and are never reused."""
+
+    @abc.abstractmethod
+    def fetch_messages(self, mailbox: bytes, after_id: int, limit: int) -> list[StoredMessage]:
+        """Queued messages of ``mailbox`` with id > ``after_id``, oldest first."""
+
+    @abc.abstractmethod
+    def delete_messages(self, mailbox: bytes, ids: Collection[int]) -> int:
+        """Delete these messages of ``mailbox`` (others' ids are ignored); return how many."""
+
+    @abc.abstractmethod
+    def expire_messages(self, received_before: int) -> int:
+        """Delete messages received before the given time; return how many."""
+
+    # ------------------------------------------------------------ presence
+
+    @abc.abstractmethod
+    def presence_records(self, mailboxes: Collection[bytes]) -> dict[bytes, PresenceRecord]: ...
+
+    @abc.abstractmethod
+    def set_presence_hidden(self, mailbox: bytes, hidden: bool) -> None: ...
+
+    @abc.abstractmethod
+    def set_last_seen(self, mailbox: bytes, when: int) -> None: ...
+
+    # ------------------------------------------------------------ blobs
+
+    @abc.abstractmethod
+    def get_blob(self, blob: bytes) -> BlobInfo | None: ...
+
+    @abc.abstractmethod
+    def create_blob(self, info: BlobInfo, now: int) -> None: ...
+
+    @abc.abstractmethod
+    def append_blob_chunk(self, blob: bytes, offset: int, data: bytes, complete: bool) -> None:
+        """Add a chunk at ``offset`` (== the blob's size so far) and update size
+        and completeness."""
+
+    @abc.abstractmethod
+    def owner_blob_bytes(self, owner: bytes) -> int:
+        """Total size of the blobs a mailbox owns (finished or not)."""
+
+    @abc.abstractmethod
+    def read_blob(self, blob: bytes, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes of a blob from ``offset``."""
+
+    @abc.abstractmethod
+    def delete_blob(self, blob: bytes) -> bool: ...
+
+    @abc.abstractmethod
+    def expire_blobs(self, now: int) -> int:
+        """Delete blobs whose expiry has passed; return how many."""
+
+    # ------------------------------------------------------------ stats
+
+    @abc.abstractmethod
+    def stats(self) -> StoreStats: ...
+

@@ -1,0 +1,353 @@
+"""The embedded SQLite store: one file in WAL mode with ``synchronous=FULL``,
+so that a committed transaction survives a crash or SIGKILL of the relay
+(and, with FULL, a power cut). Blob chunks live in the same file, so one
+backup (``sqlite3 relay.db ".backup copy.db"`` or ``VACUUM INTO``) holds
+everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import peewee
+
+from chatcli.errors import StorageError
+from chatcli.relay.store import schema
+from chatcli.relay.store.base import (
+    BlobInfo,
+    NewMessage,
+    PresenceRecord,
+    Store,
+    StoredMessage,
+    StoreStats,
+    Usage,
+)
+from chatcli.relay.store.schema import (
+    Blob,
+    BlobChunk,
+    Capability,
+    Mailbox,
+    Message,
+    Meta,
+    Token,
+)
+
+__all__ = ["SqliteStore"]
+
+_RELAY_SEED = "relay_key"
+_IN_CHUNK = 400  # bound variables per IN (...) clause
+
+
+def _rows(query: Any) -> list[tuple[Any, ...]]:
+    """The rows of a query as plain tuples."""
+    return [tuple(row) for row in query.tuples()]
+
+
+def _row(query: Any) -> tuple[Any, ...]:
+    """The one row of an aggregate query as a plain tuple."""
+    return tuple(query.tuples().get())
+
+
+def _chunks(items: Sequence[bytes] | Sequence[int], size: int = _IN_CHUNK
+            ) -> Iterator[list[bytes] | list[int]]:
+    for i in range(0, len(items), size):
+        yield list(items[i:i + size])  # type: ignore[misc]
+
+
+class SqliteStore(Store):
+    """A relay database in one SQLite file (``path``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.db = peewee.SqliteDatabase(
+            self.path,
+            thread_safe=False,           # one worker thread at a time uses it
+            check_same_thread=False,     # ...but not always the same thread
+            pragmas={
+                "journal_mode": "wal",
+                "synchronous": "full",   # durable at commit, even across power loss
+                "foreign_keys": 0,
+                "busy_timeout": 10_000,
+                "cache_size": -16_000,   # 16 MiB page cache
+                "secure_delete": 1,      # deleted ciphertext is overwritten, not left in free pages
+            },
+        )
+
+    @property
+    def description(self) -> str:
+        return f"SQLite {self.path}"
+
+    # ------------------------------------------------------------ lifecycle
+
+    def open(self, now: int) -> None:
+        if self.path != ":memory:":
+            parent = Path(self.path).resolve().parent
+            if not parent.is_dir():
+                raise StorageError(f"The directory of the relay database {self.path} "
+                                   "does not exist.")
+        try:
+            schema.database_proxy.initialize(self.db)
+            self.db.connect(reuse_if_open=True)
+            schema.migrate(self.db, now)
+        except peewee.DatabaseError as exc:
+            raise StorageError(f"Cannot open the relay database {self.path}: {exc}.") from None
+
+    def close(self) -> None:
+        if not self.db.is_closed():
+            self.db.close()
+
+    def schema_version(self) -> int:
+        return schema.current_version(self.db)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.db.atomic():
+            yield
+
+    # ------------------------------------------------------------ relay key
+
+    def load_or_store_relay_seed(self, new_seed: bytes) -> bytes:
+        with self.db.atomic():
+            Meta.insert(key=_RELAY_SEED, value=new_seed).on_conflict_ignore().execute()
+            return bytes(Meta.get_by_id(_RELAY_SEED).value)
+
+    # ------------------------------------------------------------ tokens
+
+    def add_token(self, token_hash: bytes, uses: int, expires_at: int | None,
+                  now: int) -> None:
+        Token.create(token_hash=token_hash, uses_left=uses, expires_at=expires_at,
+                     created_at=now)
+
+    def consume_token(self, token_hash: bytes, now: int) -> bool:
+        with self.db.atomic():
+            updated = (Token.update(uses_left=Token.uses_left - 1)
+                       .where((Token.token_hash == token_hash) & (Token.uses_left > 0)
+                              & (Token.expires_at.is_null() | (Token.expires_at > now)))
+                       .execute())
+            return bool(updated)
+
+    # ------------------------------------------------------------ mailboxes
+
+    def create_mailbox(self, mailbox: bytes, auth_key: bytes, now: int) -> None:
+        Mailbox.create(id=mailbox, auth_key=auth_key, created_at=now)
+
+    def mailbox_auth_key(self, mailbox: bytes) -> bytes | None:
+        row = Mailbox.select(Mailbox.auth_key).where(Mailbox.id == mailbox).first()
+        return bytes(row.auth_key) if row else None
+
+    def delete_mailbox(self, mailbox: bytes) -> bool:
+        with self.db.atomic():
+            blobs = [bytes(b.id) for b in Blob.select(Blob.id).where(Blob.owner == mailbox)]
+            for part in _chunks(blobs):
+                BlobChunk.delete().where(BlobChunk.blob.in_(part)).execute()
+            Blob.delete().where(Blob.owner == mailbox).execute()
+            Message.delete().where(Message.mailbox == mailbox).execute()
+            Capability.delete().where(Capability.mailbox == mailbox).execute()
+            return bool(Mailbox.delete().where(Mailbox.id == mailbox).execute())
+
+    def mailbox_usage(self, mailboxes: Collection[bytes]) -> dict[bytes, Usage]:
+        out: dict[bytes, Usage] = {}
+        for part in _chunks(list(set(mailboxes))):
+            query = (Mailbox.select(Mailbox.id, Mailbox.msg_count, Mailbox.msg_bytes)
+                     .where(Mailbox.id.in_(part)))
+            for mailbox, count, size in _rows(query):
+                out[bytes(mailbox)] = Usage(int(count), int(size))
+        return out
+
+    # ------------------------------------------------------------ capabilities
+
+    def add_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
+        rows = [{"mailbox": mailbox, "cap_hash": h, "revoked": False, "created_at": now}
+                for h in set(cap_hashes)]
+        with self.db.atomic():
+            (Capability.insert_many(rows)
+             .on_conflict(conflict_target=[Capability.mailbox, Capability.cap_hash],
+                          update={Capability.revoked: False})
+             .execute())
+
+    def revoke_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
+        rows = [{"mailbox": mailbox, "cap_hash": h, "revoked": True, "created_at": now}
+                for h in set(cap_hashes)]
+        with self.db.atomic():
+            (Capability.insert_many(rows)
+             .on_conflict(conflict_target=[Capability.mailbox, Capability.cap_hash],
+                          update={Capability.revoked: True})
+             .execute())
+
+    def valid_caps(self, pairs: Collection[tuple[bytes, bytes]]) -> set[tuple[bytes, bytes]]:
+        by_mailbox: dict[bytes, list[bytes]] = defaultdict(list)
+        for mailbox, cap_hash in set(pairs):
+            by_mailbox[mailbox].append(cap_hash)
+        out: set[tuple[bytes, bytes]] = set()
+        for mailbox, hashes in by_mailbox.items():
+            for part in _chunks(hashes):
+                query = (Capability.select(Capability.cap_hash)
+                         .where((Capability.mailbox == mailbox)
+                                & Capability.cap_hash.in_(part)
+                                & (Capability.revoked == False)))  # noqa: E712 - SQL
+                out.update((mailbox, bytes(h)) for (h,) in _rows(query))
+        return out
+
+    # ------------------------------------------------------------ messages
+
+    def insert_messages(self, messages: Sequence[NewMessage]) -> list[int]:
+        ids: list[int] = []
+        usage: dict[bytes, list[int]] = defaultdict(lambda: [0, 0])
+        with self.db.atomic():
+            cursor: Any = self.db.cursor()  # type: ignore[no-untyped-call]
+            for msg in messages:
+                cursor.execute(
+                    'INSERT INTO "message" ("mailbox", "payload", "size", "received_at") '
+                    "VALUES (?, ?, ?, ?)",
+                    (msg.mailbox, msg.payload, len(msg.payload), msg.received_at))
+                row_id = cursor.lastrowid
+                assert row_id is not None
+                ids.append(row_id)
+                counts = usage[msg.mailbox]
+                counts[0] += 1
+                counts[1] += len(msg.payload)
+            for mailbox, (count, size) in usage.items():
+                (Mailbox.update(msg_count=Mailbox.msg_count + count,
+                                msg_bytes=Mailbox.msg_bytes + size)
+                 .where(Mailbox.id == mailbox).execute())
+        return ids
+
+    def fetch_messages(self, mailbox: bytes, after_id: int, limit: int) -> list[StoredMessage]:
+        query = (Message.select(Message.id, Message.payload, Message.received_at)
+                 .where((Message.mailbox == mailbox) & (Message.id > after_id))
+                 .order_by(Message.id).limit(limit))
+        return [StoredMessage(int(i), bytes(p), int(r)) for i, p, r in _rows(query)]
+
+    def delete_messages(self, mailbox: bytes, ids: Collection[int]) -> int:
+        total_count = total_bytes = 0
+        with self.db.atomic():
+            for part in _chunks(sorted(set(ids))):
+                where = (Message.mailbox == mailbox) & Message.id.in_(part)
+                count, size = _row(
+                    Message.select(peewee.fn.COUNT(Message.id),
+                                   peewee.fn.COALESCE(peewee.fn.SUM(Message.size), 0))
+                    .where(where))
+                if count:
+                    Message.delete().where(where).execute()
+                    total_count += int(count)
+                    total_bytes += int(size)
+            if total_count:
+                (Mailbox.update(msg_count=Mailbox.msg_count - total_count,
+                                msg_bytes=Mailbox.msg_bytes - total_bytes)
+                 .where(Mailbox.id == mailbox).execute())
+        return total_count
+
+    def expire_messages(self, received_before: int) -> int:
+        with self.db.atomic():
+            per_mailbox = _rows(
+                Message.select(Message.mailbox, peewee.fn.COUNT(Message.id),
+                               peewee.fn.SUM(Message.size))
+                .where(Message.received_at < received_before)
+                .group_by(Message.mailbox))
+            if not per_mailbox:
+                return 0
+            Message.delete().where(Message.received_at < received_before).execute()
+            total = 0
+            for mailbox, count, size in per_mailbox:
+                (Mailbox.update(msg_count=Mailbox.msg_count - int(count),
+                                msg_bytes=Mailbox.msg_bytes - int(size))
+                 .where(Mailbox.id == mailbox).execute())
+                total += int(count)
+            return total
+
+    # ------------------------------------------------------------ presence
+
+    def presence_records(self, mailboxes: Collection[bytes]) -> dict[bytes, PresenceRecord]:
+        out: dict[bytes, PresenceRecord] = {}
+        for part in _chunks(list(set(mailboxes))):
+            query = (Mailbox.select(Mailbox.id, Mailbox.hidden, Mailbox.last_seen)
+                     .where(Mailbox.id.in_(part)))
+            for mailbox, hidden, last_seen in _rows(query):
+                out[bytes(mailbox)] = PresenceRecord(
+                    bool(hidden), None if last_seen is None else int(last_seen))
+        return out
+
+    def set_presence_hidden(self, mailbox: bytes, hidden: bool) -> None:
+        Mailbox.update(hidden=hidden).where(Mailbox.id == mailbox).execute()
+
+    def set_last_seen(self, mailbox: bytes, when: int) -> None:
+        Mailbox.update(last_seen=when).where(Mailbox.id == mailbox).execute()
+
+    # ------------------------------------------------------------ blobs
+
+    def get_blob(self, blob: bytes) -> BlobInfo | None:
+        row = Blob.get_or_none(Blob.id == blob)
+        if row is None:
+            return None
+        return BlobInfo(blob=bytes(row.id), owner=bytes(row.owner),
+                        read_cap_hash=bytes(row.read_cap_hash), size=int(row.size),
+                        complete=bool(row.complete), expires_at=int(row.expires_at))
+
+    def create_blob(self, info: BlobInfo, now: int) -> None:
+        Blob.create(id=info.blob, owner=info.owner, read_cap_hash=info.read_cap_hash,
+                    size=info.size, complete=info.complete, created_at=now,
+                    expires_at=info.expires_at)
+
+    def append_blob_chunk(self, blob: bytes, offset: int, data: bytes, complete: bool) -> None:
+        with self.db.atomic():
+            if data:
+                BlobChunk.create(blob=blob, offset=offset, data=data)
+            (Blob.update(size=offset + len(data), complete=complete)
+             .where(Blob.id == blob).execute())
+
+    def owner_blob_bytes(self, owner: bytes) -> int:
+        total = (Blob.select(peewee.fn.COALESCE(peewee.fn.SUM(Blob.size), 0))
+                 .where(Blob.owner == owner).scalar())
+        return int(total or 0)
+
+    def read_blob(self, blob: bytes, offset: int, length: int) -> bytes:
+        end = offset + length
+        # The chunk that starts at or before ``offset``, and every later one before ``end``.
+        first = (BlobChunk.select(peewee.fn.MAX(BlobChunk.offset))
+                 .where((BlobChunk.blob == blob) & (BlobChunk.offset <= offset)).scalar())
+        start = int(first) if first is not None else 0
+        query = (BlobChunk.select(BlobChunk.offset, BlobChunk.data)
+                 .where((BlobChunk.blob == blob) & (BlobChunk.offset >= start)
+                        & (BlobChunk.offset < end))
+                 .order_by(BlobChunk.offset))
+        out = bytearray()
+        for chunk_offset, data in _rows(query):
+            chunk = bytes(data)
+            lo = max(offset - int(chunk_offset), 0)
+            hi = min(end - int(chunk_offset), len(chunk))
+            if hi > lo:
+                out += chunk[lo:hi]
+        return bytes(out)
+
+    def delete_blob(self, blob: bytes) -> bool:
+        with self.db.atomic():
+            BlobChunk.delete().where(BlobChunk.blob == blob).execute()
+            return bool(Blob.delete().where(Blob.id == blob).execute())
+
+    def expire_blobs(self, now: int) -> int:
+        with self.db.atomic():
+            expired = [bytes(b) for (b,) in
+                       _rows(Blob.select(Blob.id).where(Blob.expires_at <= now))]
+            for part in _chunks(expired):
+                BlobChunk.delete().where(BlobChunk.blob.in_(part)).execute()
+                Blob.delete().where(Blob.id.in_(part)).execute()
+            return len(expired)
+
+    # ------------------------------------------------------------ stats
+
+    def stats(self) -> StoreStats:
+        mailboxes, messages, message_bytes = _row(
+            Mailbox.select(peewee.fn.COUNT(Mailbox.id),
+                           peewee.fn.COALESCE(peewee.fn.SUM(Mailbox.msg_count), 0),
+                           peewee.fn.COALESCE(peewee.fn.SUM(Mailbox.msg_bytes), 0)))
+        blobs, blob_bytes = _row(Blob.select(peewee.fn.COUNT(Blob.id),
+                                             peewee.fn.COALESCE(peewee.fn.SUM(Blob.size), 0)))
+        tokens = Token.select().where(Token.uses_left > 0).count()
+        return StoreStats(mailboxes=int(mailboxes), messages=int(messages),
+                          message_bytes=int(message_bytes), blobs=int(blobs),
+                          blob_bytes=int(blob_bytes), tokens=int(tokens),
+                          schema_version=self.schema_version())
