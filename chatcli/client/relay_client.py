@@ -201,12 +201,12 @@ async def connect(address: RelayAddress | str, *, relay_key: bytes | None = None
     try:
         async with contextlib.AsyncExitStack() as stack:
             try:
+                ws = await stack.enter_async_context(trio_websocket.open_websocket(
+                    address.host, address.port, "/", use_ssl=address.tls,
+                    max_message_size=frames.MAX_FRAME_SIZE + 1024,
+                    connect_timeout=time_limit, disconnect_timeout=2,
+                    message_queue_size=64))
                 with trio.fail_after(time_limit):
-                    ws = await stack.enter_async_context(trio_websocket.open_websocket(
-                        address.host, address.port, "/", use_ssl=address.tls,
-                        max_message_size=frames.MAX_FRAME_SIZE + 1024,
-                        connect_timeout=time_limit, disconnect_timeout=2,
-                        message_queue_size=64))
                     await ws.send_message(proto.start())
                     data = await ws.get_message()
                     if isinstance(data, str):
@@ -216,7 +216,7 @@ async def connect(address: RelayAddress | str, *, relay_key: bytes | None = None
                             raise RelayRequestError(
                                 f"The relay at {address.url_without_fragment} refused the "
                                 f"connection: {describe_code(frame.code)}.", frame.code)
-            except trio.TooSlowError:
+            except (trio.TooSlowError, trio_websocket.ConnectionTimeout):
                 raise _unreachable(address, "it did not answer in time") from None
             except (OSError, trio_websocket.HandshakeError) as exc:
                 raise _unreachable(address, str(exc) or type(exc).__name__) from None
@@ -266,10 +266,11 @@ def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 class RelayPool:
-    """One connection per relay URL, opened on first use, closed at the end."""
+    """One connection per relay URL, opened on first use by a task of
+    ``nursery`` (so callers may sit in any cancel scope), closed with it."""
 
-    def __init__(self, stack: contextlib.AsyncExitStack) -> None:
-        self._stack = stack
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
         self._conns: dict[str, RelayConnection] = {}
         self._lock = trio.Lock()
 
@@ -279,10 +280,17 @@ class RelayPool:
         async with self._lock:
             conn = self._conns.get(key)
             if conn is None or conn.closed.is_set():
-                conn = await self._stack.enter_async_context(
-                    connect(address, relay_key=relay_key))
+                conn = await self._nursery.start(self._hold, address, relay_key)
                 self._conns[key] = conn
             return conn
+
+    @staticmethod
+    async def _hold(address: RelayAddress, relay_key: bytes | None,
+                    task_status: trio.TaskStatus[RelayConnection] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        async with connect(address, relay_key=relay_key) as conn:
+            task_status.started(conn)
+            await conn.closed.wait()
 
     def drop(self, url: str) -> None:
         """Forget a connection (after an error) so the next get() reconnects."""

@@ -89,6 +89,7 @@ class MessageEvent:
     group: str | None = None
     attachment: dict[str, Any] | None = None
     unverified_key: bool = False
+    attachment_ref: m.AttachmentRef | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -292,9 +293,9 @@ class ChatClient:
     async def online(self) -> AsyncIterator[ChatClient]:
         """Relay connections and background tasks for the length of the block."""
         try:
-            async with contextlib.AsyncExitStack() as stack, trio.open_nursery() as nursery:
+            async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self._pool = RelayPool(stack)
+                self._pool = RelayPool(nursery)
                 try:
                     yield self
                 finally:
@@ -1060,7 +1061,8 @@ class ChatClient:
             receipts.setdefault(contact.id, []).append(content.id)
         return [MessageEvent(id=content.id, contact=contact.name, text=content.text,
                              sent_at=content.sent_at, received_at=item.received_at,
-                             attachment=attachment, unverified_key=unverified)]
+                             attachment=attachment, unverified_key=unverified,
+                             attachment_ref=content.attachment)]
 
     def mark_read(self, name: str, ids: list[str]) -> None:
         """Record that messages were shown and queue a read receipt (if enabled)."""
@@ -1258,3 +1260,26 @@ class ChatClient:
                     created_at=now_ms(),
                 )
         return client
+
+
+async def create_account(home: Home, passphrase: str, *, name: str, relay_url: str,
+                         token: str | None = None) -> tuple[ChatClient, bool]:
+    """Register a mailbox on the relay and create the identity in ``home``.
+
+    Returns the client and whether the relay key was trusted on first use
+    (the URL had no fingerprint: the caller warns; the key is pinned)."""
+    from chatcli.client.relay_client import connect
+    from chatcli.crypto.keys import relay_fingerprint
+    from chatcli.protocol.address import parse_relay_url
+
+    validate_name(name)
+    home.require_empty()
+    address = parse_relay_url(relay_url)
+    identity = IdentityKeyPair.generate()
+    mailbox_key = MailboxKeyPair.generate()
+    async with connect(address) as conn:
+        mailbox = await conn.register(mailbox_key.auth_public, mailbox_key.sign, token)
+        pinned = address.with_fingerprint(relay_fingerprint(conn.relay_key)).display()
+    client = ChatClient.create(home, passphrase, name=name, relay_url=pinned, mailbox=mailbox,
+                               identity=identity, mailbox_key=mailbox_key)
+    return client, address.fingerprint is None

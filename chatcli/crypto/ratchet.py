@@ -419,7 +419,7 @@ class RatchetSession:
         """Restore a session from :meth:`to_bytes`; raises :class:`CorruptData`."""
         try:
             raw = msgspec.msgpack.decode(data)
-        except (msgspec.DecodeError, TypeError):
+        except (msgspec.DecodeError, TypeError, ValueError):  # bad UTF-8 raises UnicodeDecodeError
             raise CorruptData("The saved session is damaged.") from None
         if not isinstance(raw, list) or not raw or raw[0] != VERSION:
             raise CorruptData("The saved session is damaged or from an unknown version.")

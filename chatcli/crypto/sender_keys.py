@@ -371,7 +371,7 @@ _T = TypeVar("_T")
 def _decode(data: bytes, kind: type[_T]) -> _T:
     try:
         raw = msgspec.msgpack.decode(data)
-    except (msgspec.DecodeError, TypeError):
+    except (msgspec.DecodeError, TypeError, ValueError):  # bad UTF-8 raises UnicodeDecodeError
         raise CorruptData("The saved group key is damaged.") from None
     if not isinstance(raw, list) or not raw or raw[0] != VERSION:
         raise CorruptData("The saved group key is damaged or from an unknown version.")

@@ -77,7 +77,7 @@ class FakeRelay:
                         await out_send.send(exc.error_frame())
                         continue
                     owned = await self._dispatch(proto, frame, out_send, owned)
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError):
+        except* (trio_websocket.ConnectionClosed, trio.BrokenResourceError):
             pass
         finally:
             if owned is not None and out_send in owned.online:

@@ -1,0 +1,160 @@
+"""Every benchmark in one run, one JSON document on stdout.
+
+In order: the echo floor, the relay (each ``--relay`` configuration, SQLite
+with one process by default) under the same load parameters, relay memory per
+idle connection, and CLI start-up. Then a summary with the ratios to the echo
+floor and each target of issue 3 checked. A section that cannot run (a relay
+that does not start, client commands not built yet) carries an ``error`` and
+the others still run; the exit status is 1 then.
+
+Usage (from the repository root)::
+
+    python -m bench [--relay SPEC]... [--idle-counts 1000,10000] [--cli-runs 10]
+                    [--skip-idle] [--skip-cli] [load flags, see --help]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import json
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench import cli_startup, echo_floor, idle_memory, relay_load
+from bench.common import BenchError, RelayConfig, machine_info, raise_nofile_limit
+from bench.loadgen import LoadParams
+
+TARGET_THROUGHPUT_RATIO = 0.5   # relay messages/s >= half the echo floor's
+TARGET_P99_MS = 20.0            # at 500 messages/s over 100 pairs
+TARGET_IDLE_KIB = 40.0          # per idle authenticated connection
+
+
+def _section(report: dict[str, Any], name: str, fn: Callable[[], Any]) -> None:
+    start = time.monotonic()
+    try:
+        report[name] = fn()
+    except (BenchError, OSError, ValueError, subprocess.SubprocessError) as exc:
+        report[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    print(f"bench: {name} done in {time.monotonic() - start:.1f} s", file=sys.stderr)
+
+
+def summarise(report: dict[str, Any], params: LoadParams) -> dict[str, Any]:
+    """Headline figures, ratios to the echo floor, and the targets of issue 3."""
+    echo = report.get("echo_floor") or {}
+    echo_tp = (echo.get("throughput") or {}).get("messages_per_s")
+    echo_lat = echo.get("latency") or {}
+    summary: dict[str, Any] = {
+        "echo_messages_per_s": echo_tp,
+        "echo_latency_p50_ms": echo_lat.get("p50_ms"),
+        "echo_latency_p99_ms": echo_lat.get("p99_ms"),
+        "relays": {},
+    }
+    targets: dict[str, Any] = {}
+    paced_as_issue = params.rate == 500 and params.latency_pairs == 100
+    for entry in report.get("relays", []):
+        label = entry.get("label", "relay")
+        tp = (entry.get("throughput") or {}).get("messages_per_s")
+        lat = entry.get("latency") or {}
+        ratio = round(tp / echo_tp, 3) if tp and echo_tp else None
+        summary["relays"][label] = {
+            "messages_per_s": tp,
+            "throughput_ratio_to_echo": ratio,
+            "latency_p50_ms": lat.get("p50_ms"),
+            "latency_p99_ms": lat.get("p99_ms"),
+            "latency_lost_or_late": lat.get("lost_or_late"),
+            "error": entry.get("error"),
+        }
+        targets[f"{label}: messages/s >= 0.5 x echo"] = (
+            None if ratio is None else ratio >= TARGET_THROUGHPUT_RATIO)
+        p99 = lat.get("p99_ms")
+        targets[f"{label}: p99 <= 20 ms at {params.rate:g} msg/s over "
+                f"{params.latency_pairs} pairs"] = (
+            None if p99 is None else (p99 <= TARGET_P99_MS and lat.get("lost_or_late") == 0))
+    idle = report.get("idle_memory") or {}
+    per_conn = {str(p["target"]): p["per_connection_kib"] for p in idle.get("points", [])}
+    summary["idle_kib_per_connection"] = per_conn
+    for count, kib in per_conn.items():
+        targets[f"idle: <= 40 KiB per connection at {count}"] = (
+            None if kib is None else kib <= TARGET_IDLE_KIB)
+    cli = report.get("cli_startup") or {}
+    send = cli.get("one_shot_send") or {}
+    summary["cli_ms"] = {
+        "python_c_pass": (cli.get("python_c_pass") or {}).get("median_ms"),
+        "chatcli_help": (cli.get("chatcli_help") or {}).get("median_ms"),
+        "send": (send.get("send") or {}).get("median_ms"),
+        "send_fast_kdf": (send.get("send_fast_kdf") or {}).get("median_ms"),
+    }
+    if not paced_as_issue:
+        summary["note"] = ("the latency target of issue 3 is defined at 500 msg/s over 100 "
+                           "pairs; this run used other values")
+    return {"summary": summary, "targets": targets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run every chatcli benchmark and print one JSON document.")
+    parser.add_argument("--relay", action="append", default=[], metavar="SPEC",
+                        help="relay configuration (repeatable): sqlite, sqlite:PATH or a "
+                             "postgresql:// URL, with ;workers=N and ;arg=--flag=value "
+                             "(default: sqlite)")
+    parser.add_argument("--idle-counts", default="1000,10000",
+                        help="idle connection counts (default 1000,10000)")
+    parser.add_argument("--idle-per-process", type=int, default=5000,
+                        help="idle connections per holder process (default 5000)")
+    parser.add_argument("--cli-runs", type=int, default=10,
+                        help="runs per CLI timing, the median is reported (default 10)")
+    parser.add_argument("--skip-echo", action="store_true")
+    parser.add_argument("--skip-idle", action="store_true")
+    parser.add_argument("--skip-cli", action="store_true")
+    parser.add_argument("--no-send", action="store_true", help="CLI: skip the one-shot send")
+    parser.add_argument("--output", metavar="FILE", help="also write the JSON to FILE")
+    LoadParams.add_arguments(parser)
+    args = parser.parse_args(argv)
+    params = LoadParams.from_args(args)
+    raise_nofile_limit()
+    configs = [RelayConfig.parse(s) for s in args.relay] or [RelayConfig()]
+    started = time.monotonic()
+    report: dict[str, Any] = {
+        "benchmark": "chatcli",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": shlex.join(["python", "-m", "bench", *argv]),
+        "machine": machine_info(),
+        "params": params.as_dict(),
+    }
+    if not args.skip_echo:
+        _section(report, "echo_floor", lambda: echo_floor.run(params))
+    report["relays"] = []
+    for config in configs:
+        holder: dict[str, Any] = {}
+        _section(holder, "relay", functools.partial(relay_load.run, config, params))
+        holder["relay"]["label"] = config.label
+        report["relays"].append(holder["relay"])
+    if not args.skip_idle:
+        counts = [int(c) for c in args.idle_counts.split(",") if c]
+        _section(report, "idle_memory", lambda: idle_memory.run(
+            counts, config=configs[0], per_process=args.idle_per_process))
+    if not args.skip_cli:
+        _section(report, "cli_startup", lambda: cli_startup.run(args.cli_runs,
+                                                                send=not args.no_send))
+    report.update(summarise(report, params))
+    report["total_s"] = round(time.monotonic() - started, 1)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text + "\n")
+    failed = any("error" in (report.get(k) or {}) for k in ("echo_floor", "idle_memory"))
+    failed = failed or any("error" in r for r in report["relays"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""Contacts: ``invite``, ``accept``, ``contacts``, ``verify``, ``block``,
+``unblock`` and ``contact remove``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from chatcli.cli.output import (
+    Duration,
+    complete_contact,
+    emit_json,
+    info,
+    json_option,
+    passphrase_option,
+    run,
+    unlocked,
+    warn,
+)
+
+
+@click.command()
+@click.option("--name", "label", metavar="LABEL",
+              help="What you will call the person who accepts (default: the name they give).")
+@click.option("--qr", is_flag=True, help="Also draw the link as a QR code on stderr.")
+@click.option("--expires", type=Duration(), default="7d", show_default=True,
+              help="How long the invite stays valid (e.g. 30m, 12h, 7d).")
+@passphrase_option
+def invite(label: str | None, qr: bool, expires: int, passphrase_file: Path | None) -> None:
+    """Print a one-time invite link (and nothing else) on stdout.
+
+    Send the link to one person over a channel you trust; they run
+    `chatcli accept LINK`. It works once and expires.
+    """
+    with unlocked(passphrase_file) as client:
+        async def go() -> str:
+            async with client.online():
+                return await client.create_invite(label, expires)
+
+        link = run(go)
+    click.echo(link)
+    if qr:
+        import segno
+
+        segno.make(link, error="l").terminal(out=sys.stderr, compact=True)
+
+
+@click.command()
+@click.argument("link")
+@click.option("--name", help="What to call the inviter (default: the name they give).")
+@passphrase_option
+@json_option
+def accept(link: str, name: str | None, passphrase_file: Path | None, as_json: bool) -> None:
+    """Accept an invite LINK: add the inviter as a contact and send the handshake.
+
+    Exits 0 once the inviter's relay has stored the handshake.
+    """
+    with unlocked(passphrase_file) as client:
+        async def go() -> str:
+            async with client.online():
+                return await client.accept_invite(link, name)
+
+        added = run(go)
+        contact = client.get_contact(added)
+        fingerprint = client.contact_identity(contact).fingerprint()
+    if as_json:
+        emit_json({"name": added, "fingerprint": fingerprint})
+    else:
+        info(f"Added {added} (fingerprint {fingerprint}).")
+        info(f"Compare safety numbers with `chatcli verify {added}`.")
+
+
+@click.command()
+@passphrase_option
+@json_option
+@click.option("--offline", is_flag=True, help="Do not ask relays for online status.")
+def contacts(passphrase_file: Path | None, as_json: bool, offline: bool) -> None:
+    """List contacts: name, fingerprint, verified, online or last seen."""
+    with unlocked(passphrase_file) as client:
+        rows = client.contacts()
+        status: dict[str, object] = {}
+        if rows and not offline:
+            async def go() -> dict[str, object]:
+                async with client.online():
+                    return dict(await client.presence())
+
+            status = run(go)
+        items = []
+        for contact in rows:
+            presence = status.get(contact.name)
+            online = getattr(presence, "online", None)
+            last_seen = getattr(presence, "last_seen", None)
+            items.append({
+                "name": contact.name,
+                "fingerprint": client.contact_identity(contact).fingerprint(),
+                "verified": bool(contact.verified and not contact.key_changed),
+                "key_changed": bool(contact.key_changed),
+                "blocked": bool(contact.blocked),
+                "online": online,
+                "last_seen": last_seen,
+                "relay": contact.relay_url.split("#")[0],
+            })
+    if as_json:
+        emit_json(items)
+        return
+    if not items:
+        info("No contacts yet: `chatcli invite` makes a link to send to someone.")
+        return
+    import datetime
+
+    for item in items:
+        if item["key_changed"]:
+            state = "KEY CHANGED"
+        else:
+            state = "verified" if item["verified"] else "unverified"
+        if item["blocked"]:
+            state += ", blocked"
+        if item["online"] is True:
+            seen = "online"
+        elif isinstance(item["last_seen"], int):
+            when = datetime.datetime.fromtimestamp(item["last_seen"] / 1000)
+            seen = "last seen " + when.strftime("%Y-%m-%d %H:%M")
+        elif item["online"] is False:
+            seen = "offline"
+        else:
+            seen = "unknown"
+        click.echo(f"{item['name']:<20} {item['fingerprint']}  {state:<12} {seen}")
+
+
+@click.command()
+@click.argument("contact", shell_complete=complete_contact)
+@click.option("--qr", is_flag=True, help="Also draw the safety number as a QR code on stderr.")
+@click.option("--confirm", is_flag=True,
+              help="Mark the contact verified (and accept a changed key) after comparing.")
+@passphrase_option
+@json_option
+def verify(contact: str, qr: bool, confirm: bool, passphrase_file: Path | None,
+           as_json: bool) -> None:
+    """Show the safety number shared with CONTACT; compare it with theirs
+    (in person or on a call), then run again with --confirm."""
+    from chatcli.crypto.safety import format_safety_number
+
+    with unlocked(passphrase_file) as client:
+        number, payload, row = client.safety_number(contact)
+        changed = bool(row.key_changed)
+        accepted = False
+        if confirm:
+            accepted = client.confirm_contact(contact)
+        row = client.get_contact(contact, allow_key_changed=True)
+        fingerprint = client.contact_identity(row).fingerprint()
+    if as_json:
+        emit_json({"contact": contact, "safety_number": number, "fingerprint": fingerprint,
+                   "verified": bool(row.verified), "key_changed": bool(row.key_changed)})
+    else:
+        if changed and not confirm:
+            warn(f"The identity key of {contact} has CHANGED. Compare this new safety number "
+                 "with them before accepting it with --confirm.")
+        click.echo(format_safety_number(number))
+        if confirm:
+            info(f"{contact}: new key accepted and verified." if accepted
+                 else f"{contact} is now verified.")
+    if qr:
+        import segno
+
+        segno.make(payload, error="m").terminal(out=sys.stderr, compact=True)
+
+
+@click.command()
+@click.argument("contact", shell_complete=complete_contact)
+@passphrase_option
+def block(contact: str, passphrase_file: Path | None) -> None:
+    """Refuse messages from CONTACT: their capability is revoked on your relay."""
+    with unlocked(passphrase_file) as client:
+        async def go() -> None:
+            async with client.online():
+                await client.block(contact)
+
+        run(go)
+    info(f"Blocked {contact}.")
+
+
+@click.command()
+@click.argument("contact", shell_complete=complete_contact)
+@passphrase_option
+def unblock(contact: str, passphrase_file: Path | None) -> None:
+    """Accept messages from CONTACT again (a new capability is sent to them)."""
+    with unlocked(passphrase_file) as client:
+        async def go() -> None:
+            async with client.online():
+                await client.unblock(contact)
+
+        run(go)
+    info(f"Unblocked {contact}.")
+
+
+@click.group()
+def contact() -> None:
+    """Manage one contact."""
+
+
+@contact.command("remove")
+@click.argument("name", shell_complete=complete_contact)
+@passphrase_option
+def contact_remove(name: str, passphrase_file: Path | None) -> None:
+    """Delete contact NAME and its history; their capability is revoked."""
+    with unlocked(passphrase_file) as client:
+        async def go() -> None:
+            async with client.online():
+                await client.remove_contact(name)
+
+        run(go)
+    info(f"Removed {name}.")

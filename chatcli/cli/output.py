@@ -1,0 +1,141 @@
+"""Shared pieces of the user commands: option bundles, output, running async code.
+
+Habits (as in sqlite-utils and magic-wormhole): data goes to stdout, chatter
+to stderr; ``--json`` prints one JSON object (or one per line for streams);
+errors are :class:`chatcli.errors.ChatcliError` subclasses that the root group
+prints as one line. Nothing heavy is imported at module level.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from chatcli.client.service import ChatClient
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def json_option(func: F) -> F:
+    """Add ``--json``: machine-readable output on stdout."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON (one object per line for streams).")(func)
+
+
+def passphrase_option(func: F) -> F:
+    """Add ``--passphrase-file PATH`` (else CHATCLI_PASSPHRASE, else a prompt)."""
+    return click.option(
+        "--passphrase-file", type=click.Path(dir_okay=False, path_type=Path),
+        help="Read the passphrase from the first line of this file "
+             "(default: $CHATCLI_PASSPHRASE, else a hidden prompt).")(func)
+
+
+def emit_json(obj: Any) -> None:
+    """One JSON object on its own line, flushed."""
+    click.echo(json.dumps(obj, ensure_ascii=False, sort_keys=True))
+    sys.stdout.flush()
+
+
+def info(message: str) -> None:
+    """Chatter for the person at the terminal, on stderr."""
+    click.echo(message, err=True)
+
+
+def warn(message: str) -> None:
+    click.secho(message, err=True, fg="yellow")
+
+
+def run(func: Callable[[], Awaitable[T]]) -> T:
+    """Run an async function under Trio."""
+    import trio
+
+    return trio.run(func)
+
+
+@contextmanager
+def unlocked(passphrase_file: Path | None) -> Iterator[ChatClient]:
+    """The unlocked identity of CHATCLI_HOME, closed at the end."""
+    from chatcli.client.home import Home
+    from chatcli.client.service import ChatClient
+    from chatcli.client.unlock import get_passphrase
+
+    home = Home.from_env()
+    home.require()
+    client = ChatClient.unlock(home, get_passphrase(passphrase_file))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def complete_contact(ctx: click.Context, param: click.Parameter, incomplete: str
+                     ) -> list[click.shell_completion.CompletionItem]:
+    """Shell completion of contact (and group) names; reads only the clear
+    name column, so it needs no passphrase."""
+    try:
+        from chatcli.client import models
+        from chatcli.client.home import Home
+        from chatcli.client.store import Store
+
+        home = Home.from_env()
+        if not home.database.exists():
+            return []
+        store = Store.open(home.database, None)
+        try:
+            with store.read():
+                names = [c.name for c in models.Contact.select(models.Contact.name)]
+        finally:
+            store.close()
+    except Exception:  # completion must never crash the shell
+        return []
+    return [click.shell_completion.CompletionItem(n) for n in sorted(names)
+            if n.startswith(incomplete)]
+
+
+def parse_duration(text: str) -> int:
+    """``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    value = text.strip().lower()
+    factor = 1
+    if value and value[-1] in units:
+        factor = units[value[-1]]
+        value = value[:-1]
+    if not value.isdigit() or int(value) <= 0:
+        raise click.BadParameter(f"{text!r} is not a duration like 30m, 12h or 7d.")
+    return int(value) * factor
+
+
+class Duration(click.ParamType[int]):
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_duration(str(value))
+        except click.BadParameter as exc:
+            self.fail(exc.message, param, ctx)
+
+
+def with_passphrase_and_json(func: F) -> F:
+    return passphrase_option(json_option(func))
+
+
+def wraps_async(func: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """Decorator: a click callback written as ``async def``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return run(functools.partial(func, *args, **kwargs))
+
+    return wrapper

@@ -1,0 +1,267 @@
+"""Mailbox logic: registration, capabilities, deposits with quotas, delivery
+cursors, acknowledgements and retention. Synchronous, with explicit time
+(``now`` in milliseconds): the server calls it in its storage worker thread,
+and tests call it directly.
+
+The decisions are pure functions (:func:`plan_deposits`); :class:`Mailboxes`
+applies them to a :class:`~chatcli.relay.store.base.Store` in transactions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Collection, Sequence
+
+from chatcli.crypto.errors import BadSignature, InvalidKey
+from chatcli.crypto.keys import SigningPublicKey
+from chatcli.protocol import codes
+from chatcli.relay.errors import Refused
+from chatcli.relay.store.base import NewMessage, PresenceRecord, Store, StoredMessage, Usage
+
+__all__ = [
+    "TOKEN_PREFIX",
+    "AckBatch",
+    "CommitResult",
+    "DepositBatch",
+    "DepositItem",
+    "Mailboxes",
+    "Quota",
+    "cap_hash",
+    "new_token",
+    "plan_deposits",
+    "token_hash",
+]
+
+TOKEN_PREFIX = "chatcli-rt-"  # noqa: S105 - a prefix, not a secret
+
+
+def cap_hash(capability: bytes) -> bytes:
+    """What the relay stores of a capability: its SHA-256."""
+    return hashlib.sha256(capability).digest()
+
+
+def token_hash(token: str) -> bytes:
+    """What the relay stores of a registration token: its SHA-256."""
+    return hashlib.sha256(token.strip().encode("utf-8")).digest()
+
+
+def new_token() -> str:
+    """A fresh registration token (160 random bits)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(20)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Quota:
+    max_messages: int
+    max_bytes: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DepositItem:
+    """One deposit as the relay handles it: the capability already hashed."""
+
+    mailbox: bytes
+    cap_hash: bytes
+    payload: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """The outcome of :func:`plan_deposits`: an error code (or None) per item,
+    and the messages to store with the index of the item each comes from."""
+
+    errors: list[str | None]
+    accepted: list[int]
+
+
+def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[bytes, bytes]],
+                  usage: dict[bytes, Usage], quota: Quota,
+                  refused: Sequence[str | None] | None = None) -> Plan:
+    """Decide each deposit, in order: unknown mailbox, bad capability, quota.
+
+    ``refused`` may carry codes decided earlier (rate limits) per item. A full
+    mailbox refuses the items that do not fit and keeps everything stored.
+    """
+    errors: list[str | None] = []
+    accepted: list[int] = []
+    counts = {mb: [u.messages, u.bytes] for mb, u in usage.items()}
+    for index, item in enumerate(items):
+        earlier = refused[index] if refused is not None else None
+        if earlier is not None:
+            errors.append(earlier)
+            continue
+        count = counts.get(item.mailbox)
+        if count is None:
+            errors.append(codes.UNKNOWN_MAILBOX)
+        elif (item.mailbox, item.cap_hash) not in valid_caps:
+            errors.append(codes.BAD_CAPABILITY)
+        elif (count[0] + 1 > quota.max_messages
+              or count[1] + len(item.payload) > quota.max_bytes):
+            errors.append(codes.QUOTA_EXCEEDED)
+        else:
+            count[0] += 1
+            count[1] += len(item.payload)
+            errors.append(None)
+            accepted.append(index)
+    return Plan(errors, accepted)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DepositBatch:
+    """Deposits of one request, with codes decided before storage (or None)."""
+
+    items: list[DepositItem]
+    refused: list[str | None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AckBatch:
+    mailbox: bytes
+    ids: list[int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommitResult:
+    """Per deposit batch, the error code per item; and the stored messages as
+    (mailbox, message) in id order, for pushing to online owners."""
+
+    errors: list[list[str | None]]
+    stored: list[tuple[bytes, StoredMessage]]
+    acked: int
+
+
+class Mailboxes:
+    """The mailbox rules over a store. Not thread-safe: call from the storage worker."""
+
+    def __init__(self, store: Store, *, quota: Quota, retention_ms: int,
+                 invite_only: bool = False) -> None:
+        self.store = store
+        self.quota = quota
+        self.retention_ms = retention_ms
+        self.invite_only = invite_only
+
+    # ------------------------------------------------------------ registration
+
+    def register(self, auth_key: bytes, signature: bytes, transcript: bytes,
+                 token: str | None, now: int) -> bytes:
+        """Create a mailbox for ``auth_key`` after checking its signature over
+        ``transcript`` and, on an invite-only relay, the token. Returns the new
+        mailbox id; raises :class:`Refused`."""
+        verify_signature(auth_key, transcript, signature)
+        with self.store.transaction():
+            if self.invite_only:
+                if not token:
+                    raise Refused(codes.REGISTRATION_CLOSED,
+                                  "This relay is invite-only: registering needs a token.")
+                if not self.store.consume_token(token_hash(token), now):
+                    raise Refused(codes.BAD_TOKEN,
+                                  "The registration token is unknown, used up or expired.")
+            mailbox = os.urandom(16)
+            self.store.create_mailbox(mailbox, auth_key, now)
+        return mailbox
+
+    def authenticate(self, mailbox: bytes, signature: bytes, transcript: bytes) -> None:
+        """Check that ``signature`` over ``transcript`` is by the mailbox's auth
+        key; raise :class:`Refused` (``auth_failed``, also for unknown mailboxes)."""
+        auth_key = self.store.mailbox_auth_key(mailbox)
+        if auth_key is None:
+            raise Refused(codes.AUTH_FAILED, "Authentication failed.")
+        verify_signature(auth_key, transcript, signature)
+
+    def create_token(self, uses: int, expires_at: int | None, now: int) -> str:
+        if uses < 1:
+            raise ValueError("a token needs at least one use")
+        token = new_token()
+        self.store.add_token(token_hash(token), uses, expires_at, now)
+        return token
+
+    # ------------------------------------------------------------ capabilities
+
+    def add_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
+        self.store.add_caps(mailbox, cap_hashes, now)
+
+    def revoke_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
+        self.store.revoke_caps(mailbox, cap_hashes, now)
+
+    # ------------------------------------------------------------ deposits
+
+    def commit(self, deposits: Sequence[DepositBatch], acks: Sequence[AckBatch],
+               last_seen: dict[bytes, int], now: int) -> CommitResult:
+        """One group commit: every deposit batch, acknowledgement and last-seen
+        update in one transaction. Returns after it is durable."""
+        all_items = [item for batch in deposits for item in batch.items]
+        all_refused = [code for batch in deposits for code in batch.refused]
+        with self.store.transaction():
+            mailboxes = {item.mailbox for item in all_items}
+            usage = self.store.mailbox_usage(mailboxes) if mailboxes else {}
+            pairs = {(item.mailbox, item.cap_hash) for item, code in zip(
+                all_items, all_refused, strict=True) if code is None and item.mailbox in usage}
+            valid = self.store.valid_caps(pairs) if pairs else set()
+            plan = plan_deposits(all_items, valid, usage, self.quota, all_refused)
+            new = [NewMessage(all_items[i].mailbox, all_items[i].payload, now)
+                   for i in plan.accepted]
+            ids = self.store.insert_messages(new) if new else []
+            acked = 0
+            for ack in acks:
+                acked += self.store.delete_messages(ack.mailbox, ack.ids)
+            for mailbox, when in last_seen.items():
+                self.store.set_last_seen(mailbox, when)
+        errors: list[list[str | None]] = []
+        start = 0
+        for batch in deposits:
+            errors.append(plan.errors[start:start + len(batch.items)])
+            start += len(batch.items)
+        stored = [(msg.mailbox, StoredMessage(msg_id, msg.payload, now))
+                  for msg, msg_id in zip(new, ids, strict=True)]
+        return CommitResult(errors, stored, acked)
+
+    def deposit(self, items: Sequence[DepositItem], now: int) -> list[str | None]:
+        """Deposits of one request on their own (a commit of one batch)."""
+        batch = DepositBatch(list(items), [None] * len(items))
+        return self.commit([batch], [], {}, now).errors[0]
+
+    # ------------------------------------------------------------ delivery
+
+    def pending(self, mailbox: bytes, after_id: int, limit: int) -> list[StoredMessage]:
+        """Messages waiting in ``mailbox`` after ``after_id``, oldest first."""
+        return self.store.fetch_messages(mailbox, after_id, limit)
+
+    def ack(self, mailbox: bytes, ids: Collection[int]) -> int:
+        with self.store.transaction():
+            return self.store.delete_messages(mailbox, ids)
+
+    def expire(self, now: int) -> int:
+        """Delete messages older than the retention time; return how many."""
+        return self.store.expire_messages(now - self.retention_ms)
+
+    # ------------------------------------------------------------ presence
+
+    def presence_lookup(self, targets: Collection[tuple[bytes, bytes]]
+                        ) -> tuple[set[tuple[bytes, bytes]], dict[bytes, PresenceRecord]]:
+        """For (mailbox, cap_hash) targets: the valid pairs and the presence
+        records of their mailboxes."""
+        valid = self.store.valid_caps(targets)
+        records = self.store.presence_records({mb for mb, _ in valid})
+        return valid, records
+
+    # ------------------------------------------------------------ accounts
+
+    def delete_account(self, mailbox: bytes) -> bool:
+        return self.store.delete_mailbox(mailbox)
+
+
+def verify_signature(auth_key: bytes, transcript: bytes, signature: bytes) -> None:
+    """Check an Ed25519 signature by a mailbox auth key; raise ``auth_failed``."""
+    try:
+        SigningPublicKey(auth_key).verify(transcript, signature)
+    except (BadSignature, InvalidKey):
+        raise Refused(codes.AUTH_FAILED, "Authentication failed.") from None
+
+
+def same_hash(a: bytes, b: bytes) -> bool:
+    """Constant-time comparison of two hashes."""
+    return hmac.compare_digest(a, b)

@@ -1,0 +1,63 @@
+"""Smoke test of the benchmark harness: ``python -m bench`` end to end with tiny
+sizes against a real relay process, so that the benchmark cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY = [
+    "--pairs", "4", "--messages", "60", "--warmup", "5", "--duration", "8",
+    "--window", "16", "--batch", "8",
+    "--rate", "100", "--latency-pairs", "5", "--latency-duration", "1",
+    "--drain-timeout", "5",
+    "--idle-counts", "10", "--cli-runs", "1", "--no-send",
+]
+
+
+@pytest.mark.slow
+def test_python_m_bench_reports_every_figure() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench", *TINY], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+
+    assert report["machine"]["nproc"] >= 1
+    assert report["machine"]["python"].startswith("3.")
+
+    echo = report["echo_floor"]
+    assert echo["throughput"]["messages_delivered"] == 4 * 60
+    assert echo["throughput"]["ended_by"] == "count"
+    assert echo["latency"]["messages_delivered"] == echo["latency"]["messages_sent"] > 0
+
+    (relay,) = report["relays"]
+    assert "error" not in relay, relay.get("error")
+    assert relay["label"] == "sqlitex1"
+    tp = relay["throughput"]
+    assert tp["messages_delivered"] == 4 * 60, tp
+    assert tp["ended_by"] == "count" and tp["failed"] == 0 and tp["messages_per_s"] > 0
+    assert tp["server_cpu_s"] > 0 and tp["generator_cpu_s"] > 0
+    assert tp["transport"]["ack_frames"] > 0
+    lat = relay["latency"]
+    assert lat["messages_sent"] == 100 and lat["lost_or_late"] == 0, lat
+    assert lat["p50_ms"] is not None and lat["p99_ms"] >= lat["p50_ms"]
+
+    idle = report["idle_memory"]
+    (point,) = idle["points"]
+    assert point["connections"] == 10 and point["reached"]
+    assert isinstance(point["per_connection_kib"], float)
+
+    cli = report["cli_startup"]
+    assert cli["python_c_pass"]["median_ms"] > 0
+    assert cli["chatcli_help"]["median_ms"] > 0
+
+    summary = report["summary"]
+    assert summary["relays"]["sqlitex1"]["throughput_ratio_to_echo"] > 0
+    assert set(summary["idle_kib_per_connection"]) == {"10"}
+    assert all(isinstance(k, str) for k in report["targets"])

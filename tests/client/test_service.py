@@ -1,0 +1,163 @@
+"""The client service against an in-memory relay: handshake, messages, receipts,
+dedupe, key changes, restore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatcli.client import models as db
+from chatcli.client.home import Home
+from chatcli.client.service import ChatClient, MessageEvent, NoticeEvent, ReceiptEvent
+from chatcli.errors import KeyChangedError, UsageError
+from chatcli.protocol import frames
+from tests.client.conftest import PASS, drain, make_client, pair
+from tests.client.fakerelay import FakeRelay
+
+
+def texts(events: list[object]) -> list[str]:
+    return [e.text for e in events if isinstance(e, MessageEvent)]
+
+
+async def test_handshake_and_messages_both_ways(clients: tuple[ChatClient, ChatClient]) -> None:
+    alice, bob = clients
+    await pair(alice, bob)
+    assert alice.contact_names() == ["bob"]
+    assert bob.contact_names() == ["alice"]
+    async with bob.online():
+        await bob.send_text("alice", "hello alice")
+    async with alice.online():
+        await alice.send_text("bob", "hi bob")
+    got = await drain(alice)
+    assert texts(got) == ["hello alice"]
+    assert texts(await drain(bob)) == ["hi bob"]
+    # Bob got Alice's delivery receipt.
+    await drain(bob)
+    history = bob.history("alice")
+    assert [h["text"] for h in history] == ["hello alice", "hi bob"]
+    assert history[0]["state"] in {"delivered", "read"}
+    assert history[1]["direction"] == "in"
+
+
+async def test_receipts_and_read(clients: tuple[ChatClient, ChatClient]) -> None:
+    alice, bob = clients
+    await pair(alice, bob)
+    async with alice.online():
+        await alice.send_text("bob", "one")
+    bob.auto_read = True
+    await drain(bob)
+    events = await drain(alice)
+    receipts = [e for e in events if isinstance(e, ReceiptEvent)]
+    assert receipts and receipts[0].kind == "read"
+    assert alice.history("bob")[-1]["state"] == "read"
+
+
+async def test_invite_reuse_refused(tmp_path: Path, relay: FakeRelay) -> None:
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    carol = await make_client(tmp_path, "carol", relay)
+    async with alice.online():
+        link = await alice.create_invite("bob")
+    async with bob.online():
+        await bob.accept_invite(link, "alice")
+    async with carol.online():
+        await carol.accept_invite(link, "alice")
+    events = await drain(alice)
+    assert alice.contact_names() == ["bob"]
+    notices = [e.text for e in events if isinstance(e, NoticeEvent) and e.warning]
+    assert any("second time" in n for n in notices)
+
+
+async def test_duplicate_delivery_shown_once(
+    clients: tuple[ChatClient, ChatClient], relay: FakeRelay
+) -> None:
+    alice, bob = clients
+    await pair(alice, bob)
+    async with alice.online():
+        await alice.send_text("bob", "once")
+    # The deposit as the relay would deliver it, handled twice (two processes).
+    box = relay.mailboxes[bob.account().mailbox]
+    items = [frames.Delivered(id=i, payload=p, received_at=t)
+             for i, (p, t) in sorted(box.queue.items())]
+    first = bob.process_deliveries(items)
+    second = bob.process_deliveries(items)
+    assert texts(first) == ["once"] and texts(second) == []
+    # Even under a new relay id (a re-deposit of the same bytes) it is not shown again.
+    again = [frames.Delivered(id=i + 1000, payload=p, received_at=t)
+             for i, (p, t) in sorted(box.queue.items())]
+    assert texts(bob.process_deliveries(again)) == []
+
+
+async def test_key_change_blocks_until_confirmed(tmp_path: Path, relay: FakeRelay) -> None:
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    await pair(alice, bob)
+    # Bob starts over with a new identity and accepts a new invite labelled "bob".
+    bob2 = await make_client(tmp_path, "bob2", relay)
+    async with alice.online():
+        link = await alice.create_invite("bob")
+    async with bob2.online():
+        await bob2.accept_invite(link, "alice")
+    events = await drain(alice)
+    assert any(isinstance(e, NoticeEvent) and "changed" in e.text for e in events)
+    with pytest.raises(KeyChangedError):
+        alice.enqueue_text("bob", "still there?")
+    old_number = alice.safety_number("bob")[0]
+    assert alice.confirm_contact("bob") is True
+    assert alice.safety_number("bob")[0] != "" and old_number == alice.safety_number("bob")[0]
+    async with alice.online():
+        await alice.send_text("bob", "welcome back")
+    assert texts(await drain(bob2))[-1] == "welcome back"
+
+
+async def test_export_import_and_session_restore(tmp_path: Path, relay: FakeRelay) -> None:
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    await pair(alice, bob)
+    async with alice.online():
+        await alice.send_text("bob", "before")
+    await drain(bob)
+    await drain(alice)
+    number = alice.safety_number("bob")[0]
+    payload = alice.export_backup()
+    alice.close()
+    restored = ChatClient.import_backup(Home(tmp_path / "alice-new"), payload, PASS)
+    assert restored.safety_number("bob")[0] == number
+    async with restored.online():
+        await restored.send_text("bob", "after restore")
+    assert texts(await drain(bob)) == ["after restore"]
+    async with bob.online():
+        await bob.send_text("alice", "got it")
+    assert texts(await drain(restored)) == ["got it"]
+
+
+async def test_two_relays(tmp_path: Path, relay: FakeRelay, relay2: FakeRelay) -> None:
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay2)
+    await pair(alice, bob)
+    async with bob.online():
+        await bob.send_text("alice", "across relays")
+    assert texts(await drain(alice)) == ["across relays"]
+
+
+async def test_unknown_contact_is_usage_error(clients: tuple[ChatClient, ChatClient]) -> None:
+    alice, _ = clients
+    with pytest.raises(UsageError):
+        alice.enqueue_text("nobody", "x")
+
+
+async def test_sealed_columns_hold_no_plaintext(clients: tuple[ChatClient, ChatClient]) -> None:
+    alice, bob = clients
+    await pair(alice, bob)
+    async with alice.online():
+        await alice.send_text("bob", "very secret words")
+    await drain(bob)
+    for client in (alice, bob):
+        raw = client.home.database.read_bytes()
+        wal = Path(str(client.home.database) + "-wal")
+        if wal.exists():
+            raw += wal.read_bytes()
+        assert b"very secret words" not in raw
+    with bob.store.read():
+        assert db.Message.select().count() == 1
