@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import IO, Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 RELAY_ADDRESS_RE = re.compile(r"relay address:\s*(wss?://\S+)")
+METRICS_RE = re.compile(r"metrics:\s*(http://\S+/metrics)")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -307,13 +309,23 @@ class RelayConfig:
     None for a fresh SQLite file in a temporary directory), a process count,
     and any extra ``chatcli relay serve`` arguments.
 
-    Parsed from ``DB[;workers=N][;arg=--flag=value]...`` where DB is ``sqlite``
-    (a fresh file), ``sqlite:PATH`` or a ``postgresql://`` URL.
+    Parsed from ``DB[;workers=N][;arg=--flag=value][;set=NAME=VALUE]...``
+    where DB is ``sqlite`` (a fresh file), ``sqlite:PATH`` or a
+    ``postgresql://`` URL; ``set`` writes NAME = VALUE into a ``--config``
+    file for the relay (``settings``).
     """
 
     db: str | None = None
     workers: int = 1
     extra_args: tuple[str, ...] = ()
+    settings: tuple[tuple[str, float | int | str | bool], ...] = ()
+
+    def with_settings(self, **settings: float | int | str | bool) -> RelayConfig:
+        """The same relay with more ``--config`` file settings (later ones win)."""
+        merged = dict(self.settings)
+        merged.update(settings)
+        return RelayConfig(db=self.db, workers=self.workers, extra_args=self.extra_args,
+                           settings=tuple(sorted(merged.items())))
 
     @classmethod
     def parse(cls, spec: str) -> RelayConfig:
@@ -326,15 +338,20 @@ class RelayConfig:
         else:
             db = head
         workers, extra = 1, []
+        settings: dict[str, float | int | str | bool] = {}
         for opt in opts:
             key, _, value = opt.partition("=")
             if key == "workers":
                 workers = int(value)
             elif key == "arg":
                 extra.append(value)
+            elif key == "set":
+                name, _, text = value.partition("=")
+                settings[name] = _setting_value(text)
             else:
                 raise ValueError(f"unknown relay option {key!r} in {spec!r}")
-        return cls(db=db, workers=workers, extra_args=tuple(extra))
+        return cls(db=db, workers=workers, extra_args=tuple(extra),
+                   settings=tuple(sorted(settings.items())))
 
     @property
     def backend(self) -> str:
@@ -349,7 +366,32 @@ class RelayConfig:
     def describe(self) -> dict[str, Any]:
         # A PostgreSQL URL may carry a password: report host and database only.
         return {"backend": self.backend, "workers": self.workers,
-                "extra_args": list(self.extra_args)}
+                "extra_args": list(self.extra_args), "config_file": dict(self.settings)}
+
+
+def _setting_value(text: str) -> float | int | str | bool:
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _toml(settings: dict[str, float | int | str | bool]) -> str:
+    """A flat TOML document of simple values."""
+    lines = []
+    for key, value in settings.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int | float):
+            text = repr(value)
+        else:
+            text = json.dumps(value)  # a TOML basic string for plain text
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -362,7 +404,9 @@ class RelayProcess:
 
     config: RelayConfig = field(default_factory=RelayConfig)
     start_timeout: float = 60.0
+    metrics: bool = False  # serve Prometheus /metrics (on a free port) for scrape()
     url: str = ""
+    metrics_url: str | None = None
     proc: subprocess.Popen[str] | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
     _drain: threading.Thread | None = None
@@ -376,7 +420,13 @@ class RelayProcess:
                "--db", db]
         if self.config.workers != 1:
             cmd += ["--workers", str(self.config.workers)]
+        if self.config.settings:
+            config_path = tmp / "relay.toml"
+            config_path.write_text(_toml(dict(self.config.settings)))
+            cmd += ["--config", str(config_path)]
         cmd += list(self.config.extra_args)
+        if self.metrics:
+            cmd += ["--metrics-port", "0"]
         self.log_path = tmp / "relay.log"
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
@@ -384,6 +434,8 @@ class RelayProcess:
                 bufsize=1, env=child_env(), cwd=tmp, preexec_fn=_raise_limit_in_child)
         try:
             self.url = self._wait_for_address()
+            if self.metrics:
+                self.metrics_url = self._wait_for_metrics()
         except BaseException:
             self.__exit__()
             raise
@@ -408,6 +460,36 @@ class RelayProcess:
         raise BenchError(
             f"the relay printed no address line (exit code {self.proc.poll()}); "
             f"stdout: {''.join(seen)[-500:]!r}; log: {self.log_tail()!r}")
+
+    def _wait_for_metrics(self, timeout: float = 10.0) -> str | None:
+        """The /metrics URL the relay logs on stderr (None if it never does)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = METRICS_RE.search(self.log_tail(100_000))
+            if match:
+                return match.group(1)
+            time.sleep(0.05)
+        return None
+
+    def scrape(self) -> dict[str, float]:
+        """The relay's Prometheus samples, ``name{labels}`` -> value (empty
+        without metrics). Only 127.0.0.1 is ever asked."""
+        if not self.metrics_url or not self.metrics_url.startswith(f"http://{LOOPBACK}:"):
+            return {}
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:  # noqa: S310
+                text = resp.read().decode("utf-8", "replace")
+        except OSError:
+            return {}
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                try:
+                    samples[name] = float(value)
+                except ValueError:
+                    continue
+        return samples
 
     @property
     def ws_url(self) -> str:

@@ -21,27 +21,29 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import trio
+import trio_websocket
 
 from bench.common import (
     BenchError,
     RelayConfig,
     RelayProcess,
     Worker,
-    chatcli_command,
     emit,
     raise_nofile_limit,
+    tree_rss_kib,
 )
 from bench.loadgen import guarded
-from bench.wire import RelayConnection, RelayRefused, open_owner
+from bench.wire import RelayRefused, open_owner
 
 WARMUP_CONNECTIONS = 20
 
@@ -50,10 +52,11 @@ WARMUP_CONNECTIONS = 20
 
 
 async def hold(url: str, fingerprint: str | None, count: int, concurrency: int,
-               reconnect: bool, deadline: float) -> None:
-    """Open ``count`` idle owner connections, report, and keep them open until
-    stdin closes (or until ``deadline`` seconds have passed)."""
-    conns: list[RelayConnection] = []
+               reconnect: bool, deadline: float, plain: bool = False) -> None:
+    """Open ``count`` idle owner connections (``plain``: bare WebSockets, for
+    the echo floor), report, and keep them open until stdin closes (or until
+    ``deadline`` seconds have passed)."""
+    conns: list[object] = []
     errors: dict[str, int] = {}
     limiter = trio.CapacityLimiter(concurrency)
     start = time.monotonic()
@@ -61,8 +64,12 @@ async def hold(url: str, fingerprint: str | None, count: int, concurrency: int,
     async def one(nursery: trio.Nursery) -> None:
         async with limiter:
             try:
-                conn, _key = await open_owner(nursery, url, fingerprint=fingerprint,
-                                              reconnect=reconnect)
+                conn: object
+                if plain:
+                    conn = await trio_websocket.connect_websocket_url(nursery, url)
+                else:
+                    conn, _key = await open_owner(nursery, url, fingerprint=fingerprint,
+                                                  reconnect=reconnect)
             except RelayRefused as exc:
                 errors[exc.code] = errors.get(exc.code, 0) + 1
                 return
@@ -95,6 +102,7 @@ def _hold_main(argv: list[str]) -> int:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--no-reconnect", action="store_true")
+    parser.add_argument("--plain", action="store_true", help="bare WebSockets (echo floor)")
     parser.add_argument("--deadline", type=float, default=600.0)
     args = parser.parse_args(argv)
     limit = raise_nofile_limit()
@@ -104,7 +112,7 @@ def _hold_main(argv: list[str]) -> int:
     try:
         trio.run(lambda: guarded(lambda: hold(
             args.url, args.fingerprint, args.count, args.concurrency,
-            not args.no_reconnect, args.deadline)))
+            not args.no_reconnect, args.deadline, args.plain)))
     except Exception as exc:
         emit({"error": f"{type(exc).__name__}: {exc}"})
         return 1
@@ -114,40 +122,42 @@ def _hold_main(argv: list[str]) -> int:
 # ----------------------------------------------------------- orchestrator
 
 
-def relay_limit_args(max_connections: int) -> list[str]:
-    """Flags lifting the relay's connection cap, if this relay has one."""
-    try:
-        help_text = subprocess.run([*chatcli_command(), "relay", "serve", "--help"],
-                                   capture_output=True, text=True, timeout=30).stdout
-    except subprocess.TimeoutExpired:
-        return []
-    return ["--max-connections", str(max_connections)] if "--max-connections" in help_text \
-        else []
+@contextlib.contextmanager
+def _server(kind: str, config: RelayConfig, max_connections: int,
+            log_dir: Path) -> Iterator[tuple[str, str | None, Callable[[], int], list[str]]]:
+    """Start the server to measure: (url, fingerprint, rss reader, holder flags)."""
+    if kind == "echo":
+        with Worker("bench.echo_floor", ["serve"], log_dir=log_dir, name="echo-server") as srv:
+            url = srv.read_json(30)["url"]
+            yield url, None, lambda: tree_rss_kib(srv.pid), ["--plain"]
+        return
+    # The relay's default connection cap is 10,000: lift it above the count.
+    with RelayProcess(config.with_settings(max_connections=max_connections)) as relay:
+        yield relay.ws_url, relay.fingerprint, relay.rss_kib, []
 
 
-def run(counts: list[int], *, config: RelayConfig | None = None, per_process: int = 5000,
-        concurrency: int = 50, reconnect: bool = True,
+def run(counts: list[int], *, config: RelayConfig | None = None, server: str = "relay",
+        per_process: int = 5000, concurrency: int = 50, reconnect: bool = True,
         settle: float = 2.0, open_timeout: float = 300.0) -> dict[str, Any]:
+    """Measure the RSS of ``server`` ("relay" or "echo", the trio-websocket
+    floor) with each count of idle connections open."""
     counts = sorted(counts)
     config = config or RelayConfig()
-    extra = relay_limit_args(counts[-1] + 1000)
-    config = RelayConfig(db=config.db, workers=config.workers,
-                         extra_args=(*config.extra_args, *extra))
     holder_flags = ["--concurrency", str(concurrency), "--deadline", str(open_timeout * 3)]
     if not reconnect:
         holder_flags.append("--no-reconnect")
     points: list[dict[str, Any]] = []
     holders: list[Worker] = []
     with tempfile.TemporaryDirectory(prefix="chatcli-bench-") as tmp, \
-            RelayProcess(config) as relay:
-        base_args = ["hold", "--url", relay.ws_url, *holder_flags]
-        if relay.fingerprint:
-            base_args += ["--fingerprint", relay.fingerprint]
+            _server(server, config, counts[-1] + 1000, Path(tmp)) as (url, fp, rss_kib, flags):
+        base_args = ["hold", "--url", url, *holder_flags, *flags]
+        if fp:
+            base_args += ["--fingerprint", fp]
         with Worker("bench.idle_memory", [*base_args, "--count", str(WARMUP_CONNECTIONS)],
                     log_dir=Path(tmp), name="idle-warmup") as warm:
             warm.read_json(open_timeout)
         time.sleep(settle)
-        baseline = relay.rss_kib()
+        baseline = rss_kib()
         opened = 0
         errors: dict[str, int] = {}
         try:
@@ -168,8 +178,7 @@ def run(counts: list[int], *, config: RelayConfig | None = None, per_process: in
                         errors[code] = errors.get(code, 0) + n
                 open_s = time.monotonic() - t0
                 time.sleep(settle)
-                rss = relay.rss_kib()
-                alive = relay.proc is not None and relay.proc.poll() is None
+                rss = rss_kib()
                 points.append({
                     "target": target,
                     "connections": opened,
@@ -177,7 +186,6 @@ def run(counts: list[int], *, config: RelayConfig | None = None, per_process: in
                     "open_s": round(open_s, 2),
                     "rss_kib": rss,
                     "per_connection_kib": round((rss - baseline) / opened, 2) if opened else None,
-                    "relay_alive": alive,
                 })
                 if opened < target:
                     break  # the next count cannot be reached either
@@ -185,8 +193,11 @@ def run(counts: list[int], *, config: RelayConfig | None = None, per_process: in
             for w in holders:
                 w.close()
         return {
-            "relay": config.describe(),
-            "reconnect_auth": reconnect,
+            "server": "relay" if server == "relay" else "trio-websocket echo",
+            "relay": config.describe() if server == "relay" else None,
+            "connection": ("plain WebSocket" if server == "echo" else
+                           "registered, then Auth on a new connection" if reconnect else
+                           "registered (the registering connection kept)"),
             "baseline_rss_kib": baseline,
             "points": points,
             "errors": errors,
@@ -204,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--counts", default="1000,10000",
                         help="connection counts to measure at (default 1000,10000)")
     parser.add_argument("--relay", default="sqlite", metavar="SPEC")
+    parser.add_argument("--server", choices=["relay", "echo"], default="relay",
+                        help="measure the relay, or the bare trio-websocket echo floor")
     parser.add_argument("--per-process", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--no-reconnect", action="store_true")
@@ -211,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile_limit()
     counts = [int(c) for c in args.counts.split(",") if c]
     try:
-        report = run(counts, config=RelayConfig.parse(args.relay),
+        report = run(counts, config=RelayConfig.parse(args.relay), server=args.server,
                      per_process=args.per_process, concurrency=args.concurrency,
                      reconnect=not args.no_reconnect)
     except BenchError as exc:

@@ -362,9 +362,12 @@ class Harness:
             report["transport"] = self.transport.take_stats()
         return report
 
-    async def run_phases(self, transport: Transport,
-                         measure: Callable[[], dict[str, float]]) -> dict[str, Any]:
-        """Open the pairs, warm up, then the throughput and latency phases."""
+    async def run_phases(self, transport: Transport, measure: Callable[[], dict[str, float]],
+                         on_phase: Callable[[str], None] = lambda name: None,
+                         ) -> dict[str, Any]:
+        """Open the pairs, warm up, then the throughput and latency phases;
+        ``on_phase(name)`` is called as each measured phase starts (``throughput``,
+        ``latency``) and ends (``throughput_end``, ``latency_end``)."""
         p = self.params
         count = max(p.pairs, p.latency_pairs)
         report: dict[str, Any] = {"params": p.as_dict()}
@@ -375,13 +378,17 @@ class Harness:
             self.pairs = all_pairs[: p.pairs]
             if p.warmup:
                 await self.throughput(p.warmup, p.duration, measure)
+            on_phase("throughput")
             report["throughput"] = await self.throughput(p.messages, p.duration, measure)
+            on_phase("throughput_end")
             # Let what was in flight when the phase ended drain first.
             await trio.sleep(PHASE_GAP)
             self.pairs = all_pairs
+            on_phase("latency")
             report["latency"] = await self.latency(p.rate, p.latency_pairs,
                                                    p.latency_duration, p.drain_timeout,
                                                    measure)
+            on_phase("latency_end")
             nursery.cancel_scope.cancel()
         return report
 

@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,22 @@ from bench.common import (
     raise_nofile_limit,
 )
 from bench.loadgen import Harness, LoadParams, PairSender, cpu_meter, guarded
+from bench.profile import Profiler
 from bench.wire import RelayConnection, open_owner
 from chatcli.protocol import frames
 
 TRANSIENT = frozenset({"rate_limited", "try_again", "shutting_down", "too_many_connections"})
+
+# The relay's abuse limits are per connection and per capability (one sender
+# and one contact). A benchmark concentrates thousands of messages per second
+# on a few dozen of them, which no real contact does, so it lifts those rates
+# (through the relay's --config file); everything else stays at its default.
+BENCH_SETTINGS: dict[str, float | int | str | bool] = {
+    "connection_rate": 1e6,
+    "connection_burst": 1e6,
+    "capability_rate": 1e6,
+    "capability_burst": 1e6,
+}
 
 
 class _RelaySender:
@@ -157,8 +170,8 @@ async def generate(url: str, fingerprint: str | None, params: LoadParams,
                    server_pids: list[int]) -> dict[str, Any]:
     harness = Harness(params)
     transport = RelayTransport(url, fingerprint)
-    report: dict[str, Any] = await guarded(
-        lambda: harness.run_phases(transport, cpu_meter(server_pids)))
+    report: dict[str, Any] = await guarded(lambda: harness.run_phases(
+        transport, cpu_meter(server_pids), lambda name: emit({"event": "phase", "phase": name})))
     return report
 
 
@@ -183,23 +196,85 @@ def _gen_main(argv: list[str]) -> int:
 # ---------------------------------------------------------- orchestrator side
 
 
-def run(config: RelayConfig, params: LoadParams, *, timeout: float | None = None) -> dict[str, Any]:
+def metrics_delta(t0: float, before: dict[str, float], t1: float,
+                  after: dict[str, float]) -> dict[str, Any]:
+    """What the relay's own /metrics counted during a phase: group commits,
+    items per commit, time per commit, and frames received by type."""
+    if not before or not after:
+        return {"available": False}
+
+    def d(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    seconds = max(1e-9, t1 - t0)
+    commits = d("chatcli_relay_commit_seconds_count")
+    frames_in = {}
+    for key in after:
+        if key.startswith("chatcli_relay_frames_received_total{"):
+            kind = key.split('"')[1] if '"' in key else key
+            if d(key):
+                frames_in[kind] = int(d(key))
+    return {
+        "available": True,
+        "commits": int(commits),
+        "commits_per_s": round(commits / seconds, 1),
+        "items_per_commit": round(d("chatcli_relay_commit_items_sum") / commits, 2)
+        if commits else None,
+        "commit_ms_mean": round(1000 * d("chatcli_relay_commit_seconds_sum") / commits, 3)
+        if commits else None,
+        "commit_busy_share": round(d("chatcli_relay_commit_seconds_sum") / seconds, 3),
+        "deposits_stored": int(d("chatcli_relay_deposits_total")),
+        "messages_delivered": int(d("chatcli_relay_messages_delivered_total")),
+        "messages_acked": int(d("chatcli_relay_messages_acked_total")),
+        "frames_received": frames_in,
+    }
+
+
+def run(config: RelayConfig, params: LoadParams, *, timeout: float | None = None,
+        profile_dir: Path | None = None) -> dict[str, Any]:
     """Start a relay and a generator process; return the generator's report,
-    with the relay's configuration and RSS."""
+    with the relay's configuration and RSS. With ``profile_dir``, py-spy
+    samples the relay during each measured phase (see :mod:`bench.profile`)."""
     budget = timeout or (120 + params.duration * 2 + params.latency_duration
                          + params.drain_timeout)
+    config = RelayConfig(db=config.db, workers=config.workers,
+                         extra_args=config.extra_args,
+                         settings=tuple(sorted({**BENCH_SETTINGS, **dict(config.settings)}
+                                               .items())))
     with tempfile.TemporaryDirectory(prefix="chatcli-bench-") as tmp, \
-            RelayProcess(config) as relay:
+            RelayProcess(config, metrics=True) as relay:
         rss_start = relay.rss_kib()
         args = ["gen", "--url", relay.ws_url, "--server-pid", str(relay.pid),
                 *params.to_argv()]
         if relay.fingerprint:
             args += ["--fingerprint", relay.fingerprint]
+        profiles: dict[str, Profiler] = {}
+        scrapes: dict[str, tuple[float, dict[str, float]]] = {}
+        deadline = time.monotonic() + budget
         with Worker("bench.relay_load", args, log_dir=Path(tmp), name="relay-gen") as gen:
             try:
-                report = gen.read_json(budget)
+                while True:
+                    report = gen.read_json(max(1.0, deadline - time.monotonic()))
+                    if report.get("event") != "phase":
+                        break
+                    phase = str(report["phase"])
+                    scrapes[phase] = (time.monotonic(), relay.scrape())
+                    if profile_dir is not None and not phase.endswith("_end"):
+                        seconds = (params.duration if phase == "throughput"
+                                   else params.latency_duration)
+                        profiles[phase] = Profiler.start(
+                            relay.pid, seconds, profile_dir / f"relay-{config.label}-{phase}")
             except BenchError as exc:
                 raise BenchError(f"{exc}; relay log: {relay.log_tail()!r}") from None
+            finally:
+                for profiler in profiles.values():
+                    profiler.wait()
+        if profiles:
+            report["profile"] = {phase: p.summary() for phase, p in profiles.items()}
+        for phase in ("throughput", "latency"):
+            if phase in scrapes and f"{phase}_end" in scrapes and phase in report:
+                report[phase]["relay_metrics"] = metrics_delta(
+                    *scrapes[phase], *scrapes[f"{phase}_end"])
         report["relay"] = config.describe()
         report["relay_rss_kib"] = {"start": rss_start, "end": relay.rss_kib()}
         return report
@@ -214,13 +289,19 @@ def main(argv: list[str] | None = None) -> int:
         description="Relay end-to-end throughput and latency; prints JSON.")
     parser.add_argument("--relay", action="append", default=[], metavar="SPEC",
                         help="relay to test: sqlite, sqlite:PATH or a postgresql:// URL, "
-                             "options ;workers=N ;arg=--flag=value (repeatable)")
+                             "options ;workers=N ;arg=--flag=value ;set=NAME=VALUE "
+                             "(repeatable)")
+    parser.add_argument("--profile", metavar="DIR", type=Path,
+                        help="sample the relay with py-spy during each phase; write the "
+                             "stacks to DIR and add the hottest functions to the report")
     LoadParams.add_arguments(parser)
     args = parser.parse_args(argv)
     params = LoadParams.from_args(args)
     raise_nofile_limit()
     configs = [RelayConfig.parse(s) for s in args.relay] or [RelayConfig()]
-    results = [run(c, params) for c in configs]
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    results = [run(c, params, profile_dir=args.profile) for c in configs]
     print(json.dumps({"relays": results}, indent=2))
     return 0
 

@@ -1,8 +1,9 @@
 """Every benchmark in one run, one JSON document on stdout.
 
 In order: the echo floor, the relay (each ``--relay`` configuration, SQLite
-with one process by default) under the same load parameters, relay memory per
-idle connection, and CLI start-up. Then a summary with the ratios to the echo
+with one process by default) under the same load parameters, memory per idle
+connection of the bare echo server (the floor) and of the relay, and CLI
+start-up. Then a summary with the ratios to the echo
 floor and each target of issue 3 checked. A section that cannot run (a relay
 that does not start, client commands not built yet) carries an ``error`` and
 the others still run; the exit status is 1 then.
@@ -79,6 +80,9 @@ def summarise(report: dict[str, Any], params: LoadParams) -> dict[str, Any]:
     idle = report.get("idle_memory") or {}
     per_conn = {str(p["target"]): p["per_connection_kib"] for p in idle.get("points", [])}
     summary["idle_kib_per_connection"] = per_conn
+    floor = report.get("idle_memory_floor") or {}
+    summary["idle_kib_per_connection_echo_floor"] = {
+        str(p["target"]): p["per_connection_kib"] for p in floor.get("points", [])}
     for count, kib in per_conn.items():
         targets[f"idle: <= 40 KiB per connection at {count}"] = (
             None if kib is None else kib <= TARGET_IDLE_KIB)
@@ -109,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="idle connection counts (default 1000,10000)")
     parser.add_argument("--idle-per-process", type=int, default=5000,
                         help="idle connections per holder process (default 5000)")
+    parser.add_argument("--idle-settle", type=float, default=2.0,
+                        help="seconds to let the relay settle before each RSS reading "
+                             "(default 2)")
     parser.add_argument("--cli-runs", type=int, default=10,
                         help="runs per CLI timing, the median is reported (default 10)")
     parser.add_argument("--skip-echo", action="store_true")
@@ -139,8 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         report["relays"].append(holder["relay"])
     if not args.skip_idle:
         counts = [int(c) for c in args.idle_counts.split(",") if c]
+        _section(report, "idle_memory_floor", lambda: idle_memory.run(
+            counts, server="echo", per_process=args.idle_per_process,
+            settle=args.idle_settle))
         _section(report, "idle_memory", lambda: idle_memory.run(
-            counts, config=configs[0], per_process=args.idle_per_process))
+            counts, config=configs[0], per_process=args.idle_per_process,
+            settle=args.idle_settle))
     if not args.skip_cli:
         _section(report, "cli_startup", lambda: cli_startup.run(args.cli_runs,
                                                                 send=not args.no_send))
@@ -151,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         with open(args.output, "w") as f:
             f.write(text + "\n")
-    failed = any("error" in (report.get(k) or {}) for k in ("echo_floor", "idle_memory"))
+    failed = any("error" in (report.get(k) or {})
+                 for k in ("echo_floor", "idle_memory", "idle_memory_floor"))
     failed = failed or any("error" in r for r in report["relays"])
     return 1 if failed else 0
 

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from chatcli.cli.output import emit_json, info, json_option, passphrase_option, run, unlocked, warn
+from chatcli.cli.output import (
+    emit_json,
+    info,
+    json_option,
+    lean_imports,
+    passphrase_option,
+    run,
+    unlocked,
+    warn,
+)
 
 
 @click.command()
@@ -24,6 +33,7 @@ def init(name: str, relay_url: str, token: str | None, passphrase_file: Path | N
     The keys are stored in a keystore protected by a passphrase, asked twice
     (or taken from CHATCLI_PASSPHRASE or --passphrase-file).
     """
+    lean_imports()
     from chatcli.client.home import Home
     from chatcli.client.service import create_account, validate_name
     from chatcli.client.unlock import get_passphrase
@@ -108,3 +118,26 @@ def presence(mode: str | None, passphrase_file: Path | None, as_json: bool) -> N
             emit_json({"hidden": hidden})
         else:
             click.echo("hidden" if hidden else "shown")
+
+
+@account.command("settings")
+@click.option("--read-receipts/--no-read-receipts", default=None,
+              help="Tell contacts when you have read their messages (default: on).")
+@passphrase_option
+@json_option
+def account_settings(read_receipts: bool | None, passphrase_file: Path | None,
+                     as_json: bool) -> None:
+    """Show or change this identity's settings (read receipts; presence is
+    `chatcli presence`)."""
+    with unlocked(passphrase_file) as client:
+        if read_receipts is not None:
+            client.set_read_receipts(read_receipts)
+        row = client.account()
+        data = {"name": row.name, "relay": row.relay_url,
+                "read_receipts": bool(row.read_receipts),
+                "presence_hidden": bool(row.presence_hidden)}
+    if as_json:
+        emit_json(data)
+    else:
+        for key, value in data.items():
+            click.echo(f"{key}: {value}")

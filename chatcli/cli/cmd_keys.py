@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from chatcli.cli.output import emit_json, info, json_option, passphrase_option
+from chatcli.cli.output import emit_json, info, json_option, lean_imports, passphrase_option
 
 
 @click.group()
@@ -25,6 +25,7 @@ def keys_export(file: Path, force: bool, passphrase_file: Path | None) -> None:
     with their addresses and verification state; not the message history nor
     the sessions (they are set up again by themselves after an import).
     """
+    lean_imports()
     from chatcli.client.keys import kdf_limits
     from chatcli.client.unlock import get_passphrase
     from chatcli.crypto.backup import export_armoured
@@ -63,6 +64,7 @@ def keys_import(file: Path, passphrase_file: Path | None, as_json: bool) -> None
     with contacts are set up again by themselves at the next message; safety
     numbers do not change.
     """
+    lean_imports()
     from chatcli.client.home import Home
     from chatcli.client.service import ChatClient
     from chatcli.client.unlock import get_passphrase

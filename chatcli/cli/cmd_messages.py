@@ -76,7 +76,8 @@ def _print_message(event: Any, as_json: bool) -> None:
     if as_json:
         emit_json(event.to_json())
         return
-    line = f"[{_clock(event.sent_at)}] {event.contact}: {event.text}"
+    who = f"{event.contact} in {event.group}" if event.group else event.contact
+    line = f"[{_clock(event.sent_at)}] {who}: {event.text}"
     if event.attachment:
         line += f"  [file: {event.attachment.get('path') or event.attachment.get('name')}]"
     click.echo(line)

@@ -61,9 +61,29 @@ def run(func: Callable[[], Awaitable[T]]) -> T:
     return trio.run(func)
 
 
+def lean_imports() -> None:
+    """Import peewee without its optional PostgreSQL driver.
+
+    peewee imports psycopg when it is installed (the relay's PostgreSQL
+    backend needs it); the client never does, and that import costs more
+    than a tenth of a second of every command's start-up. Called only by
+    the client's commands, before anything imports peewee."""
+    if "peewee" in sys.modules:
+        return
+    blocked = "psycopg" not in sys.modules
+    if blocked:
+        sys.modules["psycopg"] = None  # type: ignore[assignment]
+    try:
+        import peewee  # noqa: F401
+    finally:
+        if blocked:
+            del sys.modules["psycopg"]
+
+
 @contextmanager
 def unlocked(passphrase_file: Path | None) -> Iterator[ChatClient]:
     """The unlocked identity of CHATCLI_HOME, closed at the end."""
+    lean_imports()
     from chatcli.client.home import Home
     from chatcli.client.service import ChatClient
     from chatcli.client.unlock import get_passphrase
@@ -82,6 +102,7 @@ def complete_contact(ctx: click.Context, param: click.Parameter, incomplete: str
     """Shell completion of contact (and group) names; reads only the clear
     name column, so it needs no passphrase."""
     try:
+        lean_imports()
         from chatcli.client import models
         from chatcli.client.home import Home
         from chatcli.client.store import Store

@@ -56,7 +56,15 @@ class RatchetBody(Body, frozen=True, tag="ratchet"):
     message: bytes
 
 
-AnyBody = PrekeyBody | RatchetBody
+class GroupBody(Body, frozen=True, tag="group"):
+    """A group message: a pairwise group session message or a sender-key
+    message, decoded by ``chatcli.client.groups.wire`` (protocol.md, "Groups")."""
+
+    v: int
+    message: bytes
+
+
+AnyBody = PrekeyBody | RatchetBody | GroupBody
 
 
 class Content(msgspec.Struct, array_like=True, frozen=True, tag_field="t"):

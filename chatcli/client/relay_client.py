@@ -21,6 +21,7 @@ from typing import TypeVar
 import trio
 import trio_websocket
 
+from chatcli.client.errors import RelayRequestError
 from chatcli.errors import ChatcliError, RelayError
 from chatcli.protocol import codes, frames
 from chatcli.protocol.address import RelayAddress, parse_relay_url
@@ -32,17 +33,7 @@ REQUEST_TIMEOUT = 30.0
 
 F = TypeVar("F", bound=frames.Frame)
 
-
-class RelayRequestError(RelayError):
-    """The relay answered a request with a typed error."""
-
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-    @property
-    def transient(self) -> bool:
-        return self.code in codes.TRANSIENT
+__all__ = ["RelayConnection", "RelayPool", "RelayRequestError", "connect", "unwrap"]
 
 
 _FRIENDLY = {

@@ -28,17 +28,16 @@ import uuid as uuidlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
-import trio
 
 from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client import sessions
+from chatcli.client.errors import RelayRequestError
 from chatcli.client.home import Home
 from chatcli.client.keys import encode_secrets, read_secrets, write_keys
-from chatcli.client.relay_client import RelayConnection, RelayPool, RelayRequestError, unwrap
 from chatcli.client.store import Sealer, Store, now_ms
 from chatcli.crypto.envelope import open_envelope, seal_envelope
 from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair, IdentityPublicKey, MailboxKeyPair
@@ -53,10 +52,16 @@ from chatcli.errors import (
 )
 from chatcli.protocol import codes, frames
 
+if TYPE_CHECKING:
+    import trio
+
+    from chatcli.client.relay_client import RelayConnection, RelayPool
+
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 DEFAULT_INVITE_SECONDS = 7 * 86400
 DEPOSIT_CHUNK = 64
 PERMANENT_DEPOSIT_ERRORS = frozenset({codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX})
+PROCESSED_KEEP_MS = 400 * 86400 * 1000
 
 
 def validate_name(name: str) -> str:
@@ -241,6 +246,7 @@ class ChatClient:
         self._own: RelayConnection | None = None
         self._authenticated = False
         self.auto_read = False  # mark incoming messages read (and say so) at once
+        self._failed: dict[str, str] = {}  # message uuid -> why it cannot be sent
 
     # ------------------------------------------------------------ lifecycle
 
@@ -292,6 +298,10 @@ class ChatClient:
     @contextlib.asynccontextmanager
     async def online(self) -> AsyncIterator[ChatClient]:
         """Relay connections and background tasks for the length of the block."""
+        import trio
+
+        from chatcli.client.relay_client import RelayPool, unwrap
+
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -367,8 +377,11 @@ class ChatClient:
     # ------------------------------------------------------------ contacts
 
     def name_taken(self, name: str) -> bool:
-        """Whether a contact (or, later, a group) already uses ``name``."""
-        return db.Contact.select().where(db.Contact.name == name).exists()
+        """Whether a contact or a group already uses ``name``."""
+        from chatcli.client.groups.service import name_in_use
+
+        return bool(db.Contact.select().where(db.Contact.name == name).exists()
+                    or name_in_use(self, name))
 
     def _unique_name(self, wanted: str) -> str:
         base = wanted if NAME_RE.fullmatch(wanted) else "contact"
@@ -494,6 +507,7 @@ class ChatClient:
         )
         conn = await self.own_relay()
         await conn.request(lambda req: frames.CapAdd(req=req, cap_hashes=[cap_hash(capability)]))
+        await self._retire_expired_invites()
         with self.store.write():
             db.Invite.create(
                 invite_id=invite.invite_id, label=label,
@@ -502,6 +516,24 @@ class ChatClient:
                 cap_hash=cap_hash(capability), created_at=now_ms(), expires_at_s=expires_at,
             )
         return invite.to_link()
+
+    async def _retire_expired_invites(self) -> None:
+        """Revoke the capabilities of invites that expired unused, and destroy
+        their prekeys."""
+        with self.store.read():
+            expired = list(db.Invite.select().where(
+                db.Invite.used_at.is_null(), db.Invite.expires_at_s < int(time.time())))
+        if not expired:
+            return
+        hashes = [row.cap_hash for row in expired]
+        conn = await self.own_relay()
+        for start in range(0, len(hashes), frames.MAX_BATCH):
+            chunk = hashes[start:start + frames.MAX_BATCH]
+            await conn.request(lambda req, c=chunk: frames.CapRevoke(  # type: ignore[misc]
+                req=req, cap_hashes=c))
+        with self.store.write():
+            db.Invite.update(used_at=now_ms(), prekey_sealed=b"").where(
+                db.Invite.id.in_([row.id for row in expired])).execute()
 
     async def accept_invite(self, link: str, name: str | None) -> str:
         """Add the inviter as a contact and deposit the handshake; returns the
@@ -592,6 +624,12 @@ class ChatClient:
         """Queue a message and return its uuid once the contact's relay stored it.
         Raises ``RelayError`` when it was refused or could not be stored in time
         (it then stays queued, unless refused)."""
+        from chatcli.client.groups.service import GroupService, is_group
+
+        if is_group(self, name):
+            report = await GroupService(self).send_text(name, text, time_limit=time_limit,
+                                                        attachment=attachment)
+            return report.id
         message_id = self.enqueue_text(name, text, attachment)
         await self.deliver_until_stored(message_id=message_id, time_limit=time_limit)
         return message_id
@@ -622,6 +660,14 @@ class ChatClient:
                 body: m.Body
                 if session is None:
                     if contact.restore_prekey is None:
+                        # No session and no way to start one (the contact never
+                        # sent its restore prekey): the message cannot be sent.
+                        if row.message_uuid:
+                            db.Message.update(failed="no_session").where(
+                                db.Message.uuid == row.message_uuid).execute()
+                            self._failed[row.message_uuid] = (
+                                f"there is no session with {contact.name} and none can be "
+                                "set up; ask them for a new invite")
                         row.delete_instance()
                         continue
                     their = IdentityPublicKey.from_bytes(contact.identity)
@@ -648,6 +694,8 @@ class ChatClient:
         by relay. Stored items leave the outbox; refused ones are marked failed."""
         self._encrypt_pending()
         report = DeliveryReport()
+        report.refused.update(self._failed)
+        self._failed.clear()
         with self.store.read():
             rows = list(db.Outbox.select(db.Outbox, db.Contact).join(db.Contact)
                         .where(db.Outbox.payload_sealed.is_null(False))
@@ -714,6 +762,8 @@ class ChatClient:
                                    time_limit: float = 20.0) -> None:
         """Retry the outbox with backoff until the given message (or every item of
         ``kinds`` for ``contact_id``) is stored; raise ``RelayError`` otherwise."""
+        import trio
+
         delay = 0.25
         last = "the relay did not store it in time"
         with trio.move_on_after(time_limit):
@@ -744,7 +794,12 @@ class ChatClient:
 
     async def flush_outbox(self, time_limit: float = 5.0) -> DeliveryReport | None:
         """Best effort: deliver what is queued, without raising for unreachable relays."""
+        import trio
+
         with trio.move_on_after(time_limit):
+            from chatcli.client.groups.service import flush_groups
+
+            await flush_groups(self)
             with self.store.read():
                 if not db.Outbox.select().exists():
                     return DeliveryReport()
@@ -762,6 +817,8 @@ class ChatClient:
         receipts, typing, presence of contacts on this relay, notices, and one
         :class:`SyncedEvent`. Stops after Synced when ``stop_at_synced`` (then
         ``wait`` seconds more if given), or when the connection ends."""
+        import trio
+
         conn = await self.own_relay()
         deadline: float | None = None
         while True:
@@ -806,6 +863,10 @@ class ChatClient:
         receipts: dict[int, list[str]] = {}
         with self.store.write():
             read_receipts = self.store.account().read_receipts
+            # Relay ids matter only while a delivery may come twice (two
+            # processes, a lost Ack); forget them after the longest retention.
+            db.Processed.delete().where(
+                db.Processed.processed_at < now_ms() - PROCESSED_KEEP_MS).execute()
             for item in delivered:
                 if db.Processed.get_or_none(db.Processed.relay_id == item.id) is not None:
                     continue
@@ -832,6 +893,10 @@ class ChatClient:
         opened = open_envelope(self.mailbox_key, item.payload)
         body = m.decode_body(opened.body)
         sender = opened.sender
+        if isinstance(body, m.GroupBody):
+            from chatcli.client.groups.service import GroupService
+
+            return GroupService(self).handle_body(sender, body.message, item.received_at)
         if isinstance(body, m.PrekeyBody):
             return self._handle_prekey(sender, body, item, receipts)
         contact = db.Contact.get_or_none(db.Contact.identity == sender.raw)
@@ -888,11 +953,11 @@ class ChatClient:
         if invite is None:
             return [NoticeEvent("A handshake for an unknown invite was refused.", warning=True)]
         label = f" ({invite.label})" if invite.label else ""
+        if invite.expires_at_s * 1000 < item.received_at:
+            return [NoticeEvent(f"An expired invite{label} was used; refused.", warning=True)]
         if invite.used_at is not None:
             return [NoticeEvent(f"Someone tried to use an invite{label} a second time; "
                                 "refused.", warning=True)]
-        if invite.expires_at_s * 1000 < item.received_at:
-            return [NoticeEvent(f"An expired invite{label} was used; refused.", warning=True)]
         prekey = DHKeyPair.from_private_bytes(self.sealer.open(invite.prekey_sealed,
                                                                "invite.prekey"))
         session, plaintext = sessions.answer_prekey(self.identity, prekey, sender, body)
@@ -1154,6 +1219,24 @@ class ChatClient:
                                                 entry.last_seen if entry else None, True)
         return result
 
+    async def presence_updates(self, name: str) -> AsyncIterator[PresenceEvent]:
+        """The presence changes of contact ``name`` that its relay pushes after
+        :meth:`subscribe_presence`, when that relay is not this identity's own
+        (those arrive from :meth:`events`: nothing is yielded here). Ends when the
+        connection to that relay closes. (Added for ``chatcli chat``.)"""
+        from chatcli.protocol.address import parse_relay_url
+
+        contact = self.get_contact(name, allow_key_changed=True)
+        own = parse_relay_url(self.relay_url).url_without_fragment
+        if parse_relay_url(contact.relay_url).url_without_fragment == own:
+            return
+        conn = await self._require_pool().get(contact.relay_url)
+        async for frame in conn.pushes:
+            if isinstance(frame, frames.PresenceUpdate):
+                for event in self._presence_events(frame.entries):
+                    if isinstance(event, PresenceEvent) and event.contact == name:
+                        yield event
+
     def _presence_events(self, entries: list[frames.PresenceEntry]) -> list[Event]:
         with self.store.read():
             by_mailbox = {c.mailbox: c.name for c in db.Contact.select()}
@@ -1173,7 +1256,7 @@ class ChatClient:
             db.Contact.update(blocked=True).where(db.Contact.id == contact.id).execute()
             db.Outbox.delete().where(db.Outbox.contact == contact.id,
                                      db.Outbox.kind != "text").execute()
-        self._roll_profile_key()
+        await self._roll_profile_key()
 
     async def unblock(self, name: str) -> None:
         """Issue a new capability to ``name`` and send it inside the session."""
@@ -1200,12 +1283,13 @@ class ChatClient:
                 await conn.request(lambda req: frames.CapRevoke(req=req, cap_hashes=[revoked]))
         with self.store.write():
             db.Contact.delete().where(db.Contact.id == contact.id).execute()
-        self._roll_profile_key()
+        await self._roll_profile_key()
 
-    def _roll_profile_key(self) -> None:
-        with self.store.write():
-            db.Account.update(profile_key_sealed=self.sealer.seal(
-                os.urandom(32), "account.profile_key"), profile_ref_sealed=None).execute()
+    async def _roll_profile_key(self) -> None:
+        """A new profile key, with the profile re-sealed for the remaining contacts."""
+        from chatcli.client.profiles import publish_profile
+
+        await publish_profile(self, None, new_key=True)
 
     # ------------------------------------------------------------ backup
 

@@ -214,8 +214,9 @@ class RelayProtocol:
     # ------------------------------------------------------------ sending
 
     def send(self, frame: RelayFrame) -> bytes:
-        """Encode a relay frame, checking that it may be sent now."""
-        if self._state is State.CLOSED:
+        """Encode a relay frame, checking that it may be sent now. In CLOSED
+        only an Error may still be sent: the answer to the fatal error."""
+        if self._state is State.CLOSED and not isinstance(frame, frames.Error):
             raise LocalProtocolError("The connection is closed.")
         allowed = PUSH_STATES.get(type(frame))
         if allowed is not None and self._state not in allowed:

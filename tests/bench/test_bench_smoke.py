@@ -17,7 +17,7 @@ TINY = [
     "--window", "16", "--batch", "8",
     "--rate", "100", "--latency-pairs", "5", "--latency-duration", "1",
     "--drain-timeout", "5",
-    "--idle-counts", "10", "--cli-runs", "1", "--no-send",
+    "--idle-counts", "10", "--idle-settle", "0.2", "--cli-runs", "1", "--no-send",
 ]
 
 

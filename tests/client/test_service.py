@@ -154,10 +154,14 @@ async def test_sealed_columns_hold_no_plaintext(clients: tuple[ChatClient, ChatC
         await alice.send_text("bob", "very secret words")
     await drain(bob)
     for client in (alice, bob):
-        raw = client.home.database.read_bytes()
-        wal = Path(str(client.home.database) + "-wal")
-        if wal.exists():
-            raw += wal.read_bytes()
-        assert b"very secret words" not in raw
+        assert b"very secret words" not in _database_bytes(client)
     with bob.store.read():
         assert db.Message.select().count() == 1
+
+
+def _database_bytes(client: ChatClient) -> bytes:
+    raw = client.home.database.read_bytes()
+    wal = Path(str(client.home.database) + "-wal")
+    if wal.exists():
+        raw += wal.read_bytes()
+    return raw

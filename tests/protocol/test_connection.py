@@ -147,6 +147,9 @@ def test_frames_before_hello_close_the_connection() -> None:
         relay.receive_data(encode(frames.Ping(req=1)))
     assert info.value.fatal and info.value.code == codes.UNEXPECTED_FRAME
     assert relay.state is State.CLOSED
+    relay.send(info.value.error_frame())   # the answer to the fatal error still goes out
+    with pytest.raises(LocalProtocolError):
+        relay.send(frames.Pong(req=1))
 
 
 def test_second_hello_is_refused() -> None:

@@ -115,6 +115,26 @@ class Store(abc.ABC):
         """The relay key's 32-byte seed: the stored one, or ``new_seed`` after
         storing it if there was none (processes sharing a database agree)."""
 
+    def get_meta(self, key: str) -> bytes | None:
+        """A relay-wide value (``relay_key`` is reserved for the key's seed).
+
+        The default works for every backend on the shared peewee schema
+        (:mod:`chatcli.relay.store.schema`); override to add retries."""
+        from chatcli.relay.store.schema import Meta
+
+        row = Meta.get_or_none(Meta.key == key)
+        return None if row is None else bytes(row.value)
+
+    def put_meta(self, key: str, value: bytes) -> None:
+        """Set a relay-wide value (not ``relay_key``); default as :meth:`get_meta`."""
+        from chatcli.relay.store.schema import Meta
+
+        if key == "relay_key":
+            raise ValueError("the relay key is set only by load_or_store_relay_seed")
+        with self.transaction():
+            (Meta.insert(key=key, value=value)
+             .on_conflict(conflict_target=[Meta.key], update={Meta.value: value}).execute())
+
     # ------------------------------------------------------------ tokens
 
     @abc.abstractmethod

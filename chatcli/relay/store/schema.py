@@ -13,15 +13,58 @@ Times are integers in milliseconds since the epoch. Sizes are in bytes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import peewee
 
 from chatcli.errors import StorageError
 
-database_proxy: Final = peewee.DatabaseProxy()
+
+class ThreadBoundProxy(peewee.DatabaseProxy):
+    """A database proxy that resolves to the database bound to the current
+    thread (:meth:`bind_thread`), else to the one last :meth:`initialize`-d.
+
+    The models are module-level, but one process may run several relays (tests
+    do), each with its own database and worker thread: a store's methods run
+    inside :meth:`bound` (see ``sqlite.SqliteStore``). A store that does not
+    bind uses the database last initialised."""
+
+    __slots__ = ("_default", "_local")
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_local", threading.local())
+        object.__setattr__(self, "_default", None)
+        super().__init__()
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        object.__setattr__(self, attr, value)
+
+    def initialize(self, obj: Any) -> None:
+        object.__setattr__(self, "_default", obj)
+        for callback in self._callbacks:
+            callback(obj)
+
+    @contextlib.contextmanager
+    def bound(self, db: peewee.Database) -> Iterator[None]:
+        """Resolve to ``db`` in this thread for the duration of the block."""
+        previous = getattr(self._local, "db", None)
+        self._local.db = db
+        try:
+            yield
+        finally:
+            self._local.db = previous
+
+    @property
+    def obj(self) -> Any:
+        db = getattr(self._local, "db", None)
+        return db if db is not None else self._default
+
+
+database_proxy: Final = ThreadBoundProxy()
 
 
 class MonotonicIdField(peewee.BigAutoField):

@@ -8,8 +8,10 @@ everything.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,24 @@ def _chunks(items: Sequence[bytes] | Sequence[int], size: int = _IN_CHUNK
         yield list(items[i:i + size])  # type: ignore[misc]
 
 
+def _bound_to_own_database(cls: type[SqliteStore]) -> type[SqliteStore]:
+    """Run every public method with the schema's models bound to the store's
+    own database (several stores may live in one process)."""
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def wrapper(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+            with schema.database_proxy.bound(self.db):
+                return method(self, *args, **kwargs)
+        return wrapper
+
+    for name, value in list(vars(cls).items()):
+        if callable(value) and not name.startswith("_") and name != "transaction":
+            setattr(cls, name, wrap(value))
+    return cls
+
+
+@_bound_to_own_database
 class SqliteStore(Store):
     """A relay database in one SQLite file (``path``)."""
 
@@ -84,11 +104,16 @@ class SqliteStore(Store):
     # ------------------------------------------------------------ lifecycle
 
     def open(self, now: int) -> None:
+        new_file = self.path != ":memory:" and not os.path.exists(self.path)
         if self.path != ":memory:":
             parent = Path(self.path).resolve().parent
             if not parent.is_dir():
                 raise StorageError(f"The directory of the relay database {self.path} "
                                    "does not exist.")
+        if new_file:
+            # Created private before SQLite opens it, so that the -wal and -shm
+            # files (same mode) are private too: they hold the relay's key.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
             schema.database_proxy.initialize(self.db)
             self.db.connect(reuse_if_open=True)

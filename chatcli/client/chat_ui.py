@@ -1,0 +1,738 @@
+"""The interactive chat behind ``chatcli chat CONTACT``.
+
+Two halves:
+
+* :class:`ChatSession` is the conversation logic, written for Trio and free of
+  any terminal code: it shows the history, keeps the relay connection (and
+  re-opens it after a drop), prints incoming messages, delivers the outbox,
+  follows receipts, typing and presence. It talks to the screen only through
+  a :class:`ChatView` (``show`` a line, ``refresh`` the status line) and takes
+  input through :meth:`ChatSession.submit`, :meth:`ChatSession.typed` and
+  :meth:`ChatSession.close_input`. The tests drive it with a recording view.
+
+* :func:`run_terminal_chat` puts it on a terminal with prompt_toolkit: an
+  input line with history and editing, a status line just above it (contact,
+  verification, presence or connection state, typing indicator, pending
+  messages), and messages printed *above* both while the user types
+  (``patch_stdout``). This keeps to the ordinary scrollback, so it works in
+  any 80x24 terminal and in a pseudo-terminal.
+
+How the two event loops meet. prompt_toolkit runs on asyncio and the client
+on Trio. The terminal side stays in charge of the main thread (signals such
+as SIGWINCH, raw mode, restoring the terminal on exit) by running
+``asyncio.run``; Trio runs inside that same loop in **guest mode**
+(:func:`trio.lowlevel.start_guest_run`, with asyncio as the host, as Trio's
+documentation shows). Trio code therefore runs on the main thread, between
+asyncio callbacks: it may call prompt_toolkit (``invalidate``, writing
+through the ``patch_stdout`` proxy) directly, the local SQLite connection is
+used by one thread only, and there is no lock to get wrong. Input goes the
+other way through :meth:`trio.lowlevel.TrioToken.run_sync_soon`, the one
+thread-safe entry into a Trio run. Ctrl-D and Ctrl-C end the prompt (raw mode
+turns them into keys, not signals); the Trio side then finishes (one last
+try at sending what is still queued) and prompt_toolkit has restored the
+terminal by the time the command returns.
+
+Why the chat reads the relay's pushes itself instead of iterating
+:meth:`ChatClient.events`: ``events`` flushes the outbox after each batch of
+deliveries, and the chat must also flush it whenever the user sends. Two
+passes over the outbox at the same moment could deposit the same ciphertext
+twice (the second copy would then fail to decrypt on the other side), so here
+one task, :meth:`ChatSession._delivery_worker`, does every deposit.
+
+Marks on the user's own messages, as in ``chatcli messages``:
+``…`` pending (not yet stored by the contact's relay), ``→`` sent (stored by
+their relay), ``✓`` delivered (their device has it), ``✓✓`` read. A message
+is printed once with ``…``; later changes are printed as short status lines
+naming the message, and the status line counts the pending ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import math
+import time
+import unicodedata
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from chatcli.client import models as db
+from chatcli.client.relay_client import RelayConnection, unwrap
+from chatcli.client.service import (
+    ChatClient,
+    Event,
+    MessageEvent,
+    NoticeEvent,
+    ReceiptEvent,
+    TypingEvent,
+)
+from chatcli.errors import ChatcliError, KeyChangedError, RelayError, UsageError
+from chatcli.protocol import frames
+
+if TYPE_CHECKING:
+    from chatcli.client.service import PresenceInfo
+
+HISTORY_DEFAULT = 20
+TYPING_SEND_INTERVAL = 4.0   # at most one "typing" message per this many seconds
+TYPING_SHOW_FOR = 6.0        # the contact's indicator disappears after this without news
+MARK_DEBOUNCE = 0.4          # receipts arriving together give one status line
+RETRY_MAX = 10.0             # the longest pause between two delivery or connection attempts
+FAREWELL_SECONDS = 5.0       # how long leaving the chat may try to send what is queued
+
+RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
+MARK = {"pending": "…", "sent": "→", "delivered": "✓", "read": "✓✓", "failed": "✗"}
+
+HELP = """\
+Commands:
+  /help      this text
+  /history   show the recent history again, with the current marks
+  /quit      leave the chat (Ctrl-D does the same)
+  //text     send a message that starts with a slash
+Marks on your messages: … pending   → at {name}'s relay   ✓ delivered   ✓✓ read"""
+
+
+# ------------------------------------------------------------------ the target
+
+
+@dataclass(frozen=True)
+class ChatTarget:
+    """Who the chat is with. Today a contact; a group can slot in here later
+    (``kind``), resolved by :func:`resolve_target`."""
+
+    name: str
+    kind: str
+    contact_id: int
+    mailbox: bytes
+    relay_url: str
+    verified: bool
+
+
+def resolve_target(client: ChatClient, name: str) -> ChatTarget:
+    """The conversation partner called ``name``.
+
+    Raises ``UsageError`` for an unknown name and ``KeyChangedError`` (exit 4)
+    for a contact whose changed key was not accepted yet."""
+    contact = client.get_contact(name)
+    return ChatTarget(name=contact.name, kind="contact", contact_id=contact.id,
+                      mailbox=bytes(contact.mailbox), relay_url=str(contact.relay_url),
+                      verified=bool(contact.verified))
+
+
+# ------------------------------------------------------------------ text helpers
+
+
+def clean(text: str) -> str:
+    """``text`` made safe for a terminal: control characters (escape sequences
+    a contact could send to repaint the screen) become visible ``?``; newlines
+    and tabs stay."""
+    out = []
+    for ch in text:
+        if ch in "\n\t":
+            out.append(ch)
+        elif unicodedata.category(ch) in {"Cc", "Cf"} and ch != "\u200d":
+            out.append("?")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def clock(ms: int | None, *, now_ms: int | None = None) -> str:
+    """``HH:MM`` today, ``YYYY-MM-DD HH:MM`` on other days."""
+    if ms is None:
+        return "--:--"
+    when = datetime.datetime.fromtimestamp(ms / 1000)
+    today = datetime.datetime.fromtimestamp((now_ms or int(time.time() * 1000)) / 1000)
+    if when.date() == today.date():
+        return when.strftime("%H:%M")
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def excerpt(text: str, width: int = 32) -> str:
+    flat = " ".join(clean(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def message_line(who: str, text: str, sent_at: int | None, mark: str = "") -> str:
+    """``[HH:MM] who: text`` with continuation lines indented under the text."""
+    head = f"[{clock(sent_at)}] {who}: "
+    body = clean(text).replace("\n", "\n" + " " * len(head))
+    return head + body + (f"  {mark}" if mark else "")
+
+
+def presence_text(online: bool | None, last_seen: int | None, known: bool) -> str:
+    if not known:
+        return "presence unknown"
+    if online:
+        return "online"
+    if online is None:
+        return "presence hidden"
+    if last_seen:
+        return f"last seen {clock(last_seen)}"
+    return "offline"
+
+
+# ------------------------------------------------------------------ state
+
+
+class ChatView(Protocol):
+    """Where the session writes: lines above the input, and a status line."""
+
+    def show(self, line: str) -> None: ...
+
+    def refresh(self) -> None: ...
+
+
+@dataclass
+class ChatStatus:
+    """What the status line shows."""
+
+    name: str
+    verified: bool
+    connection: str = "connecting…"
+    online: bool | None = None
+    last_seen: int | None = None
+    presence_known: bool = False
+    typing_until: float = 0.0
+    pending: int = 0
+
+    def typing(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) < self.typing_until
+
+    def text(self) -> str:
+        parts = [self.name, "verified" if self.verified else "unverified"]
+        if self.connection == "online":
+            parts.append(presence_text(self.online, self.last_seen, self.presence_known))
+        else:
+            parts.append(self.connection)
+        if self.typing():
+            parts.append(f"{self.name} is typing…")
+        if self.pending:
+            parts.append(f"{self.pending} pending")
+        return " " + " · ".join(parts) + " "
+
+
+@dataclass
+class _Own:
+    """One of the user's messages shown in this chat, and its last shown state.
+    ``announce_sent``: print a line when the relay stores it (it waited: typed
+    while disconnected, or a delivery attempt left it queued); a message that
+    goes out at once just loses its pending count."""
+
+    text: str
+    state: str
+    announce_sent: bool = True
+
+
+def _outgoing_states(client: ChatClient, ids: list[str]) -> dict[str, str]:
+    """uuid -> pending / sent / delivered / read / failed, from the local store."""
+    if not ids:
+        return {}
+    with client.store.read():
+        rows = list(db.Message.select(db.Message.uuid, db.Message.stored_at,
+                                      db.Message.delivered_at, db.Message.read_at,
+                                      db.Message.failed)
+                    .where(db.Message.uuid.in_(ids), db.Message.outgoing == True))  # noqa: E712
+    states = {}
+    for row in rows:
+        states[row.uuid] = ("failed" if row.failed else "read" if row.read_at else
+                            "delivered" if row.delivered_at else "sent" if row.stored_at
+                            else "pending")
+    return states
+
+
+# ------------------------------------------------------------------ the session
+
+
+class ChatSession:
+    """One interactive conversation (see the module docstring)."""
+
+    def __init__(self, client: ChatClient, target: ChatTarget, view: ChatView, *,
+                 history: int = HISTORY_DEFAULT, typing_send_interval: float = TYPING_SEND_INTERVAL,
+                 typing_show_for: float = TYPING_SHOW_FOR, retry_max: float = RETRY_MAX) -> None:
+        self.client = client
+        self.target = target
+        self.view = view
+        self.history_limit = history
+        self.typing_send_interval = typing_send_interval
+        self.typing_show_for = typing_show_for
+        self.retry_max = retry_max
+        self.status = ChatStatus(target.name, target.verified)
+        self._lines_send, self._lines = trio.open_memory_channel[str](math.inf)
+        self._own: dict[str, _Own] = {}
+        self._poke = trio.Event()
+        self._marks_changed = trio.Event()
+        self._typed = trio.Event()
+        self._typing_sent_at = -math.inf
+        self._connected = False
+        self._dropped = False
+        self._own_relay_url = ""
+
+    # ------------------------------------------------------------ input (sync, in Trio)
+
+    def submit(self, line: str) -> None:
+        """A line the user entered."""
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            self._lines_send.send_nowait(line)
+
+    def typed(self) -> None:
+        """The user is typing a message (called on every change of the input)."""
+        self._typed.set()
+
+    def close_input(self) -> None:
+        """The user left (Ctrl-D, Ctrl-C): the session ends."""
+        self._lines_send.close()
+
+    def status_line(self) -> str:
+        return self.status.text()
+
+    # ------------------------------------------------------------ main
+
+    async def run(self) -> None:
+        """Show the opening screen, then chat until the input is closed or /quit."""
+        self._own_relay_url = self.client.relay_url
+        self._show_header()
+        self._show_history()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._connection_loop)
+                nursery.start_soon(self._typing_sender)
+                nursery.start_soon(self._marks_task)
+                nursery.start_soon(self._ticker)
+                await self._input_loop()
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise unwrap(group) from None
+        await self._farewell()
+
+    def _show_header(self) -> None:
+        name = self.target.name
+        if self.target.verified:
+            trust = "verified ✓"
+        else:
+            trust = (f"not verified: compare safety numbers with `chatcli verify {name}`, "
+                     f"then `chatcli verify {name} --confirm`")
+        self.view.show(f"── chat with {name} ── {trust}")
+        self.view.show("Type a message and press Enter; /help for commands, Ctrl-D to leave.")
+
+    def _show_history(self) -> None:
+        if self.history_limit <= 0:
+            return
+        entries = self.client.history(self.target.name, self.history_limit)
+        if not entries:
+            self.view.show(f"(no messages with {self.target.name} yet)")
+            return
+        unread = []
+        for entry in entries:
+            if entry["direction"] == "out":
+                state = "pending" if entry["state"] == "queued" else entry["state"]
+                self._own[entry["id"]] = _Own(entry["text"], state, announce_sent=True)
+                self.view.show(message_line("me", entry["text"], entry["sent_at"], MARK[state]))
+            else:
+                self.view.show(message_line(self.target.name, entry["text"], entry["sent_at"]))
+                if entry["state"] == "received":
+                    unread.append(entry["id"])
+        self._update_pending()
+        self.view.show("── now ──")
+        self._mark_read(unread)
+
+    async def _input_loop(self) -> None:
+        async for line in self._lines:
+            text = line.rstrip("\n")
+            if not text.strip():
+                continue
+            if text.startswith("/") and not text.startswith("//"):
+                command = text.split()[0].lower()
+                if command in {"/quit", "/exit", "/q"}:
+                    return
+                if command in {"/help", "/?"}:
+                    self.view.show(HELP.format(name=self.target.name))
+                elif command == "/history":
+                    try:
+                        self._show_history()
+                    except ChatcliError as exc:
+                        self.view.show(f"! {exc}")
+                else:
+                    self.view.show(f"Unknown command {clean(command)}; /help lists them.")
+                continue
+            if text.startswith("//"):
+                text = text[1:]
+            self._send(text)
+
+    def _send(self, text: str) -> None:
+        try:
+            message_id = self.client.enqueue_text(self.target.name, text)
+        except (UsageError, KeyChangedError) as exc:
+            self.view.show(f"! not sent: {exc}")
+            return
+        self._own[message_id] = _Own(text, "pending", announce_sent=not self._connected)
+        self.view.show(message_line("me", text, int(time.time() * 1000), MARK["pending"]))
+        self._typing_sent_at = -math.inf
+        self._update_pending()
+        self._poke.set()
+
+    async def _farewell(self) -> None:
+        """Leaving: a last short try for messages still queued, and say what is left."""
+        self._print_marks()
+        waiting = [i for i, own in self._own.items() if own.state == "pending"]
+        if not waiting:
+            return
+        self.view.show(f"Sending {len(waiting)} queued message(s) before leaving…")
+        with trio.move_on_after(FAREWELL_SECONDS):
+            try:
+                async with self.client.online():
+                    await self.client.deliver_until_stored(
+                        kinds={"text"}, contact_id=self.target.contact_id,
+                        time_limit=FAREWELL_SECONDS - 0.5)
+            except RelayError:
+                pass
+            except BaseExceptionGroup as group:
+                inner = unwrap(group)
+                if not isinstance(inner, RelayError):
+                    raise inner from None
+        states = _outgoing_states(self.client, waiting)
+        left = sum(1 for i in waiting if states.get(i) == "pending")
+        if left:
+            self.view.show(f"{left} message(s) stay queued; the next chatcli command that "
+                           "connects sends them.")
+
+    # ------------------------------------------------------------ connection
+
+    async def _connection_loop(self) -> None:
+        delay = 0.5
+        while True:
+            reason = "the relay could not be reached"
+            try:
+                async with self.client.online():
+                    await self._connected_session()
+            except RelayError as exc:
+                reason = str(exc)
+            except BaseExceptionGroup as group:
+                inner = unwrap(group)
+                if not isinstance(inner, RelayError):
+                    raise inner from None
+                reason = str(inner)
+            if self._connected:
+                delay = 0.5
+                self.view.show(f"! connection lost ({reason.rstrip('.')}); reconnecting…")
+            elif not self._dropped:
+                self.view.show(f"! {reason.rstrip('.')}; retrying…")
+            self._connected = False
+            self._dropped = True
+            self.status.connection = "reconnecting…"
+            self.status.presence_known = False
+            self.view.refresh()
+            await trio.sleep(delay)
+            delay = min(delay * 2, self.retry_max)
+
+    async def _connected_session(self) -> None:
+        conn = await self.client.own_relay()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._delivery_worker)
+            nursery.start_soon(self._presence_task)
+            await self._push_loop(conn)
+
+    async def _push_loop(self, conn: RelayConnection) -> None:
+        while True:
+            try:
+                frame = await conn.pushes.receive()
+            except trio.EndOfChannel:
+                raise RelayError(f"the connection ended: {conn.close_reason}") from None
+            if isinstance(frame, frames.Deliver):
+                events = self.client.process_deliveries(frame.messages)
+                ids = [d.id for d in frame.messages]
+                await conn.request(lambda req, i=ids: frames.Ack(req=req, ids=i))  # type: ignore[misc]
+                await self._handle_events(events)
+                self._poke.set()
+            elif isinstance(frame, frames.Synced):
+                if not self._connected:
+                    self._connected = True
+                    self.status.connection = "online"
+                    if self._dropped:
+                        self.view.show("reconnected.")
+                    self.view.refresh()
+            elif isinstance(frame, frames.PresenceUpdate):
+                self._presence_entries(frame.entries)
+            elif isinstance(frame, frames.Bye | frames.Error):
+                raise RelayError(conn.close_reason)
+
+    async def _handle_events(self, events: list[Event]) -> None:
+        shown: list[str] = []
+        for event in events:
+            if isinstance(event, MessageEvent):
+                if event.contact == self.target.name and event.group is None:
+                    if event.attachment is not None:
+                        from chatcli.client.attachments import download_for_event
+
+                        event = await download_for_event(self.client, event, None)
+                    self._show_incoming(event)
+                    shown.append(event.id)
+                    self.status.typing_until = 0.0
+                else:
+                    where = f"in {event.group}" if event.group else f"from {event.contact}"
+                    see = event.group or event.contact
+                    self.view.show(f"(new message {clean(where)}: "
+                                   f"`chatcli messages {clean(see)}` shows it)")
+            elif isinstance(event, ReceiptEvent):
+                if event.contact == self.target.name:
+                    self._marks_changed.set()
+            elif isinstance(event, TypingEvent):
+                if event.contact == self.target.name:
+                    self.status.typing_until = (time.monotonic() + self.typing_show_for
+                                                if event.active else 0.0)
+            elif isinstance(event, NoticeEvent):
+                self.view.show(f"! {clean(event.text)}")
+        self._mark_read(shown)
+        self.view.refresh()
+
+    def _show_incoming(self, event: MessageEvent) -> None:
+        if event.unverified_key:
+            self.view.show(f"! the next message comes from the NEW, unverified key of "
+                           f"{self.target.name}")
+        self.view.show(message_line(self.target.name, event.text, event.sent_at))
+        if event.attachment is not None:
+            info = event.attachment
+            where = info.get("path") or f"not saved: {info.get('error', 'unknown error')}"
+            self.view.show(f"        [file {clean(str(info.get('name')))}: {clean(str(where))}]")
+
+    def _mark_read(self, ids: list[str]) -> None:
+        """The messages were on screen: record it, and queue a read receipt when
+        the user's setting allows (``ChatClient.mark_read`` checks it)."""
+        if ids:
+            self.client.mark_read(self.target.name, ids)
+            self._poke.set()
+
+    # ------------------------------------------------------------ delivery
+
+    async def _delivery_worker(self) -> None:
+        """The one task that deposits the outbox: at once when poked, and with
+        growing pauses while something is left over."""
+        delay = 1.0
+        pending = True
+        while True:
+            if pending:
+                with trio.move_on_after(delay):
+                    await self._poke.wait()
+            else:
+                await self._poke.wait()
+            self._poke = trio.Event()
+            try:
+                report = await self.client.deliver_outbox()
+            except RelayError as exc:
+                self.view.show(f"! sending failed: {exc}")
+                pending, delay = True, min(delay * 2, self.retry_max)
+                continue
+            for reason in report.refused.values():
+                self.view.show(f"! {reason}.")
+            waiting = [i for i, own in self._own.items() if own.state == "pending"]
+            for message_id, state in _outgoing_states(self.client, waiting).items():
+                if state == "pending":
+                    self._own[message_id].announce_sent = True
+            self._marks_changed.set()
+            if report.pending and (report.unreachable or not report.stored):
+                pending, delay = True, min(delay * 2, self.retry_max)
+            else:
+                pending, delay = bool(report.pending), 1.0
+
+    async def _typing_sender(self) -> None:
+        while True:
+            await self._typed.wait()
+            self._typed = trio.Event()
+            now = time.monotonic()
+            if not self._connected or now - self._typing_sent_at < self.typing_send_interval:
+                continue
+            self._typing_sent_at = now
+            try:
+                self.client.queue_typing(self.target.name, True)
+            except ChatcliError:
+                continue
+            self._poke.set()
+
+    # ------------------------------------------------------------ marks, presence
+
+    def _update_pending(self) -> None:
+        count = sum(1 for own in self._own.values() if own.state == "pending")
+        if count != self.status.pending:
+            self.status.pending = count
+            self.view.refresh()
+
+    async def _marks_task(self) -> None:
+        """Print the new state of the user's messages (coalesced over a moment,
+        so a delivery and a read receipt arriving together give one line)."""
+        while True:
+            await self._marks_changed.wait()
+            await trio.sleep(MARK_DEBOUNCE)
+            self._marks_changed = trio.Event()
+            self._print_marks()
+
+    def _print_marks(self) -> None:
+        open_ids = [i for i, own in self._own.items() if own.state not in {"read", "failed"}]
+        for message_id, state in _outgoing_states(self.client, open_ids).items():
+            own = self._own[message_id]
+            if RANK[state] <= RANK[own.state]:
+                continue
+            own.state = state
+            if state == "sent" and not own.announce_sent:
+                continue
+            label = {"sent": f"at {self.target.name}'s relay", "delivered": "delivered",
+                     "read": "read", "failed": "NOT delivered (refused)"}[state]
+            self.view.show(f"   {MARK[state]} {label}: \"{excerpt(own.text)}\"")
+        self._update_pending()
+
+    async def _presence_task(self) -> None:
+        name = self.target.name
+        while True:
+            info = (await self.client.subscribe_presence([name])).get(name)
+            self._set_presence(info)
+            if self._same_relay():
+                return  # updates arrive on the own connection (see _push_loop)
+            try:
+                async for event in self.client.presence_updates(name):
+                    self.status.online = event.online
+                    self.status.last_seen = event.last_seen
+                    self.status.presence_known = True
+                    self.view.refresh()
+            except RelayError:
+                pass
+            self.status.presence_known = False
+            self.view.refresh()
+            await trio.sleep(self.retry_max)
+
+    def _same_relay(self) -> bool:
+        from chatcli.protocol.address import parse_relay_url
+
+        own = parse_relay_url(self._own_relay_url).url_without_fragment
+        return parse_relay_url(self.target.relay_url).url_without_fragment == own
+
+    def _set_presence(self, info: PresenceInfo | None) -> None:
+        if info is None:
+            self.status.presence_known = False
+        else:
+            self.status.online = info.online
+            self.status.last_seen = info.last_seen
+            self.status.presence_known = info.known
+        self.view.refresh()
+
+    def _presence_entries(self, entries: list[frames.PresenceEntry]) -> None:
+        for entry in entries:
+            if entry.mailbox == self.target.mailbox:
+                self.status.online = entry.online
+                self.status.last_seen = entry.last_seen
+                self.status.presence_known = True
+                if not entry.online:
+                    self.status.typing_until = 0.0
+                self.view.refresh()
+
+    async def _ticker(self) -> None:
+        """Redraw the status line when the typing indicator runs out."""
+        shown = False
+        while True:
+            await trio.sleep(0.5)
+            now = self.status.typing()
+            if shown and not now:
+                self.view.refresh()
+            shown = now
+
+
+# ------------------------------------------------------------------ the terminal
+
+
+class _TerminalView:
+    """Lines go through prompt_toolkit's ``patch_stdout`` proxy (printed above
+    the prompt); ``refresh`` repaints the prompt and its status line."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    def show(self, line: str) -> None:
+        print(line, flush=True)
+
+    def refresh(self) -> None:
+        if self.app is not None:
+            self.app.invalidate()
+
+
+def run_terminal_chat(client: ChatClient, target: ChatTarget, *,
+                      history: int = HISTORY_DEFAULT) -> None:
+    """Run the chat on this terminal until the user leaves (see the module docstring)."""
+    asyncio.run(_host(client, target, history))
+
+
+async def _host(client: ChatClient, target: ChatTarget, history: int) -> None:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.formatted_text import FormattedText
+    from prompt_toolkit.history import InMemoryHistory
+    from prompt_toolkit.patch_stdout import patch_stdout
+    from prompt_toolkit.styles import Style
+
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+    ready: asyncio.Future[trio.lowlevel.TrioToken] = loop.create_future()
+
+    with patch_stdout(raw=True):
+        view = _TerminalView()
+        chat = ChatSession(client, target, view, history=history)
+        def message() -> FormattedText:
+            return FormattedText([("class:status", chat.status_line()), ("", "\n> ")])
+
+        # The status line is the first line of the prompt rather than a bottom
+        # toolbar: a toolbar is only drawn once the terminal answered a cursor
+        # position request, and the prompt's own lines are drawn everywhere.
+        prompt: PromptSession[str] = PromptSession(
+            message, history=InMemoryHistory(), erase_when_done=True,
+            style=Style.from_dict({"status": "reverse"}),
+        )
+        view.app = prompt.app
+
+        async def trio_main() -> None:
+            ready.set_result(trio.lowlevel.current_trio_token())
+            await chat.run()
+
+        def finished(result: Any) -> None:
+            if not done.done():
+                done.set_result(result)
+
+        trio.lowlevel.start_guest_run(
+            trio_main, run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=finished, host_uses_signal_set_wakeup_fd=True)
+
+        await asyncio.wait({ready, done}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            token = ready.result()
+
+            def to_trio(func: Any, *args: Any) -> None:
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(func, *args)
+
+            def changed(buffer: Any) -> None:
+                text = buffer.text
+                if text.strip() and not text.startswith("/"):
+                    to_trio(chat.typed)
+
+            prompt.default_buffer.on_text_changed += changed
+            try:
+                await _prompt_loop(prompt, chat, done, to_trio)
+            finally:
+                to_trio(chat.close_input)
+        result = await done
+    result.unwrap()
+
+
+async def _prompt_loop(prompt: Any, chat: ChatSession, done: asyncio.Future[Any],
+                       to_trio: Any) -> None:
+    """Read lines until Ctrl-D / Ctrl-C, or until the Trio side ends (/quit, error)."""
+    while not done.done():
+        task = asyncio.ensure_future(prompt.prompt_async())
+        await asyncio.wait({task, done}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, EOFError, KeyboardInterrupt):
+                await task
+            return
+        try:
+            line = task.result()
+        except (EOFError, KeyboardInterrupt):
+            return
+        to_trio(chat.submit, line)

@@ -1,0 +1,19 @@
+"""Errors of the client that several modules share (kept free of heavy imports)."""
+
+from __future__ import annotations
+
+from chatcli.errors import RelayError
+from chatcli.protocol import codes
+
+
+class RelayRequestError(RelayError):
+    """The relay answered a request with a typed error (``code``)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def transient(self) -> bool:
+        """Whether retrying the same request later may succeed."""
+        return self.code in codes.TRANSIENT

@@ -1,0 +1,173 @@
+"""The group tables of the client's local database (peewee, SQLite).
+
+They live in the same ``chatcli.db`` as ``chatcli.client.models`` and follow
+its rules: ``_sealed`` columns are ``LocalSealer`` ciphertexts (sender keys,
+Double Ratchet states, capabilities, member records, message texts); names,
+identity public keys, group ids and timestamps are in the clear.
+
+The tables are created on first use (``CREATE TABLE IF NOT EXISTS``) by
+:func:`ensure_tables`, so a database made before groups existed gains them without
+a schema migration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from weakref import WeakSet
+
+import peewee
+
+from chatcli.client.models import BaseModel
+from chatcli.client.store import Store
+
+
+class Group(BaseModel):
+    """A group this identity belongs (or belonged) to. ``name`` is local."""
+
+    id = peewee.AutoField()
+    group_id = peewee.BlobField(unique=True)   # 16 random bytes chosen by the creator
+    name = peewee.TextField(unique=True)
+    creator_name = peewee.TextField()          # the name the creator gave it
+    admin = peewee.BlobField()                 # the creator's identity key
+    status = peewee.TextField()                # joining, active, left, removed
+    own_cap_sealed = peewee.BlobField()        # capability issued to the members
+    own_cap_registered = peewee.BooleanField(default=False)
+    sender_sealed = peewee.BlobField(null=True)  # own SenderKeyState
+    sender_roster = peewee.BlobField(null=True)  # members when that key was made
+    created_at = peewee.IntegerField()
+
+
+class GroupOp(BaseModel):
+    """A signed membership operation (verified before it was stored)."""
+
+    id = peewee.AutoField()
+    group = peewee.ForeignKeyField(Group, on_delete="CASCADE")
+    digest = peewee.BlobField()
+    signed_sealed = peewee.BlobField()
+
+    class Meta:
+        indexes = ((("group", "digest"), True),)
+
+
+class GroupInvitee(BaseModel):
+    """Admin side: a contact invited and not yet joined."""
+
+    id = peewee.AutoField()
+    group = peewee.ForeignKeyField(Group, on_delete="CASCADE")
+    identity = peewee.BlobField()
+
+
+class GroupSenderKey(BaseModel):
+    """A member's sender-key chain, as received (one row per chain)."""
+
+    id = peewee.AutoField()
+    group = peewee.ForeignKeyField(Group, on_delete="CASCADE")
+    sender = peewee.BlobField()                # identity key of the chain's owner
+    chain_id = peewee.BlobField(unique=True)
+    state_sealed = peewee.BlobField()
+    created_at = peewee.IntegerField()
+
+
+class GroupDistributed(BaseModel):
+    """Own chain ``chain_id`` was sent to ``member``."""
+
+    id = peewee.AutoField()
+    group = peewee.ForeignKeyField(Group, on_delete="CASCADE")
+    member = peewee.BlobField()
+    chain_id = peewee.BlobField()
+
+
+class GroupPeer(BaseModel):
+    """The pairwise sessions with another member, whether or not a contact.
+
+    ``out``: the session this identity started (it only encrypts in it), with
+    its X3DH header; ``in``: the session the peer started (only decrypts)."""
+
+    id = peewee.AutoField()
+    identity = peewee.BlobField(unique=True)
+    name = peewee.TextField()                  # the name the member announced
+    out_sealed = peewee.BlobField(null=True)
+    out_prekey = peewee.BlobField(null=True)
+    out_ephemeral = peewee.BlobField(null=True)
+    in_sealed = peewee.BlobField(null=True)
+    in_ephemeral = peewee.BlobField(null=True)
+    verified = peewee.BooleanField(default=False)
+
+
+class GroupPending(BaseModel):
+    """A group message that cannot be read yet: its sender key has not arrived,
+    or its sender is not (yet) known as a member."""
+
+    id = peewee.AutoField()
+    chain_id = peewee.BlobField(index=True)
+    iteration = peewee.IntegerField()
+    message_sealed = peewee.BlobField()
+    received_at = peewee.IntegerField()
+
+
+class GroupMessage(BaseModel):
+    """The history of a group, both directions."""
+
+    id = peewee.AutoField()
+    uuid = peewee.TextField(unique=True)
+    group = peewee.ForeignKeyField(Group, on_delete="CASCADE")
+    sender = peewee.BlobField()
+    outgoing = peewee.BooleanField()
+    text_sealed = peewee.BlobField()
+    sent_at = peewee.IntegerField()
+    received_at = peewee.IntegerField(null=True)
+    recipients = peewee.IntegerField(default=0)  # outgoing: deposits made
+    stored = peewee.IntegerField(default=0)      # outgoing: deposits stored
+
+
+class GroupOutbox(BaseModel):
+    """A sealed group deposit waiting for its relay. The payload is final, so a
+    retry deposits exactly the same bytes."""
+
+    id = peewee.AutoField()
+    relay_url = peewee.TextField()
+    mailbox = peewee.BlobField()
+    cap_sealed = peewee.BlobField()
+    payload_sealed = peewee.BlobField()
+    message_uuid = peewee.TextField(null=True, index=True)
+    kind = peewee.TextField()                  # text, direct
+    created_at = peewee.IntegerField()
+    attempts = peewee.IntegerField(default=0)
+    last_error = peewee.TextField(null=True)
+
+
+GROUP_MODELS: list[type[BaseModel]] = [
+    Group, GroupOp, GroupInvitee, GroupSenderKey, GroupDistributed, GroupPeer, GroupPending,
+    GroupMessage, GroupOutbox,
+]
+
+_ready: WeakSet[Store] = WeakSet()
+
+
+def ensure_tables(store: Store) -> None:
+    """Create the group tables if this database lacks them."""
+    if store in _ready:
+        return
+    if store.db.in_transaction():
+        with store.db.bind_ctx(GROUP_MODELS, bind_refs=False, bind_backrefs=False):
+            store.db.create_tables(GROUP_MODELS, safe=True)
+    else:
+        with store.write(), store.db.bind_ctx(GROUP_MODELS, bind_refs=False,
+                                              bind_backrefs=False):
+            store.db.create_tables(GROUP_MODELS, safe=True)
+    _ready.add(store)
+
+
+def has_tables(store: Store) -> bool:
+    return store in _ready or bool(store.db.table_exists(Group._meta.table_name))
+
+
+@contextlib.contextmanager
+def bound(store: Store) -> Iterator[None]:
+    """Bind the group tables to ``store`` (creating them once per open store).
+
+    Use inside ``store.write()`` or ``store.read()``; holds no transaction itself."""
+    ensure_tables(store)
+    with store.db.bind_ctx(GROUP_MODELS, bind_refs=False, bind_backrefs=False):
+        yield

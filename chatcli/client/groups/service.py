@@ -1,0 +1,931 @@
+"""Group chats: the glue between the membership machine, sender keys, pairwise
+sessions, the local store and the relays (``docs/protocol.md``, part 3, "Groups").
+
+:class:`GroupService` wraps an unlocked :class:`~chatcli.client.service.ChatClient`.
+Its synchronous methods run inside one ``BEGIN IMMEDIATE`` transaction each
+(or inside the client's, for :meth:`GroupService.handle_body`, called from
+the receive path); the ``async`` ones need the client to be online.
+
+* The creator (admin) sends an :class:`~wire.Invite` to each invited contact
+  over a pairwise session; the contact answers with a :class:`~wire.Join`
+  carrying its member record (address, a deposit capability it issued for the
+  group, its signed restore prekey); the admin orders it into an ``add``
+  operation and sends it to every member.
+* Members who are not contacts reach each other from those records: X3DH
+  against the signed restore prekey, a Double Ratchet session per direction.
+* Every member sends its sender-key distribution to every other member over
+  those sessions; a group text is encrypted once with the sender key and the
+  same ciphertext is sealed to each member's mailbox key, deposited per relay
+  in one ``Deposit`` frame.
+* Whenever a member is gone (removed or left), every remaining member makes a
+  new sender key and gives it only to the remaining members.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid as uuidlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+
+from chatcli.client import messages as m
+from chatcli.client import models as db
+from chatcli.client import sessions
+from chatcli.client.groups import models as gdb
+from chatcli.client.groups import wire
+from chatcli.client.groups.membership import Create, Membership, Outcome
+from chatcli.client.service import MessageEvent, NoticeEvent
+from chatcli.client.store import now_ms
+from chatcli.crypto.envelope import seal_envelope
+from chatcli.crypto.errors import DecryptionFailed
+from chatcli.crypto.keys import DHKeyPair, IdentityPublicKey
+from chatcli.crypto.ratchet import RatchetSession
+from chatcli.crypto.sender_keys import SenderKeyReceiver, SenderKeyState, message_chain_id
+from chatcli.errors import CryptoError, RelayError, UsageError
+from chatcli.protocol import codes, frames
+
+if TYPE_CHECKING:
+    from chatcli.client.service import ChatClient, Event
+
+PEER_HANDSHAKE_LABEL = b"chatcli/group-peer-handshake/v1"
+MAX_PENDING = 5000
+PERMANENT_ERRORS = frozenset({codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX})
+ACTIVE = "active"
+JOINING = "joining"
+LEFT = "left"
+REMOVED = "removed"
+
+
+@dataclass
+class SendReport:
+    """What sending one group message achieved."""
+
+    id: str
+    recipients: int
+    stored: int = 0
+    refused: dict[str, str] = field(default_factory=dict)  # member label -> reason
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    identity: bytes
+    name: str             # contact name, or the name the member announced
+    contact: str | None   # local contact name when the member is a contact
+    fingerprint: str
+    admin: bool
+    me: bool
+    verified: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "contact": self.contact, "fingerprint": self.fingerprint,
+                "admin": self.admin, "me": self.me, "verified": self.verified}
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _cap_hash(capability: bytes) -> bytes:
+    return hashlib.sha256(capability).digest()
+
+
+def name_in_use(client: ChatClient, name: str) -> bool:
+    """Whether a group is called ``name`` locally (for name uniqueness)."""
+    store = client.store
+    if not gdb.has_tables(store):
+        return False
+    with gdb.bound(store):
+        return bool(gdb.Group.select().where(gdb.Group.name == name).exists())
+
+
+def is_group(client: ChatClient, name: str) -> bool:
+    """Whether ``name`` is a group of this identity (reads the local database)."""
+    with client.store.read():
+        return name_in_use(client, name)
+
+
+class GroupService:
+    def __init__(self, client: ChatClient) -> None:
+        self.client = client
+        self.store = client.store
+        self.sealer = client.sealer
+        self.me = client.identity.public.raw
+        gdb.ensure_tables(self.store)
+
+    # ================================================================== helpers
+
+    def _group(self, name: str) -> gdb.Group:
+        group = gdb.Group.get_or_none(gdb.Group.name == name)
+        if group is None:
+            raise UsageError(f"No group is called {name!r}; see `chatcli group list`.")
+        return group
+
+    def _ops(self, group: gdb.Group) -> list[bytes]:
+        rows = gdb.GroupOp.select().where(gdb.GroupOp.group == group).order_by(gdb.GroupOp.id)
+        return [self.sealer.open(r.signed_sealed, "group.op") for r in rows]
+
+    def _membership(self, group: gdb.Group) -> Membership:
+        ops = []
+        for signed in self._ops(group):
+            author, op = wire.open_op(signed, group.group_id)
+            ops.append(wire.to_membership_op(author, op, group.admin))
+        return Membership.replay(ops)
+
+    def _store_ops(self, group: gdb.Group, signed: Iterable[bytes]) -> list[Event]:
+        """Verify and keep new operations; notices for those refused."""
+        state = self._membership(group) if gdb.GroupOp.select().where(
+            gdb.GroupOp.group == group).exists() else None
+        events: list[Event] = []
+        for data in signed:
+            digest = _digest(data)
+            if gdb.GroupOp.get_or_none(gdb.GroupOp.group == group,
+                                       gdb.GroupOp.digest == digest) is not None:
+                continue
+            try:
+                author, op = wire.open_op(data, group.group_id)
+                mop = wire.to_membership_op(author, op, group.admin)
+            except wire.InvalidGroupMessage as exc:
+                events.append(NoticeEvent(f"Group {group.name}: {exc} It was ignored.",
+                                          warning=True))
+                continue
+            if state is None:
+                if not isinstance(mop, Create):
+                    continue
+                state = Membership.start(mop)
+                gdb.GroupOp.create(group=group, digest=digest,
+                                   signed_sealed=self.sealer.seal(data, "group.op"))
+                continue
+            result = state.apply(mop)
+            if result.outcome is Outcome.CONFLICT:
+                events.append(NoticeEvent(
+                    f"Group {group.name}: the creator sent two different membership changes "
+                    f"with the same number ({result.reason}); the second was ignored.",
+                    warning=True))
+                continue
+            if result.outcome is Outcome.DUPLICATE:
+                continue
+            gdb.GroupOp.create(group=group, digest=digest,
+                               signed_sealed=self.sealer.seal(data, "group.op"))
+        return events
+
+    def _add_op(self, group: gdb.Group, op: wire.AnyOp) -> bytes:
+        signed = wire.sign_op(self.client.identity, group.group_id, op)
+        gdb.GroupOp.create(group=group, digest=_digest(signed),
+                           signed_sealed=self.sealer.seal(signed, "group.op"))
+        return signed
+
+    def _own_record(self, group: gdb.Group) -> wire.MemberRecord:
+        account = self.store.account()
+        return wire.MemberRecord(
+            identity=self.me, name=account.name, relay_url=account.relay_url,
+            mailbox=account.mailbox, box_key=self.client.mailbox_key.box_public,
+            cap=self.sealer.open(group.own_cap_sealed, "group.own_cap"),
+            restore_prekey=account.restore_prekey_public,
+            restore_prekey_signature=account.restore_prekey_signature,
+        )
+
+    def _record(self, state: Membership, member: bytes) -> wire.MemberRecord:
+        raw = state.record(member)
+        if raw is None:
+            raise UsageError("That member is unknown in this group.")
+        return wire.decode_record(raw)
+
+    def _contact_record(self, contact: db.Contact) -> wire.MemberRecord:
+        if contact.restore_prekey is None or len(contact.restore_prekey) != 96:
+            raise UsageError(f"The handshake with {contact.name} is not complete yet; run "
+                             "`chatcli receive` (both of you) first.")
+        return wire.MemberRecord(
+            identity=contact.identity, name=contact.name, relay_url=contact.relay_url,
+            mailbox=contact.mailbox, box_key=contact.box_key,
+            cap=self.sealer.open(contact.deposit_cap_sealed, "contact.deposit_cap"),
+            restore_prekey=contact.restore_prekey[:32],
+            restore_prekey_signature=contact.restore_prekey[32:],
+        )
+
+    def _label(self, identity: bytes, state: Membership | None = None) -> tuple[str, bool]:
+        """(how to show a member, whether it is a contact)."""
+        if identity == self.me:
+            return "me", False
+        contact = db.Contact.get_or_none(db.Contact.identity == identity)
+        if contact is not None:
+            return contact.name, True
+        if state is not None and state.record(identity) is not None:
+            return self._record(state, identity).name, False
+        peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == identity)
+        if peer is not None and peer.name:
+            return peer.name, False
+        return IdentityPublicKey.from_bytes(identity).fingerprint(), False
+
+    def _unique_group_name(self, wanted: str) -> str:
+        from chatcli.client.service import NAME_RE
+
+        base = wanted if NAME_RE.fullmatch(wanted) else "group"
+        name, n = base, 2
+        while self.client.name_taken(name) or name_in_use(self.client, name):
+            name, n = f"{base[:60]}-{n}", n + 1
+        return name
+
+    def _deposit(self, record: wire.MemberRecord, layer: wire.AnyLayer, *, kind: str,
+                 message_uuid: str | None = None) -> None:
+        body = m.encode(m.GroupBody(v=m.BODY_VERSION, message=wire.encode(layer)))
+        payload = seal_envelope(record.box_key, self.client.identity.public, body)
+        gdb.GroupOutbox.create(
+            relay_url=record.relay_url, mailbox=record.mailbox,
+            cap_sealed=self.sealer.seal(record.cap, "group.outbox_cap"),
+            payload_sealed=self.sealer.seal(payload, "group.outbox_payload"),
+            message_uuid=message_uuid, kind=kind, created_at=now_ms())
+
+    # ================================================================== pairwise
+
+    def _send_direct(self, record: wire.MemberRecord, content: wire.DirectContent) -> None:
+        """Encrypt ``content`` in the pairwise session to ``record``'s member and queue it."""
+        their = IdentityPublicKey.from_bytes(record.identity)
+        sessions.verify_restore_prekey(their, record.restore_prekey,
+                                       record.restore_prekey_signature)
+        peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == record.identity)
+        if peer is None:
+            peer = gdb.GroupPeer.create(identity=record.identity, name=record.name)
+        plaintext = wire.encode(content)
+        if peer.out_sealed is None or peer.out_prekey != record.restore_prekey:
+            session, body = sessions.start_restore(self.client.identity, their,
+                                                   record.restore_prekey, plaintext)
+            peer.out_prekey = record.restore_prekey
+            peer.out_ephemeral = body.ephemeral
+            message = body.message
+        else:
+            session = RatchetSession.from_bytes(self.sealer.open(peer.out_sealed,
+                                                                 "group.peer_out"))
+            message = session.encrypt(plaintext)
+        peer.out_sealed = self.sealer.seal(session.to_bytes(), "group.peer_out")
+        if record.name and not peer.name:
+            peer.name = record.name
+        peer.save()
+        assert peer.out_prekey is not None and peer.out_ephemeral is not None
+        layer = wire.Direct(identity=self.me, restore_prekey=peer.out_prekey,
+                            ephemeral=peer.out_ephemeral, message=message)
+        self._deposit(record, layer, kind="direct")
+
+    def _open_direct(self, sender: IdentityPublicKey, layer: wire.Direct
+                     ) -> wire.DirectContent | None:
+        if layer.identity != sender.raw:
+            raise wire.InvalidGroupMessage("A group message names a sender different from "
+                                           "its envelope.")
+        peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == sender.raw)
+        if peer is not None and peer.in_sealed is not None and peer.in_ephemeral == layer.ephemeral:
+            session = RatchetSession.from_bytes(self.sealer.open(peer.in_sealed, "group.peer_in"))
+            plaintext = session.decrypt(layer.message)
+        else:
+            digest = _digest(PEER_HANDSHAKE_LABEL + layer.ephemeral)
+            if db.SeenHandshake.get_or_none(db.SeenHandshake.digest == digest) is not None:
+                return None
+            account = self.store.account()
+            if layer.restore_prekey != account.restore_prekey_public:
+                raise DecryptionFailed("A group member used an old prekey of this device.")
+            prekey = DHKeyPair.from_private_bytes(
+                self.sealer.open(account.restore_prekey_sealed, "account.restore_prekey"))
+            body = m.PrekeyBody(v=m.BODY_VERSION, invite_id=None,
+                                restore_prekey=layer.restore_prekey, identity=layer.identity,
+                                ephemeral=layer.ephemeral, message=layer.message)
+            session, plaintext = sessions.answer_prekey(self.client.identity, prekey, sender,
+                                                        body)
+            db.SeenHandshake.create(digest=digest, seen_at=now_ms())
+            if peer is None:
+                peer = gdb.GroupPeer.create(identity=sender.raw, name="")
+            peer.in_ephemeral = layer.ephemeral
+        peer.in_sealed = self.sealer.seal(session.to_bytes(), "group.peer_in")
+        peer.save()
+        return wire.decode_direct(plaintext)
+
+    # ================================================================== receiving
+
+    def handle_body(self, sender: IdentityPublicKey, message: bytes,
+                    received_at: int) -> list[Event]:
+        """Handle a ``GroupBody`` (inside the client's write transaction)."""
+        with gdb.bound(self.store):
+            layer = wire.decode_layer(message)
+            if isinstance(layer, wire.Cipher):
+                return self._on_cipher(layer.message, received_at)
+            content = self._open_direct(sender, layer)
+            if content is None:
+                return [NoticeEvent("A replayed group handshake was refused.", warning=True)]
+            if isinstance(content, wire.Invite):
+                return self._on_invite(sender, content)
+            group = gdb.Group.get_or_none(gdb.Group.group_id == content.group_id)
+            if group is None:
+                return []
+            if isinstance(content, wire.Join):
+                return self._on_join(group, sender, content)
+            if isinstance(content, wire.Ops):
+                return self._on_ops(group, sender, content.ops)
+            return self._on_sender_key(group, sender, content, received_at)
+
+    def _on_invite(self, sender: IdentityPublicKey, invite: wire.Invite) -> list[Event]:
+        contact = db.Contact.get_or_none(db.Contact.identity == sender.raw)
+        if contact is None or contact.blocked:
+            return [NoticeEvent("An invitation to a group from someone who is not a contact "
+                                "was refused.", warning=True)]
+        if not invite.ops:
+            raise wire.InvalidGroupMessage("A group invitation is empty.")
+        author, create = wire.open_op(invite.ops[0], invite.group_id)
+        if not isinstance(create, wire.CreateOp) or author != sender.raw:
+            raise wire.InvalidGroupMessage("A group invitation does not come from its creator.")
+        events: list[Event] = []
+        group = gdb.Group.get_or_none(gdb.Group.group_id == invite.group_id)
+        if group is None:
+            name = self._unique_group_name(create.name)
+            group = gdb.Group.create(
+                group_id=invite.group_id, name=name, creator_name=create.name,
+                admin=sender.raw, status=JOINING,
+                own_cap_sealed=self.sealer.seal(os.urandom(32), "group.own_cap"),
+                created_at=now_ms())
+            text = f"{contact.name} added you to the group {create.name!r}"
+            if name != create.name:
+                text += (f"; it is called {name!r} here because {create.name!r} is already "
+                         "the name of one of your contacts or groups")
+            events.append(NoticeEvent(text + ".", contact=contact.name))
+        elif group.status == ACTIVE:
+            return self._store_ops(group, invite.ops)
+        elif group.status in (LEFT, REMOVED):
+            group.status = JOINING
+            group.own_cap_sealed = self.sealer.seal(os.urandom(32), "group.own_cap")
+            group.own_cap_registered = False
+            group.save()
+            events.append(NoticeEvent(f"{contact.name} added you to the group {group.name} "
+                                      "again.", contact=contact.name))
+        events.extend(self._store_ops(group, invite.ops))
+        state = self._membership(group)
+        admin_record = self._record(state, group.admin)
+        self._send_direct(admin_record, wire.Join(group_id=group.group_id,
+                                                  record=self._own_record(group)))
+        events.extend(self._reconcile(group, state, state.members()))
+        return events
+
+    def _on_join(self, group: gdb.Group, sender: IdentityPublicKey, join: wire.Join
+                 ) -> list[Event]:
+        if group.admin != self.me or group.status != ACTIVE:
+            return []
+        if self._membership(group).is_member(sender.raw):
+            return []  # a repeated join
+        invited = gdb.GroupInvitee.get_or_none(gdb.GroupInvitee.group == group,
+                                               gdb.GroupInvitee.identity == sender.raw)
+        if invited is None or join.record.identity != sender.raw:
+            return [NoticeEvent(f"Someone who was not invited tried to join the group "
+                                f"{group.name}; refused.", warning=True)]
+        sessions.verify_restore_prekey(sender, join.record.restore_prekey,
+                                       join.record.restore_prekey_signature)
+        invited.delete_instance()
+        before = self._membership(group)
+        signed = self._add_op(group, wire.AddOp(seq=before.next_seq, record=join.record))
+        state = self._membership(group)
+        for member in state.members() - {self.me}:
+            record = self._record(state, member)
+            # The new member gets every operation, the others the new one.
+            ops = self._ops(group) if member == sender.raw else [signed]
+            self._send_direct(record, wire.Ops(group_id=group.group_id, ops=ops))
+        return self._reconcile(group, state, before.members())
+
+    def _on_ops(self, group: gdb.Group, sender: IdentityPublicKey, ops: list[bytes]
+                ) -> list[Event]:
+        before = self._membership(group)
+        known = {_digest(s) for s in self._ops(group)}
+        events = self._store_ops(group, ops)
+        state = self._membership(group)
+        fresh = [s for s in self._ops(group) if _digest(s) not in known]
+        if group.admin == self.me and fresh:
+            # Leaves reach the admin, which passes them on to every member, so that
+            # a member added meanwhile learns them too.
+            for member in state.members() - {self.me, sender.raw}:
+                self._send_direct(self._record(state, member),
+                                  wire.Ops(group_id=group.group_id, ops=fresh))
+        events.extend(self._reconcile(group, state, before.members()))
+        return events
+
+    def _on_sender_key(self, group: gdb.Group, sender: IdentityPublicKey,
+                       content: wire.SenderKey, received_at: int) -> list[Event]:
+        receiver = SenderKeyReceiver.from_distribution(content.distribution)
+        existing = gdb.GroupSenderKey.get_or_none(gdb.GroupSenderKey.chain_id ==
+                                                  receiver.chain_id)
+        if existing is not None:
+            return []
+        gdb.GroupSenderKey.create(
+            group=group, sender=sender.raw, chain_id=receiver.chain_id,
+            state_sealed=self.sealer.seal(receiver.to_bytes(), "group.receiver"),
+            created_at=now_ms())
+        return self._retry_pending([receiver.chain_id])
+
+    def _on_cipher(self, message: bytes, received_at: int, *, buffer: bool = True
+                   ) -> list[Event]:
+        chain_id = message_chain_id(message)
+        row = gdb.GroupSenderKey.get_or_none(gdb.GroupSenderKey.chain_id == chain_id)
+        if row is None:
+            if buffer:
+                self._buffer(chain_id, message, received_at)
+            return []
+        group = row.group
+        if group.status not in (ACTIVE, JOINING):
+            return []
+        state = self._membership(group)
+        if not state.is_member(row.sender):
+            if state.was_member(row.sender):
+                name, _ = self._label(row.sender, state)
+                return [NoticeEvent(f"A message in {group.name} from {name}, who is not a "
+                                    "member any more, was dropped.", warning=True)]
+            # Its sender's joining has not reached this member yet.
+            if buffer:
+                self._buffer(chain_id, message, received_at)
+            return []
+        receiver = SenderKeyReceiver.from_bytes(self.sealer.open(row.state_sealed,
+                                                                 "group.receiver"))
+        expected = receiver.iteration
+        iteration = int.from_bytes(message[17:21], "big")
+        plaintext = receiver.decrypt(message)
+        row.state_sealed = self.sealer.seal(receiver.to_bytes(), "group.receiver")
+        row.save()
+        content = wire.decode_cipher(plaintext)
+        name, is_contact = self._label(row.sender, state)
+        events: list[Event] = []
+        if iteration > expected:
+            events.append(NoticeEvent(
+                f"{iteration - expected} earlier message(s) from {name} in {group.name} have "
+                "not arrived (yet).", warning=True))
+        if gdb.GroupMessage.get_or_none(gdb.GroupMessage.uuid == content.id) is not None:
+            return events
+        gdb.GroupMessage.create(
+            uuid=content.id, group=group, sender=row.sender, outgoing=False,
+            text_sealed=self.sealer.seal_text(content.text, "group.message_text"),
+            sent_at=content.sent_at, received_at=received_at)
+        events.append(GroupMessageEvent(
+            id=content.id, contact=name, text=content.text, sent_at=content.sent_at,
+            received_at=received_at, group=group.name,
+            attachment=({"name": content.attachment.name, "size": content.attachment.size}
+                        if content.attachment is not None else None),
+            attachment_ref=content.attachment,
+            fingerprint=IdentityPublicKey.from_bytes(row.sender).fingerprint(),
+            from_contact=is_contact))
+        return events
+
+    def _buffer(self, chain_id: bytes, message: bytes, received_at: int) -> None:
+        iteration = int.from_bytes(message[17:21], "big")
+        gdb.GroupPending.create(chain_id=chain_id, iteration=iteration,
+                                message_sealed=self.sealer.seal(message, "group.pending"),
+                                received_at=received_at)
+        count = gdb.GroupPending.select().count()
+        if count > MAX_PENDING:
+            oldest = gdb.GroupPending.select(gdb.GroupPending.id).order_by(
+                gdb.GroupPending.id).limit(count - MAX_PENDING)
+            gdb.GroupPending.delete().where(gdb.GroupPending.id.in_(oldest)).execute()
+
+    def _retry_pending(self, chain_ids: list[bytes] | None = None) -> list[Event]:
+        """Open buffered messages whose sender key (or sender's membership) is now known,
+        in order per chain."""
+        query = gdb.GroupPending.select()
+        if chain_ids is not None:
+            query = query.where(gdb.GroupPending.chain_id.in_(chain_ids))
+        events: list[Event] = []
+        for row in list(query.order_by(gdb.GroupPending.chain_id, gdb.GroupPending.iteration,
+                                       gdb.GroupPending.id)):
+            known = gdb.GroupSenderKey.get_or_none(gdb.GroupSenderKey.chain_id == row.chain_id)
+            if known is None:
+                continue
+            state = self._membership(known.group)
+            if not state.is_member(known.sender) and not state.was_member(known.sender):
+                continue  # still waiting for its sender's joining
+            message = self.sealer.open(row.message_sealed, "group.pending")
+            row.delete_instance()
+            try:
+                with self.store.db.atomic():
+                    events.extend(self._on_cipher(message, row.received_at, buffer=False))
+            except (CryptoError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                events.append(NoticeEvent(f"A group message could not be read and was "
+                                          f"dropped: {exc}", warning=True))
+        return events
+
+    def _reconcile(self, group: gdb.Group, state: Membership, before: frozenset[bytes]
+                   ) -> list[Event]:
+        """Bring this member's side in line with the member list: status, notices,
+        a new sender key after anyone left, distributions to members who lack it."""
+        events: list[Event] = []
+        members = state.members()
+        for gone in sorted(before - members):
+            if gone != self.me:
+                name, _ = self._label(gone, state)
+                events.append(NoticeEvent(f"{name} is no longer a member of {group.name}."))
+        if self.me not in members:
+            if group.status == ACTIVE:
+                group.status = LEFT if state.since(self.me) is not None else REMOVED
+                group.sender_sealed = None
+                group.save()
+                gdb.GroupDistributed.delete().where(
+                    gdb.GroupDistributed.group == group).execute()
+                if group.status == REMOVED:
+                    events.append(NoticeEvent(f"You were removed from the group {group.name}.",
+                                              warning=True))
+            return events
+        for new in sorted(members - before - {self.me}):
+            name, is_contact = self._label(new, state)
+            if group.status == ACTIVE:
+                shown = name if is_contact else (
+                    f"{name} (not a contact; fingerprint "
+                    f"{IdentityPublicKey.from_bytes(new).fingerprint()})")
+                events.append(NoticeEvent(f"{shown} joined the group {group.name}."))
+        if group.status != ACTIVE:
+            group.status = ACTIVE
+            group.save()
+            events.append(NoticeEvent(f"You are now a member of the group {group.name} "
+                                      f"({len(members)} members)."))
+        for member in members - {self.me}:
+            peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == member)
+            if peer is not None and not peer.name:
+                peer.name = self._record(state, member).name
+                peer.save()
+        self._ensure_sender_key(group, state)
+        events.extend(self._retry_pending())
+        return events
+
+    def _ensure_sender_key(self, group: gdb.Group, state: Membership) -> SenderKeyState:
+        members = state.members()
+        given = {row.member for row in gdb.GroupDistributed.select().where(
+            gdb.GroupDistributed.group == group)}
+        sender = (SenderKeyState.from_bytes(self.sealer.open(group.sender_sealed,
+                                                             "group.sender"))
+                  if group.sender_sealed is not None else None)
+        if sender is None or given - members:
+            # Someone who holds the current key is gone: a new key, for those who remain.
+            sender = SenderKeyState.generate()
+            gdb.GroupDistributed.delete().where(gdb.GroupDistributed.group == group).execute()
+            given = set()
+            group.sender_sealed = self.sealer.seal(sender.to_bytes(), "group.sender")
+            group.save()
+        for member in sorted(members - given - {self.me}):
+            self._send_direct(self._record(state, member), wire.SenderKey(
+                group_id=group.group_id, distribution=sender.distribution()))
+            gdb.GroupDistributed.create(group=group, member=member, chain_id=sender.chain_id)
+        return sender
+
+    # ================================================================== commands
+
+    def create(self, name: str, contact_names: list[str]) -> gdb.Group:
+        """Create a group (this identity is its admin) and queue the invitations."""
+        from chatcli.client.service import validate_name
+
+        validate_name(name)
+        with self.store.write(), gdb.bound(self.store):
+            if self.client.name_taken(name) or name_in_use(self.client, name):
+                raise UsageError(f"The name {name!r} is already used by a contact or a group; "
+                                 "choose another.")
+            contacts = [self._invitable(c) for c in dict.fromkeys(contact_names)]
+            group = gdb.Group.create(
+                group_id=os.urandom(16), name=name, creator_name=name, admin=self.me,
+                status=ACTIVE, own_cap_sealed=self.sealer.seal(os.urandom(32), "group.own_cap"),
+                created_at=now_ms())
+            self._add_op(group, wire.CreateOp(name=name, record=self._own_record(group)))
+            for contact in contacts:
+                self._invite(group, contact)
+        return group
+
+    def _invitable(self, contact_name: str) -> db.Contact:
+        contact = self.client.get_contact(contact_name)
+        if contact.blocked:
+            raise UsageError(f"{contact_name} is blocked.")
+        self._contact_record(contact)
+        return contact
+
+    def _invite(self, group: gdb.Group, contact: db.Contact) -> None:
+        if gdb.GroupInvitee.get_or_none(gdb.GroupInvitee.group == group,
+                                        gdb.GroupInvitee.identity == contact.identity) is None:
+            gdb.GroupInvitee.create(group=group, identity=contact.identity)
+        self._send_direct(self._contact_record(contact),
+                          wire.Invite(group_id=group.group_id, ops=self._ops(group)))
+
+    def add(self, name: str, contact_name: str) -> None:
+        with self.store.write(), gdb.bound(self.store):
+            group = self._group(name)
+            self._require_admin(group, "add")
+            contact = self._invitable(contact_name)
+            if self._membership(group).is_member(contact.identity):
+                raise UsageError(f"{contact_name} is already a member of {name}.")
+            self._invite(group, contact)
+
+    def _require_admin(self, group: gdb.Group, verb: str) -> None:
+        if group.status != ACTIVE:
+            raise UsageError(f"You are not a member of {group.name} any more.")
+        if group.admin != self.me:
+            admin, _ = self._label(group.admin)
+            raise UsageError(f"Only the group's creator ({admin}) can {verb} members.")
+
+    def _find_member(self, state: Membership, who: str, group_name: str) -> bytes:
+        contact = db.Contact.get_or_none(db.Contact.name == who)
+        if contact is not None and state.is_member(contact.identity):
+            return bytes(contact.identity)
+        wanted = who.replace(" ", "").lower()
+        found = [member for member in state.members()
+                 if self._record(state, member).name == who
+                 or (len(wanted) >= 8 and IdentityPublicKey.from_bytes(member).fingerprint()
+                     .replace(" ", "").lower().startswith(wanted))]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise UsageError(f"Several members of {group_name} are called {who!r}; give a "
+                             "fingerprint (see `chatcli group members`).")
+        raise UsageError(f"{who!r} is not a member of {group_name}.")
+
+    def remove(self, name: str, who: str) -> None:
+        with self.store.write(), gdb.bound(self.store):
+            group = self._group(name)
+            self._require_admin(group, "remove")
+            before = self._membership(group)
+            member = self._find_member(before, who, name)
+            if member == self.me:
+                raise UsageError("To leave a group you created, use `chatcli group leave`.")
+            signed = self._add_op(group, wire.RemoveOp(seq=before.next_seq, member=member))
+            state = self._membership(group)
+            # Everyone, the removed member included, learns of the removal.
+            for target in before.members() - {self.me}:
+                self._send_direct(self._record(before, target),
+                                  wire.Ops(group_id=group.group_id, ops=[signed]))
+            self._reconcile(group, state, before.members())
+
+    def leave(self, name: str) -> None:
+        with self.store.write(), gdb.bound(self.store):
+            group = self._group(name)
+            if group.status != ACTIVE:
+                raise UsageError(f"You are not a member of {name} any more.")
+            before = self._membership(group)
+            since = before.since(self.me)
+            assert since is not None
+            signed = self._add_op(group, wire.LeaveOp(member=self.me, since=since))
+            for target in before.members() - {self.me}:
+                self._send_direct(self._record(before, target),
+                                  wire.Ops(group_id=group.group_id, ops=[signed]))
+            gdb.GroupInvitee.delete().where(gdb.GroupInvitee.group == group).execute()
+            self._reconcile(group, self._membership(group), before.members())
+
+    def enqueue_text(self, name: str, text: str,
+                     attachment: m.AttachmentRef | None = None) -> SendReport:
+        """Encrypt ``text`` once with the own sender key and queue one sealed deposit
+        per other member; store it in the history."""
+        if len(text) > wire.MAX_GROUP_TEXT:
+            raise UsageError(f"The message is too long (the limit is {wire.MAX_GROUP_TEXT} "
+                             "characters).")
+        message_id = str(uuidlib.uuid4())
+        sent_at = now_ms()
+        with self.store.write(), gdb.bound(self.store):
+            group = self._group(name)
+            if group.status != ACTIVE:
+                raise UsageError(
+                    f"You are not a member of {name} any more." if group.status != JOINING else
+                    f"You are not a member of {name} yet: its creator has not confirmed your "
+                    "joining; run `chatcli receive` later.")
+            state = self._membership(group)
+            sender = self._ensure_sender_key(group, state)
+            ciphertext = sender.encrypt(wire.encode(wire.GroupText(
+                id=message_id, sent_at=sent_at, text=text, attachment=attachment)))
+            group.sender_sealed = self.sealer.seal(sender.to_bytes(), "group.sender")
+            group.save()
+            others = sorted(state.members() - {self.me})
+            layer = wire.Cipher(message=ciphertext)
+            for member in others:
+                self._deposit(self._record(state, member), layer, kind="text",
+                              message_uuid=message_id)
+            gdb.GroupMessage.create(
+                uuid=message_id, group=group, sender=self.me, outgoing=True,
+                text_sealed=self.sealer.seal_text(text, "group.message_text"),
+                sent_at=sent_at, recipients=len(others))
+        return SendReport(id=message_id, recipients=len(others))
+
+    # ================================================================== network
+
+    async def flush(self) -> dict[str, str]:
+        """Register own group capabilities, then deposit everything queued,
+        batched per relay. Returns unreachable relays; never raises RelayError."""
+        unreachable: dict[str, str] = {}
+        try:
+            await self._sync_caps()
+        except RelayError as exc:
+            unreachable[self.client.relay_url] = str(exc)
+            return unreachable
+        with self.store.read(), gdb.bound(self.store):
+            rows = list(gdb.GroupOutbox.select().order_by(gdb.GroupOutbox.id))
+        by_relay: dict[str, list[gdb.GroupOutbox]] = {}
+        for row in rows:
+            by_relay.setdefault(row.relay_url, []).append(row)
+        pool = self.client._require_pool()
+        for url, items in by_relay.items():
+            try:
+                conn = await pool.get(url)
+                for start in range(0, len(items), frames.MAX_BATCH):
+                    chunk = items[start:start + frames.MAX_BATCH]
+                    deposit = [frames.DepositItem(
+                        mailbox=row.mailbox,
+                        cap=self.sealer.open(row.cap_sealed, "group.outbox_cap"),
+                        payload=self.sealer.open(row.payload_sealed, "group.outbox_payload"),
+                    ) for row in chunk]
+                    answer = await conn.request(
+                        lambda req, d=deposit: frames.Deposit(req=req, items=d))  # type: ignore[misc]
+                    assert isinstance(answer, frames.DepositResult)
+                    self._record_results(chunk, answer.errors)
+            except RelayError as exc:
+                pool.drop(url)
+                unreachable[url] = str(exc)
+                with self.store.write(), gdb.bound(self.store):
+                    gdb.GroupOutbox.update(attempts=gdb.GroupOutbox.attempts + 1,
+                                           last_error=str(exc)[:500]).where(
+                        gdb.GroupOutbox.id.in_([r.id for r in items])).execute()
+        return unreachable
+
+    def _record_results(self, chunk: list[gdb.GroupOutbox], errors: list[str | None]) -> None:
+        with self.store.write(), gdb.bound(self.store):
+            for row, error in zip(chunk, errors, strict=False):
+                if error is None or error in PERMANENT_ERRORS:
+                    gdb.GroupOutbox.delete().where(gdb.GroupOutbox.id == row.id).execute()
+                    if row.message_uuid and error is None:
+                        gdb.GroupMessage.update(stored=gdb.GroupMessage.stored + 1).where(
+                            gdb.GroupMessage.uuid == row.message_uuid).execute()
+                else:
+                    gdb.GroupOutbox.update(attempts=gdb.GroupOutbox.attempts + 1,
+                                           last_error=error).where(
+                        gdb.GroupOutbox.id == row.id).execute()
+
+    async def _sync_caps(self) -> None:
+        """CapAdd the capabilities of groups joined; CapRevoke those of groups left."""
+        with self.store.read(), gdb.bound(self.store):
+            todo = list(gdb.Group.select().where(
+                gdb.Group.own_cap_registered == (gdb.Group.status.in_([LEFT, REMOVED]))))
+        if not todo:
+            return
+        add = [g for g in todo if g.status in (ACTIVE, JOINING)]
+        revoke = [g for g in todo if g.status in (LEFT, REMOVED)]
+        conn = await self.client.own_relay()
+        for groups, frame_type, registered in ((add, frames.CapAdd, True),
+                                               (revoke, frames.CapRevoke, False)):
+            for start in range(0, len(groups), frames.MAX_BATCH):
+                chunk = groups[start:start + frames.MAX_BATCH]
+                hashes = [_cap_hash(self.sealer.open(g.own_cap_sealed, "group.own_cap"))
+                          for g in chunk]
+                await conn.request(lambda req, h=hashes, f=frame_type: f(  # type: ignore[misc]
+                    req=req, cap_hashes=h))
+                with self.store.write(), gdb.bound(self.store):
+                    gdb.Group.update(own_cap_registered=registered).where(
+                        gdb.Group.id.in_([g.id for g in chunk])).execute()
+
+    async def deliver(self, *, message_id: str | None = None, time_limit: float = 20.0) -> None:
+        """Retry until nothing (or nothing of ``message_id``) waits; RelayError otherwise."""
+        delay = 0.25
+        last = "a member's relay did not store it in time"
+        with trio.move_on_after(time_limit):
+            while True:
+                unreachable = await self.flush()
+                with self.store.read(), gdb.bound(self.store):
+                    query = gdb.GroupOutbox.select()
+                    if message_id is not None:
+                        query = query.where(gdb.GroupOutbox.message_uuid == message_id)
+                    if not query.exists():
+                        return
+                    failing = query.first()
+                if unreachable:
+                    last = next(iter(unreachable.values())).rstrip(".")
+                elif failing is not None and failing.last_error:
+                    last = f"a member's relay answered {failing.last_error}"
+                await trio.sleep(delay)
+                delay = min(delay * 2, 4.0)
+        raise RelayError(f"{last}; the rest stays queued and the next chatcli command that "
+                         "connects will send it.")
+
+    async def send_text(self, name: str, text: str, *, time_limit: float = 20.0,
+                        attachment: m.AttachmentRef | None = None) -> SendReport:
+        """Send once every member's relay stored it; ``RelayError`` otherwise (the
+        rest stays queued)."""
+        report = self.enqueue_text(name, text, attachment)
+        await self.deliver(message_id=report.id, time_limit=time_limit)
+        with self.store.read(), gdb.bound(self.store):
+            row = gdb.GroupMessage.get(gdb.GroupMessage.uuid == report.id)
+            report.stored = row.stored
+        return report
+
+    # ================================================================== queries
+
+    def groups(self) -> list[dict[str, Any]]:
+        with self.store.read(), gdb.bound(self.store):
+            out = []
+            for group in gdb.Group.select().order_by(gdb.Group.name):
+                state = self._membership(group)
+                admin, _ = self._label(group.admin, state)
+                out.append({"name": group.name, "creator_name": group.creator_name,
+                            "admin": admin, "is_admin": group.admin == self.me,
+                            "status": group.status, "members": len(state.members()),
+                            "invited": gdb.GroupInvitee.select().where(
+                                gdb.GroupInvitee.group == group).count()})
+            return out
+
+    def members(self, name: str) -> list[MemberInfo]:
+        with self.store.read(), gdb.bound(self.store):
+            group = self._group(name)
+            state = self._membership(group)
+            out = []
+            for member in state.members():
+                label, is_contact = self._label(member, state)
+                contact = db.Contact.get_or_none(db.Contact.identity == member)
+                peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == member)
+                verified = bool(contact.verified and not contact.key_changed) if contact \
+                    else bool(peer is not None and peer.verified)
+                out.append(MemberInfo(
+                    identity=member,
+                    name=self.store.account().name if member == self.me else label,
+                    contact=label if is_contact else None,
+                    fingerprint=IdentityPublicKey.from_bytes(member).fingerprint(),
+                    admin=member == group.admin, me=member == self.me, verified=verified))
+            return sorted(out, key=lambda i: (not i.me, not i.admin, i.name))
+
+    def invited(self, name: str) -> list[str]:
+        with self.store.read(), gdb.bound(self.store):
+            group = self._group(name)
+            return sorted(self._label(r.identity)[0] for r in gdb.GroupInvitee.select().where(
+                gdb.GroupInvitee.group == group))
+
+    def safety_number(self, name: str, who: str) -> tuple[str, bytes, MemberInfo]:
+        """The safety number with a member (contact or not)."""
+        from chatcli.crypto.safety import safety_number, safety_qr_payload
+
+        with self.store.read(), gdb.bound(self.store):
+            group = self._group(name)
+            member = self._find_member(self._membership(group), who, name)
+        if member == self.me:
+            raise UsageError("That is you.")
+        info = next(i for i in self.members(name) if i.identity == member)
+        theirs = IdentityPublicKey.from_bytes(member)
+        return (safety_number(self.client.identity.public, theirs),
+                safety_qr_payload(self.client.identity.public, theirs), info)
+
+    def confirm_member(self, name: str, who: str) -> None:
+        """Mark a member verified (its contact entry when it is a contact)."""
+        with self.store.write(), gdb.bound(self.store):
+            group = self._group(name)
+            member = self._find_member(self._membership(group), who, name)
+            contact = db.Contact.get_or_none(db.Contact.identity == member)
+            if contact is not None:
+                if contact.key_changed:
+                    raise UsageError(f"The key of {contact.name} changed: use "
+                                     f"`chatcli verify {contact.name}`.")
+                contact.verified = True
+                contact.save()
+                return
+            peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == member)
+            if peer is None:
+                peer = gdb.GroupPeer.create(identity=member,
+                                            name=self._label(member)[0])
+            peer.verified = True
+            peer.save()
+
+    def history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        with self.store.read(), gdb.bound(self.store):
+            group = self._group(name)
+            state = self._membership(group)
+            rows = list(gdb.GroupMessage.select().where(gdb.GroupMessage.group == group)
+                        .order_by(gdb.GroupMessage.sent_at.desc(), gdb.GroupMessage.id.desc())
+                        .limit(limit))
+            out = []
+            for row in reversed(rows):
+                sender, _ = self._label(row.sender, state)
+                out.append({
+                    "id": row.uuid, "group": group.name,
+                    "from": "me" if row.outgoing else sender,
+                    "direction": "out" if row.outgoing else "in",
+                    "text": self.sealer.open_text(row.text_sealed, "group.message_text"),
+                    "sent_at": row.sent_at, "received_at": row.received_at,
+                    "state": (("sent" if row.stored >= row.recipients else "queued")
+                              if row.outgoing else "received"),
+                })
+            return out
+
+
+@dataclass(frozen=True)
+class GroupMessageEvent(MessageEvent):
+    """A group message: ``contact`` is the sender's contact name, or the name it
+    announced when it is not a contact."""
+
+    fingerprint: str = ""
+    from_contact: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data["fingerprint"] = self.fingerprint
+        data["from_contact"] = self.from_contact
+        return data
+
+
+async def flush_groups(client: ChatClient) -> None:
+    """Deliver queued group deposits (best effort; the client's outbox flush calls it)."""
+    with client.store.read():
+        if not gdb.has_tables(client.store):
+            return
+        with gdb.bound(client.store):
+            idle = not gdb.GroupOutbox.select().exists() and not gdb.Group.select().where(
+                gdb.Group.own_cap_registered == (gdb.Group.status.in_([LEFT, REMOVED]))
+            ).exists()
+    if not idle:
+        await GroupService(client).flush()

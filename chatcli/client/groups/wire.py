@@ -1,0 +1,272 @@
+"""The group messages on the wire (``docs/protocol.md``, part 3, "Groups").
+
+Pure: msgspec structs (MessagePack arrays with a string tag first, as in
+``chatcli.client.messages``), the signatures of membership operations, and
+their conversion into :mod:`chatcli.client.groups.membership` operations.
+
+Layers, inside a sealed deposit whose body is a ``GroupBody`` (tag ``group``):
+
+* :class:`Direct`: a pairwise Double Ratchet message between two members.
+  Every one carries the X3DH header of its session (the sender's identity,
+  the recipient's signed restore prekey it used, the ephemeral key), so two
+  members who are not contacts can start a session from a member record.
+  Its plaintext is a :data:`DirectContent`: :class:`Invite`, :class:`Join`,
+  :class:`Ops` or :class:`SenderKey`.
+* :class:`Cipher`: a sender-key message (``chatcli.crypto.sender_keys``), the
+  same bytes in every member's deposit. Its plaintext is a :class:`GroupText`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+import msgspec
+
+from chatcli.client.groups import membership as ms
+from chatcli.client.messages import AttachmentRef, Bytes16, Bytes32, Bytes64, Millis, Uuid
+from chatcli.crypto.errors import BadSignature
+from chatcli.crypto.keys import IdentityKeyPair, IdentityPublicKey
+from chatcli.errors import CryptoError
+
+OP_SIGNATURE_LABEL = b"chatcli/group-op/v1"
+MAX_GROUP_TEXT = 32 * 1024
+Name = Annotated[str, msgspec.Meta(max_length=200)]
+Seq = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
+
+
+class InvalidGroupMessage(CryptoError):
+    """A group operation or message is not acceptable (bad signature, wrong author)."""
+
+
+class _Tagged(msgspec.Struct, array_like=True, frozen=True, tag_field="t"):
+    pass
+
+
+# ------------------------------------------------------------------ records and ops
+
+
+class MemberRecord(msgspec.Struct, array_like=True, frozen=True):
+    """How to reach a member: its address, the deposit capability it issued
+    for this group, and its signed restore prekey (for X3DH by non-contacts)."""
+
+    identity: Bytes32
+    name: Name
+    relay_url: Annotated[str, msgspec.Meta(max_length=500)]
+    mailbox: Bytes16
+    box_key: Bytes32
+    cap: Bytes32
+    restore_prekey: Bytes32
+    restore_prekey_signature: Bytes64
+
+
+class CreateOp(_Tagged, frozen=True, tag="create"):
+    name: Name
+    record: MemberRecord
+
+
+class AddOp(_Tagged, frozen=True, tag="add"):
+    seq: Seq
+    record: MemberRecord
+
+
+class RemoveOp(_Tagged, frozen=True, tag="remove"):
+    seq: Seq
+    member: Bytes32
+
+
+class LeaveOp(_Tagged, frozen=True, tag="leave"):
+    member: Bytes32
+    since: Seq
+
+
+AnyOp = CreateOp | AddOp | RemoveOp | LeaveOp
+
+
+class SignedOp(msgspec.Struct, array_like=True, frozen=True):
+    """An operation, signed by its author's identity key over
+    ``"chatcli/group-op/v1" ‖ group_id ‖ author ‖ op``."""
+
+    group_id: Bytes16
+    author: Bytes32
+    op: bytes
+    signature: Bytes64
+
+
+# ------------------------------------------------------------------ layers
+
+
+class Direct(_Tagged, frozen=True, tag="direct"):
+    identity: Bytes32
+    restore_prekey: Bytes32
+    ephemeral: Bytes32
+    message: bytes
+
+
+class Cipher(_Tagged, frozen=True, tag="cipher"):
+    message: bytes
+
+
+AnyLayer = Direct | Cipher
+
+
+class Invite(_Tagged, frozen=True, tag="invite"):
+    """Admin to a contact it invites: the operations so far (creation first)."""
+
+    group_id: Bytes16
+    ops: Annotated[list[bytes], msgspec.Meta(max_length=20_000)]
+
+
+class Join(_Tagged, frozen=True, tag="join"):
+    """An invited contact to the admin: its record for this group."""
+
+    group_id: Bytes16
+    record: MemberRecord
+
+
+class Ops(_Tagged, frozen=True, tag="ops"):
+    """Membership operations (signed by their authors) for a member."""
+
+    group_id: Bytes16
+    ops: Annotated[list[bytes], msgspec.Meta(max_length=20_000)]
+
+
+class SenderKey(_Tagged, frozen=True, tag="sender_key"):
+    """The sender's current sender-key distribution for the group. Secret."""
+
+    group_id: Bytes16
+    distribution: bytes
+
+
+DirectContent = Invite | Join | Ops | SenderKey
+
+
+class GroupText(_Tagged, frozen=True, tag="text"):
+    """A group chat message; ``id`` is a UUID members de-duplicate by. A file is
+    an attachment blob on the sender's relay, its key and read capability here."""
+
+    id: Uuid
+    sent_at: Millis
+    text: Annotated[str, msgspec.Meta(max_length=MAX_GROUP_TEXT)]
+    attachment: AttachmentRef | None = None
+
+
+CipherContent = GroupText
+
+_encoder = msgspec.msgpack.Encoder()
+_op_decoder = msgspec.msgpack.Decoder(AnyOp)
+_signed_decoder = msgspec.msgpack.Decoder(SignedOp)
+_layer_decoder = msgspec.msgpack.Decoder(AnyLayer)
+_direct_decoder = msgspec.msgpack.Decoder(DirectContent)
+_cipher_decoder = msgspec.msgpack.Decoder(CipherContent)
+_record_decoder = msgspec.msgpack.Decoder(MemberRecord)
+
+
+def encode(obj: msgspec.Struct) -> bytes:
+    return _encoder.encode(obj)
+
+
+def decode_layer(data: bytes) -> AnyLayer:
+    return cast(AnyLayer, _layer_decoder.decode(data))
+
+
+def decode_direct(data: bytes) -> DirectContent:
+    return cast(DirectContent, _direct_decoder.decode(data))
+
+
+def decode_cipher(data: bytes) -> CipherContent:
+    return _cipher_decoder.decode(data)
+
+
+def decode_record(data: bytes) -> MemberRecord:
+    return _record_decoder.decode(data)
+
+
+# ------------------------------------------------------------------ signing
+
+
+def _signed_bytes(group_id: bytes, author: bytes, op: bytes) -> bytes:
+    return OP_SIGNATURE_LABEL + group_id + author + op
+
+
+def sign_op(identity: IdentityKeyPair, group_id: bytes, op: AnyOp) -> bytes:
+    """The encoded :class:`SignedOp` of ``op`` by ``identity``."""
+    raw = encode(op)
+    author = identity.public.raw
+    return encode(SignedOp(group_id=group_id, author=author, op=raw,
+                           signature=identity.sign(_signed_bytes(group_id, author, raw))))
+
+
+def open_op(data: bytes, group_id: bytes) -> tuple[bytes, AnyOp]:
+    """Decode and verify a signed operation: (author, op).
+
+    Checks the signature and that the author may author it: a creation by the
+    member it creates with, a leave by the member leaving. Whether an add or a
+    removal comes from the admin is checked by :func:`to_membership_op`.
+    Raises :class:`InvalidGroupMessage`."""
+    try:
+        signed = _signed_decoder.decode(data)
+        op = cast(AnyOp, _op_decoder.decode(signed.op))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise InvalidGroupMessage("A group membership change is malformed.") from None
+    if signed.group_id != group_id:
+        raise InvalidGroupMessage("A group membership change names another group.")
+    try:
+        IdentityPublicKey.from_bytes(signed.author).verify(
+            _signed_bytes(signed.group_id, signed.author, signed.op), signed.signature)
+    except (BadSignature, CryptoError):
+        raise InvalidGroupMessage("A group membership change has a bad signature.") from None
+    if isinstance(op, CreateOp) and op.record.identity != signed.author:
+        raise InvalidGroupMessage("A group was created in someone else's name.")
+    if isinstance(op, LeaveOp) and op.member != signed.author:
+        raise InvalidGroupMessage("A member was made to leave by someone else.")
+    return signed.author, op
+
+
+def signed_group_id(data: bytes) -> bytes:
+    """The group id a signed operation names (not verified)."""
+    try:
+        return _signed_decoder.decode(data).group_id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise InvalidGroupMessage("A group membership change is malformed.") from None
+
+
+def to_membership_op(author: bytes, op: AnyOp, admin: bytes | None) -> ms.Op:
+    """The state-machine operation; ``admin`` None means ``op`` must be the creation.
+
+    Raises :class:`InvalidGroupMessage` when an add or removal is not the admin's."""
+    if isinstance(op, CreateOp):
+        return ms.Create(admin=author, record=encode(op.record))
+    if isinstance(op, LeaveOp):
+        return ms.Leave(member=op.member, since=op.since)
+    if admin is None or author != admin:
+        raise InvalidGroupMessage("Only the group's creator can add or remove members.")
+    if isinstance(op, AddOp):
+        return ms.Add(seq=op.seq, member=op.record.identity, record=encode(op.record))
+    return ms.Remove(seq=op.seq, member=op.member)
+
+
+__all__ = [
+    "AddOp",
+    "Cipher",
+    "CreateOp",
+    "Direct",
+    "GroupText",
+    "InvalidGroupMessage",
+    "Invite",
+    "Join",
+    "LeaveOp",
+    "MemberRecord",
+    "Ops",
+    "RemoveOp",
+    "SenderKey",
+    "SignedOp",
+    "decode_cipher",
+    "decode_direct",
+    "decode_layer",
+    "decode_record",
+    "encode",
+    "open_op",
+    "sign_op",
+    "signed_group_id",
+    "to_membership_op",
+]

@@ -1,0 +1,47 @@
+"""The CLI starts fast: `--help` and the local commands import no heavy library."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("trio", "trio_websocket", "nacl", "peewee", "msgspec", "segno", "prompt_toolkit")
+
+
+def _imported_after(args: list[str]) -> list[str]:
+    code = (
+        "import sys\n"
+        "from chatcli.cli.main import cli\n"
+        "try:\n"
+        f"    cli.main({args!r}, standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print('HEAVY=' + ','.join(sorted({{m.split('.')[0] for m in sys.modules}}"
+        f" & set({HEAVY!r}))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    line = out.stdout.strip().splitlines()[-1]
+    assert line.startswith("HEAVY="), out.stdout
+    return [m for m in line.removeprefix("HEAVY=").split(",") if m]
+
+
+def test_help_imports_nothing_heavy() -> None:
+    assert _imported_after(["--help"]) == []
+
+
+def test_subcommand_help_imports_nothing_heavy() -> None:
+    for command in (["send", "--help"], ["receive", "--help"], ["keys", "export", "--help"],
+                    ["contacts", "--help"], ["init", "--help"], ["verify", "--help"]):
+        assert _imported_after(command) == [], command
+
+
+def test_installed_script_help() -> None:
+    import shutil
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "chatcli"
+    exe = str(script) if script.exists() else shutil.which("chatcli")
+    assert exe, "the chatcli script is not installed"
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
+    assert "Usage:" in out.stdout and "send" in out.stdout

@@ -1,0 +1,244 @@
+"""Groups in process: three clients on the in-memory relay (tests/client/fakerelay.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from chatcli.client import messages as m
+from chatcli.client.groups import models as gdb
+from chatcli.client.groups import wire
+from chatcli.client.groups.service import GroupService
+from chatcli.client.service import ChatClient, MessageEvent, NoticeEvent
+from chatcli.crypto.envelope import open_envelope, seal_envelope
+from chatcli.crypto.sender_keys import SenderKeyReceiver, SenderKeyState
+from chatcli.errors import UsageError
+from chatcli.protocol import frames
+from tests.client.conftest import drain, make_client, pair
+from tests.client.fakerelay import FakeRelay
+
+Trio = tuple[ChatClient, ChatClient, ChatClient]
+
+
+@pytest.fixture
+async def trio_of(tmp_path: Path, relay: FakeRelay) -> AsyncIterator[Trio]:
+    """alice knows bob and carol; bob and carol are not each other's contacts."""
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    carol = await make_client(tmp_path, "carol", relay)
+    await pair(alice, bob, "bob", "alice")
+    await pair(alice, carol, "carol", "alice")
+    yield alice, bob, carol
+    for client in (alice, bob, carol):
+        client.close()
+
+
+async def texts(client: ChatClient) -> list[tuple[str | None, str, str]]:
+    return [(e.group, e.contact, e.text) for e in await drain(client)
+            if isinstance(e, MessageEvent)]
+
+
+async def settle(*clients: ChatClient, rounds: int = 3) -> None:
+    for _ in range(rounds):
+        for client in clients:
+            await drain(client)
+
+
+async def send(client: ChatClient, group: str, text: str) -> str:
+    async with client.online():
+        report = await GroupService(client).send_text(group, text)
+    return report.id
+
+
+async def make_group(alice: ChatClient, bob: ChatClient, carol: ChatClient) -> None:
+    GroupService(alice).create("team", ["bob", "carol"])
+    async with alice.online():
+        await alice.flush_outbox()
+    await settle(bob, carol, alice, bob, carol, rounds=1)
+
+
+async def test_three_members_not_all_contacts(trio_of: Trio) -> None:
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    for client in (alice, bob, carol):
+        info = {i.name: i for i in GroupService(client).members("team")}
+        assert set(info) == {"alice", "bob", "carol"}
+        assert info["alice"].admin
+    bob_view = {i.name: i for i in GroupService(bob).members("team")}
+    assert bob_view["carol"].contact is None and bob_view["alice"].contact == "alice"
+
+    await send(alice, "team", "hello from alice")
+    await send(bob, "team", "hello from bob")
+    await send(carol, "team", "hello from carol")
+    assert await texts(alice) == [("team", "bob", "hello from bob"),
+                                  ("team", "carol", "hello from carol")]
+    assert await texts(bob) == [("team", "alice", "hello from alice"),
+                                ("team", "carol", "hello from carol")]
+    assert await texts(carol) == [("team", "alice", "hello from alice"),
+                                  ("team", "bob", "hello from bob")]
+    history = GroupService(bob).history("team")
+    assert [(h["from"], h["text"]) for h in history] == [
+        ("alice", "hello from alice"), ("me", "hello from bob"), ("carol", "hello from carol")]
+
+
+async def test_name_clash_gets_a_distinct_local_name(trio_of: Trio) -> None:
+    alice, bob, carol = trio_of
+    GroupService(bob).create("team", [])
+    with pytest.raises(UsageError, match="already used"):
+        GroupService(bob).create("alice", [])
+    GroupService(alice).create("team", ["bob"])
+    async with alice.online():
+        await alice.flush_outbox()
+    notices = [e.text for e in await drain(bob) if isinstance(e, NoticeEvent)]
+    assert any("'team-2'" in n for n in notices)
+    await settle(alice, bob)
+    assert {g["name"]: g["creator_name"] for g in GroupService(bob).groups()} == {
+        "team": "team", "team-2": "team"}
+
+
+async def test_offline_member_catches_up_in_order(trio_of: Trio) -> None:
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    for i in range(3):
+        await send(alice, "team", f"a{i}")
+        await send(bob, "team", f"b{i}")
+    got = await texts(carol)
+    assert [t for _, who, t in got if who == "alice"] == ["a0", "a1", "a2"]
+    assert [t for _, who, t in got if who == "bob"] == ["b0", "b1", "b2"]
+
+
+async def test_message_before_its_sender_key_is_buffered(trio_of: Trio, relay: FakeRelay
+                                                          ) -> None:
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    # Bob rolls its key by hand, then sends: carol sees the message first (we
+    # reorder her mailbox), then the distribution.
+    svc = GroupService(bob)
+    with bob.store.write(), gdb.bound(bob.store):
+        group = gdb.Group.get(gdb.Group.name == "team")
+        group.sender_sealed = None
+        group.save()
+    await send(bob, "team", "after a new key")
+    box = next(b for b in relay.mailboxes.values()
+               if any(True for _ in b.queue) and b is not None and b.queue and
+               _owner(b, carol))
+    items = sorted(box.queue.items())
+    reordered = {i: p for i, p in zip([k for k, _ in items],
+                                      [p for _, p in reversed(items)], strict=True)}
+    box.queue = reordered
+    got = await texts(carol)
+    assert got == [("team", "bob", "after a new key")]
+    assert svc.members("team")
+
+
+def _owner(box: object, client: ChatClient) -> bool:
+    return getattr(box, "auth_key", None) == client.mailbox_key.auth_public
+
+
+async def test_remove_rolls_keys_and_removed_member_cannot_decrypt(
+        trio_of: Trio, relay: FakeRelay) -> None:
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    await send(alice, "team", "before")
+    await send(carol, "team", "carol before")
+    assert [t for *_, t in await texts(bob)] == ["before", "carol before"]
+    await drain(carol)
+
+    async with alice.online():
+        GroupService(alice).remove("team", "bob")
+        await alice.flush_outbox()
+    notices = [e.text for e in await drain(bob) if isinstance(e, NoticeEvent)]
+    assert any("removed from the group team" in n for n in notices)
+    await settle(carol, alice)
+    assert {i.name for i in GroupService(carol).members("team")} == {"alice", "carol"}
+
+    await send(alice, "team", "secret from alice")
+    await send(carol, "team", "secret from carol")
+    # Bob's mailbox gets nothing new...
+    assert await texts(bob) == []
+    # ...and even given the very ciphertexts, his client cannot read them.
+    carol_box = next(b for b in relay.mailboxes.values() if _owner(b, carol))
+    alice_box = next(b for b in relay.mailboxes.values() if _owner(b, alice))
+    stolen = []
+    for box, owner in ((carol_box, carol), (alice_box, alice)):
+        for payload, stamp in box.queue.values():
+            opened = open_envelope(owner.mailbox_key, payload)
+            body = m.decode_body(opened.body)
+            assert isinstance(body, m.GroupBody)
+            layer = wire.decode_layer(body.message)
+            if isinstance(layer, wire.Cipher):
+                stolen.append(frames.Delivered(
+                    id=10_000 + len(stolen), received_at=stamp,
+                    payload=seal_envelope(bob.mailbox_key.box_public, opened.sender,
+                                          m.encode(body))))
+    assert len(stolen) == 2
+    events = bob.process_deliveries(stolen)
+    assert not [e for e in events if isinstance(e, MessageEvent)]
+    assert "secret" not in repr(events)
+    assert [h["text"] for h in GroupService(bob).history("team")] == ["before", "carol before"]
+    # Carol and alice read them.
+    assert [t for *_, t in await texts(carol)] == ["secret from alice"]
+    assert [t for *_, t in await texts(alice)] == ["secret from carol"]
+
+
+async def test_leave(trio_of: Trio) -> None:
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    async with carol.online():
+        GroupService(carol).leave("team")
+        await carol.flush_outbox()
+    await settle(alice, bob)
+    for client in (alice, bob):
+        assert {i.name for i in GroupService(client).members("team")} == {"alice", "bob"}
+    assert [g["status"] for g in GroupService(carol).groups()] == ["left"]
+    with pytest.raises(UsageError):
+        GroupService(carol).enqueue_text("team", "still here?")
+    await send(bob, "team", "after carol left")
+    assert await texts(carol) == []
+    assert [t for *_, t in await texts(alice)] == ["after carol left"]
+
+
+async def test_forged_member_message_is_rejected(trio_of: Trio, relay: FakeRelay) -> None:
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    await send(bob, "team", "genuine")
+    await drain(alice)
+    # Carol holds bob's chain key (as every member does) but not his signing key.
+    with carol.store.read(), gdb.bound(carol.store):
+        row = gdb.GroupSenderKey.get(gdb.GroupSenderKey.sender == bob.identity.public.raw)
+        receiver = SenderKeyReceiver.from_bytes(carol.sealer.open(row.state_sealed,
+                                                                  "group.receiver"))
+        record_cap = wire.decode_record(
+            GroupService(carol)._membership(row.group).record(alice.identity.public.raw)
+            or b"")
+    await drain(carol)
+    raw = SenderKeyReceiver.to_bytes(receiver)
+    import msgspec
+
+    fields = msgspec.msgpack.decode(raw)
+    forged_state = SenderKeyState(fields[1], fields[2], fields[3], bytes(32))
+    forged = forged_state.encrypt(wire.encode(wire.GroupText(
+        id="00000000-0000-4000-8000-000000000000", sent_at=1, text="forged")))
+    body = m.GroupBody(v=1, message=wire.encode(wire.Cipher(message=forged)))
+    payload = seal_envelope(record_cap.box_key, bob.identity.public, m.encode(body))
+    events = alice.process_deliveries([frames.Delivered(id=99_999, received_at=1,
+                                                        payload=payload)])
+    assert not [e for e in events if isinstance(e, MessageEvent)]
+    assert any(isinstance(e, NoticeEvent) and "signature" in e.text for e in events)
+
+
+async def test_two_relays(tmp_path: Path, relay: FakeRelay, relay2: FakeRelay) -> None:
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay2)
+    carol = await make_client(tmp_path, "carol", relay2)
+    await pair(alice, bob, "bob", "alice")
+    await pair(alice, carol, "carol", "alice")
+    await make_group(alice, bob, carol)
+    before = relay2.deposits
+    await send(alice, "team", "across")
+    assert relay2.deposits == before + 2
+    await send(carol, "team", "back")
+    assert await texts(bob) == [("team", "alice", "across"), ("team", "carol", "back")]
+    assert await texts(alice) == [("team", "carol", "back")]

@@ -1,0 +1,150 @@
+"""End-to-end fixtures: real relay processes and the real `chatcli` command.
+
+Each user is a separate CHATCLI_HOME; every step runs the installed
+``chatcli`` script in a subprocess and parses its ``--json`` output. Relays
+are started with ``chatcli relay serve --port 0`` and their address is read
+from the ``relay address:`` line; one relay serves a whole test module where
+the tests do not disturb each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHATCLI = str(Path(sys.executable).parent / "chatcli")
+PASSPHRASE = "e2e passphrase 1"
+ADDRESS_RE = re.compile(r"relay address: (\S+)")
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCLI_")}
+    env["CHATCLI_INSECURE_FAST_KDF"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+class RelayProcess:
+    """A `chatcli relay serve` process on loopback."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.port = 0
+        self.url = ""
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> RelayProcess:
+        cmd = [CHATCLI, "relay", "serve", "--port", str(self.port), "--db", str(self.db)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, env=_env())
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            match = ADDRESS_RE.search(line)
+            if match:
+                self.url = match.group(1)
+                self.port = int(re.search(r":(\d+)/", self.url).group(1))  # type: ignore[union-attr]
+                return self
+        self.stop()
+        raise RuntimeError("the relay did not print its address")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        for _ in range(50):
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                time.sleep(0.2)
+        raise RuntimeError("the relay did not come back")
+
+
+@dataclass
+class User:
+    """One identity: a CHATCLI_HOME and the commands run in it."""
+
+    name: str
+    home: Path
+    passphrase: str = PASSPHRASE
+    log: list[str] = field(default_factory=list)
+
+    def run(self, *args: str, input: str | None = None, check: bool = True,
+            env: dict[str, str] | None = None, timeout: float = 60
+            ) -> subprocess.CompletedProcess[str]:
+        full_env = _env({"CHATCLI_HOME": str(self.home), "CHATCLI_PASSPHRASE": self.passphrase,
+                         **(env or {})})
+        result = subprocess.run([CHATCLI, *args], input=input, capture_output=True, text=True,
+                                env=full_env, timeout=timeout)
+        self.log.append(f"$ chatcli {' '.join(args)} -> {result.returncode}\n{result.stderr}")
+        if check and result.returncode != 0:
+            raise AssertionError(f"chatcli {' '.join(args)} exited {result.returncode}: "
+                                 f"{result.stderr.strip()}")
+        return result
+
+    def json(self, *args: str, **kwargs: Any) -> Any:
+        return json.loads(self.run(*args, "--json", **kwargs).stdout)
+
+    def lines(self, *args: str, **kwargs: Any) -> list[Any]:
+        out = self.run(*args, "--json", **kwargs).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def init(self, relay: RelayProcess) -> dict[str, Any]:
+        return self.json("init", "--name", self.name, "--relay", relay.url)  # type: ignore[no-any-return]
+
+    def receive(self, *extra: str) -> list[dict[str, Any]]:
+        return self.lines("receive", *extra)
+
+    def texts(self, *extra: str) -> list[str]:
+        return [m["text"] for m in self.receive(*extra)]
+
+
+def connect(a: User, b: User) -> None:
+    """a invites b (labelled b.name); b accepts (calling a a.name); a receives."""
+    link = a.run("invite", "--name", b.name).stdout.strip()
+    assert link.startswith("chatcli:") and "\n" not in link
+    b.run("accept", link, "--name", a.name)
+    a.run("receive")
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    if not Path(CHATCLI).exists():
+        pytest.skip("the chatcli script is not installed")
+    process = RelayProcess(tmp_path_factory.mktemp("relay") / "relay.db").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def users(tmp_path: Path) -> Any:
+    def make(*names: str) -> list[User]:
+        return [User(n, tmp_path / n) for n in names]
+
+    return make

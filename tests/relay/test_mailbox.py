@@ -1,0 +1,246 @@
+"""Mailbox logic with explicit time, on every store backend."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from chatcli.crypto.keys import MailboxKeyPair
+from chatcli.protocol import codes, transcripts
+from chatcli.relay.errors import Refused
+from chatcli.relay.mailbox import (
+    AckBatch,
+    DepositBatch,
+    DepositItem,
+    Mailboxes,
+    Quota,
+    cap_hash,
+    plan_deposits,
+    token_hash,
+)
+from chatcli.relay.store.base import Store, Usage
+
+T0 = 1_800_000_000_000
+RELAY_KEY = os.urandom(32)
+CHALLENGE = os.urandom(32)
+DAY = 86_400_000
+
+
+def service(store: Store, **kwargs: object) -> Mailboxes:
+    settings: dict[str, object] = {"quota": Quota(5, 1000), "retention_ms": 21 * DAY}
+    settings.update(kwargs)
+    return Mailboxes(store, **settings)  # type: ignore[arg-type]
+
+
+def register(mb: Mailboxes, key: MailboxKeyPair | None = None, token: str | None = None,
+             now: int = T0) -> tuple[bytes, MailboxKeyPair]:
+    key = key or MailboxKeyPair.generate()
+    transcript = transcripts.register(RELAY_KEY, CHALLENGE, key.auth_public)
+    return mb.register(key.auth_public, key.sign(transcript), transcript, token, now), key
+
+
+def with_cap(mb: Mailboxes, mailbox: bytes) -> bytes:
+    cap = os.urandom(32)
+    mb.add_caps(mailbox, [cap_hash(cap)], T0)
+    return cap_hash(cap)
+
+
+# ------------------------------------------------------------ pure planning
+
+
+def test_plan_deposits_decides_each_item_in_order() -> None:
+    a, b = os.urandom(16), os.urandom(16)
+    good, bad = os.urandom(32), os.urandom(32)
+    items = [DepositItem(a, good, b"x" * 10), DepositItem(a, bad, b"x"),
+             DepositItem(os.urandom(16), good, b"x"), DepositItem(a, good, b"x" * 10),
+             DepositItem(b, good, b"y")]
+    plan = plan_deposits(items, {(a, good), (b, good)},
+                         {a: Usage(3, 0), b: Usage(0, 0)}, Quota(4, 1000),
+                         [None, None, None, None, codes.RATE_LIMITED])
+    assert plan.errors == [None, codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX,
+                           codes.QUOTA_EXCEEDED, codes.RATE_LIMITED]
+    assert plan.accepted == [0]
+
+
+def test_plan_counts_bytes_across_the_batch() -> None:
+    a, cap = os.urandom(16), os.urandom(32)
+    items = [DepositItem(a, cap, b"x" * 40) for _ in range(3)]
+    plan = plan_deposits(items, {(a, cap)}, {a: Usage(0, 20)}, Quota(100, 100))
+    assert plan.errors == [None, None, codes.QUOTA_EXCEEDED]
+
+
+# ------------------------------------------------------------ registration
+
+
+def test_register_and_authenticate(store: Store) -> None:
+    mb = service(store)
+    mailbox, key = register(mb)
+    assert len(mailbox) == 16
+    transcript = transcripts.auth(RELAY_KEY, CHALLENGE, mailbox)
+    mb.authenticate(mailbox, key.sign(transcript), transcript)
+    with pytest.raises(Refused) as info:
+        mb.authenticate(mailbox, MailboxKeyPair.generate().sign(transcript), transcript)
+    assert info.value.code == codes.AUTH_FAILED
+    with pytest.raises(Refused) as info:
+        mb.authenticate(os.urandom(16), key.sign(transcript), transcript)
+    assert info.value.code == codes.AUTH_FAILED
+
+
+def test_register_needs_a_valid_signature(store: Store) -> None:
+    mb = service(store)
+    key = MailboxKeyPair.generate()
+    transcript = transcripts.register(RELAY_KEY, CHALLENGE, key.auth_public)
+    with pytest.raises(Refused) as info:
+        mb.register(key.auth_public, bytes(64), transcript, None, T0)
+    assert info.value.code == codes.AUTH_FAILED
+    assert store.stats().mailboxes == 0
+
+
+def test_invite_only_tokens_uses_and_expiry(store: Store) -> None:
+    mb = service(store, invite_only=True)
+    with pytest.raises(Refused) as info:
+        register(mb)
+    assert info.value.code == codes.REGISTRATION_CLOSED
+    with pytest.raises(Refused) as info:
+        register(mb, token="chatcli-rt-nope")
+    assert info.value.code == codes.BAD_TOKEN
+    token = mb.create_token(2, T0 + DAY, T0)
+    register(mb, token=token)
+    register(mb, token=f"  {token}\n", now=T0 + 1)
+    with pytest.raises(Refused) as info:
+        register(mb, token=token, now=T0 + 2)
+    assert info.value.code == codes.BAD_TOKEN
+    late = mb.create_token(5, T0 + DAY, T0)
+    with pytest.raises(Refused):
+        register(mb, token=late, now=T0 + DAY)
+    assert store.stats().mailboxes == 2
+
+
+def test_tokens_are_stored_hashed(store: Store) -> None:
+    mb = service(store)
+    token = mb.create_token(1, None, T0)
+    assert store.consume_token(token_hash(token), T0)
+
+
+# ------------------------------------------------------------ deposits
+
+
+def test_deposit_capability_rules(store: Store) -> None:
+    mb = service(store)
+    mailbox, _ = register(mb)
+    cap = with_cap(mb, mailbox)
+    assert mb.deposit([DepositItem(mailbox, cap, b"hi")], T0) == [None]
+    assert mb.deposit([DepositItem(mailbox, os.urandom(32), b"hi")], T0) == [
+        codes.BAD_CAPABILITY]
+    assert mb.deposit([DepositItem(os.urandom(16), cap, b"hi")], T0) == [codes.UNKNOWN_MAILBOX]
+    mb.revoke_caps(mailbox, [cap], T0)
+    assert mb.deposit([DepositItem(mailbox, cap, b"hi")], T0) == [codes.BAD_CAPABILITY]
+    mb.add_caps(mailbox, [cap], T0)   # unblocking allows it again
+    assert mb.deposit([DepositItem(mailbox, cap, b"hi")], T0) == [None]
+    assert [m.payload for m in mb.pending(mailbox, 0, 10)] == [b"hi", b"hi"]
+
+
+def test_quota_refuses_and_keeps_what_is_stored(store: Store) -> None:
+    mb = service(store, quota=Quota(3, 1000))
+    mailbox, _ = register(mb)
+    cap = with_cap(mb, mailbox)
+    errors = mb.deposit([DepositItem(mailbox, cap, bytes([i])) for i in range(5)], T0)
+    assert errors == [None, None, None, codes.QUOTA_EXCEEDED, codes.QUOTA_EXCEEDED]
+    assert [m.payload for m in mb.pending(mailbox, 0, 10)] == [b"\x00", b"\x01", b"\x02"]
+    ids = [m.id for m in mb.pending(mailbox, 0, 10)]
+    assert mb.ack(mailbox, ids[:2]) == 2
+    assert mb.deposit([DepositItem(mailbox, cap, b"later")], T0) == [None]
+    assert store.mailbox_usage([mailbox])[mailbox] == Usage(2, 1 + len(b"later"))
+
+
+def test_byte_quota(store: Store) -> None:
+    mb = service(store, quota=Quota(100, 10))
+    mailbox, _ = register(mb)
+    cap = with_cap(mb, mailbox)
+    assert mb.deposit([DepositItem(mailbox, cap, b"x" * 6)], T0) == [None]
+    assert mb.deposit([DepositItem(mailbox, cap, b"x" * 5)], T0) == [codes.QUOTA_EXCEEDED]
+    assert mb.deposit([DepositItem(mailbox, cap, b"x" * 4)], T0) == [None]
+
+
+def test_group_commit_answers_each_batch_and_applies_acks(store: Store) -> None:
+    mb = service(store)
+    a, _ = register(mb)
+    b, _ = register(mb)
+    cap_a, cap_b = with_cap(mb, a), with_cap(mb, b)
+    first = mb.deposit([DepositItem(a, cap_a, b"old")], T0)
+    assert first == [None]
+    old_id = mb.pending(a, 0, 1)[0].id
+    result = mb.commit(
+        [DepositBatch([DepositItem(a, cap_a, b"1"), DepositItem(b, cap_a, b"2")], [None, None]),
+         DepositBatch([DepositItem(b, cap_b, b"3")], [None])],
+        [AckBatch(a, [old_id]), AckBatch(b, [old_id])],   # b cannot ack a's message
+        {a: T0 + 5}, T0 + 10)
+    assert result.errors == [[None, codes.BAD_CAPABILITY], [None]]
+    assert result.acked == 1
+    assert [(mbx, m.payload, m.received_at) for mbx, m in result.stored] == [
+        (a, b"1", T0 + 10), (b, b"3", T0 + 10)]
+    ids = [m.id for _, m in result.stored]
+    assert ids == sorted(ids) and ids[0] > old_id
+    assert store.presence_records([a])[a].last_seen == T0 + 5
+
+
+def test_pending_is_ordered_and_paged(store: Store) -> None:
+    mb = service(store, quota=Quota(1000, 10**6))
+    mailbox, _ = register(mb)
+    cap = with_cap(mb, mailbox)
+    for i in range(10):
+        mb.deposit([DepositItem(mailbox, cap, str(i).encode())], T0 + i)
+    first = mb.pending(mailbox, 0, 4)
+    rest = mb.pending(mailbox, first[-1].id, 100)
+    assert [m.payload for m in first + rest] == [str(i).encode() for i in range(10)]
+    assert [m.received_at for m in first][:2] == [T0, T0 + 1]
+
+
+def test_ids_are_never_reused_after_ack(store: Store) -> None:
+    mb = service(store)
+    mailbox, _ = register(mb)
+    cap = with_cap(mb, mailbox)
+    mb.deposit([DepositItem(mailbox, cap, b"a")], T0)
+    (first,) = mb.pending(mailbox, 0, 10)
+    mb.ack(mailbox, [first.id])
+    mb.deposit([DepositItem(mailbox, cap, b"b")], T0)
+    (second,) = mb.pending(mailbox, 0, 10)
+    assert second.id > first.id
+
+
+def test_retention_expires_only_old_messages(store: Store) -> None:
+    mb = service(store, retention_ms=21 * DAY)
+    mailbox, _ = register(mb)
+    cap = with_cap(mb, mailbox)
+    mb.deposit([DepositItem(mailbox, cap, b"old")], T0)
+    mb.deposit([DepositItem(mailbox, cap, b"new")], T0 + 20 * DAY)
+    assert mb.expire(T0 + 21 * DAY - 1) == 0
+    assert mb.expire(T0 + 21 * DAY + 1) == 1
+    assert [m.payload for m in mb.pending(mailbox, 0, 10)] == [b"new"]
+    assert store.mailbox_usage([mailbox])[mailbox] == Usage(1, 3)
+
+
+def test_delete_account_removes_everything(store: Store) -> None:
+    mb = service(store)
+    mailbox, _ = register(mb)
+    cap = with_cap(mb, mailbox)
+    mb.deposit([DepositItem(mailbox, cap, b"x")], T0)
+    assert mb.delete_account(mailbox)
+    assert store.mailbox_auth_key(mailbox) is None
+    assert mb.pending(mailbox, 0, 10) == []
+    assert mb.deposit([DepositItem(mailbox, cap, b"x")], T0) == [codes.UNKNOWN_MAILBOX]
+    assert not mb.delete_account(mailbox)
+
+
+def test_presence_lookup_needs_a_valid_capability(store: Store) -> None:
+    mb = service(store)
+    mailbox, _ = register(mb)
+    cap = with_cap(mb, mailbox)
+    wrong = os.urandom(32)
+    valid, records = mb.presence_lookup([(mailbox, cap), (mailbox, wrong)])
+    assert valid == {(mailbox, cap)}
+    assert records[mailbox].hidden is False
+    mb.revoke_caps(mailbox, [cap], T0)
+    valid, records = mb.presence_lookup([(mailbox, cap)])
+    assert valid == set() and records == {}
