@@ -42,6 +42,7 @@ from bench.common import (
     child_env,
     median,
 )
+from bench.profile import pyspy_command, summarise_collapsed
 
 PASSPHRASE = "benchmark passphrase, not a secret"  # noqa: S105 - throwaway identities
 SEND_COMMANDS = ("init", "invite", "accept", "send", "receive")
@@ -97,7 +98,22 @@ class _Identity:
         return proc.stdout
 
 
-def measure_send(runs: int, config: RelayConfig | None = None) -> dict[str, Any]:
+def _profile_send(cmd: list[str], env: dict[str, str], output: Path) -> dict[str, Any]:
+    """One send under py-spy: where its CPU time goes (samples of running
+    code; time waiting for the relay is not sampled)."""
+    exe = pyspy_command()
+    if exe is None:
+        return {"error": "py-spy is not installed (pip install py-spy)"}
+    proc = subprocess.run([exe, "record", "--rate", "1000", "--format", "raw",
+                           "--output", str(output), "--", *cmd], env=env,
+                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0 or not output.exists():
+        return {"error": proc.stderr.decode(errors="replace").strip()[-300:]}
+    return summarise_collapsed(output, 20) | {"stacks": str(output)}
+
+
+def measure_send(runs: int, config: RelayConfig | None = None,
+                 profile_dir: Path | None = None) -> dict[str, Any]:
     """Set up three identities on a fresh relay and time one-shot sends."""
     missing = [c for c in SEND_COMMANDS if c not in _available_commands()]
     if missing:
@@ -119,16 +135,20 @@ def measure_send(runs: int, config: RelayConfig | None = None) -> dict[str, Any]
             cmd = [*chatcli_command(), "send", "alice", f"one-shot send from {sender.name}"]
             time_command(cmd, 1, env=sender.env)  # warm the page cache and the session
             out[key] = time_command(cmd, runs, env=sender.env)
+            if profile_dir is not None:
+                out[f"{key}_profile"] = _profile_send(cmd, sender.env,
+                                                      profile_dir / f"cli-{key}.txt")
         received = [line for line in alice.run("receive", "--json").splitlines()
                     if line.strip().startswith("{")]
         out["delivered"] = len(received)
-        out["expected"] = 2 * (runs + 1)
+        out["expected"] = 2 * (runs + 1) + (2 if profile_dir is not None else 0)
         out["sender_kdf"] = {"send": "product default (Argon2id MODERATE)",
                              "send_fast_kdf": "CHATCLI_INSECURE_FAST_KDF=1 (test minimum)"}
         return out
 
 
-def run(runs: int = 10, *, send: bool = True) -> dict[str, Any]:
+def run(runs: int = 10, *, send: bool = True,
+        profile_dir: Path | None = None) -> dict[str, Any]:
     env = child_env()
     report: dict[str, Any] = {
         "python_c_pass": time_command([sys.executable, "-c", "pass"], runs, env=env),
@@ -138,7 +158,7 @@ def run(runs: int = 10, *, send: bool = True) -> dict[str, Any]:
         report["chatcli_help"]["median_ms"] / report["python_c_pass"]["median_ms"], 2)
     if send:
         try:
-            report["one_shot_send"] = measure_send(runs)
+            report["one_shot_send"] = measure_send(runs, profile_dir=profile_dir)
         except (BenchError, subprocess.TimeoutExpired) as exc:
             report["one_shot_send"] = None
             report["one_shot_send_error"] = str(exc)
@@ -151,9 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         description="Wall time of python -c pass, chatcli --help and a one-shot send; JSON.")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--no-send", action="store_true", help="skip the one-shot send")
+    parser.add_argument("--profile", metavar="DIR", type=Path,
+                        help="also run one send of each sender under py-spy (stacks in DIR)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.pop("CHATCLI_INSECURE_FAST_KDF", None)
-    print(json.dumps({"cli_startup": run(args.runs, send=not args.no_send)}, indent=2))
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    print(json.dumps({"cli_startup": run(args.runs, send=not args.no_send,
+                                         profile_dir=args.profile)}, indent=2))
     return 0
 
 

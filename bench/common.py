@@ -22,8 +22,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -168,6 +169,7 @@ def machine_info() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -309,23 +311,27 @@ class RelayConfig:
     None for a fresh SQLite file in a temporary directory), a process count,
     and any extra ``chatcli relay serve`` arguments.
 
-    Parsed from ``DB[;workers=N][;arg=--flag=value][;set=NAME=VALUE]...``
+    Parsed from ``DB[;workers=N][;arg=--flag=value][;set=NAME=VALUE][;keep]``
     where DB is ``sqlite`` (a fresh file), ``sqlite:PATH`` or a
     ``postgresql://`` URL; ``set`` writes NAME = VALUE into a ``--config``
-    file for the relay (``settings``).
+    file for the relay (``settings``). With a PostgreSQL URL, each run gets a
+    fresh database created beside the URL's (and dropped afterwards) unless
+    ``keep`` is given, in which case the URL's database itself is used.
     """
 
     db: str | None = None
     workers: int = 1
     extra_args: tuple[str, ...] = ()
     settings: tuple[tuple[str, float | int | str | bool], ...] = ()
+    fresh_database: bool = True
 
     def with_settings(self, **settings: float | int | str | bool) -> RelayConfig:
         """The same relay with more ``--config`` file settings (later ones win)."""
         merged = dict(self.settings)
         merged.update(settings)
         return RelayConfig(db=self.db, workers=self.workers, extra_args=self.extra_args,
-                           settings=tuple(sorted(merged.items())))
+                           settings=tuple(sorted(merged.items())),
+                           fresh_database=self.fresh_database)
 
     @classmethod
     def parse(cls, spec: str) -> RelayConfig:
@@ -337,11 +343,13 @@ class RelayConfig:
             db = head[len("sqlite:"):]
         else:
             db = head
-        workers, extra = 1, []
+        workers, extra, fresh = 1, [], True
         settings: dict[str, float | int | str | bool] = {}
         for opt in opts:
             key, _, value = opt.partition("=")
-            if key == "workers":
+            if key == "keep":
+                fresh = False
+            elif key == "workers":
                 workers = int(value)
             elif key == "arg":
                 extra.append(value)
@@ -351,7 +359,7 @@ class RelayConfig:
             else:
                 raise ValueError(f"unknown relay option {key!r} in {spec!r}")
         return cls(db=db, workers=workers, extra_args=tuple(extra),
-                   settings=tuple(sorted(settings.items())))
+                   settings=tuple(sorted(settings.items())), fresh_database=fresh)
 
     @property
     def backend(self) -> str:
@@ -366,7 +374,25 @@ class RelayConfig:
     def describe(self) -> dict[str, Any]:
         # A PostgreSQL URL may carry a password: report host and database only.
         return {"backend": self.backend, "workers": self.workers,
-                "extra_args": list(self.extra_args), "config_file": dict(self.settings)}
+                "extra_args": list(self.extra_args), "config_file": dict(self.settings),
+                "fresh_database": self.backend == "postgresql" and self.fresh_database}
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(url: str) -> Iterator[str]:
+    """A new, empty database on the server of ``url`` (its database is only
+    used to connect); yields its URL and drops it afterwards. Needs psycopg."""
+    import psycopg  # the relay's PostgreSQL backend needs it anyway
+
+    parts = urllib.parse.urlsplit(url)
+    name = f"chatcli_bench_{os.getpid()}_{int(time.time() * 1000) % 10**9}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urllib.parse.urlunsplit(parts._replace(path="/" + name))
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _setting_value(text: str) -> float | int | str | bool:
@@ -410,12 +436,16 @@ class RelayProcess:
     proc: subprocess.Popen[str] | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
     _drain: threading.Thread | None = None
+    _stack: contextlib.ExitStack | None = None
     log_path: Path | None = None
 
     def __enter__(self) -> RelayProcess:
         self._tmp = tempfile.TemporaryDirectory(prefix="chatcli-bench-relay-")
+        self._stack = contextlib.ExitStack()
         tmp = Path(self._tmp.name)
         db = self.config.db or str(tmp / "relay.db")
+        if self.config.backend == "postgresql" and self.config.fresh_database:
+            db = self._stack.enter_context(fresh_postgres_database(db))
         cmd = [*chatcli_command(), "relay", "serve", "--host", LOOPBACK, "--port", "0",
                "--db", db]
         if self.config.workers != 1:
@@ -534,6 +564,9 @@ class RelayProcess:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
 
 
 def sample_cpu(pids: dict[str, int]) -> dict[str, float]:

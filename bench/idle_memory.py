@@ -138,7 +138,8 @@ def _server(kind: str, config: RelayConfig, max_connections: int,
 
 def run(counts: list[int], *, config: RelayConfig | None = None, server: str = "relay",
         per_process: int = 5000, concurrency: int = 50, reconnect: bool = True,
-        settle: float = 2.0, open_timeout: float = 300.0) -> dict[str, Any]:
+        settle: float = 2.0, open_timeout: float = 300.0,
+        warmup: int = WARMUP_CONNECTIONS) -> dict[str, Any]:
     """Measure the RSS of ``server`` ("relay" or "echo", the trio-websocket
     floor) with each count of idle connections open."""
     counts = sorted(counts)
@@ -153,9 +154,10 @@ def run(counts: list[int], *, config: RelayConfig | None = None, server: str = "
         base_args = ["hold", "--url", url, *holder_flags, *flags]
         if fp:
             base_args += ["--fingerprint", fp]
-        with Worker("bench.idle_memory", [*base_args, "--count", str(WARMUP_CONNECTIONS)],
-                    log_dir=Path(tmp), name="idle-warmup") as warm:
-            warm.read_json(open_timeout)
+        if warmup:
+            with Worker("bench.idle_memory", [*base_args, "--count", str(warmup)],
+                        log_dir=Path(tmp), name="idle-warmup") as warm:
+                warm.read_json(open_timeout)
         time.sleep(settle)
         baseline = rss_kib()
         opened = 0

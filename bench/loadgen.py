@@ -37,7 +37,6 @@ from bench.common import cpu_seconds, latency_summary, now_ns
 HEADER = struct.Struct(">4sIIQq")  # magic, run id, pair, seq, send time (ns)
 MAGIC = b"cbn1"
 HEADER_SIZE = 32  # HEADER.size is 28; 4 bytes of slack keep the layout round
-PHASE_GAP = 1.0   # seconds between the throughput and the latency phase
 
 
 @dataclass
@@ -55,6 +54,7 @@ class LoadParams:
     latency_pairs: int = 100
     latency_duration: float = 10.0
     drain_timeout: float = 10.0  # wait for stragglers after the latency phase
+    phase_gap: float = 1.0       # pause between the throughput and the latency phase
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -72,6 +72,7 @@ class LoadParams:
             "latency_pairs": "pairs in the latency phase",
             "latency_duration": "length of the latency phase (s)",
             "drain_timeout": "wait for late messages after the latency phase (s)",
+            "phase_gap": "pause letting the relay drain between the phases (s)",
         }
         for f in fields(cls):
             flag = "--" + f.name.replace("_", "-")
@@ -192,6 +193,9 @@ class Harness:
 
     def failed(self, index: int, payloads: list[bytes], code: str, transient: bool) -> None:
         """The relay refused these payloads of pair ``index`` (transport callback)."""
+        payloads = [p for p in payloads if HEADER.unpack_from(p)[1] == self.run_id]
+        if not payloads:
+            return  # left over from an earlier phase
         self.errors[code] = self.errors.get(code, 0) + len(payloads)
         pair = self.pairs[index]
         if transient and self.closed_loop:
@@ -382,7 +386,7 @@ class Harness:
             report["throughput"] = await self.throughput(p.messages, p.duration, measure)
             on_phase("throughput_end")
             # Let what was in flight when the phase ended drain first.
-            await trio.sleep(PHASE_GAP)
+            await trio.sleep(p.phase_gap)
             self.pairs = all_pairs
             on_phase("latency")
             report["latency"] = await self.latency(p.rate, p.latency_pairs,

@@ -71,6 +71,8 @@ class Profiler:
 
 def _function(frame: str) -> str:
     """``func (path:line)`` -> ``path:func`` (all lines of a function together)."""
+    if not frame:
+        return "(no Python frame: interpreter start-up, shutdown or native code)"
     name, _, where = frame.rpartition(" (")
     path = _FRAME_LINE_RE.sub("", "(" + where).strip("()")
     return f"{path}:{name}" if name else frame
@@ -86,6 +88,7 @@ def summarise_collapsed(path: Path, top: int = 15) -> dict[str, Any]:
     by_group: dict[str, Counter[str]] = {}
     inclusive: Counter[str] = Counter()
     total = 0
+    importing = 0
     for line in path.read_text(errors="replace").splitlines():
         match = _LINE_RE.match(line)
         if not match:
@@ -101,6 +104,8 @@ def summarise_collapsed(path: Path, top: int = 15) -> dict[str, Any]:
             continue
         threads[thread] += count
         total += count
+        if any("_find_and_load" in f for f in frames):
+            importing += count
         self_time[_function(frames[-1])] += count
         group = "main thread" if thread == "MainThread" else "worker threads"
         by_group.setdefault(group, Counter())[_function(frames[-1])] += count
@@ -114,6 +119,7 @@ def summarise_collapsed(path: Path, top: int = 15) -> dict[str, Any]:
 
     return {
         "samples": total,
+        "importing_share": round(importing / total, 3) if total else None,
         "threads": shares(threads, "thread"),
         "self": shares(self_time),
         "self_by_thread": {group: shares(counter, "function")[: max(5, top // 2)]

@@ -86,7 +86,8 @@ class _RelaySender:
             frame = await self.conn.recv()
             if isinstance(frame, frames.DepositResult):
                 payloads, sent = self.pending.pop(frame.req, ([], 0))
-                self.transport.deposit_ack_ns.append(now_ns() - sent)
+                if sent:
+                    self.transport.deposit_ack_ns.append(now_ns() - sent)
                 refused: dict[str, list[bytes]] = {}
                 for payload, code in zip(payloads, frame.errors, strict=False):
                     if code is not None:
@@ -237,10 +238,7 @@ def run(config: RelayConfig, params: LoadParams, *, timeout: float | None = None
     samples the relay during each measured phase (see :mod:`bench.profile`)."""
     budget = timeout or (120 + params.duration * 2 + params.latency_duration
                          + params.drain_timeout)
-    config = RelayConfig(db=config.db, workers=config.workers,
-                         extra_args=config.extra_args,
-                         settings=tuple(sorted({**BENCH_SETTINGS, **dict(config.settings)}
-                                               .items())))
+    config = config.with_settings(**{**BENCH_SETTINGS, **dict(config.settings)})
     with tempfile.TemporaryDirectory(prefix="chatcli-bench-") as tmp, \
             RelayProcess(config, metrics=True) as relay:
         rss_start = relay.rss_kib()

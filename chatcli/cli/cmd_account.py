@@ -109,7 +109,7 @@ def presence(mode: str | None, passphrase_file: Path | None, as_json: bool) -> N
             hidden = mode == "hide"
 
             async def go() -> None:
-                async with client.online():
+                async with client.online(resume=True):
                     await client.set_presence_hidden(hidden)
 
             run(go)
@@ -129,7 +129,7 @@ def account_settings(read_receipts: bool | None, passphrase_file: Path | None,
                      as_json: bool) -> None:
     """Show or change this identity's settings (read receipts; presence is
     `chatcli presence`)."""
-    with unlocked(passphrase_file) as client:
+    with unlocked(passphrase_file, network=False) as client:
         if read_receipts is not None:
             client.set_read_receipts(read_receipts)
         row = client.account()

@@ -35,8 +35,13 @@ def invite(label: str | None, qr: bool, expires: int, passphrase_file: Path | No
     `chatcli accept LINK`. It works once and expires.
     """
     with unlocked(passphrase_file) as client:
+        if label is not None and label in client.contact_names():
+            warn(f"warning: {label} is already a contact: whoever accepts this invite will be "
+                 f"taken as {label} with a NEW key, and must be verified before you can write "
+                 "to them.")
+
         async def go() -> str:
-            async with client.online():
+            async with client.online(resume=True):
                 return await client.create_invite(label, expires)
 
         link = run(go)
@@ -59,7 +64,7 @@ def accept(link: str, name: str | None, passphrase_file: Path | None, as_json: b
     """
     with unlocked(passphrase_file) as client:
         async def go() -> str:
-            async with client.online():
+            async with client.online(resume=True):
                 return await client.accept_invite(link, name)
 
         added = run(go)
@@ -78,12 +83,12 @@ def accept(link: str, name: str | None, passphrase_file: Path | None, as_json: b
 @click.option("--offline", is_flag=True, help="Do not ask relays for online status.")
 def contacts(passphrase_file: Path | None, as_json: bool, offline: bool) -> None:
     """List contacts: name, fingerprint, verified, online or last seen."""
-    with unlocked(passphrase_file) as client:
+    with unlocked(passphrase_file, network=not offline) as client:
         rows = client.contacts()
         status: dict[str, object] = {}
         if rows and not offline:
             async def go() -> dict[str, object]:
-                async with client.online():
+                async with client.online(resume=True):
                     return dict(await client.presence())
 
             status = run(go)
@@ -142,7 +147,7 @@ def verify(contact: str, qr: bool, confirm: bool, passphrase_file: Path | None,
     (in person or on a call), then run again with --confirm."""
     from chatcli.crypto.safety import format_safety_number
 
-    with unlocked(passphrase_file) as client:
+    with unlocked(passphrase_file, network=False) as client:
         number, payload, row = client.safety_number(contact)
         changed = bool(row.key_changed)
         accepted = False
@@ -174,7 +179,7 @@ def block(contact: str, passphrase_file: Path | None) -> None:
     """Refuse messages from CONTACT: their capability is revoked on your relay."""
     with unlocked(passphrase_file) as client:
         async def go() -> None:
-            async with client.online():
+            async with client.online(resume=True):
                 await client.block(contact)
 
         run(go)
@@ -188,7 +193,7 @@ def unblock(contact: str, passphrase_file: Path | None) -> None:
     """Accept messages from CONTACT again (a new capability is sent to them)."""
     with unlocked(passphrase_file) as client:
         async def go() -> None:
-            async with client.online():
+            async with client.online(resume=True):
                 await client.unblock(contact)
 
         run(go)
@@ -207,7 +212,7 @@ def contact_remove(name: str, passphrase_file: Path | None) -> None:
     """Delete contact NAME and its history; their capability is revoked."""
     with unlocked(passphrase_file) as client:
         async def go() -> None:
-            async with client.online():
+            async with client.online(resume=True):
                 await client.remove_contact(name)
 
         run(go)

@@ -58,14 +58,16 @@ def send(contact: str, text: str | None, file_path: Path | None, retry_for: floa
         raise UsageError("The message is empty.")
     with unlocked(passphrase_file) as client:
         async def go() -> str:
-            async with client.online():
+            async with client.online(resume=True):
                 attachment = None
                 if file_path is not None:
                     from chatcli.client.attachments import upload_attachment
 
                     attachment = await upload_attachment(client, file_path)
-                return await client.send_text(contact, text or "", time_limit=retry_for,
-                                              attachment=attachment)
+                message_id = await client.send_text(contact, text or "",
+                                                    time_limit=retry_for,
+                                                    attachment=attachment)
+                return message_id
 
         message_id = run(go)
     if as_json:
@@ -108,8 +110,8 @@ def receive(wait: float | None, save_dir: Path | None, no_read_receipts: bool,
         client.auto_read = not no_read_receipts
 
         async def go() -> None:
-            async with client.online():
-                async for event in client.events(wait=wait):
+            async with client.online(resume=True):
+                async for event in client.listen(wait=wait):
                     if isinstance(event, MessageEvent):
                         if event.attachment is not None:
                             from chatcli.client.attachments import download_for_event
@@ -139,7 +141,7 @@ def messages(contact: str, limit: int, passphrase_file: Path | None, as_json: bo
     """
     marks = {"queued": "…", "sent": "✓", "delivered": "✓✓", "read": "✓✓ read",
              "failed": "✗ failed", "received": "", }
-    with unlocked(passphrase_file) as client:
+    with unlocked(passphrase_file, network=False) as client:
         history = client.history(contact, limit)
     for entry in history:
         if as_json:

@@ -40,7 +40,7 @@ def profile_set(display_name: str | None, status: str | None, avatar: Path | Non
         new = merge(own_profile(client), display_name, status, avatar_bytes)
 
         async def go() -> int:
-            async with client.online():
+            async with client.online(resume=True):
                 return await publish_profile(client, new)
 
         told = run(go)
@@ -70,7 +70,7 @@ def profile_show(contact: str | None, avatar_out: Path | None, passphrase_file: 
             name = contact
 
             async def go() -> Any:
-                async with client.online():
+                async with client.online(resume=True):
                     return await contact_profile(client, name)
 
             shown = run(go)

@@ -81,16 +81,42 @@ def lean_imports() -> None:
 
 
 @contextmanager
-def unlocked(passphrase_file: Path | None) -> Iterator[ChatClient]:
-    """The unlocked identity of CHATCLI_HOME, closed at the end."""
+def unlocked(passphrase_file: Path | None, *, network: bool = True) -> Iterator[ChatClient]:
+    """The unlocked identity of CHATCLI_HOME, closed at the end.
+
+    The keystore's Argon2id (about 0.7 s at MODERATE cost) runs in a thread
+    while this thread imports what the command needs (trio, the websocket
+    client, the service), so the two costs overlap instead of adding up.
+    libsodium releases the GIL during the key derivation. ``network=False``
+    (commands that only read the local database) skips the network modules."""
+    import threading
+
     lean_imports()
     from chatcli.client.home import Home
-    from chatcli.client.service import ChatClient
+    from chatcli.client.keys import read_secrets
     from chatcli.client.unlock import get_passphrase
 
     home = Home.from_env()
     home.require()
-    client = ChatClient.unlock(home, get_passphrase(passphrase_file))
+    passphrase = get_passphrase(passphrase_file)
+    outcome: dict[str, Any] = {}
+
+    def derive() -> None:
+        try:
+            outcome["secrets"] = read_secrets(home.keystore, passphrase)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=derive, name="chatcli-unlock", daemon=True)
+    worker.start()
+    if network:
+        import chatcli.client.relay_client  # noqa: F401  (trio, trio-websocket)
+    from chatcli.client.service import ChatClient
+
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    client = ChatClient.from_secrets(home, outcome["secrets"])
     try:
         yield client
     finally:
@@ -114,6 +140,9 @@ def complete_contact(ctx: click.Context, param: click.Parameter, incomplete: str
         try:
             with store.read():
                 names = [c.name for c in models.Contact.select(models.Contact.name)]
+                if store.db.table_exists("group"):
+                    names += [row[0] for row in store.db.execute_sql(  # type: ignore[no-untyped-call]
+                        'SELECT name FROM "group"').fetchall()]
         finally:
             store.close()
     except Exception:  # completion must never crash the shell

@@ -94,6 +94,16 @@ async def upload_attachment(client: ChatClient, path: Path) -> m.AttachmentRef:
                            size=sealed.plaintext_size, name=path.name[:255])
 
 
+def check_same_relay(url: str, contact_relay: str) -> None:
+    """A contact's blobs live on its own relay: refuse any other address, so a
+    contact cannot make this client connect to arbitrary hosts."""
+    from chatcli.protocol.address import parse_relay_url
+
+    if parse_relay_url(url) != parse_relay_url(contact_relay):
+        raise UsageError("The attachment is stored on a relay other than the sender's; "
+                         "it was not fetched.")
+
+
 def _safe_name(name: str) -> str:
     base = os.path.basename(name.replace("\\", "/")).strip()
     base = re.sub(r"[^\w.\- ]", "_", base).lstrip(".")
@@ -144,6 +154,9 @@ async def download_attachment(client: ChatClient, ref: m.AttachmentRef, save_dir
                     assert isinstance(answer, frames.BlobData)
                     if size is None:
                         size = answer.size
+                        if size > MAX_ATTACHMENT + MAX_ATTACHMENT // 100 + 1024:
+                            raise UsageError(f"The attachment {ref.name!r} is too large "
+                                             "to download.")
                         update, done = _stderr_progress(size, f"Downloading {ref.name}")
                     if not answer.data:
                         break
@@ -169,6 +182,8 @@ async def download_for_event(client: ChatClient, event: MessageEvent, save_dir: 
         return event
     info = dict(event.attachment)
     try:
+        check_same_relay(ref.relay_url, client.get_contact(event.contact,
+                                                           allow_key_changed=True).relay_url)
         path = await download_attachment(client, ref, save_dir or client.home.downloads)
         info["path"] = str(path)
     except ChatcliError as exc:

@@ -39,11 +39,11 @@ passes over the outbox at the same moment could deposit the same ciphertext
 twice (the second copy would then fail to decrypt on the other side), so here
 one task, :meth:`ChatSession._delivery_worker`, does every deposit.
 
-Marks on the user's own messages, as in ``chatcli messages``:
-``…`` pending (not yet stored by the contact's relay), ``→`` sent (stored by
-their relay), ``✓`` delivered (their device has it), ``✓✓`` read. A message
-is printed once with ``…``; later changes are printed as short status lines
-naming the message, and the status line counts the pending ones.
+Marks on the user's own messages: ``…`` pending (not yet stored by the
+contact's relay), ``→`` sent (stored by their relay), ``✓`` delivered (their
+device has it), ``✓✓`` read. A message is printed once with ``…``; later
+changes are printed as short lines naming the message (``→`` only when the
+message had to wait), and the status line counts the pending ones.
 """
 
 from __future__ import annotations
@@ -197,12 +197,16 @@ class ChatStatus:
     presence_known: bool = False
     typing_until: float = 0.0
     pending: int = 0
+    key_changed: bool = False
 
     def typing(self, now: float | None = None) -> bool:
         return (time.monotonic() if now is None else now) < self.typing_until
 
     def text(self) -> str:
-        parts = [self.name, "verified" if self.verified else "unverified"]
+        trust = "verified" if self.verified else "unverified"
+        if self.key_changed:
+            trust = f"KEY CHANGED: run `chatcli verify {self.name}`"
+        parts = [self.name, trust]
         if self.connection == "online":
             parts.append(presence_text(self.online, self.last_seen, self.presence_known))
         else:
@@ -263,6 +267,7 @@ class ChatSession:
         self._lines_send, self._lines = trio.open_memory_channel[str](math.inf)
         self._own: dict[str, _Own] = {}
         self._poke = trio.Event()
+        self._deliver_lock = trio.Lock()
         self._marks_changed = trio.Event()
         self._typed = trio.Event()
         self._typing_sent_at = -math.inf
@@ -302,6 +307,10 @@ class ChatSession:
                 nursery.start_soon(self._marks_task)
                 nursery.start_soon(self._ticker)
                 await self._input_loop()
+                # Let a deposit in flight finish: cancelled after the relay stored
+                # it but before its answer, it would be deposited a second time.
+                with trio.move_on_after(FAREWELL_SECONDS):
+                    await self._deliver_lock.acquire()
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise unwrap(group) from None
@@ -312,8 +321,7 @@ class ChatSession:
         if self.target.verified:
             trust = "verified ✓"
         else:
-            trust = (f"not verified: compare safety numbers with `chatcli verify {name}`, "
-                     f"then `chatcli verify {name} --confirm`")
+            trust = f"not verified: compare safety numbers with `chatcli verify {name}`"
         self.view.show(f"── chat with {name} ── {trust}")
         self.view.show("Type a message and press Enter; /help for commands, Ctrl-D to leave.")
 
@@ -379,6 +387,10 @@ class ChatSession:
         waiting = [i for i, own in self._own.items() if own.state == "pending"]
         if not waiting:
             return
+        if not self._connected:
+            self.view.show(f"{len(waiting)} message(s) stay queued; the next chatcli command "
+                           "that connects sends them.")
+            return
         self.view.show(f"Sending {len(waiting)} queued message(s) before leaving…")
         with trio.move_on_after(FAREWELL_SECONDS):
             try:
@@ -397,6 +409,8 @@ class ChatSession:
         if left:
             self.view.show(f"{left} message(s) stay queued; the next chatcli command that "
                            "connects sends them.")
+        else:
+            self.view.show("Sent.")
 
     # ------------------------------------------------------------ connection
 
@@ -484,8 +498,20 @@ class ChatSession:
                                                 if event.active else 0.0)
             elif isinstance(event, NoticeEvent):
                 self.view.show(f"! {clean(event.text)}")
+                if event.contact == self.target.name:
+                    self._reload_trust()
         self._mark_read(shown)
         self.view.refresh()
+
+    def _reload_trust(self) -> None:
+        """The contact's verification state, after a notice about them (a key
+        change blocks sending until `chatcli verify --confirm`)."""
+        try:
+            contact = self.client.get_contact(self.target.name, allow_key_changed=True)
+        except ChatcliError:
+            return
+        self.status.key_changed = bool(contact.key_changed)
+        self.status.verified = bool(contact.verified) and not contact.key_changed
 
     def _show_incoming(self, event: MessageEvent) -> None:
         if event.unverified_key:
@@ -511,6 +537,8 @@ class ChatSession:
         growing pauses while something is left over."""
         delay = 1.0
         pending = True
+        last_error = ""
+        self._poke.set()  # (re)connected: send what waited at once
         while True:
             if pending:
                 with trio.move_on_after(delay):
@@ -519,11 +547,15 @@ class ChatSession:
                 await self._poke.wait()
             self._poke = trio.Event()
             try:
-                report = await self.client.deliver_outbox()
+                async with self._deliver_lock:
+                    report = await self.client.deliver_outbox()
             except RelayError as exc:
-                self.view.show(f"! sending failed: {exc}")
+                if str(exc) != last_error:
+                    last_error = str(exc)
+                    self.view.show(f"! sending failed, will retry: {exc}")
                 pending, delay = True, min(delay * 2, self.retry_max)
                 continue
+            last_error = ""
             for reason in report.refused.values():
                 self.view.show(f"! {reason}.")
             waiting = [i for i, own in self._own.items() if own.state == "pending"]
@@ -715,7 +747,10 @@ async def _host(client: ChatClient, target: ChatTarget, history: int) -> None:
             try:
                 await _prompt_loop(prompt, chat, done, to_trio)
             finally:
+                # However the prompt ended, let the Trio side finish (it sends
+                # what it can and returns) before the asyncio loop closes.
                 to_trio(chat.close_input)
+                await done
         result = await done
     result.unwrap()
 
@@ -723,16 +758,24 @@ async def _host(client: ChatClient, target: ChatTarget, history: int) -> None:
 async def _prompt_loop(prompt: Any, chat: ChatSession, done: asyncio.Future[Any],
                        to_trio: Any) -> None:
     """Read lines until Ctrl-D / Ctrl-C, or until the Trio side ends (/quit, error)."""
+    async def read_line() -> str | None:
+        # Ctrl-C and Ctrl-D are caught in here: a KeyboardInterrupt leaving an
+        # asyncio task would stop the whole event loop.
+        try:
+            line: str = await prompt.prompt_async()
+        except (EOFError, KeyboardInterrupt):
+            return None
+        return line
+
     while not done.done():
-        task = asyncio.ensure_future(prompt.prompt_async())
+        task = asyncio.ensure_future(read_line())
         await asyncio.wait({task, done}, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, EOFError, KeyboardInterrupt):
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
             return
-        try:
-            line = task.result()
-        except (EOFError, KeyboardInterrupt):
+        line = task.result()
+        if line is None:
             return
         to_trio(chat.submit, line)

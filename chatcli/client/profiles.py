@@ -20,7 +20,7 @@ from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client.service import ChatClient
 from chatcli.crypto.profile import Profile, ProfileKey, open_profile, seal_profile
-from chatcli.errors import RelayError, UsageError
+from chatcli.errors import CryptoError, RelayError, UsageError
 from chatcli.protocol import frames
 
 PROFILE_TTL = 366 * 86400
@@ -137,10 +137,13 @@ async def contact_profile(client: ChatClient, name: str) -> Profile | None:
     key = ProfileKey.from_bytes(client.sealer.open(contact.profile_key_sealed,
                                                    "contact.profile_key"))
     if ref.blob is not None and ref.read_cap is not None:
+        from chatcli.client.attachments import check_same_relay
+
         try:
+            check_same_relay(ref.relay_url, contact.relay_url)
             blob = await download_blob(client, ref.relay_url, ref.blob, ref.read_cap)
             profile = open_profile(key, blob)
-        except RelayError:
+        except (RelayError, UsageError, CryptoError):
             profile = None
         if profile is not None:
             with client.store.write():

@@ -174,6 +174,24 @@ class RelayConnection:
         return answer.mailbox
 
 
+def _why(exc: BaseException) -> str:
+    """A short reason for a failed connection, from the innermost OS error."""
+    seen = exc
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+        if isinstance(seen, OSError):
+            break
+    if isinstance(seen, OSError):
+        if seen.strerror:
+            return seen.strerror.lower()
+        if "all attempts to connect" in str(seen):
+            return "the connection was refused"
+        return str(seen) or "the connection failed"
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        return f"it rejected the WebSocket connection (HTTP {exc.status_code})"
+    return str(exc) or "the connection failed"
+
+
 def _unreachable(address: RelayAddress, why: str) -> RelayError:
     return RelayError(f"The relay at {address.url_without_fragment} cannot be reached: {why}.")
 
@@ -210,7 +228,7 @@ async def connect(address: RelayAddress | str, *, relay_key: bytes | None = None
             except (trio.TooSlowError, trio_websocket.ConnectionTimeout):
                 raise _unreachable(address, "it did not answer in time") from None
             except (OSError, trio_websocket.HandshakeError) as exc:
-                raise _unreachable(address, str(exc) or type(exc).__name__) from None
+                raise _unreachable(address, _why(exc)) from None
             except trio_websocket.ConnectionClosed:
                 raise _unreachable(address, "it closed the connection") from None
             except RemoteProtocolError as exc:
@@ -263,12 +281,13 @@ class RelayPool:
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         self._conns: dict[str, RelayConnection] = {}
-        self._lock = trio.Lock()
+        self._locks: dict[str, trio.Lock] = {}
 
     async def get(self, url: str, relay_key: bytes | None = None) -> RelayConnection:
         address = parse_relay_url(url)
         key = address.url_without_fragment
-        async with self._lock:
+        # One lock per relay: a slow relay does not hold up connections to others.
+        async with self._locks.setdefault(key, trio.Lock()):
             conn = self._conns.get(key)
             if conn is None or conn.closed.is_set():
                 conn = await self._nursery.start(self._hold, address, relay_key)

@@ -37,7 +37,7 @@ from chatcli.client import models as db
 from chatcli.client import sessions
 from chatcli.client.errors import RelayRequestError
 from chatcli.client.home import Home
-from chatcli.client.keys import encode_secrets, read_secrets, write_keys
+from chatcli.client.keys import KeystoreSecrets, encode_secrets, read_secrets, write_keys
 from chatcli.client.store import Sealer, Store, now_ms
 from chatcli.crypto.envelope import open_envelope, seal_envelope
 from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair, IdentityPublicKey, MailboxKeyPair
@@ -254,7 +254,11 @@ class ChatClient:
     def unlock(cls, home: Home, passphrase: str) -> ChatClient:
         """Open the keystore with ``passphrase`` and the local database."""
         home.require()
-        secrets = read_secrets(home.keystore, passphrase)
+        return cls.from_secrets(home, read_secrets(home.keystore, passphrase))
+
+    @classmethod
+    def from_secrets(cls, home: Home, secrets: KeystoreSecrets) -> ChatClient:
+        """Open the local database with keys already read from the keystore."""
         store = Store.open(home.database, Sealer(secrets.local_key))
         return cls(home, IdentityKeyPair.from_private_bytes(secrets.identity),
                    MailboxKeyPair.from_private_bytes(secrets.mailbox), store)
@@ -296,8 +300,12 @@ class ChatClient:
         self.store.close()
 
     @contextlib.asynccontextmanager
-    async def online(self) -> AsyncIterator[ChatClient]:
-        """Relay connections and background tasks for the length of the block."""
+    async def online(self, *, resume: bool = False) -> AsyncIterator[ChatClient]:
+        """Relay connections and background tasks for the length of the block.
+
+        With ``resume``, a block that ends normally also delivers what is left
+        in the outbox (best effort, at most 3 s): how every command that
+        connects resumes the sends an earlier one could not finish."""
         import trio
 
         from chatcli.client.relay_client import RelayPool, unwrap
@@ -308,6 +316,8 @@ class ChatClient:
                 self._pool = RelayPool(nursery)
                 try:
                     yield self
+                    if resume:
+                        await self.flush_outbox(time_limit=3.0)
                 finally:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
@@ -362,8 +372,8 @@ class ChatClient:
     async def delete_account(self) -> None:
         """Delete the mailbox on the relay, then every local file of this identity."""
         conn = await self.own_relay()
-        with contextlib.suppress(RelayError):
-            await conn.request(lambda req: frames.AccountDelete(req=req))
+        # The relay answers Ok, then closes: a failure here leaves everything in place.
+        await conn.request(lambda req: frames.AccountDelete(req=req))
         self.wipe_local()
 
     def wipe_local(self) -> None:
@@ -439,6 +449,11 @@ class ChatClient:
             if contact.key_changed:
                 if contact.pending_sealed:
                     self._apply_pending(contact)
+                    if contact.issued_cap_sealed is not None:
+                        # Tell the contact where and how to reach us in the new session.
+                        capability = self.sealer.open(contact.issued_cap_sealed,
+                                                      "contact.issued_cap")
+                        self._enqueue(contact, self._own_info(capability), kind="info")
                 contact.key_changed = False
                 accepted = True
             contact.verified = True
@@ -689,17 +704,21 @@ class ChatClient:
                 row.save()
                 self._save_session(contact, session)
 
-    async def deliver_outbox(self) -> DeliveryReport:
-        """One pass: encrypt what is queued, deposit everything encrypted, grouped
-        by relay. Stored items leave the outbox; refused ones are marked failed."""
+    async def deliver_outbox(self, contact_id: int | None = None) -> DeliveryReport:
+        """One pass: encrypt what is queued, deposit everything encrypted (or only
+        what is for ``contact_id``), grouped by relay. Stored items leave the
+        outbox; refused ones are marked failed."""
         self._encrypt_pending()
         report = DeliveryReport()
         report.refused.update(self._failed)
         self._failed.clear()
         with self.store.read():
-            rows = list(db.Outbox.select(db.Outbox, db.Contact).join(db.Contact)
-                        .where(db.Outbox.payload_sealed.is_null(False))
-                        .order_by(db.Outbox.id))
+            query = (db.Outbox.select(db.Outbox, db.Contact).join(db.Contact)
+                     .where(db.Outbox.payload_sealed.is_null(False))
+                     .order_by(db.Outbox.id))
+            if contact_id is not None:
+                query = query.where(db.Outbox.contact == contact_id)
+            rows = list(query)
         by_relay: dict[str, list[db.Outbox]] = {}
         for row in rows:
             by_relay.setdefault(row.contact.relay_url, []).append(row)
@@ -766,9 +785,15 @@ class ChatClient:
 
         delay = 0.25
         last = "the relay did not store it in time"
+        if message_id is not None and contact_id is None:
+            with self.store.read():
+                row = db.Message.get_or_none(db.Message.uuid == message_id)
+                contact_id = row.contact.id if row is not None and row.contact else None
         with trio.move_on_after(time_limit):
             while True:
-                report = await self.deliver_outbox()
+                # Only this contact's relay: another unreachable relay must not
+                # slow this send down (`flush_outbox` and later commands do the rest).
+                report = await self.deliver_outbox(contact_id)
                 if message_id is not None:
                     if message_id in report.refused:
                         raise RelayError(report.refused[message_id] + ".")
@@ -852,6 +877,34 @@ class ChatClient:
                     yield event
             elif isinstance(frame, frames.Bye | frames.Error):
                 raise RelayError(f"The relay ended the connection: {conn.close_reason}.")
+
+    async def listen(self, *, wait: float | None = None) -> AsyncIterator[Event]:
+        """:meth:`events`, and with ``wait`` seconds: stay for that long after
+        catching up, reconnecting with backoff (0.5 s doubling to 10 s) when the
+        relay goes away. Without ``wait``, a lost connection raises ``RelayError``."""
+        import trio
+
+        deadline = None if wait is None else trio.current_time() + wait
+        delay = 0.5
+        synced = False
+        while True:
+            remaining = None if deadline is None else deadline - trio.current_time()
+            try:
+                async for event in self.events(wait=remaining):
+                    if isinstance(event, SyncedEvent):
+                        delay = 0.5
+                        if synced:
+                            continue  # a reconnection's catch-up: not news
+                        synced = True
+                    yield event
+                return
+            except RelayError as exc:
+                if deadline is None or trio.current_time() + delay >= deadline:
+                    raise
+                yield NoticeEvent(f"{exc} Reconnecting in {delay:g} s.", warning=True)
+                self._authenticated = False
+                await trio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def process_deliveries(self, delivered: Iterable[frames.Delivered]) -> list[Event]:
         """Open, decrypt and store a batch of deposits in one transaction.
@@ -1169,32 +1222,42 @@ class ChatClient:
 
     # ------------------------------------------------------------ presence
 
-    async def presence(self, names: list[str] | None = None) -> dict[str, PresenceInfo]:
+    async def presence(self, names: list[str] | None = None, *, time_limit: float = 5.0
+                       ) -> dict[str, PresenceInfo]:
         """Ask each contact's relay whether they are online (their capability
-        proves we may ask). An unreachable relay gives ``known=False``."""
+        proves we may ask), all relays at once. A relay that cannot be asked
+        within ``time_limit`` seconds gives ``known=False``, not an error."""
+        import trio
+
         contacts = [c for c in self.contacts() if names is None or c.name in names]
         by_relay: dict[str, list[db.Contact]] = {}
         for contact in contacts:
             by_relay.setdefault(contact.relay_url, []).append(contact)
         result: dict[str, PresenceInfo] = {
             c.name: PresenceInfo(None, None, known=False) for c in contacts}
-        for url, group in by_relay.items():
+
+        async def ask(url: str, group: list[db.Contact]) -> None:
             targets = [frames.PresenceTarget(
                 mailbox=c.mailbox, cap=self.sealer.open(c.deposit_cap_sealed,
                                                         "contact.deposit_cap")) for c in group]
             try:
                 conn = await self._require_pool().get(url)
                 answer = await conn.request(
-                    lambda req, t=targets: frames.PresenceQuery(req=req, targets=t),  # type: ignore[misc]
-                    time_limit=5)
+                    lambda req: frames.PresenceQuery(req=req, targets=targets),
+                    time_limit=time_limit)
             except RelayError:
-                continue
+                return
             assert isinstance(answer, frames.PresenceResult)
             by_mailbox = {entry.mailbox: entry for entry in answer.entries}
             for contact in group:
                 entry = by_mailbox.get(contact.mailbox)
                 if entry is not None:
                     result[contact.name] = PresenceInfo(entry.online, entry.last_seen, True)
+
+        with trio.move_on_after(time_limit):
+            async with trio.open_nursery() as nursery:
+                for url, group in by_relay.items():
+                    nursery.start_soon(ask, url, group)
         return result
 
     async def subscribe_presence(self, names: list[str]) -> dict[str, PresenceInfo]:

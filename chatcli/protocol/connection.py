@@ -18,8 +18,11 @@ Relay::
 
     proto = RelayProtocol(relay_key.public.raw, relay_key.sign)
     hello = proto.receive_data(message)           # must be Hello
-    ws.send(proto.accept_hello(limits...))        # Welcome
+    ws.send(proto.accept_hello())                 # Welcome, signed
     frame = proto.receive_data(message)           # admitted by state, else RemoteProtocolError
+    ...                                           # Register/Auth: check, then
+    proto.login_succeeded(mailbox)                # or proto.login_failed()
+    ws.send(proto.send(answer))
 """
 
 from __future__ import annotations

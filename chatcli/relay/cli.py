@@ -117,6 +117,10 @@ def serve(host: str | None, port: int | None, db: str, retention: float | None,
         options["db"] = db
     config = _build_config(options, config_file)
     setup_logging(json_lines=config.log_json, level=config.log_level)
+    # The storage worker thread must get the GIL back quickly after each
+    # SQLite call while the event loop is busy: 5 ms (the default) per hand-over
+    # would make every commit wait on the loop.
+    sys.setswitchinterval(0.0005)
     try:
         trio.run(_serve_main, config)
     except BaseException as exc:  # unwrap exception groups for the CLI

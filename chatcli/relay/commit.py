@@ -109,6 +109,12 @@ class GroupCommitter:
         finally:
             self._done.set()
 
+    async def flush(self) -> None:
+        """Commit last-seen times noted after :meth:`close` (connections closing
+        at shutdown)."""
+        if self._last_seen:
+            await self._commit([])
+
     async def close(self) -> None:
         """Stop taking jobs, and wait until the queued ones are committed and answered."""
         await self._send.aclose()

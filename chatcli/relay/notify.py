@@ -366,7 +366,7 @@ class PgHub(Hub):
                   contextlib.suppress(Exception)):
                 await trio.to_thread.run_sync(self._notify_once,
                                               pack_events(self.origin, ["x"]),
-                                              abandon_on_cancel=True)
+                                              )
 
     # ------------------------------------------------------------ connections
 
@@ -414,9 +414,9 @@ class PgHub(Hub):
                     try:
                         if conn is None or conn.closed:
                             conn = await trio.to_thread.run_sync(self._connect, False,
-                                                                 abandon_on_cancel=True)
+                                                                 )
                         await trio.to_thread.run_sync(self._notify, conn, payloads,
-                                                      abandon_on_cancel=True)
+                                                      )
                         delay = 0.1
                         break
                     except (psycopg.Error, OSError) as exc:
@@ -454,7 +454,7 @@ class PgHub(Hub):
             conn: psycopg.Connection[Any] | None = None
             try:
                 conn = await trio.to_thread.run_sync(self._connect, True,
-                                                     abandon_on_cancel=True)
+                                                     )
                 delay = 0.1
                 self._listening = True
                 self._own_beat = self.clock()

@@ -106,6 +106,7 @@ class Connection:
     # ------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
+        log.debug("connection opened", extra={"fields": {"conn": self.id, "peer": self.peer}})
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
@@ -118,6 +119,8 @@ class Connection:
             self._cleanup()
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await self.ws.aclose(self.close_code)
+            log.debug("connection closed", extra={"fields": {
+                "conn": self.id, "close_code": self.close_code}})
 
     def _cleanup(self) -> None:
         relay = self.relay
@@ -200,7 +203,8 @@ class Connection:
                     data = self.outbox.pop(0)
                     self.outbox_bytes -= len(data)
                     await self._send(data)
-                elif self.mailbox is not None and (self.fetch_needed or self.live):
+                elif (self.mailbox is not None and not self.finished
+                      and (self.fetch_needed or self.live)):
                     await self._deliver_step()
                 elif self.finished:
                     break
@@ -236,8 +240,12 @@ class Connection:
         relay = self.relay
         batch_size = relay.config.deliver_batch
         if self.fetch_needed:
-            messages = await relay.worker.run(relay.mailboxes.pending, self.mailbox,
-                                              self.cursor, batch_size)
+            try:
+                messages = await relay.worker.run(relay.mailboxes.pending, self.mailbox,
+                                                  self.cursor, batch_size)
+            except StorageError:
+                await trio.sleep(1.0)   # storage down: keep fetch_needed, retry
+                return
             if len(messages) < batch_size:
                 self.fetch_needed = False
             if messages:
@@ -245,7 +253,7 @@ class Connection:
                 await self._send_deliveries(messages)
             if not self.fetch_needed and not self.synced:
                 self.synced = True
-                await self._send(self.proto.send(frames.Synced()))
+                await self._push(frames.Synced())
             return
         live = self.live or []
         self.live = []
@@ -261,15 +269,25 @@ class Connection:
         for message in messages:
             cost = len(message.payload) + 32
             if batch and (used + cost > budget or len(batch) >= frames.MAX_BATCH):
-                await self._send(self.proto.send(frames.Deliver(messages=batch)))
-                self.relay.metrics.delivered.inc(len(batch))
+                await self._push(frames.Deliver(messages=batch))
                 batch, used = [], 0
             batch.append(frames.Delivered(id=message.id, payload=message.payload,
                                           received_at=message.received_at))
             used += cost
         if batch:
-            await self._send(self.proto.send(frames.Deliver(messages=batch)))
-            self.relay.metrics.delivered.inc(len(batch))
+            await self._push(frames.Deliver(messages=batch))
+
+    async def _push(self, frame: frames.Deliver | frames.Synced) -> None:
+        """Send a push directly (deliveries bypass the answer queue)."""
+        if self.finished:
+            return
+        try:
+            data = self.proto.send(frame)
+        except LocalProtocolError:   # closed meanwhile (account deleted)
+            return
+        await self._send(data)
+        if isinstance(frame, frames.Deliver):
+            self.relay.metrics.delivered.inc(len(frame.messages))
 
     # ------------------------------------------------------------ callbacks
 
@@ -599,6 +617,9 @@ class Relay:
                     for conn in list(self.connections):
                         conn.goodbye()
                     handlers.cancel_scope.deadline = trio.current_time() + cfg.shutdown_grace
+                if self.stopping:
+                    with trio.move_on_after(cfg.shutdown_grace):
+                        await self.committer.flush()
                 root.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):

@@ -11,8 +11,9 @@ never listening, so ``--port 0`` picks one port for all), starts the workers
 (``python -m chatcli.relay.workers CONFIG``), prints the one ``relay
 address:`` line once all are ready, restarts a worker that dies (with a
 growing delay if it keeps dying), and on SIGTERM or SIGINT asks every worker
-to shut down gracefully and waits for them. Workers die with the parent
-(``PR_SET_PDEATHSIG`` on Linux).
+to shut down gracefully and waits for them. A worker whose parent disappears
+(killed with SIGKILL) shuts down by itself: its stdin, a pipe from the
+parent, closes.
 
 SQLite cannot be shared by several processes this way (one writer, no
 cross-process wake-ups): ``--workers`` above 1 needs PostgreSQL.
@@ -128,15 +129,6 @@ def _worker_relay_class() -> type[Any]:
 # ------------------------------------------------------------------ parent
 
 
-def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
-    """In the child, before exec: die with SIGTERM when the parent dies."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
-
-
 class _Supervisor:
     def __init__(self, config: RelayConfig, workers: int) -> None:
         self.config = config
@@ -160,8 +152,7 @@ class _Supervisor:
         while not self.stopping:
             started = trio.current_time()
             proc = await trio.lowlevel.open_process(
-                self._child_argv(index), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                preexec_fn=_set_parent_death_signal)
+                self._child_argv(index), stdout=subprocess.PIPE, stdin=subprocess.PIPE)
             self.procs[index] = proc
             try:
                 assert proc.stdout is not None
@@ -169,6 +160,8 @@ class _Supervisor:
                 code = await proc.wait()
             finally:
                 self.procs.pop(index, None)
+                if proc.stdin is not None:
+                    await proc.stdin.aclose()
             if self.stopping:
                 return
             if not self.ready[index].is_set():
@@ -255,8 +248,20 @@ async def _worker_main(config: RelayConfig) -> None:
                 relay.shutdown()
                 return
 
+    async def watch_parent() -> None:
+        # Our stdin is a pipe the parent never writes to: it closes when the
+        # parent dies, however. (PR_SET_PDEATHSIG would follow the thread
+        # that started us, not the parent process.)
+        stdin = trio.lowlevel.FdStream(os.dup(0))
+        async with stdin:
+            while await stdin.receive_some(1024):
+                pass
+        log.warning("the supervising process is gone; shutting down")
+        relay.shutdown()
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals)
+        nursery.start_soon(watch_parent)
         await nursery.start(relay.serve)
         sys.stdout.write(f"{ADDRESS_PREFIX}{relay.address}\n")
         sys.stdout.flush()
@@ -270,6 +275,7 @@ def worker_entry(argv: list[str]) -> int:
 
     config = RelayConfig(**json.loads(argv[0]))
     setup_logging(json_lines=config.log_json, level=config.log_level)
+    sys.setswitchinterval(0.0005)   # as `relay serve`: quick hand-overs to the storage thread
     try:
         trio.run(_worker_main, config)
     except KeyboardInterrupt:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("trio", "trio_websocket", "nacl", "peewee", "msgspec", "segno", "prompt_toolkit")
 
@@ -45,3 +47,34 @@ def test_installed_script_help() -> None:
     assert exe, "the chatcli script is not installed"
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
     assert "Usage:" in out.stdout and "send" in out.stdout
+
+
+def test_local_commands_import_no_network_library(tmp_path: Path) -> None:
+    """Commands that only read the local database never import trio."""
+    from chatcli.client.home import Home
+    from chatcli.client.service import ChatClient
+    from chatcli.crypto.keys import IdentityKeyPair, MailboxKeyPair
+
+    os.environ["CHATCLI_INSECURE_FAST_KDF"] = "1"
+    try:
+        ChatClient.create(Home(tmp_path), "a passphrase", name="alice",
+                          relay_url="ws://127.0.0.1:1/#" + "a" * 52, mailbox=bytes(16),
+                          identity=IdentityKeyPair.generate(),
+                          mailbox_key=MailboxKeyPair.generate()).close()
+    finally:
+        del os.environ["CHATCLI_INSECURE_FAST_KDF"]
+    env = {**os.environ, "CHATCLI_HOME": str(tmp_path), "CHATCLI_PASSPHRASE": "a passphrase"}
+    for command in (["contacts", "--offline"], ["account", "settings"]):
+        code = (
+            "import sys\n"
+            "from chatcli.cli.main import cli\n"
+            "try:\n"
+            f"    cli.main({command!r}, standalone_mode=False)\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print('NET=' + ','.join(sorted({m.split('.')[0] for m in sys.modules}"
+            " & {'trio', 'trio_websocket', 'psycopg'})))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, check=True)
+        assert out.stdout.strip().splitlines()[-1] == "NET=", (command, out.stdout, out.stderr)

@@ -84,7 +84,7 @@ async def test_three_members_not_all_contacts(trio_of: Trio) -> None:
 
 
 async def test_name_clash_gets_a_distinct_local_name(trio_of: Trio) -> None:
-    alice, bob, carol = trio_of
+    alice, bob, _carol = trio_of
     GroupService(bob).create("team", [])
     with pytest.raises(UsageError, match="already used"):
         GroupService(bob).create("alice", [])
@@ -121,16 +121,13 @@ async def test_message_before_its_sender_key_is_buffered(trio_of: Trio, relay: F
         group.sender_sealed = None
         group.save()
     await send(bob, "team", "after a new key")
-    box = next(b for b in relay.mailboxes.values()
-               if any(True for _ in b.queue) and b is not None and b.queue and
-               _owner(b, carol))
+    box = next(b for b in relay.mailboxes.values() if _owner(b, carol))
     items = sorted(box.queue.items())
-    reordered = {i: p for i, p in zip([k for k, _ in items],
-                                      [p for _, p in reversed(items)], strict=True)}
-    box.queue = reordered
+    assert len(items) == 2  # bob's new sender key, then his message
+    box.queue = dict(zip([k for k, _ in items], [p for _, p in reversed(items)], strict=True))
     got = await texts(carol)
     assert got == [("team", "bob", "after a new key")]
-    assert svc.members("team")
+    assert {i.name for i in svc.members("team")} == {"alice", "bob", "carol"}
 
 
 def _owner(box: object, client: ChatClient) -> bool:
@@ -242,3 +239,51 @@ async def test_two_relays(tmp_path: Path, relay: FakeRelay, relay2: FakeRelay) -
     await send(carol, "team", "back")
     assert await texts(bob) == [("team", "alice", "across"), ("team", "carol", "back")]
     assert await texts(alice) == [("team", "carol", "back")]
+
+
+async def test_hundred_members_fan_out(trio_of: Trio, relay: FakeRelay) -> None:
+    """A 100-member group: alice, bob, carol and 97 members made directly (keys and
+    mailboxes on the relay): one send encrypts once and makes 99 deposits."""
+    import hashlib
+    import os
+
+    from chatcli.client import sessions
+    from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair, MailboxKeyPair
+    from tests.client.fakerelay import Mailbox
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    svc = GroupService(alice)
+    extra: list[tuple[MailboxKeyPair, bytes]] = []
+    with alice.store.write(), gdb.bound(alice.store):
+        group = gdb.Group.get(gdb.Group.name == "team")
+        for i in range(97):
+            identity, box, prekey = (IdentityKeyPair.generate(), MailboxKeyPair.generate(),
+                                     DHKeyPair.generate())
+            cap, mailbox = os.urandom(32), os.urandom(16)
+            relay.mailboxes[mailbox] = Mailbox(box.auth_public,
+                                               caps={hashlib.sha256(cap).digest()})
+            extra.append((box, mailbox))
+            svc._add_op(group, wire.AddOp(seq=svc._membership(group).next_seq,
+                                          record=wire.MemberRecord(
+                identity=identity.public.raw, name=f"m{i:02d}", relay_url=relay.url,
+                mailbox=mailbox, box_key=box.box_public, cap=cap,
+                restore_prekey=prekey.public,
+                restore_prekey_signature=sessions.sign_restore_prekey(identity,
+                                                                      prekey.public))))
+    assert len(svc.members("team")) == 100
+    before = relay.deposits
+    await send(alice, "team", "to a hundred")
+    # 97 sender-key distributions to the new members, then 99 copies of the message.
+    assert relay.deposits - before == 97 + 99
+    ciphertexts = set()
+    for box, mailbox in extra:
+        for payload, _ in relay.mailboxes[mailbox].queue.values():
+            body = m.decode_body(open_envelope(box, payload).body)
+            assert isinstance(body, m.GroupBody)
+            layer = wire.decode_layer(body.message)
+            if isinstance(layer, wire.Cipher):
+                ciphertexts.add(layer.message)
+    assert len(ciphertexts) == 1  # encrypted once: the same sender-key message for all
+    assert [t for *_, t in await texts(bob)] == ["to a hundred"]
+    assert [t for *_, t in await texts(carol)] == ["to a hundred"]

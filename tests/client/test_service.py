@@ -165,3 +165,46 @@ def _database_bytes(client: ChatClient) -> bytes:
     if wal.exists():
         raw += wal.read_bytes()
     return raw
+
+
+async def test_presence_known_and_unreachable(tmp_path: Path, relay: FakeRelay) -> None:
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    carol = await make_client(tmp_path, "carol", relay)
+    await pair(alice, bob)
+    await pair(alice, carol, label="carol")
+    with alice.store.write():  # carol's relay goes away
+        db.Contact.update(relay_url="ws://127.0.0.1:9/#" + "a" * 52).where(
+            db.Contact.name == "carol").execute()
+    async with bob.online():
+        await bob.own_relay()  # bob is connected
+        async with alice.online():
+            seen = await alice.presence()
+    assert seen["bob"].known and seen["bob"].online is True
+    assert not seen["carol"].known and seen["carol"].online is None
+
+
+async def test_block_unblock_remove(clients: tuple[ChatClient, ChatClient]) -> None:
+    from chatcli.errors import RelayError
+
+    alice, bob = clients
+    await pair(alice, bob)
+    key_before = alice.account().profile_key_sealed
+    async with alice.online():
+        await alice.block("bob")
+    assert alice.account().profile_key_sealed != key_before  # the profile key rolled
+    async with bob.online():
+        with pytest.raises(RelayError, match="refused"):
+            await bob.send_text("alice", "let me in")
+    assert bob.history("alice")[-1]["state"] == "failed"
+    async with alice.online():
+        await alice.unblock("bob")
+    await drain(bob)  # the new capability
+    async with bob.online():
+        await bob.send_text("alice", "thanks")
+    assert texts(await drain(alice)) == ["thanks"]
+    async with alice.online():
+        await alice.remove_contact("bob")
+    assert alice.contact_names() == []
+    with alice.store.read():
+        assert db.Message.select().count() == 0 and db.Session.select().count() == 0

@@ -13,6 +13,18 @@ from tests.e2e.conftest import CHATCLI, RelayProcess, User, _env, connect
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def friends(relay: RelayProcess, tmp_path_factory: pytest.TempPathFactory) -> tuple[User, User]:
+    """Alice and Bob, connected once for the tests that do not change their state
+    (each test receives everything it sends)."""
+    root = tmp_path_factory.mktemp("friends")
+    alice, bob = User("alice", root / "alice"), User("bob", root / "bob")
+    alice.init(relay)
+    bob.init(relay)
+    connect(alice, bob)
+    return alice, bob
+
+
 def test_two_users_one_relay_both_directions(relay: RelayProcess, users: Any) -> None:
     alice, bob = users("alice", "bob")
     info = alice.init(relay)
@@ -100,11 +112,8 @@ def test_three_users_at_once(relay: RelayProcess, users: Any) -> None:
         assert got == [(o, f"{o} to {user.name}") for o in others]
 
 
-def test_two_receivers_of_one_identity(relay: RelayProcess, users: Any) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_two_receivers_of_one_identity(friends: tuple[User, User]) -> None:
+    alice, bob = friends
     env = _env({"CHATCLI_HOME": str(bob.home), "CHATCLI_PASSPHRASE": bob.passphrase})
     receivers = [subprocess.Popen([CHATCLI, "receive", "--json", "--wait", "4"], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -118,15 +127,16 @@ def test_two_receivers_of_one_identity(relay: RelayProcess, users: Any) -> None:
         shown += [line for line in out.splitlines() if line.strip()]
     import json
 
-    assert sorted(json.loads(line)["text"] for line in shown) == [f"m{i}" for i in range(5)]
-    assert len(bob.lines("messages", "alice")) == 5
+    texts = [json.loads(line)["text"] for line in shown]
+    texts += bob.texts()  # whatever arrived after both stopped waiting (slow machines)
+    assert sorted(texts) == [f"m{i}" for i in range(5)]
+    history = [h["text"] for h in bob.lines("messages", "alice", "--limit", "1000")]
+    assert sorted(t for t in history if t in {f"m{i}" for i in range(5)}) == sorted(
+        f"m{i}" for i in range(5))
 
 
-def test_receive_wait_prints_as_messages_arrive(relay: RelayProcess, users: Any) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_receive_wait_prints_as_messages_arrive(friends: tuple[User, User]) -> None:
+    alice, bob = friends
     env = _env({"CHATCLI_HOME": str(bob.home), "CHATCLI_PASSPHRASE": bob.passphrase})
     proc = subprocess.Popen([CHATCLI, "receive", "--json", "--wait", "20"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -147,11 +157,8 @@ def test_user_log_is_kept(users: Any) -> None:
     assert isinstance(alice, User) and alice.log == []
 
 
-def test_attachment_and_profile(relay: RelayProcess, users: Any, tmp_path: Path) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_attachment_and_profile(friends: tuple[User, User], tmp_path: Path) -> None:
+    alice, bob = friends
     payload = bytes(range(256)) * 1000  # 256 kB: several blob chunks
     source = tmp_path / "data.bin"
     source.write_bytes(payload)
@@ -197,12 +204,35 @@ def test_presence_and_contacts(relay: RelayProcess, users: Any) -> None:
     assert hidden["online"] is None and hidden["last_seen"] is None
 
 
-def test_shell_completion_of_contact_names(relay: RelayProcess, users: Any) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_shell_completion_of_contact_names(friends: tuple[User, User]) -> None:
+    alice, _bob = friends
     result = alice.run("send", "b", env={"_CHATCLI_COMPLETE": "bash_complete",
                                          "COMP_WORDS": "chatcli send b", "COMP_CWORD": "2",
                                          "CHATCLI_PASSPHRASE": ""})
     assert "plain,bob" in result.stdout.split()  # click's bash format: type,value
+
+
+def test_receive_wait_reconnects_after_relay_restart(tmp_path: Path, users: Any) -> None:
+    import json
+
+    own = RelayProcess(tmp_path / "relay.db").start()
+    proc = None
+    try:
+        alice, bob = users("alice", "bob")
+        alice.init(own)
+        bob.init(own)
+        connect(alice, bob)
+        env = _env({"CHATCLI_HOME": str(bob.home), "CHATCLI_PASSPHRASE": bob.passphrase})
+        proc = subprocess.Popen([CHATCLI, "receive", "--json", "--wait", "40"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        alice.run("send", "bob", "before the restart")
+        assert json.loads(proc.stdout.readline())["text"] == "before the restart"
+        own.restart()
+        alice.run("send", "bob", "after the restart")
+        assert json.loads(proc.stdout.readline())["text"] == "after the restart"
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.communicate(timeout=10)
+        own.stop()

@@ -21,23 +21,33 @@ from tests.relay import pgutil
 
 StoreFactory = Callable[[], Store]
 
-# "postgres": a fresh database per test (tests/relay/pgutil.py), skipped when
-# the server at 127.0.0.1:5432 is not running.
+# "postgres": a fresh schema per test in this run's own database
+# (tests/relay/pgutil.py), skipped when the server at 127.0.0.1:5432 is not running.
 BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(scope="session")
-def postgres_up() -> bool:
-    return pgutil.postgres_available()
+def pg_session_database() -> Iterator[tuple[str, str] | None]:
+    """This test run's own PostgreSQL database (name, URL), or None without a server."""
+    if not pgutil.postgres_available():
+        yield None
+        return
+    with pgutil.fresh_database() as database:
+        yield database
 
 
 @pytest.fixture
-def pg_database(postgres_up: bool) -> Iterator[tuple[str, str]]:
-    """A fresh PostgreSQL database for this test, dropped afterwards: (name, URL)."""
-    if not postgres_up:
+def pg_database(pg_session_database: tuple[str, str] | None) -> Iterator[tuple[str, str]]:
+    """A fresh, empty PostgreSQL place for this test: (database name, URL).
+    The URL selects a new schema of this run's database; it is dropped after."""
+    if pg_session_database is None:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    with pgutil.fresh_database() as database:
-        yield database
+    name, db_url = pg_session_database
+    schema, url = pgutil.create_schema(db_url)
+    try:
+        yield name, url
+    finally:
+        pgutil.drop_schema(db_url, schema)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,13 @@ class Client:
         # trio-websocket's aclose() returns early when the peer closed first,
         # leaving the client's TCP stream open: close it ourselves.
         await self.ws._stream.aclose()
+
+
+async def eventually(predicate: Callable[[], bool]) -> None:
+    """Wait until ``predicate()`` holds (polling server-side state in tests)."""
+    with trio.fail_after(TIMEOUT):
+        while not predicate():  # noqa: ASYNC110 - polling state that has no event
+            await trio.sleep(0.01)
 
 
 def capability() -> bytes:

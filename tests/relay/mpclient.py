@@ -34,6 +34,17 @@ _BROKEN = (ConnectionClosed, HandshakeError, OSError, trio.BrokenResourceError,
            trio.ClosedResourceError)
 
 
+def _reraise_unless_broken(exc: BaseException) -> None:
+    """Connection failures (possibly inside exception groups) mean reconnect;
+    anything else is a test failure."""
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(_BROKEN)
+        if rest is not None:
+            raise exc
+    elif not isinstance(exc, _BROKEN):
+        raise exc
+
+
 class RelayProcess:
     """``chatcli relay serve`` (or ``--workers N``) in a child process."""
 
@@ -49,9 +60,14 @@ class RelayProcess:
         self.fingerprint = ""
 
     def start(self, timeout: float = 30.0) -> RelayProcess:
-        log = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=log, text=True,
-                                     start_new_session=True)
+        if self.log_path is not None:
+            with open(self.log_path, "a") as log:
+                self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=log,
+                                             text=True, start_new_session=True)
+        else:
+            self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, text=True,
+                                         start_new_session=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         match = ADDRESS_RE.search(line)
@@ -149,14 +165,19 @@ class Owner:
                 async with trio.open_nursery() as nursery:
                     conn = await Conn.open(nursery, *self.address)
                     self.conn = conn
-                    await self._login(conn)
-                    self.connections += 1
-                    if not started:
-                        started = True
-                        task_status.started()
-                    await self._receive(conn)
-            except _BROKEN:
-                pass
+                    try:
+                        await self._login(conn)
+                        self.connections += 1
+                        if not started:
+                            started = True
+                            task_status.started()
+                        await self._receive(conn)
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await conn.close()
+                        nursery.cancel_scope.cancel()
+            except (*_BROKEN, BaseExceptionGroup) as exc:
+                _reraise_unless_broken(exc)
             self.conn = None
             await trio.sleep(0.05)
 
@@ -166,8 +187,11 @@ class Owner:
             frame = await conn.recv()
             assert isinstance(frame, frames.Registered), frame
             self.mailbox = frame.mailbox
-            await conn.send(frames.CapAdd(req=conn.proto.next_request_id(),
-                                          cap_hashes=[cap_hash(self.cap)]))
+            req = conn.proto.next_request_id()
+            await conn.send(frames.CapAdd(req=req, cap_hashes=[cap_hash(self.cap)]))
+            while not isinstance(frame, frames.Ok):   # a new mailbox: only Synced before
+                frame = await conn.recv()
+                assert isinstance(frame, frames.Ok | frames.Synced), frame
         else:
             await conn.ws.send_message(conn.proto.auth(self.mailbox, self.key.sign))
             frame = await conn.recv()
@@ -238,7 +262,8 @@ class Sender:
                     finally:
                         await conn.close()
                         nursery.cancel_scope.cancel()
-            except _BROKEN:
+            except (*_BROKEN, BaseExceptionGroup) as exc:
+                _reraise_unless_broken(exc)
                 self.reconnects += 1
                 await trio.sleep(0.05)
 

@@ -19,6 +19,7 @@ from chatcli.protocol import codes, frames
 from chatcli.protocol.codec import RemoteProtocolError, decode_relay_frame, encode
 from chatcli.protocol.connection import ClientProtocol
 from chatcli.relay.mailbox import cap_hash
+from chatcli.relay.store.base import NewMessage
 from chatcli.relay.store.sqlite import SqliteStore
 from tests.protocol.strategies import client_frames
 from tests.relay.helpers import Client, make_config, running_relay
@@ -49,9 +50,8 @@ def prepare(db: Path) -> None:
     store.open(int(time.time() * 1000))
     store.create_mailbox(LEGIT_MAILBOX, LEGIT_KEY.auth_public, 0)
     store.add_caps(LEGIT_MAILBOX, [cap_hash(LEGIT_CAP)], 0)
-    from chatcli.relay.store.base import NewMessage
-
-    store.insert_messages([NewMessage(LEGIT_MAILBOX, p, 0) for p in STORED])
+    now = int(time.time() * 1000)
+    store.insert_messages([NewMessage(LEGIT_MAILBOX, p, now) for p in STORED])
     store.close()
 
 

@@ -139,7 +139,7 @@ def test_database_and_logs_hold_nothing_readable(tmp_path: Path) -> None:
             assert isinstance(await owner.request(put), frames.Ok)
             sender = await connect(nursery, relay)
             assert await sender.deposit(mailbox, cap, sealed, sealed) == [None, None]
-            (first, second) = await owner.delivered(2)
+            (first, _) = await owner.delivered(2)
             assert marker in open_envelope(mailbox_key, first.payload).body
             await owner.request(frames.Ack(req=owner.req(), ids=[first.id]))
             assert (tmp_path / "relay.db-wal").exists()

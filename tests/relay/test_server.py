@@ -129,7 +129,7 @@ async def test_quota_exceeded_per_item_nothing_lost(tmp_path: Path) -> None:
 
 async def test_auth_failures(tmp_path: Path) -> None:
     async with running_relay(make_config(tmp_path)) as h:
-        owner, mailbox, _ = await h.owner()
+        _, mailbox, _ = await h.owner()
         intruder = await h.connect()
         answer = await intruder.auth(mailbox, MailboxKeyPair.generate())
         assert isinstance(answer, frames.Error) and answer.code == codes.AUTH_FAILED
@@ -359,3 +359,19 @@ async def test_ping(tmp_path: Path) -> None:
     async with running_relay(make_config(tmp_path)) as h:
         client = await h.connect()
         assert isinstance(await client.request(frames.Ping(req=client.req())), frames.Pong)
+
+
+async def test_shutdown_persists_last_seen_of_connected_owners(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    relay = Relay(config, wall_clock=lambda: 1_800_000_000.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.serve)
+        owner = await Client.connect(nursery, relay)
+        mailbox = await owner.register()
+        relay.shutdown()
+        with trio.fail_after(10):
+            await relay.wait_stopped()
+        await owner.close()
+    async with running_relay(config) as h:
+        records = await h.relay.worker.run(h.relay.store.presence_records, [mailbox])
+        assert records[mailbox].last_seen == 1_800_000_000_000

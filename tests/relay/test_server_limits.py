@@ -13,7 +13,7 @@ from trio_websocket import ConnectionClosed
 
 from chatcli.protocol import codes, frames
 from chatcli.relay.server import WS_SLACK, Connection
-from tests.relay.helpers import Harness, make_config, running_relay
+from tests.relay.helpers import Harness, eventually, make_config, running_relay
 
 
 async def still_serving(h: Harness) -> None:
@@ -35,9 +35,7 @@ async def test_too_many_connections(tmp_path: Path) -> None:
             await extra.ws.get_message()
         assert info.value.reason.code == 1013
         await first.close()
-        with trio.fail_after(5):
-            while len(h.relay.connections) > 1:
-                await trio.sleep(0.01)
+        await eventually(lambda: len(h.relay.connections) <= 1)
         again = await h.connect()
         assert isinstance(await again.request(frames.Ping(req=again.req())), frames.Pong)
 
@@ -112,15 +110,13 @@ async def test_slow_consumer_is_cut_off(tmp_path: Path) -> None:
     config = make_config(tmp_path, send_timeout=0.5, capability_rate=10_000.0,
                          capability_burst=10_000.0)
     async with running_relay(config) as h:
-        owner, mailbox, cap = await h.owner()    # and then never reads again
+        _owner, mailbox, cap = await h.owner()    # and then never reads again
         sender = await h.connect()
         payload = os.urandom(60_000)
         with trio.fail_after(30):
             while h.relay.metrics.refused_connections.labels("slow_consumer")._value.get() < 1:
                 assert await sender.deposit(mailbox, cap, *[payload] * 8) == [None] * 8
-        with trio.fail_after(10):
-            while any(c.mailbox == mailbox for c in h.relay.connections):
-                await trio.sleep(0.05)
+        await eventually(lambda: all(c.mailbox != mailbox for c in h.relay.connections))
         await still_serving(h)
         stats = await h.relay.worker.run(h.relay.store.stats)
         assert stats.messages >= 8        # nothing lost: still queued for the owner
@@ -175,3 +171,28 @@ async def test_a_crash_outside_dispatch_does_not_end_the_server(
             await victim.ws.get_message()
         monkeypatch.setattr(Connection, "run", original)
         await still_serving(h)
+
+
+async def test_delivery_retries_when_storage_fails(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running_relay(make_config(tmp_path)) as h:
+        owner, mailbox, cap = await h.owner()
+        key = owner.key
+        assert key is not None
+        await owner.close()
+        sender = await h.connect()
+        assert await sender.deposit(mailbox, cap, b"waiting") == [None]
+        real = h.relay.store.fetch_messages
+        failures = [1]
+
+        def flaky(*args: object) -> object:
+            if failures:
+                failures.pop()
+                raise peewee.OperationalError("database is locked")
+            return real(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(h.relay.store, "fetch_messages", flaky)
+        back = await h.connect()
+        assert isinstance(await back.auth(mailbox, key), frames.Ok)
+        assert [m.payload for m in await back.delivered(1)] == [b"waiting"]
+        assert not failures

@@ -131,6 +131,13 @@ class Membership:
             state.apply(op)
         return state
 
+    def copy(self) -> Membership:
+        """An independent copy (the operations themselves are immutable)."""
+        return Membership(admin=self.admin, _applied=list(self._applied),
+                          _buffered=dict(self._buffered), _rejected=dict(self._rejected),
+                          _by_seq=dict(self._by_seq), _leaves=set(self._leaves),
+                          _instances=dict(self._instances), _ever=set(self._ever))
+
     # ------------------------------------------------------------------ queries
 
     @property

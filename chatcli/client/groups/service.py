@@ -29,6 +29,7 @@ import uuid as uuidlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 import msgspec
 import trio
@@ -38,9 +39,9 @@ from chatcli.client import models as db
 from chatcli.client import sessions
 from chatcli.client.groups import models as gdb
 from chatcli.client.groups import wire
-from chatcli.client.groups.membership import Create, Membership, Outcome
+from chatcli.client.groups.membership import Create, Membership, Op, Outcome
 from chatcli.client.service import MessageEvent, NoticeEvent
-from chatcli.client.store import now_ms
+from chatcli.client.store import Store, now_ms
 from chatcli.crypto.envelope import seal_envelope
 from chatcli.crypto.errors import DecryptionFailed
 from chatcli.crypto.keys import DHKeyPair, IdentityPublicKey
@@ -84,6 +85,11 @@ class MemberInfo:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "contact": self.contact, "fingerprint": self.fingerprint,
                 "admin": self.admin, "me": self.me, "verified": self.verified}
+
+
+# store -> group row id -> (last op id, its digest, op count, membership)
+_MEMBERSHIP_CACHE: WeakKeyDictionary[Store, dict[int, tuple[int, bytes, int, Membership]]] = (
+    WeakKeyDictionary())
 
 
 def _digest(data: bytes) -> bytes:
@@ -130,22 +136,56 @@ class GroupService:
         return [self.sealer.open(r.signed_sealed, "group.op") for r in rows]
 
     def _membership(self, group: gdb.Group) -> Membership:
-        ops = []
-        for signed in self._ops(group):
-            author, op = wire.open_op(signed, group.group_id)
-            ops.append(wire.to_membership_op(author, op, group.admin))
-        return Membership.replay(ops)
+        """The group's membership from its stored operations (a private copy).
+
+        Cached per store and group, extended with the operations stored since,
+        and rebuilt when the rows no longer match (e.g. after a rollback)."""
+        cache = _MEMBERSHIP_CACHE.setdefault(self.store, {})
+        last = (gdb.GroupOp.select(gdb.GroupOp.id, gdb.GroupOp.digest)
+                .where(gdb.GroupOp.group == group).order_by(gdb.GroupOp.id.desc()).first())
+        if last is None:
+            raise UsageError(f"The group {group.name} has no membership record yet.")
+        cached = cache.get(group.id)
+        if cached is not None:
+            last_id, last_digest, count, state = cached
+            if (last_id, last_digest) == (last.id, last.digest):
+                return state.copy()
+            anchor = gdb.GroupOp.get_or_none(gdb.GroupOp.id == last_id)
+            newer = list(gdb.GroupOp.select().where(gdb.GroupOp.group == group,
+                                                    gdb.GroupOp.id > last_id)
+                         .order_by(gdb.GroupOp.id))
+            total = gdb.GroupOp.select().where(gdb.GroupOp.group == group).count()
+            if anchor is not None and anchor.digest == last_digest and \
+                    total == count + len(newer):
+                state = state.copy()
+                for row in newer:
+                    state.apply(self._stored_op(group, row))
+                cache[group.id] = (last.id, last.digest, total, state)
+                return state.copy()
+        rows = list(gdb.GroupOp.select().where(gdb.GroupOp.group == group)
+                    .order_by(gdb.GroupOp.id))
+        state = Membership.replay([self._stored_op(group, row) for row in rows])
+        cache[group.id] = (last.id, last.digest, len(rows), state)
+        return state.copy()
+
+    def _stored_op(self, group: gdb.Group, row: gdb.GroupOp) -> Op:
+        signed = self.sealer.open(row.signed_sealed, "group.op")
+        # Verified before it was stored; the local seal keeps it intact.
+        author, op = wire.open_op(signed, group.group_id, verify=False)
+        return wire.to_membership_op(author, op, group.admin)
 
     def _store_ops(self, group: gdb.Group, signed: Iterable[bytes]) -> list[Event]:
         """Verify and keep new operations; notices for those refused."""
         state = self._membership(group) if gdb.GroupOp.select().where(
             gdb.GroupOp.group == group).exists() else None
         events: list[Event] = []
+        stored = {bytes(row.digest) for row in gdb.GroupOp.select(gdb.GroupOp.digest).where(
+            gdb.GroupOp.group == group)}
         for data in signed:
             digest = _digest(data)
-            if gdb.GroupOp.get_or_none(gdb.GroupOp.group == group,
-                                       gdb.GroupOp.digest == digest) is not None:
+            if digest in stored:
                 continue
+            stored.add(digest)
             try:
                 author, op = wire.open_op(data, group.group_id)
                 mop = wire.to_membership_op(author, op, group.admin)
@@ -230,28 +270,37 @@ class GroupService:
             name, n = f"{base[:60]}-{n}", n + 1
         return name
 
-    def _deposit(self, record: wire.MemberRecord, layer: wire.AnyLayer, *, kind: str,
-                 message_uuid: str | None = None) -> None:
+    def _deposit(self, record: wire.MemberRecord, layer: wire.AnyLayer, *, kind: str) -> None:
+        self._deposit_many([record], layer, kind=kind)
+
+    def _deposit_many(self, records: list[wire.MemberRecord], layer: wire.AnyLayer, *,
+                      kind: str, message_uuid: str | None = None) -> None:
+        """Queue ``layer`` once per member: the same body, sealed to each."""
         body = m.encode(m.GroupBody(v=m.BODY_VERSION, message=wire.encode(layer)))
-        payload = seal_envelope(record.box_key, self.client.identity.public, body)
-        gdb.GroupOutbox.create(
-            relay_url=record.relay_url, mailbox=record.mailbox,
-            cap_sealed=self.sealer.seal(record.cap, "group.outbox_cap"),
-            payload_sealed=self.sealer.seal(payload, "group.outbox_payload"),
-            message_uuid=message_uuid, kind=kind, created_at=now_ms())
+        stamp = now_ms()
+        rows = [{
+            "relay_url": record.relay_url, "mailbox": record.mailbox,
+            "cap_sealed": self.sealer.seal(record.cap, "group.outbox_cap"),
+            "payload_sealed": self.sealer.seal(
+                seal_envelope(record.box_key, self.client.identity.public, body),
+                "group.outbox_payload"),
+            "message_uuid": message_uuid, "kind": kind, "created_at": stamp,
+        } for record in records]
+        for start in range(0, len(rows), 200):
+            gdb.GroupOutbox.insert_many(rows[start:start + 200]).execute()
 
     # ================================================================== pairwise
 
     def _send_direct(self, record: wire.MemberRecord, content: wire.DirectContent) -> None:
         """Encrypt ``content`` in the pairwise session to ``record``'s member and queue it."""
         their = IdentityPublicKey.from_bytes(record.identity)
-        sessions.verify_restore_prekey(their, record.restore_prekey,
-                                       record.restore_prekey_signature)
         peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == record.identity)
         if peer is None:
             peer = gdb.GroupPeer.create(identity=record.identity, name=record.name)
         plaintext = wire.encode(content)
         if peer.out_sealed is None or peer.out_prekey != record.restore_prekey:
+            sessions.verify_restore_prekey(their, record.restore_prekey,
+                                           record.restore_prekey_signature)
             session, body = sessions.start_restore(self.client.identity, their,
                                                    record.restore_prekey, plaintext)
             peer.out_prekey = record.restore_prekey
@@ -392,10 +441,16 @@ class GroupService:
     def _on_ops(self, group: gdb.Group, sender: IdentityPublicKey, ops: list[bytes]
                 ) -> list[Event]:
         before = self._membership(group)
-        known = {_digest(s) for s in self._ops(group)}
+        known = {bytes(row.digest) for row in gdb.GroupOp.select(gdb.GroupOp.digest).where(
+            gdb.GroupOp.group == group)}
         events = self._store_ops(group, ops)
         state = self._membership(group)
-        fresh = [s for s in self._ops(group) if _digest(s) not in known]
+        fresh: list[bytes] = []
+        if group.admin == self.me:
+            stored = {bytes(row.digest) for row in gdb.GroupOp.select(gdb.GroupOp.digest).where(
+                gdb.GroupOp.group == group)}
+            fresh = [signed for signed in dict.fromkeys(ops)
+                     if _digest(signed) not in known and _digest(signed) in stored]
         if group.admin == self.me and fresh:
             # Leaves reach the admin, which passes them on to every member, so that
             # a member added meanwhile learns them too.
@@ -412,6 +467,11 @@ class GroupService:
                                                   receiver.chain_id)
         if existing is not None:
             return []
+        state = self._membership(group)
+        if state.was_member(sender.raw) and not state.is_member(sender.raw):
+            return []  # a former member's key: it would never be used
+        # A key from someone not (yet) known as a member is kept: its add may
+        # still be on its way; its messages are only shown once it is a member.
         gdb.GroupSenderKey.create(
             group=group, sender=sender.raw, chain_id=receiver.chain_id,
             state_sealed=self.sealer.seal(receiver.to_bytes(), "group.receiver"),
@@ -538,11 +598,9 @@ class GroupService:
             group.save()
             events.append(NoticeEvent(f"You are now a member of the group {group.name} "
                                       f"({len(members)} members)."))
-        for member in members - {self.me}:
-            peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == member)
-            if peer is not None and not peer.name:
-                peer.name = self._record(state, member).name
-                peer.save()
+        for member in members - before - {self.me}:
+            gdb.GroupPeer.update(name=self._record(state, member).name).where(
+                gdb.GroupPeer.identity == member, gdb.GroupPeer.name == "").execute()
         self._ensure_sender_key(group, state)
         events.extend(self._retry_pending())
         return events
@@ -688,10 +746,9 @@ class GroupService:
             group.sender_sealed = self.sealer.seal(sender.to_bytes(), "group.sender")
             group.save()
             others = sorted(state.members() - {self.me})
-            layer = wire.Cipher(message=ciphertext)
-            for member in others:
-                self._deposit(self._record(state, member), layer, kind="text",
-                              message_uuid=message_id)
+            self._deposit_many([self._record(state, member) for member in others],
+                               wire.Cipher(message=ciphertext), kind="text",
+                               message_uuid=message_id)
             gdb.GroupMessage.create(
                 uuid=message_id, group=group, sender=self.me, outgoing=True,
                 text_sealed=self.sealer.seal_text(text, "group.message_text"),

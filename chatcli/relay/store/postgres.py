@@ -36,7 +36,6 @@ import functools
 import os
 import re
 import secrets
-from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Final, ParamSpec, TypeVar
 
@@ -184,6 +183,7 @@ class PostgresStore(Store):
         self._txn_depth = 0      # nesting of transaction()
         self._locked = False     # WRITE_LOCK held by the current transaction
         self._opened = False
+        self._message_sequence: str | None = None
 
     @property
     def description(self) -> str:
@@ -372,54 +372,58 @@ class PostgresStore(Store):
 
     @_guarded
     def valid_caps(self, pairs: Collection[tuple[bytes, bytes]]) -> set[tuple[bytes, bytes]]:
-        by_mailbox: dict[bytes, list[bytes]] = defaultdict(list)
-        for mailbox, cap_hash in set(pairs):
-            by_mailbox[mailbox].append(cap_hash)
         out: set[tuple[bytes, bytes]] = set()
-        for mailbox, hashes in by_mailbox.items():
-            for part in _chunks(hashes):
-                query = (Capability.select(Capability.cap_hash)
-                         .where((Capability.mailbox == mailbox)
-                                & Capability.cap_hash.in_(part)
-                                & (Capability.revoked == False)))  # noqa: E712 - SQL
-                out.update((mailbox, bytes(h)) for (h,) in _rows(query))
+        for part in _chunks(sorted(set(pairs))):
+            cursor = self._sql(
+                'SELECT c."mailbox", c."cap_hash" FROM "capability" AS c '
+                "JOIN unnest(%s::bytea[], %s::bytea[]) AS t(m, h) "
+                'ON c."mailbox" = t.m AND c."cap_hash" = t.h WHERE NOT c."revoked"',
+                ([m for m, _ in part], [h for _, h in part]))
+            out.update((bytes(m), bytes(h)) for m, h in cursor.fetchall())
         return out
 
     # ------------------------------------------------------------ messages
 
     @_guarded
     def insert_messages(self, messages: Sequence[NewMessage]) -> list[int]:
+        if not messages:
+            return []
         ids: list[int] = []
-        usage: dict[bytes, list[int]] = defaultdict(lambda: [0, 0])
-        ranges: dict[bytes, tuple[int, int]] = {}
         with self._writing():
+            # The writers' lock is held: the ids come out of the sequence in a
+            # block nobody else draws from now; sorted, they go to the rows in order.
             for part in _chunks(messages):
-                rows = [{"mailbox": m.mailbox, "payload": m.payload, "size": len(m.payload),
-                         "received_at": m.received_at} for m in part]
-                cursor: Any = Message.insert_many(rows).returning(Message.id).tuples().execute()
-                # Ids come from one sequence in row order: sorted, they map to rows.
-                part_ids = sorted(int(row[0]) for row in cursor)
-                if len(part_ids) != len(part):
-                    raise StorageError("The database returned the wrong number of ids.")
-                ids.extend(part_ids)
-            for msg, msg_id in zip(messages, ids, strict=True):
-                counts = usage[msg.mailbox]
-                counts[0] += 1
-                counts[1] += len(msg.payload)
-                first, _ = ranges.get(msg.mailbox, (msg_id, msg_id))
-                ranges[msg.mailbox] = (first, msg_id)
-            for mailbox in sorted(usage):
-                count, size = usage[mailbox]
-                (Mailbox.update(msg_count=Mailbox.msg_count + count,
-                                msg_bytes=Mailbox.msg_bytes + size)
-                 .where(Mailbox.id == mailbox).execute())
-            payloads = encode_wakeups(self.origin, ranges)
-            if payloads:
-                # Delivered by PostgreSQL to the listeners when (if) this commits.
+                cursor = self._sql("SELECT nextval(%s) FROM generate_series(1, %s)",
+                                   (self._sequence(), len(part)))
+                part_ids = sorted(int(i) for (i,) in cursor.fetchall())
+                ranges: dict[bytes, tuple[int, int]] = {}
+                for msg, msg_id in zip(part, part_ids, strict=True):
+                    first, _ = ranges.get(msg.mailbox, (msg_id, msg_id))
+                    ranges[msg.mailbox] = (first, msg_id)
+                # One round trip: the rows, the usage counters and the wake-ups
+                # (NOTIFY: delivered by PostgreSQL when, and only if, this commits).
                 self._sql(
+                    'WITH ins AS (INSERT INTO "message" '
+                    '("id", "mailbox", "payload", "size", "received_at") '
+                    "SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[], "
+                    '%s::integer[], %s::bigint[]) RETURNING "mailbox", "size"), '
+                    'counts AS (SELECT "mailbox" AS mb, COUNT(*) AS n, SUM("size") AS b '
+                    'FROM ins GROUP BY "mailbox"), '
+                    'upd AS (UPDATE "mailbox" SET "msg_count" = "mailbox"."msg_count" + '
+                    'counts.n, "msg_bytes" = "mailbox"."msg_bytes" + counts.b '
+                    'FROM counts WHERE "mailbox"."id" = counts.mb) '
                     "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
-                    (MAILBOX_CHANNEL, payloads))
+                    (part_ids, [m.mailbox for m in part], [m.payload for m in part],
+                     [len(m.payload) for m in part], [m.received_at for m in part],
+                     MAILBOX_CHANNEL, encode_wakeups(self.origin, ranges)))
+                ids.extend(part_ids)
         return ids
+
+    def _sequence(self) -> str:
+        if self._message_sequence is None:
+            cursor = self._sql("SELECT pg_get_serial_sequence('message', 'id')")
+            self._message_sequence = str(cursor.fetchone()[0])
+        return self._message_sequence
 
     @_guarded
     def fetch_messages(self, mailbox: bytes, after_id: int, limit: int) -> list[StoredMessage]:
@@ -440,20 +444,19 @@ class PostgresStore(Store):
 
     @_guarded
     def delete_messages(self, mailbox: bytes, ids: Collection[int]) -> int:
-        total_count = total_bytes = 0
+        wanted = sorted(set(ids))
+        if not wanted:
+            return 0
         with self._writing():
-            for part in _chunks(sorted(set(ids))):
-                cursor = self._sql(
-                    'DELETE FROM "message" WHERE "mailbox" = %s AND "id" = ANY(%s) '
-                    'RETURNING "size"', (mailbox, part))
-                sizes = [int(size) for (size,) in cursor.fetchall()]
-                total_count += len(sizes)
-                total_bytes += sum(sizes)
-            if total_count:
-                (Mailbox.update(msg_count=Mailbox.msg_count - total_count,
-                                msg_bytes=Mailbox.msg_bytes - total_bytes)
-                 .where(Mailbox.id == mailbox).execute())
-        return total_count
+            # One round trip: delete, and keep the usage counters in step.
+            cursor = self._sql(
+                'WITH gone AS (DELETE FROM "message" WHERE "mailbox" = %s '
+                'AND "id" = ANY(%s::bigint[]) RETURNING "size"), '
+                'g AS (SELECT COUNT(*) AS n, COALESCE(SUM("size"), 0) AS b FROM gone), '
+                'upd AS (UPDATE "mailbox" SET "msg_count" = "msg_count" - g.n, '
+                '"msg_bytes" = "msg_bytes" - g.b FROM g WHERE "id" = %s AND g.n > 0) '
+                "SELECT n FROM g", (mailbox, wanted, mailbox))
+            return int(cursor.fetchone()[0])
 
     @_guarded
     def expire_messages(self, received_before: int) -> int:

@@ -1,0 +1,233 @@
+"""Benchmark: one message to a 100-member group, and the relay load it causes.
+
+Starts a real relay process (``chatcli relay serve --port 0``) unless
+``--relay URL`` is given, creates N identities in this process (real
+``ChatClient`` objects, fast KDF), forms the group with the real protocol
+(invitations, joins, membership operations, pairwise X3DH between members who
+are not contacts, sender-key distributions), then has the creator send
+``--messages`` texts and times each send:
+
+* ``encrypt_seal_ms``: encrypt once with the sender key and seal one envelope
+  per other member (``GroupService.enqueue_text``, including the local
+  database transaction);
+* ``deposit_ms``: the batched deposits until every member's relay stored it
+  (one ``Deposit`` frame per relay per 256 items);
+* ``send_ms``: both.
+
+Relay load per message: deposits (items), ``Deposit`` frames, sealed payload
+bytes and frame bytes. Finally every member receives, to check delivery.
+Prints one JSON object::
+
+    python -m bench.group_send --members 100 --messages 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RELAY_ADDRESS_RE = re.compile(r"relay address:\s*(wss?://\S+)")
+PASSPHRASE = "bench passphrase"  # noqa: S105 (throw-away identities)
+
+
+def _start_relay(directory: Path) -> tuple[subprocess.Popen[str], str]:
+    chatcli = str(Path(sys.executable).parent / "chatcli")
+    proc = subprocess.Popen([chatcli, "relay", "serve", "--port", "0", "--db",
+                             str(directory / "relay.db")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        match = RELAY_ADDRESS_RE.search(line)
+        if match:
+            return proc, match.group(1)
+    proc.kill()
+    raise RuntimeError("the relay did not print its address")
+
+
+async def _run(members: int, messages: int, relay_url: str, home: Path) -> dict[str, Any]:
+    from chatcli.client.groups import models as gdb
+    from chatcli.client.groups.service import GroupService
+    from chatcli.client.home import Home
+    from chatcli.client.service import ChatClient, MessageEvent, create_account
+    from chatcli.protocol import frames
+    from chatcli.protocol.codec import encode
+
+    async def drain(client: ChatClient) -> list[Any]:
+        events = []
+        async with client.online():
+            async for event in client.events():
+                events.append(event)
+        return events
+
+    started = time.perf_counter()
+    clients: list[ChatClient] = []
+    for i in range(members):
+        client, _ = await create_account(Home(home / f"m{i:03d}"), PASSPHRASE,
+                                         name=f"m{i:03d}", relay_url=relay_url)
+        clients.append(client)
+    admin, others = clients[0], clients[1:]
+    async with admin.online():
+        links = [await admin.create_invite(o.account().name) for o in others]
+    for other, link in zip(others, links, strict=True):
+        async with other.online():
+            await other.accept_invite(link, "m000")
+    await drain(admin)
+    for other in others:
+        await drain(other)
+    contacts_s = time.perf_counter() - started
+
+    formed = time.perf_counter()
+    GroupService(admin).create("bench", [o.account().name for o in others])
+    async with admin.online():
+        await GroupService(admin).deliver(time_limit=60)
+    for _ in range(2):
+        for other in others:
+            await drain(other)
+        await drain(admin)
+    for other in others:
+        await drain(other)
+    size = len(GroupService(admin).members("bench"))
+    group_s = time.perf_counter() - formed
+
+    service = GroupService(admin)
+    encrypt_ms: list[float] = []
+    deposit_ms: list[float] = []
+    load: list[dict[str, int]] = []
+    async with admin.online():
+        await service.deliver(time_limit=60)
+        for n in range(messages):
+            t0 = time.perf_counter()
+            report = service.enqueue_text("bench", f"benchmark message {n}")
+            t1 = time.perf_counter()
+            with admin.store.read(), gdb.bound(admin.store):
+                rows = list(gdb.GroupOutbox.select().where(
+                    gdb.GroupOutbox.message_uuid == report.id))
+                by_relay: dict[str, list[frames.DepositItem]] = {}
+                for row in rows:
+                    by_relay.setdefault(row.relay_url, []).append(frames.DepositItem(
+                        mailbox=row.mailbox,
+                        cap=admin.sealer.open(row.cap_sealed, "group.outbox_cap"),
+                        payload=admin.sealer.open(row.payload_sealed, "group.outbox_payload")))
+            deposit_frames = [frames.Deposit(req=1, items=items[i:i + frames.MAX_BATCH])
+                              for items in by_relay.values()
+                              for i in range(0, len(items), frames.MAX_BATCH)]
+            await service.deliver(message_id=report.id, time_limit=60)
+            t2 = time.perf_counter()
+            encrypt_ms.append((t1 - t0) * 1000)
+            deposit_ms.append((t2 - t1) * 1000)
+            load.append({
+                "deposits": len(rows),
+                "deposit_frames": len(deposit_frames),
+                "payload_bytes": sum(len(item.payload) for f in deposit_frames
+                                     for item in f.items),
+                "frame_bytes": sum(len(encode(f)) for f in deposit_frames),
+                "relays": len(by_relay),
+            })
+
+    crypto_ms = _crypto_only(members - 1)
+    delivered = 0
+    for other in others:
+        got = [e for e in await drain(other) if isinstance(e, MessageEvent) and e.group]
+        if len(got) == messages:
+            delivered += 1
+    for client in clients:
+        client.close()
+    return {
+        "benchmark": "group_send",
+        "members": size,
+        "messages": messages,
+        "setup": {"contacts_s": round(contacts_s, 2), "group_formation_s": round(group_s, 2)},
+        "send_ms": {
+            "median": round(statistics.median(e + d for e, d in zip(encrypt_ms, deposit_ms,
+                                                                    strict=True)), 2),
+            "min": round(min(e + d for e, d in zip(encrypt_ms, deposit_ms, strict=True)), 2),
+        },
+        "encrypt_seal_ms": {"median": round(statistics.median(encrypt_ms), 2)},
+        "crypto_only_ms": crypto_ms,
+        "deposit_ms": {"median": round(statistics.median(deposit_ms), 2)},
+        "relay_load_per_message": load[-1] if load else {},
+        "received_by_all": delivered == len(others),
+        "members_who_received_all": delivered,
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+    }
+
+
+def _crypto_only(recipients: int, rounds: int = 20) -> dict[str, float]:
+    """The cryptography of one send without the database: one sender-key
+    encryption and ``recipients`` sealed envelopes (median of ``rounds``)."""
+    from chatcli.client import messages as m
+    from chatcli.client.groups import wire
+    from chatcli.crypto.envelope import seal_envelope
+    from chatcli.crypto.keys import IdentityKeyPair, MailboxKeyPair
+    from chatcli.crypto.sender_keys import SenderKeyState
+
+    sender = IdentityKeyPair.generate()
+    boxes = [MailboxKeyPair.generate().box_public for _ in range(recipients)]
+    state = SenderKeyState.generate()
+    text = wire.encode(wire.GroupText(id="00000000-0000-4000-8000-000000000000",
+                                      sent_at=0, text="benchmark message 0"))
+    encrypt, seal = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        body = m.encode(m.GroupBody(v=m.BODY_VERSION, message=wire.encode(
+            wire.Cipher(message=state.encrypt(text)))))
+        t1 = time.perf_counter()
+        for box in boxes:
+            seal_envelope(box, sender.public, body)
+        t2 = time.perf_counter()
+        encrypt.append((t1 - t0) * 1000)
+        seal.append((t2 - t1) * 1000)
+    return {"encrypt_once": round(statistics.median(encrypt), 3),
+            f"seal_{recipients}": round(statistics.median(seal), 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.group_send", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", type=int, default=100,
+                        help="group size, the creator included (default 100)")
+    parser.add_argument("--messages", type=int, default=5,
+                        help="messages the creator sends and times (default 5)")
+    parser.add_argument("--relay", help="an existing relay URL (default: start one)")
+    args = parser.parse_args(argv)
+    if args.members < 2 or args.messages < 1:
+        parser.error("--members must be at least 2 and --messages at least 1")
+    os.environ.setdefault("CHATCLI_INSECURE_FAST_KDF", "1")
+
+    import trio
+
+    with tempfile.TemporaryDirectory(prefix="chatcli-group-bench-") as tmp:
+        directory = Path(tmp)
+        proc = None
+        url = args.relay
+        if url is None:
+            proc, url = _start_relay(directory)
+        try:
+            report = trio.run(_run, args.members, args.messages, url, directory)
+        finally:
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    print(json.dumps(report, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Local pieces: message formats, session glue, store, home, passphrase sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from chatcli.client import messages as m
+from chatcli.client import models as db
+from chatcli.client import sessions
+from chatcli.client.home import Home
+from chatcli.client.store import SCHEMA_VERSION, Sealer, Store
+from chatcli.client.unlock import get_passphrase
+from chatcli.crypto.errors import CorruptData, DecryptionFailed, ReplayedMessage
+from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair
+from chatcli.errors import StorageError, UsageError
+
+
+def test_messages_round_trip_and_tags() -> None:
+    text = m.Text(id="0" * 8 + "-0000-0000-0000-" + "0" * 12, sent_at=1, text="hi")
+    assert m.decode_content(m.encode(text)) == text
+    receipt = m.Receipt(kind="read", ids=[text.id])
+    assert m.decode_content(m.encode(receipt)) == receipt
+    assert msgspec.msgpack.decode(m.encode(receipt))[0] == "receipt"
+    body = m.RatchetBody(v=1, message=b"x")
+    assert m.decode_body(m.encode(body)) == body
+    with pytest.raises(msgspec.ValidationError):
+        m.decode_content(msgspec.msgpack.encode(["receipt", "seen", [text.id]]))
+    with pytest.raises(msgspec.ValidationError):
+        m.decode_content(msgspec.msgpack.encode(["no_such_tag"]))
+
+
+def test_messages_ignore_appended_fields() -> None:
+    """A newer client may append fields: an older one still decodes the message."""
+    newer = msgspec.msgpack.encode(["typing", True, "a field from the future"])
+    assert m.decode_content(newer) == m.Typing(active=True)
+
+
+def test_session_glue_invite_and_restore() -> None:
+    alice, bob = IdentityKeyPair.generate(), IdentityKeyPair.generate()
+    prekey = DHKeyPair.generate()
+    session_b, body = sessions.start_from_invite(bob, alice.public, b"i" * 16, prekey.public,
+                                                 b"first")
+    session_a, first = sessions.answer_prekey(alice, prekey, bob.public, body)
+    assert first == b"first"
+    assert session_a.decrypt(session_b.encrypt(b"second")) == b"second"
+    reply = session_a.encrypt(b"reply")
+    assert session_b.decrypt(reply) == b"reply"
+    with pytest.raises(ReplayedMessage):
+        session_b.decrypt(reply)
+    # Restore: Bob lost his sessions; Alice's signed restore prekey starts a new one.
+    restore = DHKeyPair.generate()
+    signature = sessions.sign_restore_prekey(alice, restore.public)
+    sessions.verify_restore_prekey(alice.public, restore.public, signature)
+    with pytest.raises(sessions.HandshakeRefused):
+        sessions.verify_restore_prekey(bob.public, restore.public, signature)
+    new_b, rbody = sessions.start_restore(bob, alice.public, restore.public, b"back")
+    assert rbody.invite_id is None and rbody.restore_prekey == restore.public
+    _, plain = sessions.answer_prekey(alice, restore, bob.public, rbody)
+    assert plain == b"back"
+    # A handshake naming another sender is refused; one for another prekey fails.
+    with pytest.raises(sessions.HandshakeRefused):
+        sessions.answer_prekey(alice, restore, IdentityKeyPair.generate().public, rbody)
+    with pytest.raises(DecryptionFailed):
+        sessions.answer_prekey(alice, DHKeyPair.generate(), bob.public, rbody)
+    assert sessions.handshake_digest(rbody) != sessions.handshake_digest(body)
+    assert new_b.can_send
+
+
+def test_store_seals_and_refuses_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "chatcli.db"
+    store = Store.open(path, Sealer(bytes(32)), create=True)
+    sealed = store.sealer.seal(b"secret", "message.text")
+    assert store.sealer.open(sealed, "message.text") == b"secret"
+    with pytest.raises(CorruptData):
+        store.sealer.open(sealed, "contact.deposit_cap")  # bound to its column
+    with pytest.raises(CorruptData):
+        Sealer(bytes([1]) * 32).open(sealed, "message.text")
+    with store.write():
+        db.MetaEntry.update(value=str(SCHEMA_VERSION + 1)).where(
+            db.MetaEntry.key == "schema_version").execute()
+    store.close()
+    with pytest.raises(StorageError, match="newer chatcli"):
+        Store.open(path, Sealer(bytes(32)))
+    with pytest.raises(StorageError):
+        Store.open(tmp_path / "missing.db", None)
+    locked = Store(path, None)
+    with pytest.raises(StorageError, match="passphrase"):
+        _ = locked.sealer
+
+
+def test_home_checks(tmp_path: Path) -> None:
+    home = Home(tmp_path / "h")
+    with pytest.raises(UsageError, match="chatcli init"):
+        home.require()
+    home.require_empty()
+    home.create()
+    assert (home.root.stat().st_mode & 0o777) == 0o700
+    home.keystore.write_bytes(b"x")
+    with pytest.raises(UsageError, match="already exists"):
+        home.require_empty()
+    with home.exclusive():
+        pass
+
+
+def test_passphrase_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATCLI_PASSPHRASE", "from the environment")
+    assert get_passphrase() == "from the environment"
+    file = tmp_path / "pw"
+    file.write_text("from a file\nignored\n")
+    assert get_passphrase(file) == "from a file"
+    file.write_text("")
+    with pytest.raises(UsageError, match="empty"):
+        get_passphrase(file)
+    with pytest.raises(UsageError, match="Cannot read"):
+        get_passphrase(tmp_path / "missing")
+    monkeypatch.setenv("CHATCLI_PASSPHRASE", "short")
+    with pytest.raises(UsageError, match="at least"):
+        get_passphrase(confirm=True)
+    monkeypatch.delenv("CHATCLI_PASSPHRASE")
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    with pytest.raises(UsageError, match="CHATCLI_PASSPHRASE"):
+        get_passphrase()
+
+
+def test_durations() -> None:
+    import click
+
+    from chatcli.cli.output import parse_duration
+
+    assert parse_duration("90") == 90
+    assert parse_duration("15m") == 900
+    assert parse_duration("7d") == 7 * 86400
+    assert parse_duration("2w") == 14 * 86400
+    for bad in ("", "0", "-5m", "7x", "d"):
+        with pytest.raises(click.BadParameter):
+            parse_duration(bad)

@@ -1,0 +1,193 @@
+"""Group chats end to end: real relay processes and the real `chatcli`.
+
+alice knows bob and carol; bob and carol are not each other's contacts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.e2e.conftest import PASSPHRASE, RelayProcess, User, connect
+
+pytestmark = pytest.mark.slow
+
+
+def group_texts(user: User) -> list[tuple[str, str, str]]:
+    return [(m["group"], m["from"], m["text"]) for m in user.receive()
+            if m.get("type", "message") == "message" and m.get("group")]
+
+
+def make_group(alice: User, bob: User, carol: User, name: str = "team") -> None:
+    alice.run("group", "create", name, "--member", "bob", "--member", "carol")
+    bob.receive()            # joins: answers the invitation
+    carol.receive()
+    alice.receive()          # orders the joins, tells every member
+    bob.receive()            # learns the member list, sends its group key
+    carol.receive()
+    alice.receive()          # collects the group keys
+    for user in (alice, bob, carol):
+        names = {m["name"] for m in user.json("group", "members", name)}
+        assert names == {"alice", "bob", "carol"}, user.name
+
+
+@pytest.fixture
+def trio_users(relay: RelayProcess, users: Any) -> tuple[User, User, User]:
+    alice, bob, carol = users("alice", "bob", "carol")
+    for user in (alice, bob, carol):
+        user.init(relay)
+    connect(alice, bob)
+    connect(alice, carol)
+    bob.receive()
+    carol.receive()
+    return alice, bob, carol
+
+
+def test_three_members_not_all_contacts_all_directions(
+        trio_users: tuple[User, User, User]) -> None:
+    alice, bob, carol = trio_users
+    make_group(alice, bob, carol)
+    members = {m["name"]: m for m in bob.json("group", "members", "team")}
+    assert members["carol"]["contact"] is None and members["alice"]["contact"] == "alice"
+    assert members["alice"]["admin"] and members["bob"]["me"]
+    assert [g["name"] for g in carol.json("group", "list")] == ["team"]
+
+    sent = alice.json("send", "team", "hello from alice")
+    assert sent["stored"] is True
+    bob.run("send", "team", "hello from bob")
+    carol.run("send", "team", "-", input="hello from carol\n")
+    assert group_texts(alice) == [("team", "bob", "hello from bob"),
+                                  ("team", "carol", "hello from carol")]
+    got_bob = group_texts(bob)
+    assert got_bob == [("team", "alice", "hello from alice"), ("team", "carol", "hello from carol")]
+    assert group_texts(carol) == [("team", "alice", "hello from alice"),
+                                  ("team", "bob", "hello from bob")]
+    # Non-contacts can compare safety numbers.
+    number_bc = bob.json("group", "verify", "team", "carol")["safety_number"]
+    number_cb = carol.json("group", "verify", "team", "bob")["safety_number"]
+    assert number_bc == number_cb and len(number_bc) == 60
+    # The group name is unique among contacts and groups.
+    clash = alice.run("group", "create", "bob", check=False)
+    assert clash.returncode == 2 and "already used" in clash.stderr
+
+
+def test_offline_member_catches_up_in_order(trio_users: tuple[User, User, User]) -> None:
+    alice, bob, carol = trio_users
+    make_group(alice, bob, carol)
+    for i in range(3):
+        alice.run("send", "team", f"a{i}")
+        bob.run("send", "team", f"b{i}")
+    got = group_texts(carol)
+    assert [t for _, who, t in got if who == "alice"] == ["a0", "a1", "a2"]
+    assert [t for _, who, t in got if who == "bob"] == ["b0", "b1", "b2"]
+    history = carol.lines("group", "messages", "team")
+    assert len(history) == 6
+
+
+def test_remove_then_leave(trio_users: tuple[User, User, User]) -> None:
+    alice, bob, carol = trio_users
+    make_group(alice, bob, carol)
+    alice.run("send", "team", "before")
+    assert [t for *_, t in group_texts(bob)] == ["before"]
+
+    alice.run("group", "remove", "team", "bob")
+    removed = bob.run("receive")
+    assert "removed from the group team" in removed.stderr
+    carol.receive()          # applies the removal, makes a new group key
+    alice.receive()
+    assert {m["name"] for m in carol.json("group", "members", "team")} == {"alice", "carol"}
+    alice.run("send", "team", "after removal")
+    carol.run("send", "team", "carol after removal")
+    assert group_texts(bob) == []
+    assert bob.run("send", "team", "let me in", check=False).returncode == 2
+    assert [t for *_, t in group_texts(carol)] == ["after removal"]
+    assert [t for *_, t in group_texts(alice)] == ["carol after removal"]
+
+    carol.run("group", "leave", "team")
+    alice.receive()
+    assert {m["name"] for m in alice.json("group", "members", "team")} == {"alice"}
+    assert [g["status"] for g in carol.json("group", "list")] == ["left"]
+
+
+def test_forged_member_message_rejected(trio_users: tuple[User, User, User]) -> None:
+    alice, bob, carol = trio_users
+    make_group(alice, bob, carol)
+    bob.run("send", "team", "genuine")
+    assert group_texts(alice) == [("team", "bob", "genuine")]
+    carol.receive()
+    # Carol has bob's chain key, not his signing key: she writes "as bob".
+    trio.run(_forge_as, carol.home, "bob", "alice")
+    result = alice.run("receive", "--json")
+    assert "forged" not in result.stdout
+    assert "signature" in result.stderr
+
+
+async def _forge_as(home: Path, victim: str, target: str) -> None:
+    import msgspec
+
+    from chatcli.client import messages as m
+    from chatcli.client.groups import models as gdb
+    from chatcli.client.groups import wire
+    from chatcli.client.groups.service import GroupService
+    from chatcli.client.home import Home
+    from chatcli.client.service import ChatClient
+    from chatcli.crypto.envelope import seal_envelope
+    from chatcli.crypto.sender_keys import SenderKeyState
+    from chatcli.protocol import frames
+
+    os.environ["CHATCLI_INSECURE_FAST_KDF"] = "1"
+    client = ChatClient.unlock(Home(home), PASSPHRASE)
+    try:
+        service = GroupService(client)
+        with client.store.read(), gdb.bound(client.store):
+            group = gdb.Group.get(gdb.Group.name == "team")
+            state = service._membership(group)
+            by_name = {wire.decode_record(state.record(mid) or b"").name: mid
+                       for mid in state.members()}
+            victim_id = by_name[victim]
+            row = gdb.GroupSenderKey.select().where(
+                gdb.GroupSenderKey.sender == victim_id).order_by(
+                gdb.GroupSenderKey.id.desc()).first()
+            fields = msgspec.msgpack.decode(client.sealer.open(row.state_sealed,
+                                                               "group.receiver"))
+            record = wire.decode_record(state.record(by_name[target]) or b"")
+        forged = SenderKeyState(fields[1], fields[2], fields[3], os.urandom(32)).encrypt(
+            wire.encode(wire.GroupText(id="00000000-0000-4000-8000-000000000001",
+                                       sent_at=1, text="forged")))
+        from chatcli.crypto.keys import IdentityPublicKey
+
+        body = m.GroupBody(v=m.BODY_VERSION, message=wire.encode(wire.Cipher(message=forged)))
+        payload = seal_envelope(record.box_key, IdentityPublicKey.from_bytes(victim_id),
+                                m.encode(body))
+        async with client.online():
+            conn = await client._require_pool().get(record.relay_url)
+            answer = await conn.request(lambda req: frames.Deposit(req=req, items=[
+                frames.DepositItem(mailbox=record.mailbox, cap=record.cap, payload=payload)]))
+            assert isinstance(answer, frames.DepositResult) and answer.errors == [None]
+    finally:
+        client.close()
+
+
+def test_group_over_two_relays(tmp_path: Path, relay: RelayProcess, users: Any) -> None:
+    other = RelayProcess(tmp_path / "relay2.db").start()
+    try:
+        alice, bob, carol = users("alice", "bob", "carol")
+        alice.init(relay)
+        bob.init(other)
+        carol.init(other)
+        connect(alice, bob)
+        connect(alice, carol)
+        bob.receive()
+        carol.receive()
+        make_group(alice, bob, carol)
+        alice.run("send", "team", "from relay one")
+        carol.run("send", "team", "from relay two")
+        assert group_texts(bob) == [("team", "alice", "from relay one"),
+                                    ("team", "carol", "from relay two")]
+        assert group_texts(alice) == [("team", "carol", "from relay two")]
+    finally:
+        other.stop()
