@@ -114,16 +114,13 @@ async def _run(members: int, messages: int, relay_url: str, home: Path) -> dict[
             t1 = time.perf_counter()
             with admin.store.read(), gdb.bound(admin.store):
                 rows = list(gdb.GroupOutbox.select().where(
-                    gdb.GroupOutbox.message_uuid == report.id))
-                by_relay: dict[str, list[frames.DepositItem]] = {}
-                for row in rows:
-                    by_relay.setdefault(row.relay_url, []).append(frames.DepositItem(
-                        mailbox=row.mailbox,
-                        cap=admin.sealer.open(row.cap_sealed, "group.outbox_cap"),
-                        payload=admin.sealer.open(row.payload_sealed, "group.outbox_payload")))
-            deposit_frames = [frames.Deposit(req=1, items=items[i:i + frames.MAX_BATCH])
-                              for items in by_relay.values()
-                              for i in range(0, len(items), frames.MAX_BATCH)]
+                    gdb.GroupOutbox.message_uuid == report.id).order_by(gdb.GroupOutbox.id))
+            relays = {row.relay_url for row in rows}
+            # The same batching as the delivery: per relay, <= 256 items and 512 KiB.
+            deposit_frames = [frames.Deposit(req=1, items=items)
+                              for url in relays
+                              for _, items in service._batches(
+                                  [r for r in rows if r.relay_url == url])]
             await service.deliver(message_id=report.id, time_limit=60)
             t2 = time.perf_counter()
             encrypt_ms.append((t1 - t0) * 1000)
@@ -134,7 +131,7 @@ async def _run(members: int, messages: int, relay_url: str, home: Path) -> dict[
                 "payload_bytes": sum(len(item.payload) for f in deposit_frames
                                      for item in f.items),
                 "frame_bytes": sum(len(encode(f)) for f in deposit_frames),
-                "relays": len(by_relay),
+                "relays": len(relays),
             })
 
     crypto_ms = _crypto_only(members - 1)

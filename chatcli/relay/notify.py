@@ -361,12 +361,11 @@ class PgHub(Hub):
                 await nursery.start(self._listener, target)
                 task_status.started()
         finally:
-            # Tell the others at once that our mailboxes are gone.
-            with (trio.CancelScope(shield=True), trio.move_on_after(2),
-                  contextlib.suppress(Exception)):
+            # Tell the others at once that our mailboxes are gone (bounded by
+            # the connect timeout when PostgreSQL is unreachable).
+            with trio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await trio.to_thread.run_sync(self._notify_once,
-                                              pack_events(self.origin, ["x"]),
-                                              )
+                                              pack_events(self.origin, ["x"]))
 
     # ------------------------------------------------------------ connections
 
@@ -413,10 +412,8 @@ class PgHub(Hub):
                 while True:
                     try:
                         if conn is None or conn.closed:
-                            conn = await trio.to_thread.run_sync(self._connect, False,
-                                                                 )
-                        await trio.to_thread.run_sync(self._notify, conn, payloads,
-                                                      )
+                            conn = await trio.to_thread.run_sync(self._connect, False)
+                        await trio.to_thread.run_sync(self._notify, conn, payloads)
                         delay = 0.1
                         break
                     except (psycopg.Error, OSError) as exc:
@@ -453,8 +450,7 @@ class PgHub(Hub):
         while True:
             conn: psycopg.Connection[Any] | None = None
             try:
-                conn = await trio.to_thread.run_sync(self._connect, True,
-                                                     )
+                conn = await trio.to_thread.run_sync(self._connect, True)
                 delay = 0.1
                 self._listening = True
                 self._own_beat = self.clock()

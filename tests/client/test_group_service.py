@@ -272,18 +272,21 @@ async def test_hundred_members_fan_out(trio_of: Trio, relay: FakeRelay) -> None:
                 restore_prekey_signature=sessions.sign_restore_prekey(identity,
                                                                       prekey.public))))
     assert len(svc.members("team")) == 100
+    async with alice.online():
+        await GroupService(alice).deliver()  # the member list to every member
     before = relay.deposits
     await send(alice, "team", "to a hundred")
-    # 97 sender-key distributions to the new members, then 99 copies of the message.
+    # alice's sender key to the 97 new members first, then one copy per other member.
     assert relay.deposits - before == 97 + 99
-    ciphertexts = set()
+    ciphertexts = []
     for box, mailbox in extra:
         for payload, _ in relay.mailboxes[mailbox].queue.values():
             body = m.decode_body(open_envelope(box, payload).body)
             assert isinstance(body, m.GroupBody)
             layer = wire.decode_layer(body.message)
             if isinstance(layer, wire.Cipher):
-                ciphertexts.add(layer.message)
-    assert len(ciphertexts) == 1  # encrypted once: the same sender-key message for all
+                ciphertexts.append(layer.message)
+    assert len(ciphertexts) == 97
+    assert len(set(ciphertexts)) == 1  # encrypted once: the same sender-key message for all
     assert [t for *_, t in await texts(bob)] == ["to a hundred"]
     assert [t for *_, t in await texts(carol)] == ["to a hundred"]

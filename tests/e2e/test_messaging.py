@@ -152,11 +152,6 @@ def test_receive_wait_prints_as_messages_arrive(friends: tuple[User, User]) -> N
         proc.communicate(timeout=10)
 
 
-def test_user_log_is_kept(users: Any) -> None:
-    (alice,) = users("alice")
-    assert isinstance(alice, User) and alice.log == []
-
-
 def test_attachment_and_profile(friends: tuple[User, User], tmp_path: Path) -> None:
     alice, bob = friends
     payload = bytes(range(256)) * 1000  # 256 kB: several blob chunks

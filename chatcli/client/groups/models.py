@@ -58,6 +58,18 @@ class GroupInvitee(BaseModel):
     identity = peewee.BlobField()
 
 
+class GroupOpSent(BaseModel):
+    """Admin side: the last operation (``GroupOp.id``) sent to ``member``."""
+
+    id = peewee.AutoField()
+    group = peewee.ForeignKeyField(Group, on_delete="CASCADE")
+    member = peewee.BlobField()
+    last_op = peewee.IntegerField()
+
+    class Meta:
+        indexes = ((("group", "member"), True),)
+
+
 class GroupSenderKey(BaseModel):
     """A member's sender-key chain, as received (one row per chain)."""
 
@@ -138,8 +150,8 @@ class GroupOutbox(BaseModel):
 
 
 GROUP_MODELS: list[type[BaseModel]] = [
-    Group, GroupOp, GroupInvitee, GroupSenderKey, GroupDistributed, GroupPeer, GroupPending,
-    GroupMessage, GroupOutbox,
+    Group, GroupOp, GroupOpSent, GroupInvitee, GroupSenderKey, GroupDistributed, GroupPeer,
+    GroupPending, GroupMessage, GroupOutbox,
 ]
 
 _ready: WeakSet[Store] = WeakSet()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid as uuidlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
@@ -39,7 +39,7 @@ from chatcli.client import models as db
 from chatcli.client import sessions
 from chatcli.client.groups import models as gdb
 from chatcli.client.groups import wire
-from chatcli.client.groups.membership import Create, Membership, Op, Outcome
+from chatcli.client.groups.membership import Create, Membership, MembershipError, Op, Outcome
 from chatcli.client.service import MessageEvent, NoticeEvent
 from chatcli.client.store import Store, now_ms
 from chatcli.crypto.envelope import seal_envelope
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from chatcli.client.service import ChatClient, Event
 
 PEER_HANDSHAKE_LABEL = b"chatcli/group-peer-handshake/v1"
+OPS_PER_MESSAGE = 64  # keeps an ``ops`` message well inside one envelope
+FRAME_BUDGET = 512 * 1024  # bytes of payload per Deposit frame (the limit is 1 MiB)
 MAX_PENDING = 5000
 PERMANENT_ERRORS = frozenset({codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX})
 ACTIVE = "active"
@@ -350,11 +352,58 @@ class GroupService:
         peer.save()
         return wire.decode_direct(plaintext)
 
+    def _send_ops(self, record: wire.MemberRecord, group: gdb.Group, ops: list[bytes]) -> None:
+        """Operations to one member, in messages of at most OPS_PER_MESSAGE."""
+        for start in range(0, len(ops), OPS_PER_MESSAGE):
+            self._send_direct(record, wire.Ops(group_id=group.group_id,
+                                               ops=ops[start:start + OPS_PER_MESSAGE]))
+
+    def _broadcast_ops(self) -> None:
+        """Admin: send each current member the operations it has not been sent yet
+        (all of them to a new member), batched: joins handled together cost one
+        message per member, not one per join and member."""
+        for group in gdb.Group.select().where(gdb.Group.admin == self.me,
+                                              gdb.Group.status == ACTIVE):
+            last = (gdb.GroupOp.select(gdb.GroupOp.id).where(gdb.GroupOp.group == group)
+                    .order_by(gdb.GroupOp.id.desc()).first())
+            if last is None:
+                continue
+            sent = {bytes(row.member): row for row in gdb.GroupOpSent.select().where(
+                gdb.GroupOpSent.group == group)}
+            state = self._membership(group)
+            rows: list[gdb.GroupOp] | None = None
+            for member in sorted(state.members() - {self.me}):
+                mark = sent.get(member)
+                if mark is not None and mark.last_op >= last.id:
+                    continue
+                if rows is None:
+                    rows = list(gdb.GroupOp.select().where(gdb.GroupOp.group == group)
+                                .order_by(gdb.GroupOp.id))
+                after = mark.last_op if mark is not None else 0
+                ops = [self.sealer.open(r.signed_sealed, "group.op") for r in rows
+                       if r.id > after]
+                self._send_ops(self._record(state, member), group, ops)
+                if mark is None:
+                    gdb.GroupOpSent.create(group=group, member=member, last_op=last.id)
+                else:
+                    mark.last_op = last.id
+                    mark.save()
+
     # ================================================================== receiving
 
     def handle_body(self, sender: IdentityPublicKey, message: bytes,
                     received_at: int) -> list[Event]:
-        """Handle a ``GroupBody`` (inside the client's write transaction)."""
+        """Handle a ``GroupBody`` (inside the client's write transaction).
+
+        Anything wrong with it raises a ``CryptoError`` (or a msgspec error), which
+        the receive path reports and drops, like any unreadable message."""
+        try:
+            return self._handle_body(sender, message, received_at)
+        except (UsageError, MembershipError) as exc:
+            raise wire.InvalidGroupMessage(f"A group message was refused: {exc}") from None
+
+    def _handle_body(self, sender: IdentityPublicKey, message: bytes,
+                     received_at: int) -> list[Event]:
         with gdb.bound(self.store):
             layer = wire.decode_layer(message)
             if isinstance(layer, wire.Cipher):
@@ -429,34 +478,17 @@ class GroupService:
                                        join.record.restore_prekey_signature)
         invited.delete_instance()
         before = self._membership(group)
-        signed = self._add_op(group, wire.AddOp(seq=before.next_seq, record=join.record))
-        state = self._membership(group)
-        for member in state.members() - {self.me}:
-            record = self._record(state, member)
-            # The new member gets every operation, the others the new one.
-            ops = self._ops(group) if member == sender.raw else [signed]
-            self._send_direct(record, wire.Ops(group_id=group.group_id, ops=ops))
-        return self._reconcile(group, state, before.members())
+        self._add_op(group, wire.AddOp(seq=before.next_seq, record=join.record))
+        # The operation reaches every member with the next flush (_broadcast_ops).
+        return self._reconcile(group, self._membership(group), before.members())
 
     def _on_ops(self, group: gdb.Group, sender: IdentityPublicKey, ops: list[bytes]
                 ) -> list[Event]:
         before = self._membership(group)
-        known = {bytes(row.digest) for row in gdb.GroupOp.select(gdb.GroupOp.digest).where(
-            gdb.GroupOp.group == group)}
         events = self._store_ops(group, ops)
         state = self._membership(group)
-        fresh: list[bytes] = []
-        if group.admin == self.me:
-            stored = {bytes(row.digest) for row in gdb.GroupOp.select(gdb.GroupOp.digest).where(
-                gdb.GroupOp.group == group)}
-            fresh = [signed for signed in dict.fromkeys(ops)
-                     if _digest(signed) not in known and _digest(signed) in stored]
-        if group.admin == self.me and fresh:
-            # Leaves reach the admin, which passes them on to every member, so that
-            # a member added meanwhile learns them too.
-            for member in state.members() - {self.me, sender.raw}:
-                self._send_direct(self._record(state, member),
-                                  wire.Ops(group_id=group.group_id, ops=fresh))
+        # Leaves reach the admin, which passes them on to every member with its next
+        # flush (_broadcast_ops), so that a member added meanwhile learns them too.
         events.extend(self._reconcile(group, state, before.members()))
         return events
 
@@ -657,8 +689,10 @@ class GroupService:
         if gdb.GroupInvitee.get_or_none(gdb.GroupInvitee.group == group,
                                         gdb.GroupInvitee.identity == contact.identity) is None:
             gdb.GroupInvitee.create(group=group, identity=contact.identity)
-        self._send_direct(self._contact_record(contact),
-                          wire.Invite(group_id=group.group_id, ops=self._ops(group)))
+        ops = self._ops(group)
+        record = self._contact_record(contact)
+        self._send_direct(record, wire.Invite(group_id=group.group_id, ops=ops[:OPS_PER_MESSAGE]))
+        self._send_ops(record, group, ops[OPS_PER_MESSAGE:])
 
     def add(self, name: str, contact_name: str) -> None:
         with self.store.write(), gdb.bound(self.store):
@@ -702,11 +736,10 @@ class GroupService:
                 raise UsageError("To leave a group you created, use `chatcli group leave`.")
             signed = self._add_op(group, wire.RemoveOp(seq=before.next_seq, member=member))
             state = self._membership(group)
-            # Everyone, the removed member included, learns of the removal.
-            for target in before.members() - {self.me}:
-                self._send_direct(self._record(before, target),
-                                  wire.Ops(group_id=group.group_id, ops=[signed]))
+            # The removed member learns of it now, the others with the broadcast.
+            self._send_ops(self._record(before, member), group, [signed])
             self._reconcile(group, state, before.members())
+            self._broadcast_ops()
 
     def leave(self, name: str) -> None:
         with self.store.write(), gdb.bound(self.store):
@@ -718,8 +751,7 @@ class GroupService:
             assert since is not None
             signed = self._add_op(group, wire.LeaveOp(member=self.me, since=since))
             for target in before.members() - {self.me}:
-                self._send_direct(self._record(before, target),
-                                  wire.Ops(group_id=group.group_id, ops=[signed]))
+                self._send_ops(self._record(before, target), group, [signed])
             gdb.GroupInvitee.delete().where(gdb.GroupInvitee.group == group).execute()
             self._reconcile(group, self._membership(group), before.members())
 
@@ -766,6 +798,8 @@ class GroupService:
         except RelayError as exc:
             unreachable[self.client.relay_url] = str(exc)
             return unreachable
+        with self.store.write(), gdb.bound(self.store):
+            self._broadcast_ops()
         with self.store.read(), gdb.bound(self.store):
             rows = list(gdb.GroupOutbox.select().order_by(gdb.GroupOutbox.id))
         by_relay: dict[str, list[gdb.GroupOutbox]] = {}
@@ -775,13 +809,7 @@ class GroupService:
         for url, items in by_relay.items():
             try:
                 conn = await pool.get(url)
-                for start in range(0, len(items), frames.MAX_BATCH):
-                    chunk = items[start:start + frames.MAX_BATCH]
-                    deposit = [frames.DepositItem(
-                        mailbox=row.mailbox,
-                        cap=self.sealer.open(row.cap_sealed, "group.outbox_cap"),
-                        payload=self.sealer.open(row.payload_sealed, "group.outbox_payload"),
-                    ) for row in chunk]
+                for chunk, deposit in self._batches(items):
                     answer = await conn.request(
                         lambda req, d=deposit: frames.Deposit(req=req, items=d))  # type: ignore[misc]
                     assert isinstance(answer, frames.DepositResult)
@@ -794,6 +822,26 @@ class GroupService:
                                            last_error=str(exc)[:500]).where(
                         gdb.GroupOutbox.id.in_([r.id for r in items])).execute()
         return unreachable
+
+    def _batches(self, rows: list[gdb.GroupOutbox]
+                 ) -> Iterator[tuple[list[gdb.GroupOutbox], list[frames.DepositItem]]]:
+        """Deposit frames of at most MAX_BATCH items and FRAME_BUDGET bytes."""
+        chunk: list[gdb.GroupOutbox] = []
+        items: list[frames.DepositItem] = []
+        size = 0
+        for row in rows:
+            payload = self.sealer.open(row.payload_sealed, "group.outbox_payload")
+            cost = len(payload) + 64
+            if chunk and (len(chunk) >= frames.MAX_BATCH or size + cost > FRAME_BUDGET):
+                yield chunk, items
+                chunk, items, size = [], [], 0
+            chunk.append(row)
+            items.append(frames.DepositItem(
+                mailbox=row.mailbox, cap=self.sealer.open(row.cap_sealed, "group.outbox_cap"),
+                payload=payload))
+            size += cost
+        if chunk:
+            yield chunk, items
 
     def _record_results(self, chunk: list[gdb.GroupOutbox], errors: list[str | None]) -> None:
         with self.store.write(), gdb.bound(self.store):
@@ -981,8 +1029,10 @@ async def flush_groups(client: ChatClient) -> None:
         if not gdb.has_tables(client.store):
             return
         with gdb.bound(client.store):
-            idle = not gdb.GroupOutbox.select().exists() and not gdb.Group.select().where(
-                gdb.Group.own_cap_registered == (gdb.Group.status.in_([LEFT, REMOVED]))
-            ).exists()
+            admin = gdb.Group.select().where(gdb.Group.admin == client.identity.public.raw,
+                                             gdb.Group.status == ACTIVE).exists()
+            idle = not admin and not gdb.GroupOutbox.select().exists() and not (
+                gdb.Group.select().where(gdb.Group.own_cap_registered == (
+                    gdb.Group.status.in_([LEFT, REMOVED]))).exists())
     if not idle:
         await GroupService(client).flush()

@@ -459,6 +459,28 @@ class PostgresStore(Store):
             return int(cursor.fetchone()[0])
 
     @_guarded
+    def delete_messages_many(self, acks: Sequence[tuple[bytes, Collection[int]]]) -> int:
+        pairs = sorted({(mailbox, i) for mailbox, ids in acks for i in ids})
+        if not pairs:
+            return 0
+        total = 0
+        with self._writing():
+            # One round trip per chunk for every acknowledgement of a group commit.
+            for part in _chunks(pairs):
+                cursor = self._sql(
+                    "WITH req AS (SELECT * FROM unnest(%s::bytea[], %s::bigint[]) AS r(m, i)), "
+                    'gone AS (DELETE FROM "message" USING req WHERE "message"."mailbox" = req.m '
+                    'AND "message"."id" = req.i RETURNING "message"."mailbox", "message"."size"), '
+                    'g AS (SELECT "mailbox" AS mb, COUNT(*) AS n, SUM("size") AS b FROM gone '
+                    'GROUP BY "mailbox"), '
+                    'upd AS (UPDATE "mailbox" SET "msg_count" = "mailbox"."msg_count" - g.n, '
+                    '"msg_bytes" = "mailbox"."msg_bytes" - g.b FROM g WHERE "mailbox"."id" = g.mb) '
+                    "SELECT COALESCE(SUM(n), 0) FROM g",
+                    ([m for m, _ in part], [i for _, i in part]))
+                total += int(cursor.fetchone()[0])
+        return total
+
+    @_guarded
     def expire_messages(self, received_before: int) -> int:
         with self._writing():
             cursor = self._sql(
