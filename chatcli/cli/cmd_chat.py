@@ -25,7 +25,7 @@ def chat(contact: str, history_limit: int, passphrase_file: Path | None) -> None
     """Chat with CONTACT interactively, in real time.
 
     Shows the recent history, then new messages as they arrive while you type,
-    with marks on your own messages (… pending, → at their relay, ✓ delivered,
+    with marks on your own messages (… pending, ✓ at their relay, ✓✓ delivered,
     ✓✓ read), the contact's typing indicator and presence in the status line.
     Sends read receipts for the messages it shows (unless turned off for the
     account). Messages go through the same durable outbox as `chatcli send`;

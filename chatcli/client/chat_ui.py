@@ -40,10 +40,10 @@ twice (the second copy would then fail to decrypt on the other side), so here
 one task, :meth:`ChatSession._delivery_worker`, does every deposit.
 
 Marks on the user's own messages: ``…`` pending (not yet stored by the
-contact's relay), ``→`` sent (stored by their relay), ``✓`` delivered (their
-device has it), ``✓✓`` read. A message is printed once with ``…``; later
-changes are printed as short lines naming the message (``→`` only when the
-message had to wait), and the status line counts the pending ones.
+contact's relay), ``✓`` sent (stored by their relay), ``✓✓`` delivered (their
+device has it), ``✓✓ read``: the same marks as ``chatcli messages``. A message is
+printed once with ``…``; later changes are printed as short lines naming the
+message (the relay's ``✓`` only when the message had to wait), and the status line counts the pending ones.
 """
 
 from __future__ import annotations
@@ -83,7 +83,9 @@ RETRY_MAX = 10.0             # the longest pause between two delivery or connect
 FAREWELL_SECONDS = 5.0       # how long leaving the chat may try to send what is queued
 
 RANK = {"pending": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
-MARK = {"pending": "…", "sent": "→", "delivered": "✓", "read": "✓✓", "failed": "✗"}
+MARK = {"pending": "…", "sent": "✓", "delivered": "✓✓", "read": "✓✓", "failed": "✗"}
+#: In history lines the word tells read from delivered, as in `chatcli messages`.
+HISTORY_MARK = {**MARK, "read": "✓✓ read"}
 
 HELP = """\
 Commands:
@@ -91,7 +93,7 @@ Commands:
   /history   show the recent history again, with the current marks
   /quit      leave the chat (Ctrl-D does the same)
   //text     send a message that starts with a slash
-Marks on your messages: … pending   → at {name}'s relay   ✓ delivered   ✓✓ read"""
+Marks on your messages: … pending   ✓ at {name}'s relay   ✓✓ delivered   ✓✓ read"""
 
 
 # ------------------------------------------------------------------ the target
@@ -337,7 +339,7 @@ class ChatSession:
             if entry["direction"] == "out":
                 state = "pending" if entry["state"] == "queued" else entry["state"]
                 self._own[entry["id"]] = _Own(entry["text"], state, announce_sent=True)
-                self.view.show(message_line("me", entry["text"], entry["sent_at"], MARK[state]))
+                self.view.show(message_line("me", entry["text"], entry["sent_at"], HISTORY_MARK[state]))
             else:
                 self.view.show(message_line(self.target.name, entry["text"], entry["sent_at"]))
                 if entry["state"] == "received":

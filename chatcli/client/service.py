@@ -40,6 +40,7 @@ from chatcli.client.home import Home
 from chatcli.client.keys import KeystoreSecrets, encode_secrets, read_secrets, write_keys
 from chatcli.client.store import Sealer, Store, now_ms
 from chatcli.crypto.envelope import open_envelope, seal_envelope
+from chatcli.crypto.errors import ReplayedMessage
 from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair, IdentityPublicKey, MailboxKeyPair
 from chatcli.crypto.ratchet import RatchetSession
 from chatcli.errors import (
@@ -927,6 +928,10 @@ class ChatClient:
                 try:
                     with self.store.db.atomic():
                         events.extend(self._process_one(item, receipts))
+                except ReplayedMessage:
+                    # Delivery is at-least-once: a sender's retry after a lost
+                    # answer deposits the same ciphertext again. It was shown once.
+                    continue
                 except (CryptoError, msgspec.DecodeError, msgspec.ValidationError,
                         UnicodeDecodeError) as exc:
                     reason = str(exc) if isinstance(exc, ChatcliError) else "it is malformed"
@@ -999,7 +1004,9 @@ class ChatClient:
                        item: frames.Delivered, receipts: dict[int, list[str]]) -> list[Event]:
         digest = sessions.handshake_digest(body)
         if db.SeenHandshake.get_or_none(db.SeenHandshake.digest == digest) is not None:
-            return [NoticeEvent("A replayed handshake was refused.", warning=True)]
+            # The same handshake deposited twice (a retry after a lost answer) or
+            # replayed by the relay: it was handled the first time; nothing to say.
+            return []
         if body.invite_id is None:
             return self._handle_restore(sender, body, digest, item, receipts)
         invite = db.Invite.get_or_none(db.Invite.invite_id == body.invite_id)

@@ -110,7 +110,7 @@ async def test_opening_shows_history_and_marks_it_read(
     assert view.lines[0].startswith("── chat with bob ──")
     assert "chatcli verify bob" in view.lines[0]  # unverified: the hint
     assert view.has("bob: before the chat")
-    assert view.has("me: mine, earlier  →")
+    assert view.has("me: mine, earlier  ✓")
     # Showing it marked it read, and bob is told so.
     assert alice.history("bob")[0]["state"] == "read"
     events: list[object] = []

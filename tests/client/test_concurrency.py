@@ -21,19 +21,28 @@ async def test_two_receivers_same_identity(tmp_path: Path, relay: FakeRelay) -> 
     bob_again = ChatClient.unlock(Home(bob.home.root), PASS)
     seen: list[str] = []
 
+    all_seen = trio.Event()
+
     async def listen(client: ChatClient) -> None:
         async with client.online():
-            async for event in client.events(wait=1.0):
+            async for event in client.events(wait=30.0):
                 if isinstance(event, MessageEvent):
                     seen.append(event.text)
+                    if len(seen) >= 10:
+                        all_seen.set()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(listen, bob)
-        nursery.start_soon(listen, bob_again)
-        await trio.sleep(0.2)
-        async with alice.online():
-            for i in range(10):
-                await alice.send_text("bob", f"m{i}")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(listen, bob)
+            nursery.start_soon(listen, bob_again)
+            await trio.sleep(0.2)
+            async with alice.online():
+                for i in range(10):
+                    await alice.send_text("bob", f"m{i}")
+            await all_seen.wait()
+            # Give a duplicate, if there were one, the time to show up too.
+            await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
     assert sorted(seen) == sorted(f"m{i}" for i in range(10))
     with bob.store.read():
         assert db.Message.select().count() == 10

@@ -103,7 +103,7 @@ def test_chat_in_a_pty(tmp_path: Path, users: Any) -> None:
         expect(chat, "1 pending")
         relay.start()
         expect(chat, "reconnected", timeout=25)
-        expect(chat, r"→ at bob's relay: \"typed while the relay was down\"")
+        expect(chat, r"✓ at bob's relay: \"typed while the relay was down\"")
         assert "typed while the relay was down" in [m["text"] for m in bob.receive()]
 
         assert leave(chat) == 0
