@@ -15,7 +15,9 @@ are not contacts, sender-key distributions), then has the creator send
 * ``send_ms``: both.
 
 Relay load per message: deposits (items), ``Deposit`` frames, sealed payload
-bytes and frame bytes. Finally every member receives, to check delivery.
+bytes and frame bytes as sent, and the relay's own counters for the same send
+(``relay_metrics_per_message``, from its Prometheus endpoint; only when this
+script started the relay). Finally every member receives, to check delivery.
 Prints one JSON object::
 
     python -m bench.group_send --members 100 --messages 5
@@ -27,11 +29,13 @@ import argparse
 import json
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +43,33 @@ RELAY_ADDRESS_RE = re.compile(r"relay address:\s*(wss?://\S+)")
 PASSPHRASE = "bench passphrase"  # noqa: S105 (throw-away identities)
 
 
-def _start_relay(directory: Path) -> tuple[subprocess.Popen[str], str]:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(metrics_url: str | None) -> dict[str, float]:
+    """The relay's deposit counters from its Prometheus endpoint (empty without one)."""
+    if metrics_url is None:
+        return {}
+    with urllib.request.urlopen(metrics_url, timeout=10) as answer:  # noqa: S310 (loopback)
+        text = answer.read().decode()
+    wanted = {"chatcli_relay_deposits_total": "deposits",
+              "chatcli_relay_deposit_bytes_total": "deposit_bytes",
+              'chatcli_relay_frames_received_total{type="Deposit"}': "deposit_frames"}
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in wanted:
+            found[wanted[name]] = float(value)
+    return found
+
+
+def _start_relay(directory: Path, metrics_port: int) -> tuple[subprocess.Popen[str], str]:
     chatcli = str(Path(sys.executable).parent / "chatcli")
     proc = subprocess.Popen([chatcli, "relay", "serve", "--port", "0", "--db",
-                             str(directory / "relay.db")],
+                             str(directory / "relay.db"), "--metrics-port", str(metrics_port)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + 30
@@ -57,7 +84,10 @@ def _start_relay(directory: Path) -> tuple[subprocess.Popen[str], str]:
     raise RuntimeError("the relay did not print its address")
 
 
-async def _run(members: int, messages: int, relay_url: str, home: Path) -> dict[str, Any]:
+async def _run(members: int, messages: int, relay_url: str, home: Path,
+               metrics_url: str | None) -> dict[str, Any]:
+    import trio
+
     from chatcli.client.groups import models as gdb
     from chatcli.client.groups.service import GroupService
     from chatcli.client.home import Home
@@ -106,6 +136,7 @@ async def _run(members: int, messages: int, relay_url: str, home: Path) -> dict[
     encrypt_ms: list[float] = []
     deposit_ms: list[float] = []
     load: list[dict[str, int]] = []
+    relay_seen: list[dict[str, int]] = []
     async with admin.online():
         await service.deliver(time_limit=60)
         for n in range(messages):
@@ -121,8 +152,11 @@ async def _run(members: int, messages: int, relay_url: str, home: Path) -> dict[
                               for url in relays
                               for _, items in service._batches(
                                   [r for r in rows if r.relay_url == url])]
+            counters = await trio.to_thread.run_sync(scrape, metrics_url)
             await service.deliver(message_id=report.id, time_limit=60)
             t2 = time.perf_counter()
+            after = await trio.to_thread.run_sync(scrape, metrics_url)
+            relay_seen.append({k: int(after[k] - counters.get(k, 0)) for k in after})
             encrypt_ms.append((t1 - t0) * 1000)
             deposit_ms.append((t2 - t1) * 1000)
             load.append({
@@ -156,6 +190,7 @@ async def _run(members: int, messages: int, relay_url: str, home: Path) -> dict[
         "crypto_only_ms": crypto_ms,
         "deposit_ms": {"median": round(statistics.median(deposit_ms), 2)},
         "relay_load_per_message": load[-1] if load else {},
+        "relay_metrics_per_message": relay_seen[-1] if relay_seen else {},
         "received_by_all": delivered == len(others),
         "members_who_received_all": delivered,
         "python": sys.version.split()[0],
@@ -211,10 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         directory = Path(tmp)
         proc = None
         url = args.relay
+        metrics_url = None
         if url is None:
-            proc, url = _start_relay(directory)
+            port = _free_port()
+            proc, url = _start_relay(directory, port)
+            metrics_url = f"http://127.0.0.1:{port}/metrics"
         try:
-            report = trio.run(_run, args.members, args.messages, url, directory)
+            report = trio.run(_run, args.members, args.messages, url, directory, metrics_url)
         finally:
             if proc is not None:
                 proc.terminate()

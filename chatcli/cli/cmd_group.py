@@ -116,7 +116,7 @@ def leave(name: str, passphrase_file: Path | None) -> None:
 @json_option
 def list_(passphrase_file: Path | None, as_json: bool) -> None:
     """List groups: local name, creator's name for it, admin, members, status."""
-    with unlocked(passphrase_file) as client:
+    with unlocked(passphrase_file, network=False) as client:
         groups = _service(client).groups()
     if as_json:
         emit_json(groups)
@@ -125,7 +125,8 @@ def list_(passphrase_file: Path | None, as_json: bool) -> None:
         extra = ("" if g["name"] == g["creator_name"]
                  else f" (the creator calls it {g['creator_name']})")
         status = "" if g["status"] == "active" else f" [{g['status']}]"
-        click.echo(f"{g['name']}{extra}: {g['members']} members, admin {g['admin']}{status}")
+        count = f"{g['members']} member" + ("" if g["members"] == 1 else "s")
+        click.echo(f"{g['name']}{extra}: {count}, admin {g['admin']}{status}")
 
 
 @group.command()
@@ -135,7 +136,7 @@ def list_(passphrase_file: Path | None, as_json: bool) -> None:
 def members(name: str, passphrase_file: Path | None, as_json: bool) -> None:
     """List the members of NAME: name, whether a contact, fingerprint, admin,
     verified. Members who are not contacts show the name they gave themselves."""
-    with unlocked(passphrase_file) as client:
+    with unlocked(passphrase_file, network=False) as client:
         service = _service(client)
         people = service.members(name)
         invited = service.invited(name)
@@ -162,20 +163,32 @@ def verify(name: str, member: str, confirm: bool, passphrase_file: Path | None,
            as_json: bool) -> None:
     """Show the safety number shared with MEMBER of NAME (contact or not);
     compare it with theirs, then run again with --confirm."""
+    with unlocked(passphrase_file, network=False) as client:
+        show_member_safety(client, name, member, confirm=confirm, qr=False, as_json=as_json)
+
+
+def show_member_safety(client: ChatClient, group_name: str, member: str, *, confirm: bool,
+                       qr: bool, as_json: bool) -> None:
+    """The safety number with a group member (also used by ``chatcli verify`` for a
+    member who is not a contact)."""
     from chatcli.crypto.safety import format_safety_number
 
-    with unlocked(passphrase_file) as client:
-        service = _service(client)
-        number, _, person = service.safety_number(name, member)
-        if confirm:
-            service.confirm_member(name, member)
-    if as_json:
-        emit_json({"group": name, "member": person.name, "safety_number": number,
-                   "fingerprint": person.fingerprint, "verified": confirm or person.verified})
-        return
-    click.echo(format_safety_number(number))
+    service = _service(client)
+    number, payload, person = service.safety_number(group_name, member)
     if confirm:
-        info(f"{person.name} is now verified.")
+        service.confirm_member(group_name, member)
+    if as_json:
+        emit_json({"group": group_name, "member": person.name, "contact": person.contact,
+                   "safety_number": number, "fingerprint": person.fingerprint,
+                   "verified": confirm or person.verified, "key_changed": False})
+    else:
+        click.echo(format_safety_number(number))
+        if confirm:
+            info(f"{person.name} (in {group_name}) is now verified.")
+    if qr:
+        import segno
+
+        segno.make(payload, error="m").terminal(out=sys.stderr, compact=True)
 
 
 @group.command()
@@ -186,7 +199,7 @@ def verify(name: str, member: str, confirm: bool, passphrase_file: Path | None,
 @json_option
 def messages(name: str, limit: int, passphrase_file: Path | None, as_json: bool) -> None:
     """Show the local history of the group NAME (no network)."""
-    with unlocked(passphrase_file) as client:
+    with unlocked(passphrase_file, network=False) as client:
         history = _service(client).history(name, limit)
     for entry in history:
         if as_json:

@@ -147,7 +147,7 @@ def messages(contact: str, limit: int, passphrase_file: Path | None, as_json: bo
         if as_json:
             emit_json(entry)
             continue
-        who = "me" if entry["direction"] == "out" else contact
+        who = "me" if entry["direction"] == "out" else entry["from"]
         mark = marks.get(entry["state"], "") if entry["direction"] == "out" else ""
         click.echo(f"[{_clock(entry['sent_at'])}] {who}: {entry['text']}"
                    + (f"  {mark}" if mark else ""))

@@ -140,6 +140,9 @@ def complete_contact(ctx: click.Context, param: click.Parameter, incomplete: str
         try:
             with store.read():
                 names = [c.name for c in models.Contact.select(models.Contact.name)]
+                from chatcli.client.groups.models import group_names
+
+                names += group_names(store)
                 if store.db.table_exists("group"):
                     names += [row[0] for row in store.db.execute_sql(  # type: ignore[no-untyped-call]
                         'SELECT name FROM "group"').fetchall()]

@@ -1203,7 +1203,11 @@ class ChatClient:
     # ------------------------------------------------------------ history
 
     def history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
-        """The last ``limit`` messages with ``name``, oldest first."""
+        """The last ``limit`` messages with ``name`` (a contact or a group), oldest first."""
+        from chatcli.client.groups.service import GroupService, is_group
+
+        if is_group(self, name):
+            return GroupService(self).history(name, limit)
         contact = self.get_contact(name)
         with self.store.read():
             rows = list(db.Message.select().where(db.Message.contact == contact)

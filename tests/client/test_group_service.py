@@ -290,3 +290,59 @@ async def test_hundred_members_fan_out(trio_of: Trio, relay: FakeRelay) -> None:
     assert len(set(ciphertexts)) == 1  # encrypted once: the same sender-key message for all
     assert [t for *_, t in await texts(bob)] == ["to a hundred"]
     assert [t for *_, t in await texts(carol)] == ["to a hundred"]
+
+
+async def test_relay_reordering_and_dropping_are_visible(trio_of: Trio, relay: FakeRelay
+                                                         ) -> None:
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    for text in ("one", "two", "three"):
+        await send(alice, "team", text)
+    box = next(b for b in relay.mailboxes.values() if _owner(b, carol))
+    items = sorted(box.queue.items())
+    assert len(items) == 3
+    # The relay drops "one" and swaps "two" and "three".
+    box.queue = {items[1][0]: items[2][1], items[2][0]: items[1][1]}
+    events = await drain(carol)
+    shown = [e.text for e in events if isinstance(e, MessageEvent)]
+    notices = [e.text for e in events if isinstance(e, NoticeEvent)]
+    assert shown == ["three", "two"]
+    assert any("2 earlier message(s) from alice" in n for n in notices)
+    assert any("arrived late" in n for n in notices)
+    # A replayed deposit is refused, not shown twice.
+    replay = frames.Delivered(id=77_777, payload=items[1][1][0], received_at=1)
+    events = carol.process_deliveries([replay])
+    assert not [e for e in events if isinstance(e, MessageEvent)]
+
+
+async def test_member_added_later_reads_only_later_messages(
+        trio_of: Trio, tmp_path: Path, relay: FakeRelay) -> None:
+    alice, bob, carol = trio_of
+    dave = await make_client(tmp_path, "dave", relay)
+    await pair(alice, dave, "dave", "alice")
+    await make_group(alice, bob, carol)
+    await send(bob, "team", "before dave")
+    async with alice.online():
+        GroupService(alice).add("team", "dave")
+        await alice.flush_outbox()
+    await settle(dave, alice, bob, carol, dave)
+    for client in (alice, bob, carol, dave):
+        assert {i.name for i in GroupService(client).members("team")} == {
+            "alice", "bob", "carol", "dave"}, client.account().name
+    await send(bob, "team", "after dave")
+    await send(carol, "team", "carol to dave")
+    assert [t for *_, t in await texts(dave)] == ["after dave", "carol to dave"]
+    # Removed, then added again: a member again, with fresh keys.
+    async with alice.online():
+        GroupService(alice).remove("team", "dave")
+        await alice.flush_outbox()
+    await settle(dave, bob, carol, alice)
+    assert [g["status"] for g in GroupService(dave).groups()] == ["removed"]
+    async with alice.online():
+        GroupService(alice).add("team", "dave")
+        await alice.flush_outbox()
+    await settle(dave, alice, bob, carol, dave)
+    assert [g["status"] for g in GroupService(dave).groups()] == ["active"]
+    await send(carol, "team", "welcome back")
+    assert [t for *_, t in await texts(dave)] == ["welcome back"]
+    dave.close()

@@ -191,3 +191,22 @@ def test_group_over_two_relays(tmp_path: Path, relay: RelayProcess, users: Any) 
         assert group_texts(alice) == [("team", "carol", "from relay two")]
     finally:
         other.stop()
+
+
+def test_group_send_benchmark_runs() -> None:
+    """`python -m bench.group_send` with a tiny group, so that it cannot rot."""
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "bench.group_send", "--members", "4",
+                           "--messages", "2"], cwd=repo, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["members"] == 4 and report["received_by_all"] is True
+    load = report["relay_load_per_message"]
+    assert load["deposits"] == 3 and load["deposit_frames"] == 1
+    assert report["relay_metrics_per_message"]["deposits"] == 3
+    assert report["send_ms"]["median"] > 0

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, connect_websocket
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, wrap_client_stream
 
 from chatcli.crypto.keys import MailboxKeyPair
 from chatcli.protocol import codes, frames
@@ -116,11 +116,19 @@ class Conn:
     @classmethod
     async def open(cls, nursery: trio.Nursery, host: str, port: int, fingerprint: str
                    ) -> Conn:
-        ws = await connect_websocket(nursery, host, port, "/", use_ssl=False)
-        conn = cls(ws, ClientProtocol(fingerprint=fingerprint))
-        await ws.send_message(conn.proto.start())
-        frame = await conn.recv()
-        assert isinstance(frame, frames.Welcome), frame
+        # Our own TCP stream, so that it is closed whatever fails (a process
+        # dying during the websocket handshake, say).
+        stream = await trio.open_tcp_stream(host, port)
+        try:
+            ws = await wrap_client_stream(nursery, stream, host, "/")
+            conn = cls(ws, ClientProtocol(fingerprint=fingerprint))
+            await ws.send_message(conn.proto.start())
+            frame = await conn.recv()
+            assert isinstance(frame, frames.Welcome), frame
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            raise
         return conn
 
     async def recv(self) -> frames.Frame:

@@ -183,3 +183,11 @@ def bound(store: Store) -> Iterator[None]:
     ensure_tables(store)
     with store.db.bind_ctx(GROUP_MODELS, bind_refs=False, bind_backrefs=False):
         yield
+
+
+def group_names(store: Store) -> list[str]:
+    """Local group names (a clear column: needs no passphrase, for shell completion)."""
+    if not has_tables(store):
+        return []
+    with store.db.bind_ctx(GROUP_MODELS, bind_refs=False, bind_backrefs=False):
+        return [g.name for g in Group.select(Group.name)]

@@ -208,9 +208,18 @@ class PostgresStore(Store):
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def _sql(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        """Run raw SQL on the connection; returns the cursor."""
-        return self.db.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+    def _sql(self, sql: str, params: tuple[Any, ...] = (), *, binary: bool = False) -> Any:
+        """Run raw SQL on the connection; returns the cursor. ``%b`` sends a
+        parameter in binary (byte strings and their arrays: no hex escaping);
+        ``binary`` asks for binary results (payloads read back as they are)."""
+        if not binary:
+            return self.db.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+        conn: Any = self.db.connection()  # type: ignore[no-untyped-call]
+        wrapper: Any = getattr(peewee, "__exception_wrapper__")  # noqa: B009 - untyped
+        with wrapper:  # driver errors become peewee's, as in execute_sql
+            cursor = conn.cursor(binary=True)
+            cursor.execute(sql, params)
+        return cursor
 
     def _write_lock(self) -> None:
         """Take the relay writers' lock for the current transaction."""
@@ -376,7 +385,7 @@ class PostgresStore(Store):
         for part in _chunks(sorted(set(pairs))):
             cursor = self._sql(
                 'SELECT c."mailbox", c."cap_hash" FROM "capability" AS c '
-                "JOIN unnest(%s::bytea[], %s::bytea[]) AS t(m, h) "
+                "JOIN unnest(%b::bytea[], %b::bytea[]) AS t(m, h) "
                 'ON c."mailbox" = t.m AND c."cap_hash" = t.h WHERE NOT c."revoked"',
                 ([m for m, _ in part], [h for _, h in part]))
             out.update((bytes(m), bytes(h)) for m, h in cursor.fetchall())
@@ -405,7 +414,7 @@ class PostgresStore(Store):
                 self._sql(
                     'WITH ins AS (INSERT INTO "message" '
                     '("id", "mailbox", "payload", "size", "received_at") '
-                    "SELECT * FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[], "
+                    "SELECT * FROM unnest(%s::bigint[], %b::bytea[], %b::bytea[], "
                     '%s::integer[], %s::bigint[]) RETURNING "mailbox", "size"), '
                     'counts AS (SELECT "mailbox" AS mb, COUNT(*) AS n, SUM("size") AS b '
                     'FROM ins GROUP BY "mailbox"), '
@@ -427,20 +436,11 @@ class PostgresStore(Store):
 
     @_guarded
     def fetch_messages(self, mailbox: bytes, after_id: int, limit: int) -> list[StoredMessage]:
-        query = (Message.select(Message.id, Message.payload, Message.received_at)
-                 .where((Message.mailbox == mailbox) & (Message.id > after_id))
-                 .order_by(Message.id).limit(limit))
-        return [StoredMessage(int(i), bytes(p), int(r)) for i, p, r in _rows(query)]
-
-    @_guarded
-    def fetch_range(self, mailbox: bytes, first: int, last: int) -> list[StoredMessage]:
-        """Queued messages of ``mailbox`` with ``first <= id <= last``, oldest
-        first (what a wake-up notification announced)."""
-        query = (Message.select(Message.id, Message.payload, Message.received_at)
-                 .where((Message.mailbox == mailbox) & (Message.id >= first)
-                        & (Message.id <= last))
-                 .order_by(Message.id))
-        return [StoredMessage(int(i), bytes(p), int(r)) for i, p, r in _rows(query)]
+        cursor = self._sql(
+            'SELECT "id", "payload", "received_at" FROM "message" '
+            'WHERE "mailbox" = %b AND "id" > %s ORDER BY "id" LIMIT %s',
+            (mailbox, after_id, limit), binary=True)
+        return [StoredMessage(int(i), bytes(p), int(r)) for i, p, r in cursor.fetchall()]
 
     @_guarded
     def delete_messages(self, mailbox: bytes, ids: Collection[int]) -> int:
@@ -468,7 +468,7 @@ class PostgresStore(Store):
             # One round trip per chunk for every acknowledgement of a group commit.
             for part in _chunks(pairs):
                 cursor = self._sql(
-                    "WITH req AS (SELECT * FROM unnest(%s::bytea[], %s::bigint[]) AS r(m, i)), "
+                    "WITH req AS (SELECT * FROM unnest(%b::bytea[], %s::bigint[]) AS r(m, i)), "
                     'gone AS (DELETE FROM "message" USING req WHERE "message"."mailbox" = req.m '
                     'AND "message"."id" = req.i RETURNING "message"."mailbox", "message"."size"), '
                     'g AS (SELECT "mailbox" AS mb, COUNT(*) AS n, SUM("size") AS b FROM gone '
