@@ -205,9 +205,8 @@ class Mailboxes:
             new = [NewMessage(all_items[i].mailbox, all_items[i].payload, now)
                    for i in plan.accepted]
             ids = self.store.insert_messages(new) if new else []
-            acked = 0
-            for ack in acks:
-                acked += self.store.delete_messages(ack.mailbox, ack.ids)
+            acked = (self.store.delete_messages_many([(a.mailbox, a.ids) for a in acks])
+                     if acks else 0)
             for mailbox, when in last_seen.items():
                 self.store.set_last_seen(mailbox, when)
         errors: list[list[str | None]] = []

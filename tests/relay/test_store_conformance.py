@@ -278,6 +278,25 @@ def test_delete_messages_counts_and_ownership(store: Store) -> None:
     assert store.mailbox_usage([a]) == {a: Usage(0, 0)}
 
 
+def test_delete_messages_many_counts_ownership_and_usage(store: Store) -> None:
+    a, b = make_mailbox(store), make_mailbox(store)
+    ids = store.insert_messages([NewMessage(mb, b"x" * n, NOW) for mb, n in
+                                 [(a, 1), (a, 2), (b, 4), (a, 8), (b, 16)]])
+    a1, a2, b1, a3, b2 = ids
+    # b's message acknowledged as a's is not deleted; duplicates and unknown ids count once/never.
+    deleted = store.delete_messages_many([(a, [a1, b1, a1]), (b, [b2, 10**12]), (a, [a3])])
+    assert deleted == 3
+    assert store.mailbox_usage([a, b]) == {a: Usage(1, 2), b: Usage(1, 4)}
+    assert [m.id for m in store.fetch_messages(a, 0, 10)] == [a2]
+    assert [m.id for m in store.fetch_messages(b, 0, 10)] == [b1]
+    assert store.delete_messages_many([]) == 0
+    assert store.delete_messages_many([(a, [a1])]) == 0
+    # A large batch (several chunks of the SQL statements).
+    many = store.insert_messages([NewMessage(a, b"y", NOW) for _ in range(700)])
+    assert store.delete_messages_many([(a, many[:350]), (a, many[350:])]) == 700
+    assert store.mailbox_usage([a]) == {a: Usage(1, 2)}
+
+
 def test_expire_messages(store: Store) -> None:
     a, b = make_mailbox(store), make_mailbox(store)
     store.insert_messages([NewMessage(a, b"old", NOW), NewMessage(b, b"old2", NOW + 5),
@@ -378,3 +397,16 @@ def test_stats(store: Store) -> None:
     store.add_token(h(), 1, None, NOW)
     stats = store.stats()
     assert (stats.mailboxes, stats.messages, stats.message_bytes, stats.tokens) == (2, 2, 6, 1)
+
+
+def test_delete_messages_many(store: Store) -> None:
+    a, b = make_mailbox(store), make_mailbox(store)
+    ids_a = store.insert_messages([NewMessage(a, b"aa", NOW), NewMessage(a, b"aaa", NOW)])
+    ids_b = store.insert_messages([NewMessage(b, b"b", NOW), NewMessage(b, b"bb", NOW)])
+    # Ids of another mailbox, unknown ids and repeats are ignored.
+    assert store.delete_messages_many([(a, [ids_a[0], ids_b[0], 10**12]),
+                                       (b, [ids_b[1], ids_b[1]]), (mb(), [ids_a[1]])]) == 2
+    assert store.mailbox_usage([a, b]) == {a: Usage(1, 3), b: Usage(1, 1)}
+    assert [m.id for m in store.fetch_messages(a, 0, 10)] == [ids_a[1]]
+    assert [m.id for m in store.fetch_messages(b, 0, 10)] == [ids_b[0]]
+    assert store.delete_messages_many([]) == 0
