@@ -89,24 +89,28 @@ def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[byt
     errors: list[str | None] = []
     accepted: list[int] = []
     counts = {mb: [u.messages, u.bytes] for mb, u in usage.items()}
-    for index, item in enumerate(items):
-        earlier = refused[index] if refused is not None else None
+    # Locals: this runs once per deposit inside the group commit, in the
+    # storage thread, where every microsecond holding the GIL counts twice.
+    max_messages, max_bytes = quota.max_messages, quota.max_bytes
+    add_error, accept = errors.append, accepted.append
+    earlier_codes = refused if refused is not None else [None] * len(items)
+    for index, (item, earlier) in enumerate(zip(items, earlier_codes, strict=True)):
         if earlier is not None:
-            errors.append(earlier)
+            add_error(earlier)
             continue
         count = counts.get(item.mailbox)
+        size = len(item.payload)
         if count is None:
-            errors.append(codes.UNKNOWN_MAILBOX)
+            add_error(codes.UNKNOWN_MAILBOX)
         elif (item.mailbox, item.cap_hash) not in valid_caps:
-            errors.append(codes.BAD_CAPABILITY)
-        elif (count[0] + 1 > quota.max_messages
-              or count[1] + len(item.payload) > quota.max_bytes):
-            errors.append(codes.QUOTA_EXCEEDED)
+            add_error(codes.BAD_CAPABILITY)
+        elif count[0] + 1 > max_messages or count[1] + size > max_bytes:
+            add_error(codes.QUOTA_EXCEEDED)
         else:
             count[0] += 1
-            count[1] += len(item.payload)
-            errors.append(None)
-            accepted.append(index)
+            count[1] += size
+            add_error(None)
+            accept(index)
     return Plan(errors, accepted)
 
 
@@ -202,8 +206,8 @@ class Mailboxes:
                 all_items, all_refused, strict=True) if code is None and item.mailbox in usage}
             valid = self.store.valid_caps(pairs) if pairs else set()
             plan = plan_deposits(all_items, valid, usage, self.quota, all_refused)
-            new = [NewMessage(all_items[i].mailbox, all_items[i].payload, now)
-                   for i in plan.accepted]
+            accepted = [all_items[i] for i in plan.accepted]
+            new = [NewMessage(item.mailbox, item.payload, now) for item in accepted]
             ids = self.store.insert_messages(new) if new else []
             acked = (self.store.delete_messages_many([(a.mailbox, a.ids) for a in acks])
                      if acks else 0)

@@ -451,10 +451,14 @@ class Connection:
         now = trio.current_time()
         items: list[DepositItem] = []
         refused: list[str | None] = []
+        hashes: dict[bytes, bytes] = {}   # a frame's items mostly share one capability
+        take = relay.cap_buckets.take
         for item in frame.items:
-            hashed = cap_hash(item.cap)
+            hashed = hashes.get(item.cap)
+            if hashed is None:
+                hashed = hashes[item.cap] = cap_hash(item.cap)
             items.append(DepositItem(item.mailbox, hashed, item.payload))
-            refused.append(None if relay.cap_buckets.take(hashed, now) else codes.RATE_LIMITED)
+            refused.append(None if take(hashed, now) else codes.RATE_LIMITED)
         await relay.committer.submit(DepositJob(self, frame.req, DepositBatch(items, refused)))
 
     async def _delete_account(self, frame: frames.AccountDelete) -> None:

@@ -63,11 +63,30 @@ def _insert_chunks(count: int) -> Iterator[int]:
 
 @functools.cache
 def _insert_sql(rows: int) -> str:
-    return ('INSERT INTO "message" ("mailbox", "payload", "size", "received_at") VALUES '
+    return ('INSERT INTO "message" ("mailbox", "payload", "size", "received_at") VALUES '  # noqa: S608 - "?" only
             + ",".join(["(?, ?, ?, ?)"] * rows))
 
 
 _UPDATE_FROM: Final = sqlite3.sqlite_version_info >= (3, 33, 0)   # UPDATE ... FROM
+
+
+def _one_row(store: SqliteStore, sql: str, params: Sequence[Any]) -> list[str]:
+    """The comma-separated entries of a query that aggregates its rows into one
+    string with ``group_concat``. Python's sqlite3 releases the GIL for every
+    row it steps to, and the storage thread then queues behind the event loop
+    to get it back: at load, fetching one row per mailbox or capability cost
+    more than the query. Entries are hex and decimal, so ',' and ' ' are safe."""
+    cursor: Any = store.db.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+    row = cursor.fetchone()
+    value = row[0] if row else None
+    return value.split(",") if value else []
+
+
+@functools.cache
+def _usage_add_sql(rows: int) -> str:
+    return ('WITH "add"("mb", "n", "b") AS (VALUES ' + ",".join(["(?, ?, ?)"] * rows) + ") "  # noqa: S608 - "?" only
+            'UPDATE "mailbox" SET "msg_count" = "msg_count" + "add"."n", '
+            '"msg_bytes" = "msg_bytes" + "add"."b" FROM "add" WHERE "mailbox"."id" = "add"."mb"')
 
 
 def _ack_values(rows: int) -> str:
@@ -78,7 +97,7 @@ def _ack_values(rows: int) -> str:
 def _ack_usage_sql(rows: int) -> str:
     """Subtract the acknowledged messages that exist from their mailboxes' usage
     counters (run before the DELETE, while they are still there)."""
-    return (_ack_values(rows) + ', "gone"("mb", "n", "b") AS ('
+    return (_ack_values(rows) + ', "gone"("mb", "n", "b") AS ('  # noqa: S608 - "?" only
             'SELECT "message"."mailbox", COUNT(*), SUM("message"."size") FROM "ack" CROSS '
             'JOIN "message" ON "message"."id" = "ack"."id" AND "message"."mailbox" = "ack"."mb" '
             'GROUP BY "message"."mailbox") '
@@ -88,7 +107,7 @@ def _ack_usage_sql(rows: int) -> str:
 
 @functools.cache
 def _ack_delete_sql(rows: int) -> str:
-    return (_ack_values(rows) + 'DELETE FROM "message" '
+    return (_ack_values(rows) + 'DELETE FROM "message" '  # noqa: S608 - "?" only
             'WHERE ("mailbox", "id") IN (SELECT "mb", "id" FROM "ack")')
 
 
@@ -239,10 +258,12 @@ class SqliteStore(Store):
         out: dict[bytes, Usage] = {}
         for part in _chunks(list(set(mailboxes))):
             marks = ",".join("?" * len(part))
-            sql = f'SELECT "id", "msg_count", "msg_bytes" FROM "mailbox" WHERE "id" IN ({marks})'  # noqa: S608
-            rows = self._sql(sql, part)
-            for mailbox, count, size in rows:
-                out[bytes(mailbox)] = Usage(int(count), int(size))
+            # One result row (see _one_row) instead of one per mailbox.
+            sql = ("SELECT group_concat(hex(\"id\") || ' ' || \"msg_count\" || ' ' || "  # noqa: S608
+                   f'"msg_bytes", \',\') FROM "mailbox" WHERE "id" IN ({marks})')
+            for entry in _one_row(self, sql, part):
+                mailbox, count, size = entry.split(" ")
+                out[bytes.fromhex(mailbox)] = Usage(int(count), int(size))
         return out
 
     # ------------------------------------------------------------ capabilities
@@ -273,12 +294,13 @@ class SqliteStore(Store):
         step = _IN_CHUNK // 2
         for mb_part in _chunks(mailboxes, step):
             for cap_part in _chunks(hashes, step):
-                sql = ('SELECT "mailbox", "cap_hash" FROM "capability" WHERE "revoked" = 0 '  # noqa: S608
+                sql = ("SELECT group_concat(hex(\"mailbox\") || ' ' || hex(\"cap_hash\"), ',') "  # noqa: S608
+                       'FROM "capability" WHERE "revoked" = 0 '
                        f'AND "mailbox" IN ({",".join("?" * len(mb_part))}) '
                        f'AND "cap_hash" IN ({",".join("?" * len(cap_part))})')
-                rows = self._sql(sql, [*mb_part, *cap_part])
-                for mailbox, cap in rows:
-                    pair = (bytes(mailbox), bytes(cap))
+                for entry in _one_row(self, sql, [*mb_part, *cap_part]):
+                    mailbox, cap = entry.split(" ")
+                    pair = (bytes.fromhex(mailbox), bytes.fromhex(cap))
                     if pair in wanted:
                         out.add(pair)
         return out
@@ -325,10 +347,18 @@ class SqliteStore(Store):
                 ids = [int(i) for (i,) in cursor.fetchall()]
                 if len(ids) != len(rows):
                     raise StorageError("Message ids were not assigned as expected.")
-            cursor.executemany(
-                'UPDATE "mailbox" SET "msg_count" = "msg_count" + ?, '
-                '"msg_bytes" = "msg_bytes" + ? WHERE "id" = ?',
-                [(count, size, mailbox) for mailbox, (count, size) in usage.items()])
+            if _UPDATE_FROM:   # one statement per chunk rather than one per mailbox
+                deltas = [(mailbox, count, size) for mailbox, (count, size) in usage.items()]
+                start = 0
+                for size in _insert_chunks(len(deltas)):
+                    cursor.execute(_usage_add_sql(size),
+                                   [v for row in deltas[start:start + size] for v in row])
+                    start += size
+            else:
+                cursor.executemany(
+                    'UPDATE "mailbox" SET "msg_count" = "msg_count" + ?, '
+                    '"msg_bytes" = "msg_bytes" + ? WHERE "id" = ?',
+                    [(count, size, mailbox) for mailbox, (count, size) in usage.items()])
         return ids
 
     def fetch_messages(self, mailbox: bytes, after_id: int, limit: int) -> list[StoredMessage]:
