@@ -47,10 +47,10 @@ _IN_CHUNK = 400  # bound variables per IN (...) clause
 _LAST_MESSAGE_ID = (
     'SELECT MAX(COALESCE((SELECT "seq" FROM "sqlite_sequence" WHERE "name" = \'message\'), 0), '
     'COALESCE((SELECT MAX("id") FROM "message"), 0))')
-# Rows per multi-row INSERT: a few fixed sizes, so that the statements stay in
-# sqlite3's statement cache; 4 variables a row keeps 256 rows far below
-# SQLITE_MAX_VARIABLE_NUMBER.
-_INSERT_SIZES = (256, 64, 16, 4, 1)
+# Rows per multi-row statement: a few fixed sizes, so that the statements stay
+# in sqlite3's statement cache; at most 4 variables a row keeps 200 rows under
+# SQLITE_MAX_VARIABLE_NUMBER even on SQLite before 3.32 (999).
+_INSERT_SIZES = (200, 50, 10, 1)
 
 
 def _insert_chunks(count: int) -> Iterator[int]:
