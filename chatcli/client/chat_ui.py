@@ -43,7 +43,8 @@ Marks on the user's own messages: ``…`` pending (not yet stored by the
 contact's relay), ``✓`` sent (stored by their relay), ``✓✓`` delivered (their
 device has it), ``✓✓ read``: the same marks as ``chatcli messages``. A message is
 printed once with ``…``; later changes are printed as short lines naming the
-message (the relay's ``✓`` only when the message had to wait), and the status line counts the pending ones.
+message (the relay's ``✓`` only when the message had to wait), and the status
+line counts the pending ones.
 """
 
 from __future__ import annotations
@@ -339,7 +340,8 @@ class ChatSession:
             if entry["direction"] == "out":
                 state = "pending" if entry["state"] == "queued" else entry["state"]
                 self._own[entry["id"]] = _Own(entry["text"], state, announce_sent=True)
-                self.view.show(message_line("me", entry["text"], entry["sent_at"], HISTORY_MARK[state]))
+                self.view.show(message_line("me", entry["text"], entry["sent_at"],
+                                            HISTORY_MARK[state]))
             else:
                 self.view.show(message_line(self.target.name, entry["text"], entry["sent_at"]))
                 if entry["state"] == "received":

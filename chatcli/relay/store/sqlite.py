@@ -51,11 +51,12 @@ _LAST_MESSAGE_ID = (
 # in sqlite3's statement cache; at most 4 variables a row keeps 200 rows under
 # SQLITE_MAX_VARIABLE_NUMBER even on SQLite before 3.32 (999).
 _INSERT_SIZES = (200, 50, 10, 1)
+_ACK_SIZES = (400, 100, 20, 5, 1)     # 2 variables a row
 
 
-def _insert_chunks(count: int) -> Iterator[int]:
-    """Split ``count`` rows into chunks of the sizes in :data:`_INSERT_SIZES`."""
-    for size in _INSERT_SIZES:
+def _insert_chunks(count: int, sizes: tuple[int, ...] = _INSERT_SIZES) -> Iterator[int]:
+    """Split ``count`` rows into chunks of the given sizes (largest first)."""
+    for size in sizes:
         while count >= size:
             yield size
             count -= size
@@ -96,7 +97,9 @@ def _ack_values(rows: int) -> str:
 @functools.cache
 def _ack_usage_sql(rows: int) -> str:
     """Subtract the acknowledged messages that exist from their mailboxes' usage
-    counters (run before the DELETE, while they are still there)."""
+    counters (run before the DELETE, while they are still there). CROSS JOIN
+    keeps the acknowledged ids as the outer loop (primary-key lookups): left to
+    itself the planner scanned the whole message table."""
     return (_ack_values(rows) + ', "gone"("mb", "n", "b") AS ('  # noqa: S608 - "?" only
             'SELECT "message"."mailbox", COUNT(*), SUM("message"."size") FROM "ack" CROSS '
             'JOIN "message" ON "message"."id" = "ack"."id" AND "message"."mailbox" = "ack"."mb" '
@@ -161,13 +164,6 @@ class SqliteStore(Store):
                 "busy_timeout": 10_000,
                 "cache_size": -16_000,   # 16 MiB page cache
                 "secure_delete": 1,      # deleted ciphertext is overwritten, not left in free pages
-                # Checkpoint every 16 MiB of WAL rather than SQLite's 4 MiB: a
-                # checkpoint runs inside a group commit, and the pages that
-                # deposits and their acks rewrite over and over are then copied
-                # back once instead of several times (about a third of the
-                # commit time at load). The WAL is cut back to 64 MiB after.
-                "wal_autocheckpoint": 4000,
-                "journal_size_limit": 64 * 1024 * 1024,
             },
         )
 
@@ -400,7 +396,7 @@ class SqliteStore(Store):
             # per acknowledgement: each statement steps once, so the storage
             # thread gives up the GIL (and waits to get it back) once.
             start = 0
-            for size in _insert_chunks(len(pairs)):
+            for size in _insert_chunks(len(pairs), _ACK_SIZES):
                 params = [v for pair in pairs[start:start + size] for v in pair]
                 start += size
                 cursor.execute(_ack_usage_sql(size), params)
