@@ -26,7 +26,7 @@ STATUS_FRESH_SECONDS = 35.0
 
 db_option = click.option(
     "--db", "db", default="relay.db", show_default=True, envvar="CHATCLI_RELAY_DB",
-    help="The relay database: a SQLite file path.")
+    help="The relay database: a SQLite file path, or postgresql://USER@HOST:PORT/DB.")
 
 
 class DurationType(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic in click >= 8.2
@@ -93,10 +93,13 @@ def _first_error(exc: BaseException) -> BaseException:
               help="Serve /metrics and /healthz over HTTP on this port (127.0.0.1).")
 @click.option("--log-json", is_flag=True, default=False,
               help="Log one JSON object per line on stderr.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Relay processes sharing the port (SO_REUSEPORT), supervised by this "
+                   "one; above 1 needs PostgreSQL.")
 def serve(host: str | None, port: int | None, db: str, retention: float | None,
           invite_only: bool, max_connections: int | None, tls_cert: str | None,
           tls_key: str | None, config_file: str | None, metrics_port: int | None,
-          log_json: bool) -> None:
+          log_json: bool, workers: int) -> None:
     """Run a relay until SIGTERM or Ctrl-C.
 
     Prints `relay address: ws://HOST:PORT/#FINGERPRINT` on stdout when ready:
@@ -116,13 +119,20 @@ def serve(host: str | None, port: int | None, db: str, retention: float | None,
     if source is not click.core.ParameterSource.DEFAULT or not config_file:
         options["db"] = db
     config = _build_config(options, config_file)
+    if workers > 1:
+        from chatcli.relay.workers import check_workers, run_workers
+
+        check_workers(config, workers)
     setup_logging(json_lines=config.log_json, level=config.log_level)
     # The storage worker thread must get the GIL back quickly after each
     # SQLite call while the event loop is busy: 5 ms (the default) per hand-over
     # would make every commit wait on the loop.
     sys.setswitchinterval(0.0005)
     try:
-        trio.run(_serve_main, config)
+        if workers > 1:
+            run_workers(config, workers)
+        else:
+            trio.run(_serve_main, config)
     except BaseException as exc:  # unwrap exception groups for the CLI
         inner = _first_error(exc)
         if isinstance(inner, ChatcliError):
@@ -184,6 +194,40 @@ def fingerprint(db: str) -> None:
     finally:
         store.close()
     click.echo(RelayKeyPair.from_private_bytes(seed).fingerprint())
+
+
+@relay.command()
+@click.option("--from", "source", required=True, type=click.Path(dir_okay=False),
+              help="The SQLite relay database to copy (stop its relay first).")
+@click.option("--to", "target", required=True,
+              help="An empty PostgreSQL database: postgresql://USER@HOST:PORT/DB.")
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="Print the verified counts as one JSON object.")
+def migrate(source: str, target: str, as_json: bool) -> None:
+    """Copy a relay's SQLite database into PostgreSQL, key and all.
+
+    Mailboxes, capabilities, queued messages (with their ids), blobs, tokens,
+    presence settings and the relay key move, so the relay address stays the
+    same. Refuses a target that already holds relay data; compares the counts
+    of both sides at the end (and writes nothing if they differ).
+    """
+    from chatcli.relay.migrate import migrate_sqlite_to_postgres
+
+    report = migrate_sqlite_to_postgres(
+        source, target, progress=lambda text: click.echo(text, err=True))
+    if as_json:
+        click.echo(json.dumps({"counts": report.counts, "message_bytes": report.message_bytes,
+                               "seconds": round(report.seconds, 3)}, sort_keys=True))
+        return
+    for line in report.lines():
+        click.echo(line)
+    click.echo(f"verified: the counts match; serve with --db {_redact(target)}", err=True)
+
+
+def _redact(url: str) -> str:
+    from chatcli.relay.store.postgres import redact_url
+
+    return redact_url(url)
 
 
 @relay.group()

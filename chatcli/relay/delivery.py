@@ -22,6 +22,8 @@ class DeliverySink(Protocol):
 
     def fetch_more(self) -> None: ...
 
+    def fetch_from(self, first_id: int | None) -> None: ...
+
 
 class Router:
     def __init__(self) -> None:
@@ -50,6 +52,17 @@ class Router:
     def wake(self, mailbox: bytes) -> None:
         for sink in self._owners.get(mailbox, ()):
             sink.fetch_more()
+
+    def wake_from(self, mailbox: bytes, first_id: int | None) -> None:
+        """Another process stored messages for ``mailbox`` from id ``first_id``
+        on (None: unknown, e.g. after the listener reconnected): its
+        connections re-read the mailbox from there (see :mod:`chatcli.relay.notify`)."""
+        for sink in self._owners.get(mailbox, ()):
+            sink.fetch_from(first_id)
+
+    def mailboxes(self) -> list[bytes]:
+        """The mailboxes with an owner connected here."""
+        return list(self._owners)
 
     def __len__(self) -> int:
         return len(self._owners)

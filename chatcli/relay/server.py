@@ -42,7 +42,8 @@ from chatcli.relay.errors import Refused
 from chatcli.relay.limits import KeyedBuckets, TokenBucket
 from chatcli.relay.mailbox import AckBatch, DepositBatch, DepositItem, Mailboxes, Quota, cap_hash
 from chatcli.relay.metrics import RelayMetrics, serve_metrics
-from chatcli.relay.presence import LocalPresence, Presence, entry_for
+from chatcli.relay.notify import LocalHub, make_hub
+from chatcli.relay.presence import Presence, entry_for
 from chatcli.relay.storage import StorageWorker
 from chatcli.relay.store import make_store
 from chatcli.relay.store.base import PresenceRecord, Store, StoredMessage
@@ -71,9 +72,9 @@ class Connection:
     """One client connection (see the module docstring)."""
 
     __slots__ = ("_dispatching", "_scope", "_wake", "bucket", "close_code", "cursor",
-                 "fetch_needed", "finished", "id", "live", "mailbox", "outbox", "outbox_bytes",
-                 "peer", "proto", "recv_scope", "relay", "stopping", "subscriptions", "synced",
-                 "ws")
+                 "fetch_needed", "finished", "id", "inflight", "live", "mailbox", "outbox",
+                 "outbox_bytes", "peer", "proto", "recv_scope", "relay", "rewind", "stopping",
+                 "subscriptions", "synced", "wakes", "ws")
 
     def __init__(self, relay: Relay, ws: WebSocketConnection) -> None:
         cfg = relay.config
@@ -101,6 +102,13 @@ class Connection:
         self.fetch_needed = False
         self.synced = False
         self.live: list[StoredMessage] | None = None
+        # Several processes (notify.py): a wake-up may name messages below the
+        # cursor (committed before a local commit that was pushed first).
+        # ``rewind`` is where to re-read from; ``inflight`` the ids sent and
+        # not yet acknowledged, not sent twice; ``wakes`` counts wake-ups.
+        self.rewind: int | None = None
+        self.inflight: set[int] | None = set() if relay.multi_process else None
+        self.wakes = 0
         self.subscriptions: set[bytes] | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -231,26 +239,43 @@ class Connection:
 
     def fetch_more(self) -> None:
         """Re-read the mailbox from the store (deposits from elsewhere)."""
-        if self.live is not None:
-            self.fetch_needed = True
-            self._wake.set()
+        self.fetch_from(None)
+
+    def fetch_from(self, first_id: int | None) -> None:
+        """Another process stored messages from ``first_id`` on: read them,
+        going back below the cursor if need be."""
+        if self.live is None:
+            return
+        if first_id is not None and first_id - 1 < self.cursor:
+            back = first_id - 1
+            self.rewind = back if self.rewind is None else min(self.rewind, back)
+        self.wakes += 1
+        self.fetch_needed = True
+        self._wake.set()
 
     async def _deliver_step(self) -> None:
         assert self.mailbox is not None
         relay = self.relay
         batch_size = relay.config.deliver_batch
         if self.fetch_needed:
+            if self.rewind is not None:
+                self.cursor = min(self.cursor, self.rewind)
+                self.rewind = None
+            wakes = self.wakes
             try:
                 messages = await relay.worker.run(relay.mailboxes.pending, self.mailbox,
                                                   self.cursor, batch_size)
             except StorageError:
                 await trio.sleep(1.0)   # storage down: keep fetch_needed, retry
                 return
-            if len(messages) < batch_size:
-                self.fetch_needed = False
+            if len(messages) < batch_size and wakes == self.wakes:
+                self.fetch_needed = False   # (a wake-up during the read reads again)
             if messages:
-                self.cursor = messages[-1].id
-                await self._send_deliveries(messages)
+                self.cursor = max(self.cursor, messages[-1].id)
+                if self.inflight is not None:
+                    messages = [m for m in messages if m.id not in self.inflight]
+                if messages:
+                    await self._send_deliveries(messages)
             if not self.fetch_needed and not self.synced:
                 self.synced = True
                 await self._push(frames.Synced())
@@ -263,6 +288,8 @@ class Connection:
             await self._send_deliveries(fresh)
 
     async def _send_deliveries(self, messages: list[StoredMessage]) -> None:
+        if self.inflight is not None:
+            self.inflight.update(m.id for m in messages)
         budget = self.proto.max_frame - 64
         batch: list[frames.Delivered] = []
         used = 0
@@ -389,6 +416,8 @@ class Connection:
             await self._deposit(frame)
         elif isinstance(frame, frames.Ack):
             assert self.mailbox is not None
+            if self.inflight is not None:
+                self.inflight.difference_update(frame.ids)
             await relay.committer.submit(AckJob(self, frame.req,
                                                 AckBatch(self.mailbox, list(frame.ids))))
         elif isinstance(frame, frames.CapAdd):
@@ -513,7 +542,11 @@ class Relay:
         self.store = store if store is not None else make_store(config.db)
         self.wall_clock = wall_clock
         self.metrics = RelayMetrics()
-        self.presence: Presence = LocalPresence()
+        # Wake-ups and presence across the processes sharing a PostgreSQL
+        # database; one process alone (SQLite) keeps presence in memory.
+        self.hub = make_hub(self.store)
+        self.multi_process = not isinstance(self.hub, LocalHub)
+        self.presence: Presence = self.hub.presence
         self.router = Router()
         self.worker = StorageWorker(self.store)
         self.mailboxes = Mailboxes(self.store,
@@ -585,6 +618,7 @@ class Relay:
         try:
             await self._open_store()
             async with trio.open_nursery() as root:
+                await root.start(self.hub.run, self.router)
                 root.start_soon(self.committer.run)
                 root.start_soon(self._housekeeping)
                 if cfg.metrics_port is not None:

@@ -51,6 +51,18 @@ def pg_database(pg_session_database: tuple[str, str] | None) -> Iterator[tuple[s
 
 
 @pytest.fixture(params=BACKENDS)
+def relay_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Server tests using this run once per backend: ``helpers.make_config``
+    then points the relay at a fresh PostgreSQL database instead of SQLite."""
+    if request.param == "postgres":
+        from tests.relay import helpers
+
+        url = request.getfixturevalue("pg_database")[1]
+        monkeypatch.setattr(helpers, "default_db", lambda tmp_path: url)
+    return str(request.param)
+
+
+@pytest.fixture(params=BACKENDS)
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     made: list[Store] = []
     pg_url = request.getfixturevalue("pg_database")[1] if request.param == "postgres" else ""

@@ -23,8 +23,14 @@ from chatcli.relay.server import Relay
 TIMEOUT = 10
 
 
+def default_db(tmp_path: Path) -> str:
+    """The ``--db`` of :func:`make_config`; the ``relay_backend`` fixture
+    (conftest.py) replaces it so that server tests run on every backend."""
+    return str(tmp_path / "relay.db")
+
+
 def make_config(tmp_path: Path, **overrides: Any) -> RelayConfig:
-    settings: dict[str, Any] = {"db": str(tmp_path / "relay.db"), "host": "127.0.0.1",
+    settings: dict[str, Any] = {"db": default_db(tmp_path), "host": "127.0.0.1",
                                 "port": 0, "sweep_interval": 3600.0}
     settings.update(overrides)
     return RelayConfig(**settings)

@@ -106,3 +106,31 @@ def test_migrate_missing_source(tmp_path: Path, pg_database: tuple[str, str]) ->
         migrate_sqlite_to_postgres(tmp_path / "nope.db", pg_database[1])
     with pytest.raises(UsageError, match="postgresql://"):
         migrate_sqlite_to_postgres(tmp_path / "nope.db", str(tmp_path / "x.db"))
+
+
+def test_migrate_command(tmp_path: Path, pg_database: tuple[str, str]) -> None:
+    """`chatcli relay migrate` end to end: counts printed, the relay address
+    (key fingerprint) unchanged, a second run refused with a clear error."""
+    import json
+
+    from click.testing import CliRunner
+
+    from chatcli.cli.main import cli
+
+    _name, url = pg_database
+    source = tmp_path / "relay.db"
+    build_source(source)
+    runner = CliRunner()
+    before = runner.invoke(cli, ["relay", "fingerprint", "--db", str(source)])
+    assert before.exit_code == 0, before.output
+    result = runner.invoke(cli, ["relay", "migrate", "--from", str(source), "--to", url,
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["counts"]["message"] == 5 and report["counts"]["mailbox"] == 2
+    after = runner.invoke(cli, ["relay", "fingerprint", "--db", url])
+    assert after.exit_code == 0, after.output
+    assert after.stdout.strip() == before.stdout.strip()
+    again = runner.invoke(cli, ["relay", "migrate", "--from", str(source), "--to", url])
+    assert again.exit_code == 1
+    assert "already holds relay data" in again.stderr

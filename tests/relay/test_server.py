@@ -16,6 +16,9 @@ from chatcli.relay.mailbox import cap_hash
 from chatcli.relay.server import Relay, serve_relay
 from tests.relay.helpers import Client, capability, make_config, running_relay
 
+# Every test here runs on SQLite and on PostgreSQL (conftest.relay_backend).
+pytestmark = pytest.mark.usefixtures("relay_backend")
+
 
 async def test_serve_relay_starts_on_an_ephemeral_port(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:

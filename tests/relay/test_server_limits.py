@@ -15,6 +15,9 @@ from chatcli.protocol import codes, frames
 from chatcli.relay.server import WS_SLACK, Connection
 from tests.relay.helpers import Harness, eventually, make_config, running_relay
 
+# Every test here runs on SQLite and on PostgreSQL (conftest.relay_backend).
+pytestmark = pytest.mark.usefixtures("relay_backend")
+
 
 async def still_serving(h: Harness) -> None:
     owner, mailbox, cap = await h.owner()
