@@ -148,6 +148,15 @@ def verify(contact: str, qr: bool, confirm: bool, passphrase_file: Path | None,
     from chatcli.crypto.safety import format_safety_number
 
     with unlocked(passphrase_file, network=False) as client:
+        from chatcli.client.groups.service import group_of_member
+
+        group_name = group_of_member(client, contact)
+        if group_name is not None:  # a member of one of your groups, not a contact
+            from chatcli.cli.cmd_group import show_member_safety
+
+            show_member_safety(client, group_name, contact, confirm=confirm, qr=qr,
+                               as_json=as_json)
+            return
         number, payload, row = client.safety_number(contact)
         changed = bool(row.key_changed)
         accepted = False

@@ -118,6 +118,11 @@ def resolve_target(client: ChatClient, name: str) -> ChatTarget:
 
     Raises ``UsageError`` for an unknown name and ``KeyChangedError`` (exit 4)
     for a contact whose changed key was not accepted yet."""
+    from chatcli.client.groups.service import is_group
+
+    if is_group(client, name):
+        return ChatTarget(name=name, kind="group", contact_id=0, mailbox=b"", relay_url="",
+                          verified=False)
     contact = client.get_contact(name)
     return ChatTarget(name=contact.name, kind="contact", contact_id=contact.id,
                       mailbox=bytes(contact.mailbox), relay_url=str(contact.relay_url),
@@ -247,6 +252,10 @@ def _outgoing_states(client: ChatClient, ids: list[str]) -> dict[str, str]:
         states[row.uuid] = ("failed" if row.failed else "read" if row.read_at else
                             "delivered" if row.delivered_at else "sent" if row.stored_at
                             else "pending")
+    if len(states) < len(ids):
+        from chatcli.client.groups.service import group_message_states
+
+        states.update(group_message_states(client, [i for i in ids if i not in states]))
     return states
 
 
@@ -321,6 +330,13 @@ class ChatSession:
 
     def _show_header(self) -> None:
         name = self.target.name
+        if self.target.kind == "group":
+            from chatcli.client.groups.service import GroupService
+
+            people = [m.name for m in GroupService(self.client).members(name) if not m.me]
+            self.view.show(f"── chat in group {name} ── with {', '.join(people) or 'nobody yet'}")
+            self.view.show("Type a message and press Enter; /help for commands, Ctrl-D to leave.")
+            return
         if self.target.verified:
             trust = "verified ✓"
         else:
@@ -343,7 +359,7 @@ class ChatSession:
                 self.view.show(message_line("me", entry["text"], entry["sent_at"],
                                             HISTORY_MARK[state]))
             else:
-                self.view.show(message_line(self.target.name, entry["text"], entry["sent_at"]))
+                self.view.show(message_line(entry["from"], entry["text"], entry["sent_at"]))
                 if entry["state"] == "received":
                     unread.append(entry["id"])
         self._update_pending()
@@ -480,7 +496,8 @@ class ChatSession:
         shown: list[str] = []
         for event in events:
             if isinstance(event, MessageEvent):
-                if event.contact == self.target.name and event.group is None:
+                if (event.group == self.target.name if self.target.kind == "group"
+                        else event.contact == self.target.name and event.group is None):
                     if event.attachment is not None:
                         from chatcli.client.attachments import download_for_event
 
@@ -521,7 +538,7 @@ class ChatSession:
         if event.unverified_key:
             self.view.show(f"! the next message comes from the NEW, unverified key of "
                            f"{self.target.name}")
-        self.view.show(message_line(self.target.name, event.text, event.sent_at))
+        self.view.show(message_line(event.contact, event.text, event.sent_at))
         if event.attachment is not None:
             info = event.attachment
             where = info.get("path") or f"not saved: {info.get('error', 'unknown error')}"
@@ -530,7 +547,7 @@ class ChatSession:
     def _mark_read(self, ids: list[str]) -> None:
         """The messages were on screen: record it, and queue a read receipt when
         the user's setting allows (``ChatClient.mark_read`` checks it)."""
-        if ids:
+        if ids and self.target.kind != "group":  # groups have no receipts
             self.client.mark_read(self.target.name, ids)
             self._poke.set()
 
@@ -618,6 +635,8 @@ class ChatSession:
         self._update_pending()
 
     async def _presence_task(self) -> None:
+        if self.target.kind == "group":
+            return
         name = self.target.name
         while True:
             info = (await self.client.subscribe_presence([name])).get(name)

@@ -512,6 +512,12 @@ class ChatClient:
 
         if label is not None:
             validate_name(label)
+            from chatcli.client.groups.service import name_in_use
+
+            with self.store.read():
+                if name_in_use(self, label):
+                    raise UsageError(f"The name {label!r} is already used by a group; "
+                                     "choose another.")
         account = self.account()
         capability = os.urandom(32)
         prekey = DHKeyPair.generate()
@@ -610,6 +616,10 @@ class ChatClient:
     def enqueue_text(self, name: str, text: str,
                      attachment: m.AttachmentRef | None = None) -> str:
         """Store an outgoing message in history and outbox; returns its uuid."""
+        from chatcli.client.groups.service import GroupService, is_group
+
+        if is_group(self, name):
+            return GroupService(self).enqueue_text(name, text, attachment).id
         contact = self.get_contact(name)
         if contact.blocked:
             raise UsageError(f"{name} is blocked; `chatcli unblock {name}` first.")
@@ -709,6 +719,9 @@ class ChatClient:
         """One pass: encrypt what is queued, deposit everything encrypted (or only
         what is for ``contact_id``), grouped by relay. Stored items leave the
         outbox; refused ones are marked failed."""
+        from chatcli.client.groups.service import flush_groups
+
+        await flush_groups(self)
         self._encrypt_pending()
         report = DeliveryReport()
         report.refused.update(self._failed)

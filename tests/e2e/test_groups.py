@@ -70,6 +70,10 @@ def test_three_members_not_all_contacts_all_directions(
     number_bc = bob.json("group", "verify", "team", "carol")["safety_number"]
     number_cb = carol.json("group", "verify", "team", "bob")["safety_number"]
     assert number_bc == number_cb and len(number_bc) == 60
+    # `chatcli verify` also knows members who are not contacts.
+    via_verify = bob.json("verify", "carol", "--confirm")
+    assert via_verify["safety_number"] == number_bc and via_verify["group"] == "team"
+    assert {m["name"]: m["verified"] for m in bob.json("group", "members", "team")}["carol"]
     # The group name is unique among contacts and groups.
     clash = alice.run("group", "create", "bob", check=False)
     assert clash.returncode == 2 and "already used" in clash.stderr
@@ -210,3 +214,29 @@ def test_group_send_benchmark_runs() -> None:
     assert load["deposits"] == 3 and load["deposit_frames"] == 1
     assert report["relay_metrics_per_message"]["deposits"] == 3
     assert report["send_ms"]["median"] > 0
+
+
+def test_group_chat_in_a_pty(tmp_path: Path, relay: RelayProcess, users: Any) -> None:
+    from tests.e2e.test_chat_pty import expect, leave, spawn_chat
+
+    alice, bob, carol = users("alice", "bob", "carol")
+    for user in (alice, bob, carol):
+        user.init(relay)
+    connect(alice, bob)
+    connect(alice, carol)
+    bob.receive()
+    carol.receive()
+    make_group(alice, bob, carol)
+    carol.run("send", "team", "earlier from carol")
+    with (tmp_path / "screens.log").open("w", encoding="utf-8") as log:
+        chat = spawn_chat(bob, "team", log)
+        try:
+            expect(chat, "chat in group team")
+            expect(chat, "carol: earlier from carol")
+            alice.run("send", "team", "live from alice")
+            expect(chat, "alice: live from alice")
+            chat.send("hello from the group chat\r")
+            expect(chat, "me: hello from the group chat")
+        finally:
+            assert leave(chat) == 0
+    assert ("team", "bob", "hello from the group chat") in group_texts(carol)
