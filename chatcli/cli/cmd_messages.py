@@ -70,8 +70,18 @@ def send(contact: str, text: str | None, file_path: Path | None, retry_for: floa
                 return message_id
 
         message_id = run(go)
+        from chatcli.client.groups.service import group_copies_stored
+
+        copies = group_copies_stored(client, message_id)
+    result: dict[str, Any] = {"id": message_id, "to": contact, "stored": True}
+    if copies is not None:
+        stored, members = copies
+        result.update(members=members, stored_for=stored)
+        if stored < members:
+            warn(f"{members - stored} of {members} members' relays refused the message "
+                 "(they may have left or deleted their account); the others have it.")
     if as_json:
-        emit_json({"id": message_id, "to": contact, "stored": True})
+        emit_json(result)
 
 
 def _print_message(event: Any, as_json: bool) -> None:

@@ -346,3 +346,19 @@ async def test_member_added_later_reads_only_later_messages(
     await send(carol, "team", "welcome back")
     assert [t for *_, t in await texts(dave)] == ["welcome back"]
     dave.close()
+
+
+async def test_copies_stored_counts_a_member_whose_relay_refuses(
+    trio_of: Trio, relay: FakeRelay
+) -> None:
+    """`chatcli send` warns from these counts when some members' relays refuse."""
+    from chatcli.client.groups.service import group_copies_stored
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    message_id = await send(alice, "team", "to both")
+    assert group_copies_stored(alice, message_id) == (2, 2)
+    del relay.mailboxes[carol.account().mailbox]  # carol deleted her account
+    message_id = await send(alice, "team", "carol is gone")
+    assert group_copies_stored(alice, message_id) == (1, 2)
+    assert group_copies_stored(alice, "not-a-group-message") is None

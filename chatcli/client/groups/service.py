@@ -1067,6 +1067,19 @@ def group_message_states(client: ChatClient, ids: list[str]) -> dict[str, str]:
                     for row in rows}
 
 
+def group_copies_stored(client: ChatClient, message_id: str) -> tuple[int, int] | None:
+    """(copies stored by members' relays, members) of an own group message, or
+    None when ``message_id`` is not one. Fewer stored than members after a send
+    means some members' relays refused their copy for good."""
+    with client.store.read():
+        if not gdb.has_tables(client.store):
+            return None
+        with gdb.bound(client.store):
+            row = gdb.GroupMessage.get_or_none(gdb.GroupMessage.uuid == message_id,
+                                               gdb.GroupMessage.outgoing == True)  # noqa: E712
+            return None if row is None else (row.stored, row.recipients)
+
+
 async def flush_groups(client: ChatClient) -> None:
     """Deliver queued group deposits (best effort; the client's outbox flush calls it)."""
     with client.store.read():
