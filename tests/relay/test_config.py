@@ -60,3 +60,18 @@ def test_config_validation() -> None:
         RelayConfig(port=70000)
     with pytest.raises(UsageError):
         RelayConfig(max_payload=10**9)
+
+
+def test_postgres_url_without_driver_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    from chatcli.errors import UsageError
+    from chatcli.relay.store import make_store
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "psycopg" else real_find_spec(name, *a))
+    with pytest.raises(UsageError, match=r"chatcli\[postgres\]"):
+        make_store("postgresql://postgres@127.0.0.1:5432/test")

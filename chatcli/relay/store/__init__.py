@@ -15,6 +15,11 @@ def make_store(db: str) -> Store:
     if "://" in db:
         scheme = db.split("://", 1)[0].lower()
         if scheme in ("postgresql", "postgres"):
+            import importlib.util
+
+            if importlib.util.find_spec("psycopg") is None:
+                raise UsageError("PostgreSQL support is not installed: "
+                                 "pip install 'chatcli[postgres]'.")
             from chatcli.relay.store.postgres import PostgresStore
 
             return PostgresStore(db)
