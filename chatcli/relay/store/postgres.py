@@ -46,12 +46,12 @@ from chatcli.relay.store import schema
 from chatcli.relay.store.base import (
     BlobInfo,
     NewMessage,
-    PresenceRecord,
     Store,
     StoredMessage,
     StoreStats,
     Usage,
 )
+from chatcli.relay.store.peewee_reads import SHARED_READS, PeeweeReads
 from chatcli.relay.store.schema import (
     Blob,
     BlobChunk,
@@ -165,11 +165,13 @@ def _guarded(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-class PostgresStore(Store):
+class PostgresStore(PeeweeReads, Store):
     """A relay database in PostgreSQL (``url``: ``postgresql://USER@HOST:PORT/DB``).
 
     ``origin`` names this process in the wake-up notifications it sends.
     """
+
+    in_chunk = _IN_CHUNK
 
     def __init__(self, url: str, *, origin: str = "") -> None:
         if not is_postgres_url(url):
@@ -256,10 +258,6 @@ class PostgresStore(Store):
         self._opened = False
         self._drop_connection()
 
-    @_guarded
-    def schema_version(self) -> int:
-        return schema.current_version(self.db)
-
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         if self._txn_depth:
@@ -329,11 +327,6 @@ class PostgresStore(Store):
     def create_mailbox(self, mailbox: bytes, auth_key: bytes, now: int) -> None:
         with self._writing():
             Mailbox.insert(id=mailbox, auth_key=auth_key, created_at=now).execute()
-
-    @_guarded
-    def mailbox_auth_key(self, mailbox: bytes) -> bytes | None:
-        row = Mailbox.select(Mailbox.auth_key).where(Mailbox.id == mailbox).first()
-        return bytes(row.auth_key) if row else None
 
     @_guarded
     def delete_mailbox(self, mailbox: bytes) -> bool:
@@ -500,17 +493,6 @@ class PostgresStore(Store):
     # ------------------------------------------------------------ presence
 
     @_guarded
-    def presence_records(self, mailboxes: Collection[bytes]) -> dict[bytes, PresenceRecord]:
-        out: dict[bytes, PresenceRecord] = {}
-        for part in _chunks(list(set(mailboxes))):
-            query = (Mailbox.select(Mailbox.id, Mailbox.hidden, Mailbox.last_seen)
-                     .where(Mailbox.id.in_(part)))
-            for mailbox, hidden, last_seen in _rows(query):
-                out[bytes(mailbox)] = PresenceRecord(
-                    bool(hidden), None if last_seen is None else int(last_seen))
-        return out
-
-    @_guarded
     def set_presence_hidden(self, mailbox: bytes, hidden: bool) -> None:
         with self._writing():
             Mailbox.update(hidden=hidden).where(Mailbox.id == mailbox).execute()
@@ -521,15 +503,6 @@ class PostgresStore(Store):
             Mailbox.update(last_seen=when).where(Mailbox.id == mailbox).execute()
 
     # ------------------------------------------------------------ blobs
-
-    @_guarded
-    def get_blob(self, blob: bytes) -> BlobInfo | None:
-        row = Blob.get_or_none(Blob.id == blob)
-        if row is None:
-            return None
-        return BlobInfo(blob=bytes(row.id), owner=bytes(row.owner),
-                        read_cap_hash=bytes(row.read_cap_hash), size=int(row.size),
-                        complete=bool(row.complete), expires_at=int(row.expires_at))
 
     @_guarded
     def create_blob(self, info: BlobInfo, now: int) -> None:
@@ -545,31 +518,6 @@ class PostgresStore(Store):
                 BlobChunk.insert(blob=blob, offset=offset, data=data).execute()
             (Blob.update(size=offset + len(data), complete=complete)
              .where(Blob.id == blob).execute())
-
-    @_guarded
-    def owner_blob_bytes(self, owner: bytes) -> int:
-        total = (Blob.select(peewee.fn.COALESCE(peewee.fn.SUM(Blob.size), 0))
-                 .where(Blob.owner == owner).scalar())
-        return int(total or 0)
-
-    @_guarded
-    def read_blob(self, blob: bytes, offset: int, length: int) -> bytes:
-        end = offset + length
-        first = (BlobChunk.select(peewee.fn.MAX(BlobChunk.offset))
-                 .where((BlobChunk.blob == blob) & (BlobChunk.offset <= offset)).scalar())
-        start = int(first) if first is not None else 0
-        query = (BlobChunk.select(BlobChunk.offset, BlobChunk.data)
-                 .where((BlobChunk.blob == blob) & (BlobChunk.offset >= start)
-                        & (BlobChunk.offset < end))
-                 .order_by(BlobChunk.offset))
-        out = bytearray()
-        for chunk_offset, data in _rows(query):
-            chunk = bytes(data)
-            lo = max(offset - int(chunk_offset), 0)
-            hi = min(end - int(chunk_offset), len(chunk))
-            if hi > lo:
-                out += chunk[lo:hi]
-        return bytes(out)
 
     @_guarded
     def delete_blob(self, blob: bytes) -> bool:
@@ -602,3 +550,9 @@ class PostgresStore(Store):
                           message_bytes=int(message_bytes), blobs=int(blobs),
                           blob_bytes=int(blob_bytes), tokens=int(tokens),
                           schema_version=schema.current_version(self.db))
+
+
+# The shared reads answer with the same guard as the store's own methods.
+for _name in SHARED_READS:
+    setattr(PostgresStore, _name, _guarded(getattr(PeeweeReads, _name)))
+del _name

@@ -22,12 +22,12 @@ from chatcli.relay.store import schema
 from chatcli.relay.store.base import (
     BlobInfo,
     NewMessage,
-    PresenceRecord,
     Store,
     StoredMessage,
     StoreStats,
     Usage,
 )
+from chatcli.relay.store.peewee_reads import SHARED_READS, PeeweeReads
 from chatcli.relay.store.schema import (
     Blob,
     BlobChunk,
@@ -141,15 +141,19 @@ def _bound_to_own_database(cls: type[SqliteStore]) -> type[SqliteStore]:
                 return method(self, *args, **kwargs)
         return wrapper
 
-    for name, value in list(vars(cls).items()):
-        if callable(value) and not name.startswith("_") and name != "transaction":
-            setattr(cls, name, wrap(value))
+    own = {name: value for name, value in vars(cls).items()
+           if callable(value) and not name.startswith("_") and name != "transaction"}
+    own.update({name: getattr(PeeweeReads, name) for name in SHARED_READS})
+    for name, value in own.items():
+        setattr(cls, name, wrap(value))
     return cls
 
 
 @_bound_to_own_database
-class SqliteStore(Store):
+class SqliteStore(PeeweeReads, Store):
     """A relay database in one SQLite file (``path``)."""
+
+    db: peewee.SqliteDatabase
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -201,9 +205,6 @@ class SqliteStore(Store):
         if not self.db.is_closed():
             self.db.close()
 
-    def schema_version(self) -> int:
-        return schema.current_version(self.db)
-
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         with self.db.atomic():
@@ -235,10 +236,6 @@ class SqliteStore(Store):
 
     def create_mailbox(self, mailbox: bytes, auth_key: bytes, now: int) -> None:
         Mailbox.create(id=mailbox, auth_key=auth_key, created_at=now)
-
-    def mailbox_auth_key(self, mailbox: bytes) -> bytes | None:
-        row = Mailbox.select(Mailbox.auth_key).where(Mailbox.id == mailbox).first()
-        return bytes(row.auth_key) if row else None
 
     def delete_mailbox(self, mailbox: bytes) -> bool:
         with self.db.atomic():
@@ -426,16 +423,6 @@ class SqliteStore(Store):
 
     # ------------------------------------------------------------ presence
 
-    def presence_records(self, mailboxes: Collection[bytes]) -> dict[bytes, PresenceRecord]:
-        out: dict[bytes, PresenceRecord] = {}
-        for part in _chunks(list(set(mailboxes))):
-            query = (Mailbox.select(Mailbox.id, Mailbox.hidden, Mailbox.last_seen)
-                     .where(Mailbox.id.in_(part)))
-            for mailbox, hidden, last_seen in _rows(query):
-                out[bytes(mailbox)] = PresenceRecord(
-                    bool(hidden), None if last_seen is None else int(last_seen))
-        return out
-
     def set_presence_hidden(self, mailbox: bytes, hidden: bool) -> None:
         Mailbox.update(hidden=hidden).where(Mailbox.id == mailbox).execute()
 
@@ -443,14 +430,6 @@ class SqliteStore(Store):
         Mailbox.update(last_seen=when).where(Mailbox.id == mailbox).execute()
 
     # ------------------------------------------------------------ blobs
-
-    def get_blob(self, blob: bytes) -> BlobInfo | None:
-        row = Blob.get_or_none(Blob.id == blob)
-        if row is None:
-            return None
-        return BlobInfo(blob=bytes(row.id), owner=bytes(row.owner),
-                        read_cap_hash=bytes(row.read_cap_hash), size=int(row.size),
-                        complete=bool(row.complete), expires_at=int(row.expires_at))
 
     def create_blob(self, info: BlobInfo, now: int) -> None:
         Blob.create(id=info.blob, owner=info.owner, read_cap_hash=info.read_cap_hash,
@@ -463,30 +442,6 @@ class SqliteStore(Store):
                 BlobChunk.create(blob=blob, offset=offset, data=data)
             (Blob.update(size=offset + len(data), complete=complete)
              .where(Blob.id == blob).execute())
-
-    def owner_blob_bytes(self, owner: bytes) -> int:
-        total = (Blob.select(peewee.fn.COALESCE(peewee.fn.SUM(Blob.size), 0))
-                 .where(Blob.owner == owner).scalar())
-        return int(total or 0)
-
-    def read_blob(self, blob: bytes, offset: int, length: int) -> bytes:
-        end = offset + length
-        # The chunk that starts at or before ``offset``, and every later one before ``end``.
-        first = (BlobChunk.select(peewee.fn.MAX(BlobChunk.offset))
-                 .where((BlobChunk.blob == blob) & (BlobChunk.offset <= offset)).scalar())
-        start = int(first) if first is not None else 0
-        query = (BlobChunk.select(BlobChunk.offset, BlobChunk.data)
-                 .where((BlobChunk.blob == blob) & (BlobChunk.offset >= start)
-                        & (BlobChunk.offset < end))
-                 .order_by(BlobChunk.offset))
-        out = bytearray()
-        for chunk_offset, data in _rows(query):
-            chunk = bytes(data)
-            lo = max(offset - int(chunk_offset), 0)
-            hi = min(end - int(chunk_offset), len(chunk))
-            if hi > lo:
-                out += chunk[lo:hi]
-        return bytes(out)
 
     def delete_blob(self, blob: bytes) -> bool:
         with self.db.atomic():
