@@ -15,7 +15,9 @@ sender ``bob`` has a keystore made with the product's real Argon2id limits
 (MODERATE), so ``send_ms`` is what a user waits; a second sender ``carol``,
 made with the fast test KDF, shows how much of that is the keystore unlock
 (``send_fast_kdf_ms``). The KDF costs are stored in each keystore file, so
-unlocking follows what the file says.
+unlocking follows what the file says. Last, ``bob`` runs ``chatcli agent
+start`` and sends again with no passphrase in the environment: the key comes
+from the agent, no Argon2id runs (``send_agent_ms``).
 
 Usage::
 
@@ -45,7 +47,7 @@ from bench.common import (
 from bench.profile import pyspy_command, summarise_collapsed
 
 PASSPHRASE = "benchmark passphrase, not a secret"  # noqa: S105 - throwaway identities
-SEND_COMMANDS = ("init", "invite", "accept", "send", "receive")
+SEND_COMMANDS = ("init", "invite", "accept", "send", "receive", "agent")
 
 
 def time_command(cmd: list[str], runs: int, *, env: dict[str, str] | None = None,
@@ -131,19 +133,34 @@ def measure_send(runs: int, config: RelayConfig | None = None,
             sender.run("accept", link, "--name", "alice")
         alice.run("receive", "--json")  # completes the handshakes
         out: dict[str, Any] = {"relay": relay.config.describe()}
-        for key, sender in senders.items():
-            cmd = [*chatcli_command(), "send", "alice", f"one-shot send from {sender.name}"]
-            time_command(cmd, 1, env=sender.env)  # warm the page cache and the session
-            out[key] = time_command(cmd, runs, env=sender.env)
-            if profile_dir is not None:
-                out[f"{key}_profile"] = _profile_send(cmd, sender.env,
-                                                      profile_dir / f"cli-{key}.txt")
+        bob = senders["send"]
+        # The MODERATE sender again, with `chatcli agent` holding its key and no
+        # passphrase in the environment: what a user who started the agent waits.
+        agent_env = {k: v for k, v in bob.env.items() if k != "CHATCLI_PASSPHRASE"}
+        runs_by_key = [("send", bob, bob.env), ("send_fast_kdf", senders["send_fast_kdf"],
+                                                senders["send_fast_kdf"].env),
+                       ("send_agent", bob, agent_env)]
+        try:
+            for key, sender, env in runs_by_key:
+                if key == "send_agent":
+                    bob.run("agent", "start", "--timeout", "10m")
+                cmd = [*chatcli_command(), "send", "alice", f"one-shot send from {sender.name}"]
+                time_command(cmd, 1, env=env)  # warm the page cache and the session
+                out[key] = time_command(cmd, runs, env=env)
+                if profile_dir is not None:
+                    out[f"{key}_profile"] = _profile_send(cmd, env,
+                                                          profile_dir / f"cli-{key}.txt")
+        finally:
+            subprocess.run([*chatcli_command(), "agent", "stop"], env=bob.env,
+                           capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
         received = [line for line in alice.run("receive", "--json").splitlines()
                     if line.strip().startswith("{")]
         out["delivered"] = len(received)
-        out["expected"] = 2 * (runs + 1) + (2 if profile_dir is not None else 0)
+        out["expected"] = 3 * (runs + 1) + (3 if profile_dir is not None else 0)
         out["sender_kdf"] = {"send": "product default (Argon2id MODERATE)",
-                             "send_fast_kdf": "CHATCLI_INSECURE_FAST_KDF=1 (test minimum)"}
+                             "send_fast_kdf": "CHATCLI_INSECURE_FAST_KDF=1 (test minimum)",
+                             "send_agent": "the MODERATE keystore, key from `chatcli agent` "
+                                           "(no passphrase in the environment)"}
         return out
 
 

@@ -95,10 +95,14 @@ def summarise(report: dict[str, Any], params: LoadParams) -> dict[str, Any]:
         "chatcli_help": (cli.get("chatcli_help") or {}).get("median_ms"),
         "send": (send.get("send") or {}).get("median_ms"),
         "send_fast_kdf": (send.get("send_fast_kdf") or {}).get("median_ms"),
+        "send_agent": (send.get("send_agent") or {}).get("median_ms"),
     }
     if summary["cli_ms"]["send"] is not None:
         # Issue 4: "a one-shot send to a running relay finishes in well under a second".
         targets["cli: one-shot send under 1 s (real keystore)"] = summary["cli_ms"]["send"] < 1000
+    if summary["cli_ms"]["send_agent"] is not None:
+        targets["cli: one-shot send under 1 s (real keystore, key from the agent)"] = (
+            summary["cli_ms"]["send_agent"] < 1000)
     if not paced_as_issue:
         summary["note"] = ("the latency target of issue 3 is defined at 500 msg/s over 100 "
                            "pairs; this run used other values")

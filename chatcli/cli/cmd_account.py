@@ -44,6 +44,9 @@ def init(name: str, relay_url: str, token: str | None, passphrase_file: Path | N
     home = Home.from_env()
     home.require_empty()
     passphrase = get_passphrase(passphrase_file, confirm=True, prompt="New passphrase")
+    from chatcli.client import agent
+
+    agent.stop(home.agent_socket)  # a leftover agent of an earlier identity here
     with home.exclusive():
         client, tofu = run(lambda: create_account(home, passphrase, name=name,
                                                   relay_url=relay_url, token=token))
@@ -92,6 +95,9 @@ def account_delete(yes: bool, passphrase_file: Path | None) -> None:
                 await client.delete_account()
 
         run(go)
+    from chatcli.client import agent
+
+    agent.stop(home.agent_socket)  # it would only hold the key of a deleted keystore
     info(f"Deleted the account and its local data in {home.root}.")
 
 

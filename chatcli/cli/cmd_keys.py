@@ -79,6 +79,9 @@ def keys_import(file: Path, passphrase_file: Path | None, as_json: bool) -> None
         raise UsageError(f"Cannot read {file}: {exc.strerror}.") from None
     passphrase = get_passphrase(passphrase_file)
     payload = import_armoured(text, passphrase)
+    from chatcli.client import agent
+
+    agent.stop(home.agent_socket)  # a leftover agent must not serve the old key
     with home.exclusive():
         client = ChatClient.import_backup(home, payload, passphrase)
     try:

@@ -27,6 +27,7 @@ from chatcli.errors import ChatcliError
 COMMANDS: dict[str, str] = {
     "accept": "chatcli.cli.cmd_contacts:accept",
     "account": "chatcli.cli.cmd_account:account",
+    "agent": "chatcli.cli.cmd_agent:agent",
     "block": "chatcli.cli.cmd_contacts:block",
     "chat": "chatcli.cli.cmd_chat:chat",
     "contact": "chatcli.cli.cmd_contacts:contact",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
+    from chatcli.client.home import Home
     from chatcli.client.service import ChatClient
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,30 +81,60 @@ def lean_imports() -> None:
             del sys.modules["psycopg"]
 
 
+def agent_key(home: Home, passphrase_file: Path | None) -> bytes | None:
+    """The keystore key from a running ``chatcli agent``, or None.
+
+    An agent is asked only when no ``--passphrase-file`` was given, its socket
+    exists and ``CHATCLI_AGENT`` is not ``0``. Imports only the standard
+    library."""
+    if passphrase_file is not None or not home.agent_socket.exists():
+        return None
+    from chatcli.client import agent
+
+    if not agent.enabled():
+        return None
+    return agent.request_key(home.agent_socket)
+
+
 @contextmanager
 def unlocked(passphrase_file: Path | None, *, network: bool = True) -> Iterator[ChatClient]:
     """The unlocked identity of CHATCLI_HOME, closed at the end.
 
-    The keystore's Argon2id (about 0.7 s at MODERATE cost) runs in a thread
-    while this thread imports what the command needs (trio, the websocket
-    client, the service), so the two costs overlap instead of adding up.
-    libsodium releases the GIL during the key derivation. ``network=False``
+    With a running ``chatcli agent`` (and no ``--passphrase-file``) the
+    keystore opens with the key the agent holds: no passphrase, no Argon2id.
+    If the agent's key no longer opens the keystore (re-encrypted, replaced),
+    that agent is stopped and the passphrase is asked for as usual.
+
+    Otherwise the keystore's Argon2id (about 0.5 s at MODERATE cost) runs in a
+    thread while this thread imports what the command needs (trio, the
+    websocket client, the service), so the two costs overlap instead of adding
+    up. libsodium releases the GIL during the key derivation. ``network=False``
     (commands that only read the local database) skips the network modules."""
     import threading
 
     lean_imports()
     from chatcli.client.home import Home
-    from chatcli.client.keys import read_secrets
+    from chatcli.client.keys import read_secrets, read_secrets_with_key
     from chatcli.client.unlock import get_passphrase
 
     home = Home.from_env()
     home.require()
-    passphrase = get_passphrase(passphrase_file)
+    key = agent_key(home, passphrase_file)
+    passphrase = get_passphrase(passphrase_file) if key is None else None
     outcome: dict[str, Any] = {}
 
     def derive() -> None:
         try:
-            outcome["secrets"] = read_secrets(home.keystore, passphrase)
+            if key is not None:
+                from chatcli.crypto.errors import WrongKey
+
+                try:
+                    outcome["secrets"] = read_secrets_with_key(home.keystore, key)
+                except WrongKey:
+                    outcome["stale"] = True
+            else:
+                assert passphrase is not None
+                outcome["secrets"] = read_secrets(home.keystore, passphrase)
         except BaseException as exc:
             outcome["error"] = exc
 
@@ -116,6 +147,11 @@ def unlocked(passphrase_file: Path | None, *, network: bool = True) -> Iterator[
     worker.join()
     if "error" in outcome:
         raise outcome["error"]
+    if outcome.get("stale"):
+        from chatcli.client import agent
+
+        agent.stop(home.agent_socket)  # its key is useless now
+        outcome["secrets"] = read_secrets(home.keystore, get_passphrase(passphrase_file))
     client = ChatClient.from_secrets(home, outcome["secrets"])
     try:
         yield client

@@ -1,7 +1,8 @@
 """Where an identity lives on disk: ``CHATCLI_HOME`` and the files inside it.
 
 ``CHATCLI_HOME`` (default: the platform's user data directory for "chatcli")
-holds the keystore, the local database ``chatcli.db`` and ``downloads/``.
+holds the keystore, the local database ``chatcli.db``, ``downloads/`` and,
+while ``chatcli agent`` runs, its socket ``agent.sock``.
 Several identities live on one machine by pointing ``CHATCLI_HOME`` at
 different directories. This module imports nothing heavy.
 """
@@ -21,6 +22,7 @@ KEYSTORE_NAME = "identity.keystore"
 DATABASE_NAME = "chatcli.db"
 DOWNLOADS_NAME = "downloads"
 LOCK_NAME = ".lock"
+AGENT_SOCKET_NAME = "agent.sock"
 
 
 def default_home() -> Path:
@@ -58,6 +60,11 @@ class Home:
     @property
     def lock_file(self) -> Path:
         return self.root / LOCK_NAME
+
+    @property
+    def agent_socket(self) -> Path:
+        """The Unix socket of ``chatcli agent`` for this identity."""
+        return self.root / AGENT_SOCKET_NAME
 
     def exists(self) -> bool:
         """True when an identity was created here."""

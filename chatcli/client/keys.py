@@ -52,16 +52,52 @@ def write_keys(path: Path, secrets: bytes, passphrase: str) -> None:
     keystore.write_keystore(path, secrets, passphrase, limits=kdf_limits())  # type: ignore[arg-type]
 
 
-def read_secrets(path: Path, passphrase: str) -> KeystoreSecrets:
-    """Unlock the keystore; raises ``WrongPassphrase`` / ``CorruptData``."""
+def _read_blob(path: Path) -> bytes:
     from chatcli.crypto import keystore
-    from chatcli.crypto.errors import CorruptData
 
     try:
-        raw = keystore.read_keystore(path, passphrase)
+        return keystore.read_keystore_blob(path)
     except FileNotFoundError:
         raise StorageError(f"The keystore {path} is missing.") from None
+
+
+def _decode(raw: bytes) -> KeystoreSecrets:
+    from chatcli.crypto.errors import CorruptData
+
     try:
         return msgspec.msgpack.decode(raw, type=KeystoreSecrets)
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise CorruptData("The keystore's content is not understood by this chatcli.") from None
+
+
+def read_secrets(path: Path, passphrase: str) -> KeystoreSecrets:
+    """Unlock the keystore; raises ``WrongPassphrase`` / ``CorruptData``."""
+    from chatcli.crypto import keystore
+
+    return _decode(keystore.open_with_passphrase(_read_blob(path), passphrase,
+                                                 magic=keystore.KEYSTORE_MAGIC))
+
+
+def unlock_key(path: Path, passphrase: str) -> tuple[KeystoreSecrets, bytes]:
+    """Unlock the keystore and also return its key-encryption key (the
+    Argon2id output that ``chatcli agent`` holds); same errors as
+    :func:`read_secrets`."""
+    from chatcli.crypto import keystore
+    from chatcli.crypto.errors import WrongKey, WrongPassphrase
+
+    blob = _read_blob(path)
+    key = keystore.derive_keystore_key(blob, passphrase)
+    try:
+        raw = keystore.open_with_key(blob, key)
+    except WrongKey:
+        raise WrongPassphrase(
+            "The passphrase is wrong (or the file was deliberately modified).") from None
+    return _decode(raw), key
+
+
+def read_secrets_with_key(path: Path, key: bytes) -> KeystoreSecrets:
+    """Open the keystore with a key-encryption key (no Argon2id); raises
+    ``WrongKey`` when the key no longer opens it (re-encrypted or replaced)."""
+    from chatcli.crypto import keystore
+
+    return _decode(keystore.open_with_key(_read_blob(path), key))

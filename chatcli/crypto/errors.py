@@ -25,6 +25,13 @@ class WrongPassphrase(_DefaultMessage):
     default = "The passphrase is wrong."
 
 
+class WrongKey(WrongPassphrase):
+    """A derived key (e.g. one held by ``chatcli agent``) does not open the
+    keystore: the file was re-encrypted or replaced since the key was derived."""
+
+    default = "The key does not open this file (it was re-encrypted or replaced)."
+
+
 class EmptyPassphrase(_DefaultMessage):
     """A passphrase to protect keys with was empty."""
 
@@ -103,5 +110,6 @@ __all__ = [
     "SessionNotReady",
     "TooLarge",
     "TooManySkipped",
+    "WrongKey",
     "WrongPassphrase",
 ]

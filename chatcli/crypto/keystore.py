@@ -15,9 +15,14 @@ Blob layout (version 1), all integers big-endian::
     checksum  32   BLAKE2b-256 of every byte before it
 
 The key is Argon2id(passphrase NFKC-normalised as UTF-8, salt, opslimit,
-memlimit), 32 bytes. Reading checks structure and the checksum first: a
-truncated or randomly damaged file is :class:`CorruptData`. Only a well-formed
-file whose AEAD tag fails is :class:`WrongPassphrase`. The checksum is unkeyed,
+memlimit), 32 bytes. Opening is split in two so that a caller may keep that
+key (``chatcli agent``): :func:`derive_keystore_key` runs Argon2id, and
+:func:`open_with_key` decrypts without it.
+
+Reading checks structure and the checksum first: a truncated or randomly
+damaged file is :class:`CorruptData`. Only a well-formed file whose AEAD tag
+fails is :class:`WrongPassphrase` (:class:`WrongKey` from
+:func:`open_with_key`). The checksum is unkeyed,
 so someone who deliberately alters the ciphertext and recomputes it also gets
 "wrong passphrase"; either way nothing is decrypted, and the message says so.
 """
@@ -36,7 +41,7 @@ import nacl.bindings as sodium
 import nacl.exceptions
 import nacl.pwhash.argon2id as argon2id
 
-from chatcli.crypto.errors import CorruptData, EmptyPassphrase, WrongPassphrase
+from chatcli.crypto.errors import CorruptData, EmptyPassphrase, WrongKey, WrongPassphrase
 
 FORMAT_VERSION = 1
 KDF_ARGON2ID13 = 1
@@ -142,21 +147,49 @@ def read_limits(blob: bytes, *, magic: bytes) -> Argon2Limits:
         raise CorruptData("The key file asks for unreasonable key-derivation costs.") from None
 
 
+def derive_keystore_key(blob: bytes, passphrase: str, *, magic: bytes = KEYSTORE_MAGIC) -> bytes:
+    """The key-encryption key of a blob: Argon2id(passphrase) with the salt and
+    costs its header names (the slow part of opening it).
+
+    The blob is checked first (:func:`read_limits`), so a damaged or foreign
+    file is :class:`CorruptData` before any key derivation is spent on it.
+    The result opens the blob with :func:`open_with_key` until the blob is
+    rewritten (every write draws a fresh salt).
+    """
+    limits = read_limits(blob, magic=magic)
+    _m, _v, _k, _o, _mem, salt, _nonce, _len = _HEADER.unpack_from(blob)
+    return _passphrase_key(passphrase, salt, limits)
+
+
+def open_with_key(blob: bytes, key: bytes, *, magic: bytes = KEYSTORE_MAGIC) -> bytes:
+    """Decrypt a blob with a key from :func:`derive_keystore_key` (no Argon2id).
+
+    Raises :class:`CorruptData` if the blob is malformed, and :class:`WrongKey`
+    (a :class:`WrongPassphrase`) if it is intact but the key does not open it.
+    """
+    read_limits(blob, magic=magic)
+    if len(key) != sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES:
+        raise WrongKey()
+    header = blob[:HEADER_SIZE]
+    _m, _v, _k, _o, _mem, _salt, nonce, _len = _HEADER.unpack(header)
+    try:
+        return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            blob[HEADER_SIZE:-CHECKSUM_SIZE], header, nonce, bytes(key)
+        )
+    except nacl.exceptions.CryptoError:
+        raise WrongKey() from None
+
+
 def open_with_passphrase(blob: bytes, passphrase: str, *, magic: bytes) -> bytes:
     """Decrypt a blob made by :func:`seal_with_passphrase`.
 
     Raises :class:`CorruptData` if the blob is malformed, truncated or fails its
     checksum, and :class:`WrongPassphrase` if it is intact but does not open.
     """
-    limits = read_limits(blob, magic=magic)
-    header = blob[:HEADER_SIZE]
-    _m, _v, _k, _o, _mem, salt, nonce, _len = _HEADER.unpack(header)
-    key = _passphrase_key(passphrase, salt, limits)
+    key = derive_keystore_key(blob, passphrase, magic=magic)
     try:
-        return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            blob[HEADER_SIZE:-CHECKSUM_SIZE], header, nonce, key
-        )
-    except nacl.exceptions.CryptoError:
+        return open_with_key(blob, key, magic=magic)
+    except WrongKey:
         raise WrongPassphrase(
             "The passphrase is wrong (or the file was deliberately modified)."
         ) from None
@@ -200,15 +233,19 @@ def write_keystore(
                                             limits=limits))
 
 
+def read_keystore_blob(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a keystore file (bounded read; ``OSError`` if unreadable)."""
+    with open(path, "rb") as handle:
+        return handle.read(HEADER_SIZE + _MAX_CIPHERTEXT + CHECKSUM_SIZE + 1)
+
+
 def read_keystore(path: str | os.PathLike[str], passphrase: str) -> bytes:
     """Read and decrypt a keystore file.
 
     Raises :class:`CorruptData` (truncated, damaged, not a keystore),
     :class:`WrongPassphrase`, or ``OSError`` if the file cannot be read.
     """
-    with open(path, "rb") as handle:
-        blob = handle.read(HEADER_SIZE + _MAX_CIPHERTEXT + CHECKSUM_SIZE + 1)
-    return open_with_passphrase(blob, passphrase, magic=KEYSTORE_MAGIC)
+    return open_with_passphrase(read_keystore_blob(path), passphrase, magic=KEYSTORE_MAGIC)
 
 
 def change_passphrase(
@@ -231,8 +268,11 @@ __all__ = [
     "Argon2Limits",
     "atomic_write",
     "change_passphrase",
+    "derive_keystore_key",
+    "open_with_key",
     "open_with_passphrase",
     "read_keystore",
+    "read_keystore_blob",
     "read_limits",
     "seal_with_passphrase",
     "write_keystore",

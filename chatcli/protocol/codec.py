@@ -92,7 +92,7 @@ def _salvage_request_id(data: bytes) -> int | None:
     shape (a known request tag, then an integer id) is intact."""
     try:
         raw: Any = _any_decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     if (isinstance(raw, list) and len(raw) >= 2 and isinstance(raw[0], str)
             and raw[0] in _CLIENT_REQUEST_TAGS
@@ -102,8 +102,13 @@ def _salvage_request_id(data: bytes) -> int | None:
 
 
 def _describe(exc: Exception) -> str:
-    text = ("text is not valid UTF-8" if isinstance(exc, UnicodeDecodeError)
-            else str(exc).replace("\n", " "))
+    if isinstance(exc, UnicodeDecodeError):
+        text = "text is not valid UTF-8"
+    elif isinstance(exc, RecursionError):
+        # msgspec recurses once per nesting level: ~1,000 levels (1 KB) is enough.
+        text = "nested too deeply"
+    else:
+        text = str(exc).replace("\n", " ")
     return f"Invalid frame: {text}"[: frames.MAX_TEXT]
 
 
@@ -116,7 +121,7 @@ def decode_client_frame(data: bytes, *, max_size: int = frames.MAX_FRAME_SIZE) -
     except msgspec.ValidationError as exc:
         req = _salvage_request_id(data)
         raise RemoteProtocolError(_describe(exc), code=codes.BAD_FRAME, req=req) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise RemoteProtocolError(_describe(exc), code=codes.BAD_FRAME) from None
 
 
@@ -129,5 +134,5 @@ def decode_relay_frame(data: bytes, *, max_size: int = frames.MAX_FRAME_SIZE) ->
     try:
         frame: RelayFrame = _relay_decoder.decode(data)
         return frame
-    except (msgspec.MsgspecError, UnicodeDecodeError) as exc:
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError) as exc:
         raise RemoteProtocolError(_describe(exc), code=codes.BAD_FRAME) from None

@@ -23,9 +23,9 @@ from chatcli.errors import StorageError
 from chatcli.protocol import codes
 from chatcli.relay.delivery import Router
 from chatcli.relay.errors import Refused
-from chatcli.relay.mailbox import AckBatch, DepositBatch, Mailboxes
+from chatcli.relay.mailbox import AckBatch, DepositBatch, Mailboxes, commit_result
 from chatcli.relay.metrics import RelayMetrics
-from chatcli.relay.storage import StorageWorker
+from chatcli.relay.storage import Worker
 
 __all__ = ["AckJob", "CommitSink", "DepositJob", "GroupCommitter"]
 
@@ -60,7 +60,7 @@ Job = DepositJob | AckJob | None   # None: flush last-seen times
 
 
 class GroupCommitter:
-    def __init__(self, worker: StorageWorker, mailboxes: Mailboxes, router: Router,
+    def __init__(self, worker: Worker, mailboxes: Mailboxes, router: Router,
                  metrics: RelayMetrics, *, max_items: int, now_ms: Callable[[], int],
                  queue: int = 1024) -> None:
         self._worker = worker
@@ -129,9 +129,11 @@ class GroupCommitter:
         start = trio.current_time()
         answered: list[DepositJob | AckJob] = [*deposits, *acks]
         try:
-            result = await self._worker.run(
-                self._mailboxes.commit, [d.batch for d in deposits], [a.ack for a in acks],
-                last_seen, self._now_ms())
+            now = self._now_ms()
+            batches = [d.batch for d in deposits]
+            decided = await self._worker.run(self._mailboxes.commit_ids, batches,
+                                             [a.ack for a in acks], last_seen, now)
+            result = commit_result(batches, decided, now)
         except StorageError as exc:
             for job in answered:
                 job.sink.request_failed(job.req, codes.TRY_AGAIN, str(exc))

@@ -92,6 +92,8 @@ class RelayConfig:
     send_timeout: float = 30.0
     # Group commit: the most deposit/ack items in one transaction.
     commit_batch: int = 4096
+    # Database work in a child process (True) or a thread of the relay (False).
+    storage_process: bool = True
     # Delivery: messages per Deliver frame.
     deliver_batch: int = frames.MAX_BATCH
     # Expiry sweep period.

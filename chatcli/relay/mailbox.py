@@ -1,7 +1,7 @@
 """Mailbox logic: registration, capabilities, deposits with quotas, delivery
 cursors, acknowledgements and retention. Synchronous, with explicit time
-(``now`` in milliseconds): the server calls it in its storage worker thread,
-and tests call it directly.
+(``now`` in milliseconds): the server calls it in its storage worker (the
+storage process, or a thread), and tests call it directly.
 
 The decisions are pure functions (:func:`plan_deposits`); :class:`Mailboxes`
 applies them to a :class:`~chatcli.relay.store.base.Store` in transactions.
@@ -15,6 +15,7 @@ import hmac
 import os
 import secrets
 from collections.abc import Collection, Sequence
+from typing import NamedTuple
 
 from chatcli.crypto.errors import BadSignature, InvalidKey
 from chatcli.crypto.keys import SigningPublicKey
@@ -25,12 +26,14 @@ from chatcli.relay.store.base import NewMessage, PresenceRecord, Store, StoredMe
 __all__ = [
     "TOKEN_PREFIX",
     "AckBatch",
+    "CommitIds",
     "CommitResult",
     "DepositBatch",
     "DepositItem",
     "Mailboxes",
     "Quota",
     "cap_hash",
+    "commit_result",
     "new_token",
     "plan_deposits",
     "token_hash",
@@ -60,9 +63,10 @@ class Quota:
     max_bytes: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class DepositItem:
-    """One deposit as the relay handles it: the capability already hashed."""
+class DepositItem(NamedTuple):
+    """One deposit as the relay handles it: the capability already hashed.
+    (A named tuple: one is made per deposit, and tuples are the cheapest to
+    make and to hand to the storage process.)"""
 
     mailbox: bytes
     cap_hash: bytes
@@ -138,6 +142,34 @@ class CommitResult:
     acked: int
 
 
+class CommitIds(NamedTuple):
+    """What a commit decided, without the payloads (which the caller has):
+    the error code of every item of every batch in order, the ids of the
+    accepted items (those whose code is None) in order, and how many
+    acknowledged messages were deleted."""
+
+    errors: list[str | None]
+    ids: list[int]
+    acked: int
+
+
+def commit_result(deposits: Sequence[DepositBatch], decided: CommitIds, now: int
+                  ) -> CommitResult:
+    """The :class:`CommitResult` of a commit, from its input and its :class:`CommitIds`."""
+    errors: list[list[str | None]] = []
+    stored: list[tuple[bytes, StoredMessage]] = []
+    ids = iter(decided.ids)
+    start = 0
+    for batch in deposits:
+        codes_ = decided.errors[start:start + len(batch.items)]
+        start += len(batch.items)
+        errors.append(codes_)
+        for item, code in zip(batch.items, codes_, strict=True):
+            if code is None:
+                stored.append((item.mailbox, StoredMessage(next(ids), item.payload, now)))
+    return CommitResult(errors, stored, decided.acked)
+
+
 class Mailboxes:
     """The mailbox rules over a store. Not thread-safe: call from the storage worker."""
 
@@ -197,6 +229,13 @@ class Mailboxes:
                last_seen: dict[bytes, int], now: int) -> CommitResult:
         """One group commit: every deposit batch, acknowledgement and last-seen
         update in one transaction. Returns after it is durable."""
+        return commit_result(deposits, self.commit_ids(deposits, acks, last_seen, now), now)
+
+    def commit_ids(self, deposits: Sequence[DepositBatch], acks: Sequence[AckBatch],
+                   last_seen: dict[bytes, int], now: int) -> CommitIds:
+        """:meth:`commit`, answering only what the caller does not know
+        already (see :class:`CommitIds`): the group committer's call, so that
+        payloads do not travel back from the storage process."""
         all_items = [item for batch in deposits for item in batch.items]
         all_refused = [code for batch in deposits for code in batch.refused]
         with self.store.transaction():
@@ -206,21 +245,14 @@ class Mailboxes:
                 all_items, all_refused, strict=True) if code is None and item.mailbox in usage}
             valid = self.store.valid_caps(pairs) if pairs else set()
             plan = plan_deposits(all_items, valid, usage, self.quota, all_refused)
-            accepted = [all_items[i] for i in plan.accepted]
-            new = [NewMessage(item.mailbox, item.payload, now) for item in accepted]
+            new = [NewMessage(all_items[i].mailbox, all_items[i].payload, now)
+                   for i in plan.accepted]
             ids = self.store.insert_messages(new) if new else []
             acked = (self.store.delete_messages_many([(a.mailbox, a.ids) for a in acks])
                      if acks else 0)
             for mailbox, when in last_seen.items():
                 self.store.set_last_seen(mailbox, when)
-        errors: list[list[str | None]] = []
-        start = 0
-        for batch in deposits:
-            errors.append(plan.errors[start:start + len(batch.items)])
-            start += len(batch.items)
-        stored = [(msg.mailbox, StoredMessage(msg_id, msg.payload, now))
-                  for msg, msg_id in zip(new, ids, strict=True)]
-        return CommitResult(errors, stored, acked)
+        return CommitIds(plan.errors, ids, acked)
 
     def deposit(self, items: Sequence[DepositItem], now: int) -> list[str | None]:
         """Deposits of one request on their own (a commit of one batch)."""

@@ -44,7 +44,8 @@ from chatcli.relay.mailbox import AckBatch, DepositBatch, DepositItem, Mailboxes
 from chatcli.relay.metrics import RelayMetrics, serve_metrics
 from chatcli.relay.notify import LocalHub, make_hub
 from chatcli.relay.presence import Presence, entry_for
-from chatcli.relay.storage import StorageWorker
+from chatcli.relay.storage import StorageWorker, Worker
+from chatcli.relay.storage_process import StorageProcess
 from chatcli.relay.store import make_store
 from chatcli.relay.store.base import PresenceRecord, Store, StoredMessage
 
@@ -548,7 +549,6 @@ class Relay:
         self.multi_process = not isinstance(self.hub, LocalHub)
         self.presence: Presence = self.hub.presence
         self.router = Router()
-        self.worker = StorageWorker(self.store)
         self.mailboxes = Mailboxes(self.store,
                                    quota=Quota(config.mailbox_max_messages,
                                                config.mailbox_max_bytes),
@@ -557,6 +557,18 @@ class Relay:
         self.blobs = Blobs(self.store, max_blob_size=config.max_blob_size,
                            owner_quota=config.blob_quota,
                            max_ttl_ms=int(config.max_blob_ttl * 1000))
+        # A store handed in (tests) is used in a thread; otherwise the
+        # database work runs in a child process with its own copies.
+        self.storage_process: StorageProcess | None = None
+        self.worker: Worker
+        if store is None and config.storage_process:
+            self.storage_process = StorageProcess(
+                config, {"store": self.store, "mailboxes": self.mailboxes, "blobs": self.blobs},
+                origin=getattr(self.store, "origin", None))
+            self.worker = self.storage_process
+        else:
+            self.worker = StorageWorker(self.store)
+        self.storage_failure: str | None = None
         self.committer = GroupCommitter(self.worker, self.mailboxes, self.router, self.metrics,
                                         max_items=config.commit_batch, now_ms=self.now_ms)
         self.cap_buckets = KeyedBuckets(config.capability_rate, config.capability_burst)
@@ -597,6 +609,8 @@ class Relay:
         return self.port is not None and not self.stopping
 
     async def _open_store(self) -> None:
+        if self.storage_process is not None:
+            await self.storage_process.start()
         await self.worker.run(self.store.open, self.now_ms())
         seed = await self.worker.run(self.store.load_or_store_relay_seed, os.urandom(32))
         self.key = RelayKeyPair.from_private_bytes(seed)
@@ -619,6 +633,8 @@ class Relay:
             await self._open_store()
             async with trio.open_nursery() as root:
                 await root.start(self.hub.run, self.router)
+                if self.storage_process is not None:
+                    root.start_soon(self._watch_storage, self.storage_process)
                 root.start_soon(self.committer.run)
                 root.start_soon(self._housekeeping)
                 if cfg.metrics_port is not None:
@@ -664,9 +680,24 @@ class Relay:
                 if self.port is not None:
                     with contextlib.suppress(StorageError):
                         await self._write_status(stopped=True)
-                await self.worker.run(self.store.close)
+                with contextlib.suppress(StorageError):
+                    await self.worker.run(self.store.close)
+                if self.storage_process is not None:
+                    await self.storage_process.aclose()
             self._stopped.set()
             log.info("relay stopped")
+        if self.storage_failure is not None:
+            raise StorageError(self.storage_failure)
+
+    async def _watch_storage(self, process: StorageProcess) -> None:
+        """A relay cannot work without its storage process: if it dies, stop
+        (with an error, so that a supervisor restarts the relay)."""
+        status = await process.wait_exit()
+        if not self.stopping:
+            self.storage_failure = (f"The relay's storage process stopped unexpectedly "
+                                    f"(exit status {status}).")
+            log.error("storage process stopped", extra={"fields": {"status": status}})
+            self.shutdown()
 
     async def _handle(self, request: WebSocketRequest) -> None:
         """The trio-websocket handler: guarded, so it never raises."""

@@ -1,9 +1,15 @@
-"""The storage worker: every database call of the relay runs here, one at a
-time, in a worker thread (``trio.to_thread.run_sync`` with a
-``CapacityLimiter(1)``), because peewee is synchronous and a SQLite
-connection must not be used by two threads at once. Database failures become
+"""Storage workers: every database call of the relay runs in one, one at a
+time, because peewee is synchronous and a database connection must not be
+used by two threads at once. Database failures become
 :class:`~chatcli.errors.StorageError`, which connections answer with
 ``try_again``.
+
+:class:`Worker` is the contract. :class:`StorageWorker` runs the calls in a
+worker thread (``trio.to_thread.run_sync`` with a ``CapacityLimiter(1)``):
+the relay uses it for a store handed in by the caller (tests).
+``chatcli relay serve`` runs them in a child process instead
+(:class:`~chatcli.relay.storage_process.StorageProcess`), where they do not
+compete with the event loop for the interpreter lock.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import peewee
 import trio
@@ -19,13 +25,26 @@ import trio
 from chatcli.errors import StorageError
 from chatcli.relay.store.base import Store
 
-__all__ = ["StorageWorker"]
+__all__ = ["StorageWorker", "Worker"]
 
 T = TypeVar("T")
 log = logging.getLogger("chatcli.relay.storage")
 
 
+class Worker(Protocol):
+    """Runs storage calls one at a time, in order."""
+
+    failures: int
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` away from the event loop; a cancelled caller still
+        waits for the call to finish, so a transaction is never left half done."""
+        ...
+
+
 class StorageWorker:
+    """:class:`Worker` in a thread."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self.limiter = trio.CapacityLimiter(1)

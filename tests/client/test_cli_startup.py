@@ -78,3 +78,36 @@ def test_local_commands_import_no_network_library(tmp_path: Path) -> None:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=env, check=True)
         assert out.stdout.strip().splitlines()[-1] == "NET=", (command, out.stdout, out.stderr)
+
+
+def test_agent_modules_are_lean() -> None:
+    """The agent daemon holds 32 bytes and answers on a socket: it imports no
+    heavy library (nor click), and neither does the client side that every
+    command uses to ask it for the key."""
+    code = (
+        "import sys\n"
+        "import chatcli.client.agent, chatcli.client.agent_daemon\n"
+        f"print(','.join(sorted({{m.split('.')[0] for m in sys.modules}}"
+        f" & set({(*HEAVY, 'click')!r}))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_agent_commands_import_nothing_heavy(tmp_path: Path) -> None:
+    env = {**os.environ, "CHATCLI_HOME": str(tmp_path)}
+    for command in (["agent", "--help"], ["agent", "status"], ["agent", "stop"]):
+        code = (
+            "import sys\n"
+            "from chatcli.cli.main import cli\n"
+            "try:\n"
+            f"    cli.main({command!r}, standalone_mode=False)\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            f"print('HEAVY=' + ','.join(sorted({{m.split('.')[0] for m in sys.modules}}"
+            f" & set({HEAVY!r}))))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, check=True)
+        assert out.stdout.strip().splitlines()[-1] == "HEAVY=", (command, out.stdout)

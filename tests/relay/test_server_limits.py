@@ -128,7 +128,10 @@ async def test_slow_consumer_is_cut_off(tmp_path: Path) -> None:
 async def test_a_failing_handler_closes_only_its_request(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
-    async with running_relay(make_config(tmp_path)) as h:
+    # Fault injection patches the relay's own storage objects, so the tests
+    # that do it run the storage in a thread (storage_process=False);
+    # test_storage_process.py covers failures of the storage process.
+    async with running_relay(make_config(tmp_path, storage_process=False)) as h:
         owner, _, _ = await h.owner()
 
         def broken(*args: object) -> None:
@@ -144,7 +147,7 @@ async def test_a_failing_handler_closes_only_its_request(tmp_path: Path,
 
 async def test_storage_failure_answers_try_again(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    async with running_relay(make_config(tmp_path)) as h:
+    async with running_relay(make_config(tmp_path, storage_process=False)) as h:
         owner, mailbox, cap = await h.owner()
 
         def down(*args: object) -> None:
@@ -178,7 +181,7 @@ async def test_a_crash_outside_dispatch_does_not_end_the_server(
 
 async def test_delivery_retries_when_storage_fails(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    async with running_relay(make_config(tmp_path)) as h:
+    async with running_relay(make_config(tmp_path, storage_process=False)) as h:
         owner, mailbox, cap = await h.owner()
         key = owner.key
         assert key is not None

@@ -4,7 +4,9 @@ Everything the mailbox, presence and blob logic needs from a database, and
 nothing about policy: the store persists and counts; quotas, capabilities,
 tokens and expiry *decisions* live in :mod:`chatcli.relay.mailbox` and
 :mod:`chatcli.relay.blobs`. Methods are synchronous and are called from one
-worker thread at a time (see :mod:`chatcli.relay.storage`); several calls
+worker at a time, a thread or the storage process (see
+:mod:`chatcli.relay.storage` and :mod:`chatcli.relay.storage_process`);
+several calls
 that must be atomic run inside :meth:`Store.transaction`.
 
 Byte strings: mailbox and blob ids are 16 bytes, capability and token hashes
@@ -22,6 +24,7 @@ import abc
 import contextlib
 import dataclasses
 from collections.abc import Collection, Sequence
+from typing import NamedTuple
 
 __all__ = [
     "BlobInfo",
@@ -34,15 +37,13 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class NewMessage:
+class NewMessage(NamedTuple):
     mailbox: bytes
     payload: bytes
     received_at: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StoredMessage:
+class StoredMessage(NamedTuple):
     id: int
     payload: bytes
     received_at: int

@@ -168,6 +168,7 @@ class SqliteStore(PeeweeReads, Store):
                 "busy_timeout": 10_000,
                 "cache_size": -16_000,   # 16 MiB page cache
                 "secure_delete": 1,      # deleted ciphertext is overwritten, not left in free pages
+                "wal_autocheckpoint": 10_000,
             },
         )
 
