@@ -7,6 +7,13 @@ commits them in one transaction in the storage worker, and only then answers
 each deposit (DepositResult) and hands the stored messages to the router for
 pushing. While one commit runs the next batch accumulates, so durability
 (``synchronous=FULL``: one fsync per commit) does not cap throughput.
+
+Two commits are in flight at once (:data:`PIPELINE`): the next is sent to the
+storage worker while it still runs the previous one, so the storage process
+goes from one commit to the next without waiting for the event loop to read
+an answer, answer the connections and prepare the next batch. Answers come
+back in the order commits were sent, and each is handled to the end before
+the next is read, so messages are pushed in id order as before.
 """
 
 from __future__ import annotations
@@ -23,13 +30,15 @@ from chatcli.errors import StorageError
 from chatcli.protocol import codes
 from chatcli.relay.delivery import Router
 from chatcli.relay.errors import Refused
-from chatcli.relay.mailbox import AckBatch, DepositBatch, Mailboxes, commit_result
+from chatcli.relay.mailbox import AckBatch, CommitIds, DepositBatch, Mailboxes, commit_result
 from chatcli.relay.metrics import RelayMetrics
-from chatcli.relay.storage import Worker
+from chatcli.relay.storage import Pending, Worker
 
 __all__ = ["AckJob", "CommitSink", "DepositJob", "GroupCommitter"]
 
 log = logging.getLogger("chatcli.relay.commit")
+
+PIPELINE = 2   # commits in flight at once
 
 
 class CommitSink(Protocol):
@@ -72,6 +81,9 @@ class GroupCommitter:
         self._send, self._recv = trio.open_memory_channel[Job](queue)
         self._last_seen: dict[bytes, int] = {}
         self._done = trio.Event()
+        # Commits in flight: one running in the storage worker, the next
+        # already sent behind it (see Worker.send).
+        self._slots = trio.Semaphore(PIPELINE)
         self.commits = 0
 
     async def submit(self, job: DepositJob | AckJob) -> None:
@@ -92,8 +104,16 @@ class GroupCommitter:
     async def run(self) -> None:
         """The writer loop; returns after :meth:`close` once everything is committed."""
         try:
-            async with self._recv:
-                async for first in self._recv:
+            async with self._recv, trio.open_nursery() as nursery:
+                while True:
+                    # A free slot first, then whatever jobs wait: the batch
+                    # grows while the commits ahead of it run.
+                    await self._slots.acquire()
+                    try:
+                        first = await self._recv.receive()
+                    except trio.EndOfChannel:
+                        self._slots.release()
+                        break
                     jobs = [first]
                     items = _size(first)
                     while items < self._max_items:
@@ -103,7 +123,11 @@ class GroupCommitter:
                             break
                         jobs.append(job)
                         items += _size(job)
-                    await self._commit(jobs)
+                    commit = await self._start(jobs)
+                    if commit is None:
+                        self._slots.release()
+                    else:
+                        nursery.start_soon(self._finish_and_release, commit)
             if self._last_seen:
                 await self._commit([])
         finally:
@@ -121,47 +145,90 @@ class GroupCommitter:
         await self._done.wait()
 
     async def _commit(self, jobs: list[Job]) -> None:
+        commit = await self._start(jobs)
+        if commit is not None:
+            await self._finish(commit)
+
+    async def _start(self, jobs: list[Job]) -> _Commit | None:
+        """Send one commit to the storage worker; None if there was nothing to
+        commit or it could not be sent (its jobs are answered then)."""
         deposits = [j for j in jobs if isinstance(j, DepositJob)]
         acks = [j for j in jobs if isinstance(j, AckJob)]
         last_seen, self._last_seen = self._last_seen, {}
         if not deposits and not acks and not last_seen:
-            return
-        start = trio.current_time()
-        answered: list[DepositJob | AckJob] = [*deposits, *acks]
+            return None
+        commit = _Commit(deposits, acks, last_seen, [d.batch for d in deposits],
+                         self._now_ms(), trio.current_time())
         try:
-            now = self._now_ms()
-            batches = [d.batch for d in deposits]
-            decided = await self._worker.run(self._mailboxes.commit_ids, batches,
-                                             [a.ack for a in acks], last_seen, now)
-            result = commit_result(batches, decided, now)
+            commit.pending = await self._worker.send(
+                self._mailboxes.commit_ids, commit.batches, [a.ack for a in acks],
+                last_seen, commit.now)
         except StorageError as exc:
-            for job in answered:
-                job.sink.request_failed(job.req, codes.TRY_AGAIN, str(exc))
-            for mailbox, when in last_seen.items():
-                self._last_seen.setdefault(mailbox, when)
+            self._failed(commit, codes.TRY_AGAIN, str(exc))
+            return None
+        return commit
+
+    async def _finish_and_release(self, commit: _Commit) -> None:
+        try:
+            await self._finish(commit)
+        finally:
+            self._slots.release()
+
+    async def _finish(self, commit: _Commit) -> None:
+        """Wait for a commit's result, then answer its jobs and push its messages.
+
+        Results come in the order the commits were sent, and everything after
+        the wait runs without a checkpoint: deliveries keep commit (id) order."""
+        assert commit.pending is not None
+        try:
+            decided = await commit.pending.result()
+        except StorageError as exc:
+            self._failed(commit, codes.TRY_AGAIN, str(exc))
             return
         except Exception:
             log.exception("group commit failed")
-            for job in answered:
-                job.sink.request_failed(job.req, codes.INTERNAL_ERROR,
-                                        "The relay failed to store this request.")
+            self._failed(commit, codes.INTERNAL_ERROR, "The relay failed to store this request.",
+                         keep_last_seen=False)
             return
+        result = commit_result(commit.batches, decided, commit.now)
         self.commits += 1
         m = self._metrics
-        m.commit_seconds.observe(trio.current_time() - start)
-        m.commit_items.observe(sum(len(d.batch.items) for d in deposits) + len(acks))
-        for job, errors in zip(deposits, result.errors, strict=True):
+        m.commit_seconds.observe(trio.current_time() - commit.started)
+        m.commit_items.observe(sum(len(b.items) for b in commit.batches) + len(commit.acks))
+        for job, errors in zip(commit.deposits, result.errors, strict=True):
             for code in errors:
                 if code is not None:
                     m.deposits_refused.labels(code).inc()
             job.sink.deposit_done(job.req, errors)
-        for ack in acks:
+        for ack in commit.acks:
             ack.sink.ack_done(ack.req)
         if result.stored:
             m.deposits.inc(len(result.stored))
             m.deposit_bytes.inc(sum(len(msg.payload) for _, msg in result.stored))
         m.acked.inc(result.acked)
         self._router.dispatch(result.stored)
+
+    def _failed(self, commit: _Commit, code: str, message: str, *,
+                keep_last_seen: bool = True) -> None:
+        jobs: list[DepositJob | AckJob] = [*commit.deposits, *commit.acks]
+        for job in jobs:
+            job.sink.request_failed(job.req, code, message)
+        if keep_last_seen:   # retried with the next commit
+            for mailbox, when in commit.last_seen.items():
+                self._last_seen.setdefault(mailbox, when)
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class _Commit:
+    """One group commit between :meth:`GroupCommitter._start` and ``_finish``."""
+
+    deposits: list[DepositJob]
+    acks: list[AckJob]
+    last_seen: dict[bytes, int]
+    batches: list[DepositBatch]
+    now: int
+    started: float
+    pending: Pending[CommitIds] | None = None
 
 
 def _size(job: Job) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import peewee
 import trio
@@ -25,14 +25,23 @@ import trio
 from chatcli.errors import StorageError
 from chatcli.relay.store.base import Store
 
-__all__ = ["StorageWorker", "Worker"]
+__all__ = ["Pending", "StorageWorker", "Worker"]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 log = logging.getLogger("chatcli.relay.storage")
 
 
+class Pending(Protocol[T_co]):
+    """A storage call sent and not yet answered."""
+
+    async def result(self) -> T_co:
+        """The call's result (or its exception); await it exactly once."""
+        ...
+
+
 class Worker(Protocol):
-    """Runs storage calls one at a time, in order."""
+    """Runs storage calls one at a time, in the order they are made."""
 
     failures: int
 
@@ -40,6 +49,25 @@ class Worker(Protocol):
         """``fn(*args)`` away from the event loop; a cancelled caller still
         waits for the call to finish, so a transaction is never left half done."""
         ...
+
+    async def send(self, fn: Callable[..., T], *args: Any) -> Pending[T]:
+        """Make the call ``fn(*args)`` now, behind those made before it, and
+        read its result later, so that the caller can prepare (and send) the
+        next call meanwhile."""
+        ...
+
+
+class _Done(Generic[T]):
+    """A call that already ran: its result or its exception."""
+
+    def __init__(self, value: T | None, error: BaseException | None) -> None:
+        self._value = value
+        self._error = error
+
+    async def result(self) -> T:
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
 
 
 class StorageWorker:
@@ -60,3 +88,11 @@ class StorageWorker:
             log.error("storage error: %s", type(exc).__name__,
                       extra={"fields": {"error": str(exc)[:200]}})
             raise StorageError("The relay's storage is unavailable; try again later.") from None
+
+    async def send(self, fn: Callable[..., T], *args: Any) -> Pending[T]:
+        """:meth:`Worker.send` without overlap: a thread runs the call to the
+        end at once (a store used in a thread serves one call at a time)."""
+        try:
+            return _Done(await self.run(fn, *args), None)
+        except Exception as exc:
+            return _Done(None, exc)

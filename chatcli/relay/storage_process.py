@@ -28,6 +28,7 @@ and the child exits after its current transaction.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -39,7 +40,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import trio
 
@@ -47,7 +48,7 @@ from chatcli.errors import StorageError
 from chatcli.relay.config import RelayConfig
 from chatcli.relay.errors import Refused
 
-__all__ = ["StorageProcess", "child_main"]
+__all__ = ["PendingCall", "StorageProcess", "child_main"]
 
 T = TypeVar("T")
 log = logging.getLogger("chatcli.relay.storage")
@@ -81,9 +82,12 @@ class StorageProcess:
         self.config = config
         self._names = {id(obj): name for name, obj in targets.items()}
         self._origin = origin
-        self._limiter = trio.CapacityLimiter(1)   # one call at a time, in order
-        self._sock: socket.socket | None = None
+        self._send_lock = trio.Lock()
+        self._waiting: collections.deque[PendingCall[Any]] = collections.deque()
+        self._drained: trio.Event | None = None
+        self._stream: trio.SocketStream | None = None
         self._process: trio.Process | None = None
+        self._buffer = bytearray()
         self._broken: str | None = None
         self.failures = 0
 
@@ -106,37 +110,72 @@ class StorageProcess:
             raise StorageError(f"Cannot start the relay's storage process: {exc}.") from None
         finally:
             child_sock.close()
-        self._sock = parent_sock
+        self._stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent_sock))
         settings = json.dumps(dataclasses.asdict(self.config))
         with trio.move_on_after(_START_TIMEOUT) as scope:
-            await self._call(_INIT, "", (settings, self._origin))
+            await (await self._send(_INIT, "", (settings, self._origin))).result()
         if scope.cancelled_caught:
             await self.aclose()
             raise StorageError("The relay's storage process did not start in time.")
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the child; see the module docstring."""
+        with trio.CancelScope(shield=True):
+            pending: PendingCall[T] = await self.send(fn, *args)
+            result = await pending.result()
+        return result
+
+    async def send(self, fn: Callable[..., T], *args: Any) -> PendingCall[T]:
+        """Send the call ``fn(*args)`` now, behind the calls sent before it;
+        its result is read with ``await pending.result()``, which must be
+        awaited. The group committer sends its next commit while the child
+        still works on the previous one, so the child never waits for the
+        event loop between commits."""
         owner = getattr(fn, "__self__", None)
         name = self._names.get(id(owner))
         if name is None:
             raise TypeError(f"{fn!r} is not a method of a storage object")
-        result: T = await self._call(name, fn.__name__, args)
-        return result
+        return await self._send(name, fn.__name__, args)
 
-    async def _call(self, target: str, method: str, args: tuple[Any, ...]) -> Any:
-        # The round trip runs in a thread, blocking on the socket without the
-        # interpreter lock: done by the event loop, every partial send and
-        # the answer each waited for a turn of a busy loop, which cost more
-        # than the database work.
-        if self._broken is not None or self._sock is None:
+    async def _send(self, target: str, method: str, args: tuple[Any, ...]) -> PendingCall[Any]:
+        if self._broken is not None or self._stream is None:
             raise StorageError(self._broken or "The relay's storage is not started.")
-        try:
-            reply = await trio.to_thread.run_sync(self._round_trip, (target, method, args),
-                                                  limiter=self._limiter)
-        except (OSError, EOFError) as exc:
+        data = pickle.dumps((target, method, args), protocol=pickle.HIGHEST_PROTOCOL)
+        pending: PendingCall[Any] = PendingCall(self, f"{target}.{method}")
+        # Shielded: a call sent in part would corrupt the stream.
+        with trio.CancelScope(shield=True):
+            async with self._send_lock:
+                try:
+                    await self._stream.send_all(_HEADER.pack(len(data)) + data)
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise self._lost(exc) from None
+                self._waiting.append(pending)
+                if len(self._waiting) == 1:
+                    pending.turn.set()
+        return pending
+
+    def _lost(self, exc: BaseException) -> StorageError:
+        if self._broken is None:
             self._broken = "The relay's storage process stopped; try again later."
             log.error("storage process lost", extra={"fields": {"error": type(exc).__name__}})
-            raise StorageError(self._broken) from None
+        return StorageError(self._broken)
+
+    async def _answer(self, pending: PendingCall[Any]) -> Any:
+        """Read ``pending``'s answer, in its turn (answers come in call order)."""
+        with trio.CancelScope(shield=True):
+            await pending.turn.wait()
+            try:
+                raw = await self._receive()
+            except (OSError, EOFError, trio.BrokenResourceError,
+                    trio.ClosedResourceError) as exc:
+                raise self._lost(exc) from None
+            finally:
+                self._waiting.popleft()
+                if self._waiting:
+                    self._waiting[0].turn.set()
+                elif self._drained is not None:
+                    self._drained.set()
+        reply = pickle.loads(raw)  # noqa: S301 - from our own child
         kind = reply[0]
         if kind == _OK:
             return reply[1]
@@ -148,31 +187,33 @@ class StorageProcess:
         if kind == _DATABASE:
             log.error("storage error: %s", reply[1], extra={"fields": {"error": reply[2]}})
             raise StorageError("The relay's storage is unavailable; try again later.")
-        raise RuntimeError(f"storage call {target}.{method} failed: {reply[1]}: {reply[2]}")
+        raise RuntimeError(f"storage call {pending.name} failed: {reply[1]}: {reply[2]}")
 
-    def _round_trip(self, request: tuple[str, str, tuple[Any, ...]]) -> Any:
-        """Send one call and read its answer (in the worker thread)."""
-        sock = self._sock
-        if sock is None or self._broken is not None:
-            raise EOFError("storage closed")
-        data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
-        sock.sendall(_HEADER.pack(len(data)) + data)
-        header = _read_exact(sock, _HEADER.size)
-        if header is None:
-            raise EOFError("storage process closed the socket")
-        (length,) = _HEADER.unpack(header)
-        body = _read_exact(sock, length)
-        if body is None:
-            raise EOFError("storage process closed the socket")
-        return pickle.loads(body)  # noqa: S301 - our own child
+    async def _receive(self) -> bytes:
+        assert self._stream is not None
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= _HEADER.size:
+                (length,) = _HEADER.unpack_from(buffer)
+                end = _HEADER.size + length
+                if len(buffer) >= end:
+                    message = bytes(buffer[_HEADER.size:end])
+                    del buffer[:end]
+                    return message
+            chunk = await self._stream.receive_some(_BUFFER)
+            if not chunk:
+                raise EOFError("storage process closed the socket")
+            buffer += chunk
 
     async def aclose(self) -> None:
         """Close the socket (the child finishes its call and exits) and wait for it."""
+        if self._stream is not None:
+            if self._waiting:   # answers still to be read: let them be
+                self._drained = trio.Event()
+                with trio.CancelScope(shield=True), trio.move_on_after(_STOP_TIMEOUT):
+                    await self._drained.wait()
+            await self._stream.aclose()
         self._broken = self._broken or "The relay's storage is closed."
-        if self._sock is not None:
-            # After any call in flight: closing under it would lose its answer.
-            async with self._limiter:
-                self._sock.close()
         process = self._process
         if process is None:
             return
@@ -188,6 +229,21 @@ class StorageProcess:
         """Wait until the child exits; its exit status."""
         assert self._process is not None
         return await self._process.wait()
+
+
+class PendingCall(Generic[T]):
+    """A call sent to the storage process; :meth:`result` reads its answer."""
+
+    __slots__ = ("_process", "name", "turn")
+
+    def __init__(self, process: StorageProcess, name: str) -> None:
+        self._process = process
+        self.name = name
+        self.turn = trio.Event()   # set when this call's answer is next on the socket
+
+    async def result(self) -> T:
+        value: T = await self._process._answer(self)
+        return value
 
 
 # ------------------------------------------------------------------ child
