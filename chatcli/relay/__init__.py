@@ -6,7 +6,8 @@ Modules, one concept each (importing this package imports none of them, so
 
 - ``config``: :class:`RelayConfig`, durations, the TOML config file;
 - ``server``: the Trio shell (:class:`Relay`, :func:`serve_relay`, per-connection handling);
-- ``commit``: the group-commit writer; ``storage``: the one database worker thread;
+- ``commit``: the group-commit writer; ``storage``: the storage worker contract (and
+  its thread); ``storage_process``: the database work in a child process;
 - ``mailbox``: mailbox rules (registration, capabilities, quotas, retention), explicit time;
 - ``presence``: online state and subscriptions; ``delivery``: routing pushes to owners;
 - ``blobs``: blob rules; ``limits``: token buckets;

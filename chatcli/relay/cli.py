@@ -124,9 +124,9 @@ def serve(host: str | None, port: int | None, db: str, retention: float | None,
 
         check_workers(config, workers)
     setup_logging(json_lines=config.log_json, level=config.log_level)
-    # The storage thread (the round trip to the storage process, or the
-    # database calls themselves) must get the GIL back quickly after each
-    # blocking call while the event loop is busy: 5 ms (the default) per
+    # Threads of the relay process (the database calls with storage_process
+    # = false; PostgreSQL notifications) must get the GIL back quickly after
+    # each blocking call while the event loop is busy: 5 ms (the default) per
     # hand-over would make every commit wait on the loop.
     sys.setswitchinterval(0.0005)
     try:

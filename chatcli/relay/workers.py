@@ -275,7 +275,7 @@ def worker_entry(argv: list[str]) -> int:
 
     config = RelayConfig(**json.loads(argv[0]))
     setup_logging(json_lines=config.log_json, level=config.log_level)
-    sys.setswitchinterval(0.0005)   # as `relay serve`: quick hand-overs to the storage thread
+    sys.setswitchinterval(0.0005)   # as `relay serve`: quick hand-overs to threads
     try:
         trio.run(_worker_main, config)
     except KeyboardInterrupt:
