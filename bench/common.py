@@ -152,6 +152,24 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds(p) for p in process_tree(pid))
 
 
+STORAGE_PROCESS = "chatcli.relay.storage_process"
+
+
+def storage_cpu_seconds(pid: int) -> float:
+    """CPU seconds of the relay storage processes under ``pid`` (see
+    chatcli/relay/storage_process.py): part of :func:`tree_cpu_seconds`."""
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if STORAGE_PROCESS.encode() in cmdline:
+            total += cpu_seconds(p)
+    return total
+
+
 def machine_info() -> dict[str, Any]:
     model = None
     try:

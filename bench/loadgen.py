@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import trio
 
-from bench.common import latency_summary, now_ns, tree_cpu_seconds
+from bench.common import latency_summary, now_ns, storage_cpu_seconds, tree_cpu_seconds
 
 HEADER = struct.Struct(">4sIIQq")  # magic, run id, pair, seq, send time (ns)
 MAGIC = b"cbn1"
@@ -414,11 +414,13 @@ def _cpu_report(before: dict[str, float], after: dict[str, float],
 
 def cpu_meter(server_pids: list[int]) -> Callable[[], dict[str, float]]:
     """CPU seconds so far of the server processes (with their children: the
-    relay's storage process, --workers) and of this generator."""
+    relay's storage process, --workers), of the relay's storage processes
+    alone (a part of ``server``), and of this generator."""
 
     def measure() -> dict[str, float]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {"server": sum(tree_cpu_seconds(pid) for pid in server_pids),
+                "storage": sum(storage_cpu_seconds(pid) for pid in server_pids),
                 "generator": usage.ru_utime + usage.ru_stime}
 
     return measure
