@@ -62,3 +62,15 @@ def test_python_m_bench_reports_every_figure() -> None:
     assert summary["relays"]["sqlitex1"]["throughput_ratio_to_echo"] > 0
     assert set(summary["idle_kib_per_connection"]) == {"10"}
     assert all(isinstance(k, str) for k in report["targets"])
+
+
+def test_store_cost_reports_each_step() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench.store_cost", "--batch", "20",
+                           "--rounds", "3", "--mailboxes", "4"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads(proc.stdout)["store_cost_per_message"]
+    steps = [figures[f"{name}_us"] for name in ("usage", "capabilities", "insert", "delete",
+                                                 "commit")]
+    assert all(step > 0 for step in steps)
+    assert figures["total_us"] == pytest.approx(sum(steps), abs=0.1)
