@@ -23,6 +23,7 @@ from chatcli.client.home import Home
 from chatcli.client.service import ChatClient
 from chatcli.crypto import keystore
 from chatcli.crypto.keys import IdentityKeyPair, MailboxKeyPair
+from tests.procutil import process_alive
 
 CHATCLI = str(Path(sys.executable).parent / "chatcli")
 PASSPHRASE = "agent test passphrase"
@@ -44,19 +45,11 @@ def chatcli(home: Path, *args: str, passphrase: str | None = PASSPHRASE,
                           text=True, stdin=subprocess.DEVNULL, timeout=60)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def wait_gone(pid: int, path: Path, limit: float = 3.0) -> None:
     deadline = time.monotonic() + limit
-    while (_alive(pid) or path.exists()) and time.monotonic() < deadline:
+    while (process_alive(pid) or path.exists()) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not _alive(pid), f"agent {pid} still running"
+    assert not process_alive(pid), f"agent {pid} still running"
     assert not path.exists(), "the agent left its socket behind"
 
 
@@ -83,7 +76,7 @@ def home(tmp_path: Path) -> Iterator[Home]:
 def _cleanup(home: Home) -> None:
     found = agent.status(home.agent_socket)
     agent.stop(home.agent_socket)
-    if found is not None and _alive(found.pid):
+    if found is not None and process_alive(found.pid):
         os.kill(found.pid, signal.SIGKILL)
 
 

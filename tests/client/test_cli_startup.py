@@ -10,22 +10,25 @@ from pathlib import Path
 HEAVY = ("trio", "trio_websocket", "nacl", "peewee", "msgspec", "segno", "prompt_toolkit")
 
 
+def _heavy_imported_by(code: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    """The ``heavy`` top-level modules imported once ``code`` has run in a
+    fresh interpreter."""
+    code += (f"print('HEAVY=' + ','.join(sorted({{m.split('.')[0] for m in sys.modules}}"
+             f" & set({heavy!r}))))\n")
+    out = subprocess.run([sys.executable, "-c", "import sys\n" + code], capture_output=True,
+                         text=True, check=True)
+    line = out.stdout.strip().splitlines()[-1]
+    assert line.startswith("HEAVY="), out.stdout
+    return [m for m in line.removeprefix("HEAVY=").split(",") if m]
+
+
 def _imported_after(args: list[str]) -> list[str]:
-    code = (
-        "import sys\n"
+    return _heavy_imported_by(
         "from chatcli.cli.main import cli\n"
         "try:\n"
         f"    cli.main({args!r}, standalone_mode=False)\n"
         "except SystemExit:\n"
-        "    pass\n"
-        f"print('HEAVY=' + ','.join(sorted({{m.split('.')[0] for m in sys.modules}}"
-        f" & set({HEAVY!r}))))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    line = out.stdout.strip().splitlines()[-1]
-    assert line.startswith("HEAVY="), out.stdout
-    return [m for m in line.removeprefix("HEAVY=").split(",") if m]
+        "    pass\n")
 
 
 def test_help_imports_nothing_heavy() -> None:
@@ -84,15 +87,8 @@ def test_agent_modules_are_lean() -> None:
     """The agent daemon holds 32 bytes and answers on a socket: it imports no
     heavy library (nor click), and neither does the client side that every
     command uses to ask it for the key."""
-    code = (
-        "import sys\n"
-        "import chatcli.client.agent, chatcli.client.agent_daemon\n"
-        f"print(','.join(sorted({{m.split('.')[0] for m in sys.modules}}"
-        f" & set({(*HEAVY, 'click')!r}))))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == ""
+    assert _heavy_imported_by("import chatcli.client.agent, chatcli.client.agent_daemon\n",
+                              (*HEAVY, "click")) == []
 
 
 def test_agent_commands_import_nothing_heavy(tmp_path: Path) -> None:

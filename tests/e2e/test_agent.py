@@ -16,6 +16,7 @@ import pytest
 
 from chatcli.client import agent
 from tests.e2e.conftest import CHATCLI, RelayProcess, User, _env, connect
+from tests.procutil import process_alive
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +30,6 @@ def run_without_passphrase(user: User, *args: str) -> subprocess.CompletedProces
                           capture_output=True, text=True, timeout=60)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.fixture
 def stop_agents() -> Iterator[list[User]]:
     started: list[User] = []
@@ -45,7 +38,7 @@ def stop_agents() -> Iterator[list[User]]:
         socket_path = user.home / "agent.sock"
         found = agent.status(socket_path)
         agent.stop(socket_path)
-        if found is not None and _alive(found.pid):
+        if found is not None and process_alive(found.pid):
             os.kill(found.pid, signal.SIGKILL)
 
 
@@ -84,9 +77,9 @@ def test_account_delete_stops_the_agent(relay: RelayProcess, users: Any,
     assert deleted.returncode == 0, deleted.stderr
     assert not carol.home.joinpath("identity.keystore").exists()
     deadline = time.monotonic() + 3
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not _alive(pid)
+    assert not process_alive(pid)
     assert not (carol.home / "agent.sock").exists()
     status = run_without_passphrase(carol, "agent", "status")
     assert status.returncode == 1
