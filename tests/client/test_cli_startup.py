@@ -10,25 +10,28 @@ from pathlib import Path
 HEAVY = ("trio", "trio_websocket", "nacl", "peewee", "msgspec", "segno", "prompt_toolkit")
 
 
-def _heavy_imported_by(code: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+def _heavy_imported_by(code: str, heavy: tuple[str, ...] = HEAVY,
+                       env: dict[str, str] | None = None) -> list[str]:
     """The ``heavy`` top-level modules imported once ``code`` has run in a
     fresh interpreter."""
     code += (f"print('HEAVY=' + ','.join(sorted({{m.split('.')[0] for m in sys.modules}}"
              f" & set({heavy!r}))))\n")
     out = subprocess.run([sys.executable, "-c", "import sys\n" + code], capture_output=True,
-                         text=True, check=True)
+                         text=True, check=True, env=env)
     line = out.stdout.strip().splitlines()[-1]
     assert line.startswith("HEAVY="), out.stdout
     return [m for m in line.removeprefix("HEAVY=").split(",") if m]
 
 
-def _imported_after(args: list[str]) -> list[str]:
+def _imported_after(args: list[str], heavy: tuple[str, ...] = HEAVY,
+                    env: dict[str, str] | None = None) -> list[str]:
+    """The ``heavy`` modules that running ``chatcli ARGS`` imports."""
     return _heavy_imported_by(
         "from chatcli.cli.main import cli\n"
         "try:\n"
         f"    cli.main({args!r}, standalone_mode=False)\n"
         "except SystemExit:\n"
-        "    pass\n")
+        "    pass\n", heavy, env)
 
 
 def test_help_imports_nothing_heavy() -> None:
@@ -68,19 +71,7 @@ def test_local_commands_import_no_network_library(tmp_path: Path) -> None:
         del os.environ["CHATCLI_INSECURE_FAST_KDF"]
     env = {**os.environ, "CHATCLI_HOME": str(tmp_path), "CHATCLI_PASSPHRASE": "a passphrase"}
     for command in (["contacts", "--offline"], ["account", "settings"]):
-        code = (
-            "import sys\n"
-            "from chatcli.cli.main import cli\n"
-            "try:\n"
-            f"    cli.main({command!r}, standalone_mode=False)\n"
-            "except SystemExit:\n"
-            "    pass\n"
-            "print('NET=' + ','.join(sorted({m.split('.')[0] for m in sys.modules}"
-            " & {'trio', 'trio_websocket', 'psycopg'})))\n"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env=env, check=True)
-        assert out.stdout.strip().splitlines()[-1] == "NET=", (command, out.stdout, out.stderr)
+        assert _imported_after(command, ("trio", "trio_websocket", "psycopg"), env) == [], command
 
 
 def test_agent_modules_are_lean() -> None:
@@ -94,16 +85,4 @@ def test_agent_modules_are_lean() -> None:
 def test_agent_commands_import_nothing_heavy(tmp_path: Path) -> None:
     env = {**os.environ, "CHATCLI_HOME": str(tmp_path)}
     for command in (["agent", "--help"], ["agent", "status"], ["agent", "stop"]):
-        code = (
-            "import sys\n"
-            "from chatcli.cli.main import cli\n"
-            "try:\n"
-            f"    cli.main({command!r}, standalone_mode=False)\n"
-            "except SystemExit:\n"
-            "    pass\n"
-            f"print('HEAVY=' + ','.join(sorted({{m.split('.')[0] for m in sys.modules}}"
-            f" & set({HEAVY!r}))))\n"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env=env, check=True)
-        assert out.stdout.strip().splitlines()[-1] == "HEAVY=", (command, out.stdout)
+        assert _imported_after(command, env=env) == [], command
