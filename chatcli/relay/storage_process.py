@@ -318,7 +318,13 @@ def child_main(fd: int) -> int:
         if target == _INIT:
             settings, origin = args
             try:
-                targets = _build_targets(RelayConfig(**json.loads(settings)), origin)
+                config = RelayConfig(**json.loads(settings))
+                # Anything the store logs goes to the relay's stderr, as the
+                # relay's own lines (text or JSON).
+                from chatcli.relay.logging import setup_logging
+
+                setup_logging(json_lines=config.log_json, level=config.log_level)
+                targets = _build_targets(config, origin)
                 reply: tuple[Any, ...] = (_OK, None)
             except StorageError as exc:
                 reply = (_STORAGE, str(exc))
