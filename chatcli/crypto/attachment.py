@@ -17,9 +17,11 @@ blob that was sent before trusting any of it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -226,6 +228,23 @@ def _create_private(path: Path) -> BinaryIO:
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
 
+@contextlib.contextmanager
+def _replacing(dst: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A private temporary file next to ``dst`` that becomes ``dst`` (flushed
+    and fsynced) if the block succeeds, and is removed if it fails: ``dst``
+    never holds a partial file."""
+    tmp = Path(dst).with_name(f".{Path(dst).name}.{sodium.randombytes(4).hex()}.part")
+    try:
+        with _create_private(tmp) as writer:
+            yield writer
+            writer.flush()
+            os.fsync(writer.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _read_exact(handle: BinaryIO, size: int) -> bytes:
     parts = []
     remaining = size
@@ -243,24 +262,16 @@ def encrypt_file(
 ) -> EncryptedAttachment:
     """Encrypt the file ``src`` into ``dst`` (mode 0600) in constant memory."""
     encryptor = AttachmentEncryptor(key)
-    tmp = Path(dst).with_name(f".{Path(dst).name}.{sodium.randombytes(4).hex()}.part")
-    try:
-        with open(src, "rb") as reader, _create_private(tmp) as writer:
-            writer.write(encryptor.start())
-            chunk = _read_exact(reader, CHUNK_SIZE)
-            while True:
-                following = _read_exact(reader, CHUNK_SIZE) if len(chunk) == CHUNK_SIZE else b""
-                if not following:
-                    writer.write(encryptor.finish(chunk))
-                    break
-                writer.write(encryptor.push(chunk))
-                chunk = following
-            writer.flush()
-            os.fsync(writer.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with open(src, "rb") as reader, _replacing(dst) as writer:
+        writer.write(encryptor.start())
+        chunk = _read_exact(reader, CHUNK_SIZE)
+        while True:
+            following = _read_exact(reader, CHUNK_SIZE) if len(chunk) == CHUNK_SIZE else b""
+            if not following:
+                writer.write(encryptor.finish(chunk))
+                break
+            writer.write(encryptor.push(chunk))
+            chunk = following
     return EncryptedAttachment(encryptor.key, encryptor.digest, encryptor.size,
                                encryptor.plaintext_size)
 
@@ -277,23 +288,15 @@ def decrypt_file(
     otherwise :class:`CorruptData` is raised and nothing is left behind.
     """
     decryptor = AttachmentDecryptor(key, digest)
-    tmp = Path(dst).with_name(f".{Path(dst).name}.{sodium.randombytes(4).hex()}.part")
     written = 0
-    try:
-        with open(src, "rb") as reader, _create_private(tmp) as writer:
-            while piece := reader.read(SEALED_CHUNK_SIZE):
-                plain = decryptor.feed(piece)
-                writer.write(plain)
-                written += len(plain)
-            plain = decryptor.finish()
+    with open(src, "rb") as reader, _replacing(dst) as writer:
+        while piece := reader.read(SEALED_CHUNK_SIZE):
+            plain = decryptor.feed(piece)
             writer.write(plain)
             written += len(plain)
-            writer.flush()
-            os.fsync(writer.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        plain = decryptor.finish()
+        writer.write(plain)
+        written += len(plain)
     return written
 
 

@@ -156,9 +156,7 @@ def _guarded(method: Callable[P, R]) -> Callable[P, R]:
             self._ensure_connected()
             return method(*args, **kwargs)
         except (peewee.OperationalError, peewee.InterfaceError) as exc:
-            self._drop_connection()
-            raise StoreUnavailable(
-                "The relay's database is unavailable; try again shortly.") from exc
+            raise self._connection_lost() from exc
         finally:
             self._depth -= 1
 
@@ -258,6 +256,11 @@ class PostgresStore(PeeweeReads, Store):
         self._opened = False
         self._drop_connection()
 
+    def _connection_lost(self) -> StoreUnavailable:
+        """Forget the broken connection (the next call reconnects); the error to raise."""
+        self._drop_connection()
+        return StoreUnavailable("The relay's database is unavailable; try again shortly.")
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         if self._txn_depth:
@@ -279,9 +282,7 @@ class PostgresStore(PeeweeReads, Store):
                 self._txn_depth = 0
                 self._locked = False
         except (peewee.OperationalError, peewee.InterfaceError) as exc:
-            self._drop_connection()
-            raise StoreUnavailable(
-                "The relay's database is unavailable; try again shortly.") from exc
+            raise self._connection_lost() from exc
         finally:
             self._depth -= 1
 
