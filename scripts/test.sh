@@ -6,7 +6,13 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Exactly the versions CI passed with (requirements/test.lock, with hashes;
+# refresh it on purpose with scripts/lock.sh), then chatcli itself on top.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    --require-hashes --no-deps -r requirements/test.lock
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    --no-deps --no-build-isolation -e .
+.venv/bin/python -m pip check
 echo "== ruff"
 .venv/bin/ruff check chatcli tests bench
 echo "== mypy"

@@ -17,7 +17,7 @@ unknown tag drops that message with a warning.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, cast
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -131,8 +131,10 @@ class CapabilityUpdate(Content, frozen=True, tag="capability"):
 
 AnyContent = ContactInfo | Text | Receipt | Typing | ProfileKeyUpdate | CapabilityUpdate
 
-_body_decoder = msgspec.msgpack.Decoder(AnyBody)
-_content_decoder = msgspec.msgpack.Decoder(AnyContent)
+_body_decoder: msgspec.msgpack.Decoder[AnyBody] = msgspec.msgpack.Decoder(AnyBody)
+_content_decoder: msgspec.msgpack.Decoder[AnyContent] = msgspec.msgpack.Decoder(
+    AnyContent
+)
 _encoder = msgspec.msgpack.Encoder()
 
 
@@ -142,8 +144,8 @@ def encode(obj: Body | Content) -> bytes:
 
 def decode_body(data: bytes) -> AnyBody:
     """Decode a deposit body; raise ``msgspec.ValidationError``/``DecodeError``."""
-    return cast(AnyBody, _body_decoder.decode(data))
+    return _body_decoder.decode(data)
 
 
 def decode_content(data: bytes) -> AnyContent:
-    return cast(AnyContent, _content_decoder.decode(data))
+    return _content_decoder.decode(data)

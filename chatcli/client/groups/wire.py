@@ -18,7 +18,7 @@ Layers, inside a sealed deposit whose body is a ``GroupBody`` (tag ``group``):
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import Annotated
 
 import msgspec
 
@@ -153,10 +153,12 @@ class GroupText(_Tagged, frozen=True, tag="text"):
 CipherContent = GroupText
 
 _encoder = msgspec.msgpack.Encoder()
-_op_decoder = msgspec.msgpack.Decoder(AnyOp)
+_op_decoder: msgspec.msgpack.Decoder[AnyOp] = msgspec.msgpack.Decoder(AnyOp)
 _signed_decoder = msgspec.msgpack.Decoder(SignedOp)
-_layer_decoder = msgspec.msgpack.Decoder(AnyLayer)
-_direct_decoder = msgspec.msgpack.Decoder(DirectContent)
+_layer_decoder: msgspec.msgpack.Decoder[AnyLayer] = msgspec.msgpack.Decoder(AnyLayer)
+_direct_decoder: msgspec.msgpack.Decoder[DirectContent] = msgspec.msgpack.Decoder(
+    DirectContent
+)
 _cipher_decoder = msgspec.msgpack.Decoder(CipherContent)
 _record_decoder = msgspec.msgpack.Decoder(MemberRecord)
 
@@ -166,11 +168,11 @@ def encode(obj: msgspec.Struct) -> bytes:
 
 
 def decode_layer(data: bytes) -> AnyLayer:
-    return cast(AnyLayer, _layer_decoder.decode(data))
+    return _layer_decoder.decode(data)
 
 
 def decode_direct(data: bytes) -> DirectContent:
-    return cast(DirectContent, _direct_decoder.decode(data))
+    return _direct_decoder.decode(data)
 
 
 def decode_cipher(data: bytes) -> CipherContent:
@@ -206,7 +208,7 @@ def open_op(data: bytes, group_id: bytes, *, verify: bool = True) -> tuple[bytes
     were stored (sealed) locally. Raises :class:`InvalidGroupMessage`."""
     try:
         signed = _signed_decoder.decode(data)
-        op = cast(AnyOp, _op_decoder.decode(signed.op))
+        op = _op_decoder.decode(signed.op)
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise InvalidGroupMessage("A group membership change is malformed.") from None
     if signed.group_id != group_id:
