@@ -43,7 +43,7 @@ def keys_export(file: Path, force: bool, passphrase_file: Path | None) -> None:
     client = ChatClient.unlock(home, passphrase)
     try:
         armoured = export_armoured(client.export_backup(), passphrase,
-                                   limits=kdf_limits())  # type: ignore[arg-type]
+                                   limits=kdf_limits(backup=True))  # type: ignore[arg-type]
     finally:
         client.close()
     try:

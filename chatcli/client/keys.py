@@ -6,7 +6,10 @@ key, the mailbox key and the local storage key that seals the database's
 sensitive columns.
 
 ``CHATCLI_INSECURE_FAST_KDF=1`` is **for tests only**: keystores and backups
-*created* while it is set use libsodium's minimum Argon2id costs. The costs
+*created* while it is set use libsodium's minimum Argon2id costs. It takes
+effect only when chatcli runs from a source checkout that holds the test
+suite (``tests/conftest.py`` beside the ``chatcli`` package): an installed
+chatcli ignores it, so no environment can weaken a user's keystore. The costs
 are stored in each file, so unlocking always follows the file.
 """
 
@@ -30,16 +33,26 @@ class KeystoreSecrets(msgspec.Struct, array_like=True, frozen=True, tag="keystor
     local_key: Key32
 
 
-def kdf_limits() -> object:
-    """The Argon2id costs for new keystores and backups (MODERATE unless the
-    test-only environment variable asks for the minimum)."""
+def fast_kdf_allowed() -> bool:
+    """Whether the test-only minimum costs may be used: only in a source
+    checkout with the test suite, never in an installed chatcli."""
+    checkout = Path(__file__).resolve().parent.parent.parent
+    return (checkout / "tests" / "conftest.py").is_file() and (
+        checkout / "pyproject.toml"
+    ).is_file()
+
+
+def kdf_limits(*, backup: bool = False) -> object:
+    """The Argon2id costs for new keystores (MODERATE) and backups (SENSITIVE:
+    a backup file travels and may be attacked offline for years), unless the
+    test-only environment variable asks for the minimum in a test checkout."""
     from chatcli.crypto import keystore
 
-    if os.environ.get(ENV_FAST_KDF) == "1":
+    if os.environ.get(ENV_FAST_KDF) == "1" and fast_kdf_allowed():
         import nacl.pwhash.argon2id as argon2id
 
         return keystore.Argon2Limits(argon2id.OPSLIMIT_MIN, argon2id.MEMLIMIT_MIN)
-    return keystore.MODERATE
+    return keystore.SENSITIVE if backup else keystore.MODERATE
 
 
 def encode_secrets(identity_seed: bytes, mailbox_seed: bytes, local_key: bytes) -> bytes:

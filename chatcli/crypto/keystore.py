@@ -53,9 +53,12 @@ HEADER_SIZE = _HEADER.size  # 62
 CHECKSUM_SIZE = 32
 _TAG_SIZE = sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
 
-# Upper bounds when reading, so that a crafted file cannot demand absurd work.
-_MAX_OPSLIMIT = 64
-_MAX_MEMLIMIT = 4 * 1024**3
+# Upper bounds, checked when reading, so that a crafted file cannot demand
+# absurd work: its checksum is unkeyed, so anyone can write any costs into a
+# file that passes it. Memory stops at libsodium's SENSITIVE (1 GiB), what
+# chatcli itself writes at most; passes at twice SENSITIVE's.
+_MAX_OPSLIMIT = 2 * argon2id.OPSLIMIT_SENSITIVE
+_MAX_MEMLIMIT = argon2id.MEMLIMIT_SENSITIVE
 _MAX_CIPHERTEXT = 64 * 1024 * 1024
 
 

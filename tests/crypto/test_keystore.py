@@ -167,3 +167,15 @@ def test_truncated_file_on_disk_is_corrupt(tmp_path: Path) -> None:
     path.write_bytes(b"")
     with pytest.raises(CorruptData):
         read_keystore(path, "pw")
+
+
+def test_costs_above_sensitive_memory_are_refused_before_any_work(blob: bytes) -> None:
+    # A crafted backup must not make import allocate more than SENSITIVE's 1 GiB.
+    import nacl.pwhash.argon2id as argon2id
+
+    for offset, fmt, value in ((10, ">Q", argon2id.MEMLIMIT_SENSITIVE * 2),
+                               (6, ">I", argon2id.OPSLIMIT_SENSITIVE * 2 + 1)):
+        crafted = bytearray(blob)
+        struct.pack_into(fmt, crafted, offset, value)
+        with pytest.raises(CorruptData, match="unreasonable"):
+            open_with_passphrase(_rechecksum(bytes(crafted)), "x", magic=KEYSTORE_MAGIC)
