@@ -6,6 +6,12 @@ of a session or the outbox runs in :meth:`Store.write` (``BEGIN IMMEDIATE``),
 which takes SQLite's write lock up front so two processes never interleave a
 ratchet update.
 
+Deleted and superseded secrets (one-time prekeys, old ratchet states) must not
+linger on disk: ``secure_delete`` zeroes freed content in the database file,
+and every write transaction ends with a truncating WAL checkpoint, so the old
+pages do not stay in the ``-wal`` file either. The checkpoint never waits: if
+another process is reading, it is retried after the next write and on close.
+
 Several stores may be open in one process (tests run two users side by side):
 each block of work binds the models to this store's database for its
 duration, and contains no ``await``, so Trio never switches tasks inside it.
@@ -77,6 +83,7 @@ class Store:
                 "busy_timeout": BUSY_TIMEOUT_MS,
                 "foreign_keys": 1,
                 "synchronous": "normal",
+                "secure_delete": 1,
             },
             timeout=BUSY_TIMEOUT_MS / 1000,
         )
@@ -105,7 +112,22 @@ class Store:
 
     def close(self) -> None:
         if not self.db.is_closed():
+            self.scrub_wal()
             self.db.close()
+
+    def scrub_wal(self) -> bool:
+        """Copy the WAL into the database and truncate it, without waiting for
+        readers; True when the WAL is empty afterwards."""
+        try:
+            self.db.execute_sql("PRAGMA busy_timeout = 0")
+            try:
+                busy, _log, _done = self.db.execute_sql(
+                    "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                self.db.execute_sql(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except peewee.DatabaseError:
+            return False
+        return not busy
 
     def _migrate(self) -> None:
         with self.bound(), self.db.atomic("IMMEDIATE"):
@@ -133,6 +155,8 @@ class Store:
         try:
             with self.bound(), self.db.atomic("IMMEDIATE"):
                 yield
+            if not self.db.in_transaction():
+                self.scrub_wal()
         except peewee.OperationalError as exc:
             if "locked" in str(exc):
                 raise StorageError(

@@ -137,3 +137,23 @@ def test_durations() -> None:
     for bad in ("", "0", "-5m", "7x", "d"):
         with pytest.raises(click.BadParameter):
             parse_duration(bad)
+
+
+def test_deleted_and_overwritten_secrets_leave_no_trace_on_disk(tmp_path: Path) -> None:
+    """One-time prekeys and superseded ratchet states are gone from the database
+    file and its WAL once the transaction that replaced them commits."""
+    from chatcli.client import models
+
+    path = tmp_path / "local.db"
+    store = Store.open(path, Sealer(bytes(32)), create=True)
+    first, second = "FIRST-SECRET-" + "a" * 40, "SECOND-SECRET-" + "b" * 40
+    with store.write():
+        models.MetaEntry.create(key="secret", value=first)
+    with store.write():
+        models.MetaEntry.update(value=second).where(models.MetaEntry.key == "secret").execute()
+    with store.write():
+        models.MetaEntry.delete().where(models.MetaEntry.key == "secret").execute()
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("local.db"))
+    assert first.encode() not in on_disk
+    assert second.encode() not in on_disk
+    store.close()
