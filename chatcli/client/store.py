@@ -119,12 +119,13 @@ class Store:
         """Copy the WAL into the database and truncate it, without waiting for
         readers; True when the WAL is empty afterwards."""
         try:
-            self.db.execute_sql("PRAGMA busy_timeout = 0")
+            run = self.db.execute_sql
+            run("PRAGMA busy_timeout = 0")  # type: ignore[no-untyped-call]
             try:
-                busy, _log, _done = self.db.execute_sql(
-                    "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                cursor = run("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[no-untyped-call]
+                busy, _log, _done = cursor.fetchone()
             finally:
-                self.db.execute_sql(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                run(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # type: ignore[no-untyped-call]
         except peewee.DatabaseError:
             return False
         return not busy
