@@ -262,13 +262,12 @@ class SenderKeyReceiver:
         """How many keys of not yet received messages are stored."""
         return len(self._skipped)
 
-    def decrypt(self, message: bytes) -> bytes:
-        """Verify and decrypt one group message of this chain.
+    def verify(self, message: bytes) -> None:
+        """Check that ``message`` is of this chain and signed by its signing key,
+        without decrypting it or moving the chain on.
 
-        Raises :class:`DecryptionFailed` (another chain, e.g. a rolled key this
-        device was not given), :class:`BadSignature` (forged or altered),
-        :class:`ReplayedMessage`, :class:`TooManySkipped` or
-        :class:`CorruptData` (not a group message).
+        Raises :class:`DecryptionFailed` (another chain id), :class:`BadSignature`
+        or :class:`CorruptData` (not a group message).
         """
         chain_id = message_chain_id(message)
         if not hmac.compare_digest(chain_id, self._chain_id):
@@ -277,6 +276,17 @@ class SenderKeyReceiver:
             )
         signed, signature = message[:-SIGNATURE_SIZE], message[-SIGNATURE_SIZE:]
         self._signing_public.verify(SIGNATURE_LABEL + signed, signature)
+
+    def decrypt(self, message: bytes) -> bytes:
+        """Verify and decrypt one group message of this chain.
+
+        Raises :class:`DecryptionFailed` (another chain, e.g. a rolled key this
+        device was not given), :class:`BadSignature` (forged or altered),
+        :class:`ReplayedMessage`, :class:`TooManySkipped` or
+        :class:`CorruptData` (not a group message).
+        """
+        self.verify(message)
+        signed = message[:-SIGNATURE_SIZE]
         (_, _, iteration) = _PREFIX.unpack(signed[: _PREFIX.size])
         body = signed[_PREFIX.size :]
 

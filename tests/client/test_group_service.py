@@ -362,3 +362,46 @@ async def test_copies_stored_counts_a_member_whose_relay_refuses(
     message_id = await send(alice, "team", "carol is gone")
     assert group_copies_stored(alice, message_id) == (1, 2)
     assert group_copies_stored(alice, "not-a-group-message") is None
+
+
+async def test_a_member_cannot_squat_another_members_chain_id(trio_of: Trio) -> None:
+    """Alice announces bob's next chain id (with keys of her own) to carol before
+    bob's real key arrives: carol still reads bob's messages, as bob's."""
+    import os
+
+    from chatcli.client.groups.service import GroupMessageEvent
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    await settle(alice, bob, carol)
+    real = SenderKeyState.generate()
+    squat = SenderKeyState(real.chain_id, 0, os.urandom(32), os.urandom(32))
+    service = GroupService(carol)
+    with carol.store.write(), gdb.bound(carol.store):
+        group = gdb.Group.get(gdb.Group.name == "team")
+        for sender, state in ((alice, squat), (bob, real)):
+            service._on_sender_key(group, sender.identity.public, wire.SenderKey(
+                group_id=group.group_id, distribution=state.distribution()), received_at=1)
+        events = service._on_cipher(real.encrypt(wire.encode(wire.GroupText(
+            id="00000000-0000-4000-8000-000000000001", sent_at=1, text="the real bob"))), 2)
+        events += service._on_cipher(squat.encrypt(wire.encode(wire.GroupText(
+            id="00000000-0000-4000-8000-000000000002", sent_at=1, text="alice's own"))), 3)
+    shown = [(e.contact, e.text) for e in events if isinstance(e, GroupMessageEvent)]
+    assert shown == [("bob", "the real bob"), ("alice", "alice's own")]
+
+
+def test_old_databases_lose_the_unique_chain_id_index(tmp_path: Path) -> None:
+    from chatcli.client.store import Sealer, Store
+
+    store = Store.open(tmp_path / "old.db", Sealer(bytes(32)), create=True)
+    gdb.ensure_tables(store)
+    store.db.execute_sql("DROP INDEX group_sender_key_chain_id")
+    store.db.execute_sql("CREATE UNIQUE INDEX group_sender_key_chain_id "
+                         "ON group_sender_key (chain_id)")
+    gdb._ready.discard(store)
+    gdb.ensure_tables(store)
+    indexes = {row[1]: row[2] for row in
+               store.db.execute_sql("PRAGMA index_list(group_sender_key)").fetchall()}
+    assert indexes["group_sender_key_chain_id"] == 0
+    assert indexes["group_sender_key_group_id_sender_chain_id"] == 1
+    store.close()

@@ -71,14 +71,23 @@ class GroupOpSent(BaseModel):
 
 
 class GroupSenderKey(BaseModel):
-    """A member's sender-key chain, as received (one row per chain)."""
+    """A member's sender-key chain, as received: one row per (group, sender,
+    chain id). The chain id alone is chosen by the sender and seen by every
+    member, so it must not decide whose chain a message belongs to: another
+    member could announce someone else's chain id first (squatting)."""
 
     id = peewee.AutoField()
     group = peewee.ForeignKeyField(Group, on_delete="CASCADE")
     sender = peewee.BlobField()                # identity key of the chain's owner
-    chain_id = peewee.BlobField(unique=True)
+    chain_id = peewee.BlobField()
     state_sealed = peewee.BlobField()
     created_at = peewee.IntegerField()
+
+    class Meta:
+        indexes = (
+            (("chain_id",), False),
+            (("group", "sender", "chain_id"), True),
+        )
 
 
 class GroupDistributed(BaseModel):
@@ -157,17 +166,27 @@ GROUP_MODELS: list[type[BaseModel]] = [
 _ready: WeakSet[Store] = WeakSet()
 
 
+def _create(store: Store) -> None:
+    # Databases written before chain ids were keyed by (group, sender) have a
+    # unique index on chain_id alone, with the name the plain index now takes.
+    table = GroupSenderKey._meta.table_name
+    for row in store.db.execute_sql(f"PRAGMA index_list({table})").fetchall():  # type: ignore[no-untyped-call]
+        if row[1] == f"{table}_chain_id" and row[2]:
+            store.db.execute_sql(f"DROP INDEX {row[1]}")  # type: ignore[no-untyped-call]
+    with store.db.bind_ctx(GROUP_MODELS, bind_refs=False, bind_backrefs=False):
+        store.db.create_tables(GROUP_MODELS, safe=True)
+
+
 def ensure_tables(store: Store) -> None:
-    """Create the group tables if this database lacks them."""
+    """Create the group tables if this database lacks them (and bring old ones up
+    to date)."""
     if store in _ready:
         return
     if store.db.in_transaction():
-        with store.db.bind_ctx(GROUP_MODELS, bind_refs=False, bind_backrefs=False):
-            store.db.create_tables(GROUP_MODELS, safe=True)
+        _create(store)
     else:
-        with store.write(), store.db.bind_ctx(GROUP_MODELS, bind_refs=False,
-                                              bind_backrefs=False):
-            store.db.create_tables(GROUP_MODELS, safe=True)
+        with store.write():
+            _create(store)
     _ready.add(store)
 
 

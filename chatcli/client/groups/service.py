@@ -43,7 +43,7 @@ from chatcli.client.groups.membership import Create, Membership, MembershipError
 from chatcli.client.service import MessageEvent, NoticeEvent
 from chatcli.client.store import Store, now_ms
 from chatcli.crypto.envelope import seal_envelope
-from chatcli.crypto.errors import DecryptionFailed
+from chatcli.crypto.errors import BadSignature, DecryptionFailed
 from chatcli.crypto.keys import DHKeyPair, IdentityPublicKey
 from chatcli.crypto.ratchet import RatchetSession
 from chatcli.crypto.sender_keys import SenderKeyReceiver, SenderKeyState, message_chain_id
@@ -497,8 +497,9 @@ class GroupService:
     def _on_sender_key(self, group: gdb.Group, sender: IdentityPublicKey,
                        content: wire.SenderKey, received_at: int) -> list[Event]:
         receiver = SenderKeyReceiver.from_distribution(content.distribution)
-        existing = gdb.GroupSenderKey.get_or_none(gdb.GroupSenderKey.chain_id ==
-                                                  receiver.chain_id)
+        existing = gdb.GroupSenderKey.get_or_none(
+            gdb.GroupSenderKey.group == group, gdb.GroupSenderKey.sender == sender.raw,
+            gdb.GroupSenderKey.chain_id == receiver.chain_id)
         if existing is not None:
             return []
         state = self._membership(group)
@@ -515,11 +516,12 @@ class GroupService:
     def _on_cipher(self, message: bytes, received_at: int, *, buffer: bool = True
                    ) -> list[Event]:
         chain_id = message_chain_id(message)
-        row = gdb.GroupSenderKey.get_or_none(gdb.GroupSenderKey.chain_id == chain_id)
-        if row is None:
+        found = self._chain_for(chain_id, message)
+        if found is None:
             if buffer:
                 self._buffer(chain_id, message, received_at)
             return []
+        row, receiver = found
         group = row.group
         if group.status not in (ACTIVE, JOINING):
             return []
@@ -533,8 +535,6 @@ class GroupService:
             if buffer:
                 self._buffer(chain_id, message, received_at)
             return []
-        receiver = SenderKeyReceiver.from_bytes(self.sealer.open(row.state_sealed,
-                                                                 "group.receiver"))
         expected = receiver.iteration
         iteration = int.from_bytes(message[17:21], "big")
         plaintext = receiver.decrypt(message)
@@ -567,6 +567,29 @@ class GroupService:
             from_contact=is_contact))
         return events
 
+    def _chain_for(self, chain_id: bytes, message: bytes
+                   ) -> tuple[gdb.GroupSenderKey, SenderKeyReceiver] | None:
+        """The received chain whose signing key signed ``message``, or None when no
+        chain of that id is known. Several members may have announced the same
+        chain id (one of them to squat it): only the signature tells whose it is.
+        Raises ``BadSignature`` when chains of that id are known but none signed it."""
+        rows = list(gdb.GroupSenderKey.select().where(gdb.GroupSenderKey.chain_id == chain_id)
+                    .order_by(gdb.GroupSenderKey.id))
+        if not rows:
+            return None
+        failure: BadSignature | None = None
+        for row in rows:
+            receiver = SenderKeyReceiver.from_bytes(self.sealer.open(row.state_sealed,
+                                                                     "group.receiver"))
+            try:
+                receiver.verify(message)
+            except BadSignature as exc:
+                failure = exc
+                continue
+            return row, receiver
+        assert failure is not None
+        raise failure
+
     def _buffer(self, chain_id: bytes, message: bytes, received_at: int) -> None:
         iteration = int.from_bytes(message[17:21], "big")
         gdb.GroupPending.create(chain_id=chain_id, iteration=iteration,
@@ -587,11 +610,12 @@ class GroupService:
         events: list[Event] = []
         for row in list(query.order_by(gdb.GroupPending.chain_id, gdb.GroupPending.iteration,
                                        gdb.GroupPending.id)):
-            known = gdb.GroupSenderKey.get_or_none(gdb.GroupSenderKey.chain_id == row.chain_id)
-            if known is None:
+            known = list(gdb.GroupSenderKey.select().where(
+                gdb.GroupSenderKey.chain_id == row.chain_id))
+            if not known:
                 continue
-            state = self._membership(known.group)
-            if not state.is_member(known.sender) and not state.was_member(known.sender):
+            if not any(self._membership(k.group).is_member(k.sender)
+                       or self._membership(k.group).was_member(k.sender) for k in known):
                 continue  # still waiting for its sender's joining
             message = self.sealer.open(row.message_sealed, "group.pending")
             row.delete_instance()
