@@ -475,6 +475,7 @@ class ChatSession:
             except trio.EndOfChannel:
                 raise RelayError(f"the connection ended: {conn.close_reason}") from None
             if isinstance(frame, frames.Deliver):
+                await self.client._retire_expired_invites()
                 events = self.client.process_deliveries(frame.messages)
                 ids = [d.id for d in frame.messages]
                 await conn.request(lambda req, i=ids: frames.Ack(req=req, ids=i))  # type: ignore[misc]

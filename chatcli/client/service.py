@@ -859,6 +859,7 @@ class ChatClient:
         import trio
 
         conn = await self.own_relay()
+        await self._retire_expired_invites()
         deadline: float | None = None
         while True:
             time_limit = math.inf if deadline is None else max(0.0, deadline - trio.current_time())
@@ -873,6 +874,7 @@ class ChatClient:
                 await self.flush_outbox()
                 return
             if isinstance(frame, frames.Deliver):
+                await self._retire_expired_invites()
                 events = self.process_deliveries(frame.messages)
                 await conn.request(lambda req, f=frame: frames.Ack(  # type: ignore[misc]
                     req=req, ids=[d.id for d in f.messages]))
@@ -1026,7 +1028,9 @@ class ChatClient:
         if invite is None:
             return [NoticeEvent("A handshake for an unknown invite was refused.", warning=True)]
         label = f" ({invite.label})" if invite.label else ""
-        if invite.expires_at_s * 1000 < item.received_at:
+        # Our own clock decides, not the relay's received_at: a relay that
+        # backdates a deposit must not revive an expired invite.
+        if invite.expires_at_s * 1000 < now_ms():
             return [NoticeEvent(f"An expired invite{label} was used; refused.", warning=True)]
         if invite.used_at is not None:
             return [NoticeEvent(f"Someone tried to use an invite{label} a second time; "

@@ -211,3 +211,28 @@ async def test_block_unblock_remove(clients: tuple[ChatClient, ChatClient]) -> N
     assert alice.contact_names() == []
     with alice.store.read():
         assert db.Message.select().count() == 0 and db.Session.select().count() == 0
+
+
+async def test_invite_expiry_follows_the_local_clock_and_expired_invites_are_retired(
+    tmp_path: Path, relay: FakeRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handshake reached the relay in time (its received_at says so), but by
+    our clock the invite has expired: refused, and the invite is retired."""
+    import time
+
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    async with alice.online():
+        link = await alice.create_invite("bob", expires_in=60)
+    async with bob.online():
+        await bob.accept_invite(link, "alice")
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 120)
+    events = await drain(alice)
+    assert any(isinstance(e, NoticeEvent) and "expired" in e.text for e in events)
+    with alice.store.read():
+        assert not db.Contact.select().exists()
+        invite = db.Invite.get()
+        assert invite.used_at is not None and invite.prekey_sealed == b""
+    alice.close()
+    bob.close()
