@@ -88,7 +88,7 @@ def _print_message(event: Any, as_json: bool) -> None:
     if as_json:
         emit_json(event.to_json())
         return
-    who = f"{event.contact} in {event.group}" if event.group else event.contact
+    who = f"{event.display_name} in {event.group}" if event.group else event.display_name
     line = f"[{_clock(event.sent_at)}] {who}: {event.text}"
     if event.attachment:
         line += f"  [file: {event.attachment.get('path') or event.attachment.get('name')}]"

@@ -539,7 +539,7 @@ class ChatSession:
         if event.unverified_key:
             self.view.show(f"! the next message comes from the NEW, unverified key of "
                            f"{self.target.name}")
-        self.view.show(message_line(event.contact, event.text, event.sent_at))
+        self.view.show(message_line(event.display_name, event.text, event.sent_at))
         if event.attachment is not None:
             info = event.attachment
             where = info.get("path") or f"not saved: {info.get('error', 'unknown error')}"

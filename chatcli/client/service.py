@@ -97,6 +97,11 @@ class MessageEvent:
     unverified_key: bool = False
     attachment_ref: m.AttachmentRef | None = field(default=None, repr=False, compare=False)
 
+    @property
+    def display_name(self) -> str:
+        """How a person reads the sender's name: the contact's local name."""
+        return self.contact
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "type": "message", "id": self.id, "from": self.contact, "text": self.text,

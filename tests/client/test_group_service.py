@@ -405,3 +405,22 @@ def test_old_databases_lose_the_unique_chain_id_index(tmp_path: Path) -> None:
     assert indexes["group_sender_key_chain_id"] == 0
     assert indexes["group_sender_key_group_id_sender_chain_id"] == 1
     store.close()
+
+
+async def test_non_contact_members_are_marked_with_a_fingerprint(trio_of: Trio) -> None:
+    """Bob and carol are not contacts: bob sees carol's messages under a marked
+    name that no contact's name can equal; alice (a contact) under her name."""
+    from chatcli.client.groups.service import GroupMessageEvent
+    from chatcli.client.service import NAME_RE
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    await send(alice, "team", "from a contact")
+    await send(carol, "team", "from a stranger")
+    events = {e.text: e for e in await drain(bob) if isinstance(e, GroupMessageEvent)}
+    assert events["from a contact"].display_name == "alice"
+    stranger = events["from a stranger"]
+    short = " ".join(carol.identity.public.fingerprint().split()[:2])
+    assert not stranger.from_contact
+    assert stranger.display_name == f"~carol [{short}]"
+    assert not NAME_RE.fullmatch(stranger.display_name)

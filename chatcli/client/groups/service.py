@@ -1048,6 +1048,16 @@ class GroupMessageEvent(MessageEvent):
     fingerprint: str = ""
     from_contact: bool = True
 
+    @property
+    def display_name(self) -> str:
+        """A contact's name as it is; a member who is not a contact is marked
+        with ``~`` and the start of its fingerprint, so that a name it chose
+        can never pass for a contact's (``~bob [1a2b 3c4d]`` is not ``bob``)."""
+        if self.from_contact:
+            return self.contact
+        short = " ".join(self.fingerprint.split()[:2])
+        return f"~{self.contact} [{short}]"
+
     def to_json(self) -> dict[str, Any]:
         data = super().to_json()
         data["fingerprint"] = self.fingerprint
