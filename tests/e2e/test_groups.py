@@ -232,7 +232,7 @@ def test_group_chat_in_a_pty(tmp_path: Path, relay: RelayProcess, users: Any) ->
         chat = spawn_chat(bob, "team", log)
         try:
             expect(chat, "chat in group team")
-            expect(chat, "carol: earlier from carol")
+            expect(chat, "]: earlier from carol")  # shown as ~carol [abcd 1234]: not a contact
             alice.run("send", "team", "live from alice")
             expect(chat, "alice: live from alice")
             chat.send("hello from the group chat\r")
