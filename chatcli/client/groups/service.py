@@ -590,6 +590,11 @@ class GroupService:
         assert failure is not None
         raise failure
 
+    def _known_member(self, chain: gdb.GroupSenderKey) -> bool:
+        """Whether the chain's sender is, or was, a member of its group."""
+        state = self._membership(chain.group)
+        return state.is_member(chain.sender) or state.was_member(chain.sender)
+
     def _buffer(self, chain_id: bytes, message: bytes, received_at: int) -> None:
         iteration = int.from_bytes(message[17:21], "big")
         gdb.GroupPending.create(chain_id=chain_id, iteration=iteration,
@@ -614,8 +619,7 @@ class GroupService:
                 gdb.GroupSenderKey.chain_id == row.chain_id))
             if not known:
                 continue
-            if not any(self._membership(k.group).is_member(k.sender)
-                       or self._membership(k.group).was_member(k.sender) for k in known):
+            if not any(self._known_member(k) for k in known):
                 continue  # still waiting for its sender's joining
             message = self.sealer.open(row.message_sealed, "group.pending")
             row.delete_instance()
