@@ -139,14 +139,35 @@ def contacts(passphrase_file: Path | None, as_json: bool, offline: bool) -> None
 @click.option("--qr", is_flag=True, help="Also draw the safety number as a QR code on stderr.")
 @click.option("--confirm", is_flag=True,
               help="Mark the contact verified (and accept a changed key) after comparing.")
+@click.option("--reject", is_flag=True,
+              help="Refuse a changed key: keep the old one, discard and block the new one.")
 @passphrase_option
 @json_option
-def verify(contact: str, qr: bool, confirm: bool, passphrase_file: Path | None,
+def verify(contact: str, qr: bool, confirm: bool, reject: bool, passphrase_file: Path | None,
            as_json: bool) -> None:
     """Show the safety number shared with CONTACT; compare it with theirs
-    (in person or on a call), then run again with --confirm."""
+    (in person or on a call), then run again with --confirm (or, for a changed
+    key that does not match, --reject)."""
     from chatcli.crypto.safety import format_safety_number
 
+    if confirm and reject:
+        raise click.UsageError("--confirm and --reject exclude each other.")
+    if reject:
+        with unlocked(passphrase_file) as client:
+            async def go() -> None:
+                async with client.online(resume=True):
+                    await client.reject_key_change(contact)
+
+            run(go)
+            row = client.get_contact(contact)
+            fingerprint = client.contact_identity(row).fingerprint()
+            number = client.safety_number(contact)[0]
+        if as_json:
+            emit_json({"contact": contact, "safety_number": number, "fingerprint": fingerprint,
+                       "verified": bool(row.verified), "key_changed": False})
+        else:
+            info(f"{contact}: the new key was refused; the old key ({fingerprint}) stays.")
+        return
     with unlocked(passphrase_file, network=False) as client:
         from chatcli.client.groups.service import group_of_member
 

@@ -17,3 +17,8 @@ class RelayRequestError(RelayError):
     def transient(self) -> bool:
         """Whether retrying the same request later may succeed."""
         return self.code in codes.TRANSIENT
+
+
+class InviteRefusedError(RelayError):
+    """The inviter's relay refused an invite's handshake for good: the invite
+    was used or revoked (exit code 3, like every relay error)."""

@@ -7,7 +7,7 @@ Two layers, both MessagePack arrays via msgspec with a string tag first:
   :class:`RatchetBody` (a ratchet message);
 * the **content**, the plaintext of a ratchet message: :class:`ContactInfo`,
   :class:`Text`, :class:`Receipt`, :class:`Typing`, :class:`ProfileKeyUpdate`,
-  :class:`CapabilityUpdate`.
+  :class:`CapabilityUpdate`, :class:`CapabilitySwitched`.
 
 Versioning: a tag never changes meaning; new fields are only appended with a
 default, so older clients decode newer messages (trailing fields they do not
@@ -71,9 +71,21 @@ class Content(msgspec.Struct, array_like=True, frozen=True, tag_field="t"):
     """Base of the ratchet plaintexts."""
 
 
+class KeyChangeRecord(msgspec.Struct, array_like=True, frozen=True):
+    """Proof that the sender's identity key replaces ``old_identity``: the old
+    key's signature over the new key and ``issued_at`` (seconds), made by
+    ``chatcli.crypto.keychange.sign_key_change``."""
+
+    old_identity: Bytes32
+    issued_at: Annotated[int, msgspec.Meta(ge=0, lt=2**53)]
+    signature: Bytes64
+
+
 class ContactInfo(Content, frozen=True, tag="contact_info"):
     """The sender's address and restore prekey: where and how to reach it.
-    ``capability`` is the deposit capability it issued for the recipient."""
+    ``capability`` is the deposit capability it issued for the recipient.
+    ``key_change``, when present, proves that the sender's key replaces an
+    older identity key the recipient may know."""
 
     relay_url: Annotated[str, msgspec.Meta(max_length=500)]
     mailbox: Bytes16
@@ -82,6 +94,7 @@ class ContactInfo(Content, frozen=True, tag="contact_info"):
     name: Annotated[str, msgspec.Meta(max_length=200)]
     restore_prekey: Bytes32
     restore_prekey_signature: Bytes64
+    key_change: KeyChangeRecord | None = None
 
 
 class AttachmentRef(msgspec.Struct, array_like=True, frozen=True):
@@ -129,7 +142,16 @@ class CapabilityUpdate(Content, frozen=True, tag="capability"):
     capability: Bytes32
 
 
-AnyContent = ContactInfo | Text | Receipt | Typing | ProfileKeyUpdate | CapabilityUpdate
+class CapabilitySwitched(Content, frozen=True, tag="capability_switched"):
+    """The sender now deposits with the capability the recipient's latest
+    :class:`ContactInfo` carried, and no longer with the one whose SHA-256 is
+    ``replaced`` (an invite's): the recipient may revoke that one."""
+
+    replaced: Bytes32
+
+
+AnyContent = (ContactInfo | Text | Receipt | Typing | ProfileKeyUpdate | CapabilityUpdate
+              | CapabilitySwitched)
 
 _body_decoder: msgspec.msgpack.Decoder[AnyBody] = msgspec.msgpack.Decoder(AnyBody)
 _content_decoder: msgspec.msgpack.Decoder[AnyContent] = msgspec.msgpack.Decoder(

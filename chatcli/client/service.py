@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import math
 import os
 import re
@@ -35,12 +36,13 @@ import msgspec
 from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client import sessions
-from chatcli.client.errors import RelayRequestError
+from chatcli.client.errors import InviteRefusedError, RelayRequestError
 from chatcli.client.home import Home
 from chatcli.client.keys import KeystoreSecrets, encode_secrets, read_secrets, write_keys
 from chatcli.client.store import Sealer, Store, now_ms
 from chatcli.crypto.envelope import open_envelope, seal_envelope
-from chatcli.crypto.errors import ReplayedMessage
+from chatcli.crypto.errors import BadSignature, ReplayedMessage
+from chatcli.crypto.keychange import KeyChange, sign_key_change, verify_key_change
 from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair, IdentityPublicKey, MailboxKeyPair
 from chatcli.crypto.ratchet import RatchetSession
 from chatcli.errors import (
@@ -78,6 +80,18 @@ def validate_name(name: str) -> str:
 
 def cap_hash(capability: bytes) -> bytes:
     return hashlib.sha256(capability).digest()
+
+
+CONTACT_CAP_PURPOSE = "chatcli/invite/contact-capability/v1"
+
+
+def invite_contact_capability(prekey_private: bytes) -> bytes:
+    """The deposit capability an invite's acceptor switches to after the first
+    exchange. Derived from the invite's one-time prekey, which only the inviter
+    ever holds, so it is registered with the invite and needs no storage of its own."""
+    from chatcli.crypto.kdf import derive
+
+    return derive(prekey_private, CONTACT_CAP_PURPOSE)
 
 
 # ------------------------------------------------------------------ events
@@ -197,6 +211,9 @@ class _Pending(msgspec.Struct, array_like=True, frozen=True):
     issued_cap: bytes | None
     restore_prekey: bytes | None
     session: bytes
+    # Appended later (msgspec defaults keep older records readable):
+    invite_cap_hash: bytes | None = None   # the invite the new key used, revoked on --reject
+    was_verified: bool = False             # the old key's verified state, back on --reject
 
 
 class _AttachmentRecord(msgspec.Struct, frozen=True):
@@ -466,6 +483,31 @@ class ChatClient:
             contact.save()
         return accepted
 
+    async def reject_key_change(self, name: str) -> None:
+        """Refuse ``name``'s pending new identity key: the old key stays, the new
+        one's session is discarded, and the capabilities it was given (ours and
+        its invite's) are revoked on the own relay."""
+        contact = self.get_contact(name, allow_key_changed=True)
+        if not contact.key_changed:
+            raise UsageError(f"The identity key of {name} has not changed; there is nothing "
+                             "to reject.")
+        pending = self._open_pending(contact) if contact.pending_sealed else None
+        if pending is not None and pending.issued_cap is not None:
+            revoked = cap_hash(pending.issued_cap)
+            conn = await self.own_relay()
+            await conn.request(lambda req: frames.CapRevoke(req=req, cap_hashes=[revoked]))
+        with self.store.write():
+            contact = db.Contact.get_by_id(contact.id)
+            contact.key_changed = False
+            contact.pending_sealed = None
+            contact.verified = bool(pending is not None and pending.was_verified)
+            contact.save()
+            if pending is not None and pending.invite_cap_hash is not None:
+                db.Invite.update(expires_at_s=0).where(
+                    db.Invite.cap_hash == pending.invite_cap_hash,
+                    db.Invite.used_at.is_null(False)).execute()
+        await self._retire_expired_invites()
+
     def _open_pending(self, contact: db.Contact) -> _Pending:
         assert contact.pending_sealed is not None
         return msgspec.msgpack.decode(self.sealer.open(contact.pending_sealed, "contact.pending"),
@@ -532,8 +574,12 @@ class ChatClient:
             capability=capability, mailbox_key=self.mailbox_key.box_public,
             prekey_public=prekey.public, expires_at=expires_at,
         )
+        # The acceptor's own capability is registered now, with the invite's: it
+        # must work when the acceptor switches to it after the first exchange.
+        contact_cap = invite_contact_capability(prekey.private_bytes())
         conn = await self.own_relay()
-        await conn.request(lambda req: frames.CapAdd(req=req, cap_hashes=[cap_hash(capability)]))
+        await conn.request(lambda req: frames.CapAdd(
+            req=req, cap_hashes=[cap_hash(capability), cap_hash(contact_cap)]))
         await self._retire_expired_invites()
         with self.store.write():
             db.Invite.create(
@@ -545,26 +591,46 @@ class ChatClient:
         return invite.to_link()
 
     async def _retire_expired_invites(self) -> None:
-        """Revoke the capabilities of invites that expired unused, and destroy
-        their prekeys."""
+        """Revoke the capabilities of invites that expired unused (and destroy
+        their prekeys), and of used invites whose acceptor switched to its own
+        capability (``expires_at_s`` 0, set when its :class:`CapabilitySwitched`
+        arrived or the key it brought was rejected). A revoked invite keeps
+        ``capability_sealed`` empty."""
         with self.store.read():
             expired = list(db.Invite.select().where(
-                db.Invite.used_at.is_null(), db.Invite.expires_at_s < int(time.time())))
+                db.Invite.expires_at_s < int(time.time()),
+                db.Invite.capability_sealed != b"",
+                db.Invite.used_at.is_null() | (db.Invite.expires_at_s == 0)))
         if not expired:
             return
         hashes = [row.cap_hash for row in expired]
+        for row in expired:
+            if row.used_at is None and row.prekey_sealed:
+                hashes.append(cap_hash(invite_contact_capability(
+                    self.sealer.open(row.prekey_sealed, "invite.prekey"))))
         conn = await self.own_relay()
         for start in range(0, len(hashes), frames.MAX_BATCH):
             chunk = hashes[start:start + frames.MAX_BATCH]
             await conn.request(lambda req, c=chunk: frames.CapRevoke(  # type: ignore[misc]
                 req=req, cap_hashes=c))
+        from peewee import fn
+
         with self.store.write():
-            db.Invite.update(used_at=now_ms(), prekey_sealed=b"").where(
+            db.Invite.update(used_at=fn.COALESCE(db.Invite.used_at, now_ms()),
+                             prekey_sealed=b"", capability_sealed=b"").where(
                 db.Invite.id.in_([row.id for row in expired])).execute()
 
-    async def accept_invite(self, link: str, name: str | None) -> str:
+    async def accept_invite(self, link: str, name: str | None, *,
+                            previous_identity: IdentityKeyPair | None = None) -> str:
         """Add the inviter as a contact and deposit the handshake; returns the
-        contact's local name once its relay stored the handshake."""
+        contact's local name once its relay stored the handshake.
+
+        With ``previous_identity`` (an identity key this person used before),
+        the handshake carries that key's signed statement that the current key
+        replaces it, so an inviter who knew the old key moves to the new one.
+
+        A handshake the inviter's relay refuses (the invite was used or revoked)
+        raises :class:`InviteRefusedError` and leaves no contact behind."""
         from chatcli.crypto.invite import parse_invite
 
         invite = parse_invite(link, now=int(time.time()))
@@ -591,6 +657,12 @@ class ChatClient:
             if self.name_taken(final_name):
                 raise UsageError(f"The name {final_name!r} is already taken.")
             info = self._own_info(capability)
+            if previous_identity is not None:
+                change = sign_key_change(previous_identity, self.identity.public,
+                                         now=int(time.time()))
+                info = msgspec.structs.replace(info, key_change=m.KeyChangeRecord(
+                    old_identity=change.old.raw, issued_at=change.issued_at,
+                    signature=change.signature))
             session, body = sessions.start_from_invite(
                 self.identity, invite.identity, invite.invite_id, invite.prekey, m.encode(info))
             contact = db.Contact.create(
@@ -605,7 +677,21 @@ class ChatClient:
             payload = seal_envelope(invite.mailbox_key, self.identity.public, m.encode(body))
             db.Outbox.create(contact=contact, kind="handshake", created_at=now_ms(),
                              payload_sealed=self.sealer.seal(payload, "outbox.payload"))
-        await self.deliver_until_stored(kinds={"handshake"}, contact_id=contact.id)
+        try:
+            await self.deliver_until_stored(kinds={"handshake"}, contact_id=contact.id)
+        except RelayError:
+            with self.store.read():
+                queued = db.Outbox.select().where(db.Outbox.contact == contact.id,
+                                                  db.Outbox.kind == "handshake").exists()
+            if not queued:
+                # Refused for good: a contact nobody will ever read would look
+                # usable while every message to it is lost.
+                with self.store.write():
+                    db.Contact.delete().where(db.Contact.id == contact.id).execute()
+                with contextlib.suppress(RelayError):
+                    await conn.request(lambda req: frames.CapRevoke(
+                        req=req, cap_hashes=[cap_hash(capability)]))
+            raise
         return final_name
 
     # ------------------------------------------------------------ sending
@@ -785,6 +871,8 @@ class ChatClient:
                     db.Outbox.delete().where(db.Outbox.id == row.id).execute()
                     reason = (f"{row.contact.name}'s relay refused the message ({error}): "
                               "they may have blocked you or deleted their account")
+                    if row.kind == "handshake" and error == codes.BAD_CAPABILITY:
+                        reason = "This invite was already used or revoked; ask for a new one"
                     if row.message_uuid:
                         db.Message.update(failed=error).where(
                             db.Message.uuid == row.message_uuid).execute()
@@ -821,7 +909,7 @@ class ChatClient:
                             db.Outbox.message_uuid == message_id).exists()
                 else:
                     if "handshake" in report.refused:
-                        raise RelayError(report.refused["handshake"] + ".")
+                        raise InviteRefusedError(report.refused["handshake"] + ".")
                     with self.store.read():
                         query = db.Outbox.select().where(db.Outbox.kind.in_(list(kinds or ())))
                         if contact_id is not None:
@@ -1040,27 +1128,29 @@ class ChatClient:
         if invite.used_at is not None:
             return [NoticeEvent(f"Someone tried to use an invite{label} a second time; "
                                 "refused.", warning=True)]
-        prekey = DHKeyPair.from_private_bytes(self.sealer.open(invite.prekey_sealed,
-                                                               "invite.prekey"))
+        prekey_private = self.sealer.open(invite.prekey_sealed, "invite.prekey")
+        prekey = DHKeyPair.from_private_bytes(prekey_private)
         session, plaintext = sessions.answer_prekey(self.identity, prekey, sender, body)
         info = m.decode_content(plaintext)
         if not isinstance(info, m.ContactInfo):
             raise sessions.HandshakeRefused("A handshake did not carry the sender's address.")
         sessions.verify_restore_prekey(sender, info.restore_prekey, info.restore_prekey_signature)
+        vouched = self._vouched_contact(sender, info)
         db.SeenHandshake.create(digest=digest, seen_at=now_ms())
         # One-time: the prekey's private key is destroyed now (forward secrecy).
         invite.used_at = now_ms()
         invite.prekey_sealed = b""
         invite.save()
-        issued = self.sealer.open(invite.capability_sealed, "invite.capability")
+        # The acceptor gets a capability of its own in our answer; the invite's
+        # is revoked once it says it switched (CapabilitySwitched).
+        issued = invite_contact_capability(prekey_private)
         restore = info.restore_prekey + info.restore_prekey_signature
         events: list[Event] = []
         existing = db.Contact.get_or_none(db.Contact.identity == sender.raw)
-        clash = None
-        if existing is None:
-            clash = (db.Contact.get_or_none(db.Contact.name == invite.label) if invite.label
-                     else None) or db.Contact.get_or_none(
-                (db.Contact.relay_url == info.relay_url) & (db.Contact.mailbox == info.mailbox))
+        # An address is a claim, not an identity: only the invite's label (the
+        # user's own word) or the old key's signature ties a new key to a contact.
+        labelled = (db.Contact.get_or_none(db.Contact.name == invite.label)
+                    if invite.label and existing is None and vouched is None else None)
         if existing is not None:
             contact = existing
             self._update_address(contact, info, issued)
@@ -1068,12 +1158,27 @@ class ChatClient:
             self._save_session(contact, session)
             events.append(NoticeEvent(f"{contact.name} accepted a new invite; the session "
                                       "was renewed.", contact=contact.name))
-        elif clash is not None:
-            contact = clash
+        elif vouched is not None:
+            contact = vouched
+            old_fingerprint = IdentityPublicKey.from_bytes(contact.identity).fingerprint()
+            contact.identity = sender.raw
+            contact.key_changed = False
+            contact.pending_sealed = None
+            self._update_address(contact, info, issued)
+            contact.save()
+            self._reset_session(contact, session)
+            events.append(NoticeEvent(
+                f"{contact.name} moved to a new identity key (fingerprint "
+                f"{sender.fingerprint()}); their old key ({old_fingerprint}) signed the change.",
+                warning=True, contact=contact.name))
+        elif labelled is not None:
+            contact = labelled
             pending = _Pending(identity=sender.raw, relay_url=info.relay_url,
                                mailbox=info.mailbox, box_key=info.box_key,
                                deposit_cap=info.capability, issued_cap=issued,
-                               restore_prekey=restore, session=session.to_bytes())
+                               restore_prekey=restore, session=session.to_bytes(),
+                               invite_cap_hash=invite.cap_hash,
+                               was_verified=bool(contact.verified and not contact.key_changed))
             contact.key_changed = True
             contact.verified = False
             contact.pending_sealed = self.sealer.seal(msgspec.msgpack.encode(pending),
@@ -1082,8 +1187,8 @@ class ChatClient:
             events.append(NoticeEvent(
                 f"WARNING: the identity key of {contact.name} has changed. Sending to them is "
                 f"blocked until you compare the new safety number (`chatcli verify "
-                f"{contact.name}`) and accept it with `--confirm`.",
-                warning=True, contact=contact.name))
+                f"{contact.name}`) and accept it with `--confirm` (or refuse it with "
+                "`--reject`).", warning=True, contact=contact.name))
             return events
         else:
             name = invite.label or self._unique_name(info.name)
@@ -1096,10 +1201,52 @@ class ChatClient:
                 auto_named=invite.label is None, created_at=now_ms(),
             )
             self._save_session(contact, session)
-            events.append(NoticeEvent(f"{name} accepted your invite and is now a contact "
-                                      f"(fingerprint {sender.fingerprint()}).", contact=name))
+            lookalike = db.Contact.get_or_none(
+                (db.Contact.relay_url == info.relay_url) & (db.Contact.mailbox == info.mailbox)
+                & (db.Contact.id != contact.id))
+            if lookalike is not None:
+                events.append(NoticeEvent(
+                    f"NEW contact {name} accepted your invite (fingerprint "
+                    f"{sender.fingerprint()}). It gives the address of your contact "
+                    f"{lookalike.name} but has a different identity key: it is a different, "
+                    f"unverified contact (compare safety numbers with `chatcli verify {name}`).",
+                    warning=True, contact=name))
+            else:
+                events.append(NoticeEvent(f"{name} accepted your invite and is now a contact "
+                                          f"(fingerprint {sender.fingerprint()}).", contact=name))
         self._enqueue(contact, self._own_info(issued), kind="info")
         return events
+
+    def _vouched_contact(self, sender: IdentityPublicKey, info: m.ContactInfo
+                         ) -> db.Contact | None:
+        """The contact whose old identity key signed ``info``'s key change to
+        ``sender``, if it carries one that verifies; ``HandshakeRefused`` if it
+        carries one that does not."""
+        record = info.key_change
+        if record is None:
+            return None
+        contact = db.Contact.get_or_none(db.Contact.identity == record.old_identity)
+        if contact is None:
+            return None  # about a key we never knew: no proof of anything here
+        try:
+            verify_key_change(KeyChange(
+                old=IdentityPublicKey.from_bytes(record.old_identity), new=sender,
+                issued_at=record.issued_at, signature=record.signature), now=now_ms() // 1000)
+        except BadSignature as exc:
+            raise sessions.HandshakeRefused(
+                f"A handshake claims a key change of {contact.name} that does not verify "
+                f"({exc}); refused.") from None
+        return contact
+
+    def _reset_session(self, contact: db.Contact, session: RatchetSession) -> None:
+        """Replace the session; queued deposits made for the old one are failed."""
+        self._save_session(contact, session)
+        stale = list(db.Outbox.select().where(db.Outbox.contact == contact,
+                                              db.Outbox.payload_sealed.is_null(False)))
+        db.Message.update(failed="session_reset").where(
+            db.Message.uuid.in_([row.message_uuid for row in stale if row.message_uuid])
+        ).execute()
+        db.Outbox.delete().where(db.Outbox.id.in_([row.id for row in stale])).execute()
 
     def _update_address(self, contact: db.Contact, info: m.ContactInfo,
                         issued: bytes | None = None) -> None:
@@ -1160,7 +1307,13 @@ class ChatClient:
             sessions.verify_restore_prekey(IdentityPublicKey.from_bytes(contact.identity),
                                            content.restore_prekey,
                                            content.restore_prekey_signature)
+            previous = self.sealer.open(contact.deposit_cap_sealed, "contact.deposit_cap")
             self._update_address(contact, content)
+            if not hmac.compare_digest(previous, content.capability):
+                # From now on every deposit uses the new capability: say so, so
+                # that the old one (an invite's) can be revoked.
+                self._enqueue(contact, m.CapabilitySwitched(replaced=cap_hash(previous)),
+                              kind="capability")
             if contact.auto_named and content.name != contact.name:
                 wanted = content.name
                 if NAME_RE.fullmatch(wanted) and not self.name_taken(wanted):
@@ -1183,6 +1336,14 @@ class ChatClient:
                                                           "contact.deposit_cap")
             contact.save()
             return [NoticeEvent(f"{contact.name} can be written to again.", contact=contact.name)]
+        if isinstance(content, m.CapabilitySwitched):
+            # Naming the hash needs the invite's capability, which only those
+            # who saw its link know; a used invite is all that can be retired.
+            (db.Invite.update(expires_at_s=0)
+             .where(db.Invite.cap_hash == content.replaced, db.Invite.used_at.is_null(False),
+                    db.Invite.capability_sealed != b"")
+             .execute())
+            return []
         return []
 
     def _store_text(self, contact: db.Contact, content: m.Text, item: frames.Delivered,
