@@ -971,6 +971,8 @@ class ChatClient:
                 events = self.process_deliveries(frame.messages)
                 await conn.request(lambda req, f=frame: frames.Ack(  # type: ignore[misc]
                     req=req, ids=[d.id for d in f.messages]))
+                # Invites whose acceptor switched to its own capability just now.
+                await self._retire_expired_invites()
                 for event in events:
                     yield event
                 await self.flush_outbox()
