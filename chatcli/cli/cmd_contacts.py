@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,6 +20,9 @@ from chatcli.cli.output import (
     unlocked,
     warn,
 )
+
+if TYPE_CHECKING:
+    from chatcli.crypto.keys import IdentityKeyPair
 
 
 @click.command()
@@ -55,17 +59,26 @@ def invite(label: str | None, qr: bool, expires: int, passphrase_file: Path | No
 @click.command()
 @click.argument("link")
 @click.option("--name", help="What to call the inviter (default: the name they give).")
+@click.option("--previous-keys", type=click.Path(path_type=Path, dir_okay=False),
+              metavar="BACKUP",
+              help="A key backup (`chatcli keys export`) of the identity you used before: "
+                   "its key signs that your current key replaces it.")
 @passphrase_option
 @json_option
-def accept(link: str, name: str | None, passphrase_file: Path | None, as_json: bool) -> None:
+def accept(link: str, name: str | None, previous_keys: Path | None,
+           passphrase_file: Path | None, as_json: bool) -> None:
     """Accept an invite LINK: add the inviter as a contact and send the handshake.
 
-    Exits 0 once the inviter's relay has stored the handshake.
+    Exits 0 once the inviter's relay has stored the handshake; exits 3 when the
+    invite was already used or revoked (no contact is added).
     """
+    previous = None
+    if previous_keys is not None:
+        previous = _identity_from_backup(previous_keys, passphrase_file)
     with unlocked(passphrase_file) as client:
         async def go() -> str:
             async with client.online(resume=True):
-                return await client.accept_invite(link, name)
+                return await client.accept_invite(link, name, previous_identity=previous)
 
         added = run(go)
         contact = client.get_contact(added)
@@ -75,6 +88,20 @@ def accept(link: str, name: str | None, passphrase_file: Path | None, as_json: b
     else:
         info(f"Added {added} (fingerprint {fingerprint}).")
         info(f"Compare safety numbers with `chatcli verify {added}`.")
+
+
+def _identity_from_backup(path: Path, passphrase_file: Path | None) -> IdentityKeyPair:
+    """The old identity key in a key backup, opened with its passphrase."""
+    from chatcli.client.service import ChatClient
+    from chatcli.client.unlock import get_passphrase
+    from chatcli.crypto.backup import import_armoured
+    from chatcli.errors import UsageError
+
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise UsageError(f"Cannot read {path}: {exc.strerror}.") from None
+    return ChatClient.identity_of_backup(import_armoured(text, get_passphrase(passphrase_file)))
 
 
 @click.command()

@@ -1575,6 +1575,16 @@ class ChatClient:
             )
         return msgspec.msgpack.encode(payload)
 
+    @staticmethod
+    def identity_of_backup(payload: bytes) -> IdentityKeyPair:
+        """The identity key pair inside a backup payload (for a signed key change)."""
+        try:
+            backup = msgspec.msgpack.decode(payload, type=BackupV1)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise StorageError("The backup's content is not understood by this chatcli."
+                               ) from None
+        return IdentityKeyPair.from_private_bytes(backup.identity)
+
     @classmethod
     def import_backup(cls, home: Home, payload: bytes, passphrase: str) -> ChatClient:
         """Create this home from a backup payload (the home must be empty)."""

@@ -62,3 +62,24 @@ def test_invite_capability_retired_and_used_invite_fails_loudly(
     assert bob.texts() == ["still here"]
     bob.run("send", "alice", "me too")
     assert alice.texts() == ["me too"]
+
+
+def test_key_change_signed_by_the_old_key_is_accepted(relay: RelayProcess, users: Any) -> None:
+    alice, bob = users("alice", "bob")
+    alice.init(relay)
+    bob.init(relay)
+    connect(alice, bob)
+    old_keys = bob.home.parent / "bob-old.chatkey"
+    bob.run("keys", "export", str(old_keys))
+    # Bob moves to a new identity and proves it with his old key.
+    new_bob = User("bob", bob.home.parent / "bob-new")
+    new_bob.init(relay)
+    link = alice.run("invite").stdout.strip()
+    new_bob.run("accept", link, "--name", "alice", "--previous-keys", str(old_keys))
+    notice = alice.run("receive")
+    assert "signed the change" in notice.stderr
+    assert [c["name"] for c in alice.json("contacts", "--offline")] == ["bob"]
+    assert alice.json("verify", "bob")["safety_number"] == \
+        new_bob.json("verify", "alice")["safety_number"]
+    alice.run("send", "bob", "nice new key")      # no exit 4: nothing to confirm
+    assert new_bob.texts() == ["nice new key"]
