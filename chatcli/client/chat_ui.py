@@ -479,6 +479,8 @@ class ChatSession:
                 events = self.client.process_deliveries(frame.messages)
                 ids = [d.id for d in frame.messages]
                 await conn.request(lambda req, i=ids: frames.Ack(req=req, ids=i))  # type: ignore[misc]
+                # Invites whose accepter just switched to its own capability.
+                await self.client._retire_expired_invites()
                 await self._handle_events(events)
                 self._poke.set()
             elif isinstance(frame, frames.Synced):
