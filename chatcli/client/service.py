@@ -1140,12 +1140,13 @@ class ChatClient:
         vouched = self._vouched_contact(sender, info)
         db.SeenHandshake.create(digest=digest, seen_at=now_ms())
         # One-time: the prekey's private key is destroyed now (forward secrecy).
-        invite.used_at = now_ms()
-        invite.prekey_sealed = b""
-        invite.save()
         # The acceptor gets a capability of its own in our answer; the invite's
         # is revoked once it says it switched (CapabilitySwitched).
         issued = invite_contact_capability(prekey_private)
+        invite.used_at = now_ms()
+        invite.prekey_sealed = b""
+        invite.contact_cap_hash = cap_hash(issued)
+        invite.save()
         restore = info.restore_prekey + info.restore_prekey_signature
         events: list[Event] = []
         existing = db.Contact.get_or_none(db.Contact.identity == sender.raw)
@@ -1504,13 +1505,32 @@ class ChatClient:
 
     # ------------------------------------------------------------ block, remove
 
+    def _invites_of(self, contact: db.Contact) -> list[db.Invite]:
+        """Used invites whose capability ``contact`` may still deposit with
+        (it has not said it switched to its own yet)."""
+        if not contact.issued_cap_hash:
+            return []
+        with self.store.read():
+            return list(db.Invite.select().where(
+                db.Invite.contact_cap_hash == contact.issued_cap_hash,
+                db.Invite.capability_sealed != b""))
+
+    def _mark_invites_revoked(self, invites: list[db.Invite]) -> None:
+        if invites:
+            with self.store.write():
+                db.Invite.update(capability_sealed=b"", expires_at_s=0).where(
+                    db.Invite.id.in_([row.id for row in invites])).execute()
+
     async def block(self, name: str) -> None:
-        """Revoke the capability ``name`` deposits with; their messages are refused."""
+        """Revoke the capabilities ``name`` deposits with (its own and, before it
+        switched, its invite's); their messages are refused."""
         contact = self.get_contact(name, allow_key_changed=True)
-        revoked = contact.issued_cap_hash
+        invites = self._invites_of(contact)
+        revoked = [h for h in [contact.issued_cap_hash, *(i.cap_hash for i in invites)] if h]
         if revoked:
             conn = await self.own_relay()
-            await conn.request(lambda req: frames.CapRevoke(req=req, cap_hashes=[revoked]))
+            await conn.request(lambda req: frames.CapRevoke(req=req, cap_hashes=revoked))
+        self._mark_invites_revoked(invites)
         with self.store.write():
             db.Contact.update(blocked=True).where(db.Contact.id == contact.id).execute()
             db.Outbox.delete().where(db.Outbox.contact == contact.id,
@@ -1535,11 +1555,13 @@ class ChatClient:
     async def remove_contact(self, name: str) -> None:
         """Revoke ``name``'s capability and delete the contact and its history."""
         contact = self.get_contact(name, allow_key_changed=True)
-        revoked = contact.issued_cap_hash
+        invites = self._invites_of(contact)
+        revoked = [h for h in [contact.issued_cap_hash, *(i.cap_hash for i in invites)] if h]
         if revoked:
             conn = await self.own_relay()
             with contextlib.suppress(RelayRequestError):
-                await conn.request(lambda req: frames.CapRevoke(req=req, cap_hashes=[revoked]))
+                await conn.request(lambda req: frames.CapRevoke(req=req, cap_hashes=revoked))
+        self._mark_invites_revoked(invites)
         with self.store.write():
             db.Contact.delete().where(db.Contact.id == contact.id).execute()
         await self._roll_profile_key()

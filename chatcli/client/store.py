@@ -30,7 +30,7 @@ import peewee
 from chatcli.client import models
 from chatcli.errors import StorageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 
 
@@ -42,8 +42,15 @@ def _migrate_to_1(db: peewee.Database) -> None:
     db.create_tables(models.ALL_MODELS)
 
 
+def _migrate_to_2(db: peewee.Database) -> None:
+    # Databases made at version 1 lack the column; create_tables above has it.
+    if "contact_cap_hash" not in {c.name for c in db.get_columns("invite")}:
+        db.execute_sql(  # type: ignore[no-untyped-call]
+            "ALTER TABLE invite ADD COLUMN contact_cap_hash BLOB")
+
+
 # version reached -> migration from the previous version. Append only.
-MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {1: _migrate_to_1}
+MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
 
 
 class Sealer:

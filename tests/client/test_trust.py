@@ -211,3 +211,41 @@ async def test_accepting_a_used_invite_fails_and_leaves_no_contact(
     assert caught.value.exit_code == 3
     assert carol.contact_names() == []
     assert alice.contact_names() == ["bob"]
+
+
+async def test_block_before_the_switch_also_revokes_the_invite_capability(
+        tmp_path: Path, relay: FakeRelay) -> None:
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    async with alice.online():
+        link = await alice.create_invite("bob")
+    async with bob.online():
+        await bob.accept_invite(link, "alice")
+    await drain(alice)  # bob has not read the answer: he still uses the invite's capability
+    async with alice.online():
+        await alice.block("bob")
+    invite = parse_invite(link, now=0)
+    assert cap_hash(invite.capability) not in relay.mailboxes[alice.account().mailbox].caps
+    async with bob.online():
+        with pytest.raises(Exception, match="refused"):
+            await bob.send_text("alice", "let me in", time_limit=2)
+
+
+async def test_version_1_database_gains_the_invite_link_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from chatcli.client.store import SCHEMA_VERSION, Store
+
+    path = tmp_path / "old.db"
+    Store.open(path, None, create=True).close()
+    raw = sqlite3.connect(path)
+    raw.execute("ALTER TABLE invite DROP COLUMN contact_cap_hash")
+    raw.execute("UPDATE meta_entry SET value = '1' WHERE key = 'schema_version'")
+    raw.commit()
+    raw.close()
+    Store.open(path, None).close()
+    raw = sqlite3.connect(path)
+    columns = {row[1] for row in raw.execute("PRAGMA table_info(invite)")}
+    version = raw.execute("SELECT value FROM meta_entry WHERE key = 'schema_version'").fetchone()
+    raw.close()
+    assert "contact_cap_hash" in columns and version == (str(SCHEMA_VERSION),)
