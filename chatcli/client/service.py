@@ -1129,7 +1129,8 @@ class ChatClient:
             return [NoticeEvent(f"An expired invite{label} was used; refused.", warning=True)]
         if invite.used_at is not None:
             return [NoticeEvent(f"Someone tried to use an invite{label} a second time; "
-                                "refused.", warning=True)]
+                                "refused: they are not a contact and what they send is not "
+                                "read (send them a new invite if you know them).", warning=True)]
         prekey_private = self.sealer.open(invite.prekey_sealed, "invite.prekey")
         prekey = DHKeyPair.from_private_bytes(prekey_private)
         session, plaintext = sessions.answer_prekey(self.identity, prekey, sender, body)
