@@ -1500,7 +1500,10 @@ class ChatClient:
 
     def _presence_events(self, entries: list[frames.PresenceEntry]) -> list[Event]:
         with self.store.read():
-            by_mailbox = {c.mailbox: c.name for c in db.Contact.select()}
+            # Oldest first wins: a newer contact claiming the same mailbox
+            # never takes over an existing contact's presence.
+            by_mailbox = {c.mailbox: c.name
+                          for c in db.Contact.select().order_by(db.Contact.id.desc())}
         return [PresenceEvent(by_mailbox[e.mailbox], e.online, e.last_seen)
                 for e in entries if e.mailbox in by_mailbox]
 

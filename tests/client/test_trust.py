@@ -62,6 +62,10 @@ async def test_claimed_address_makes_a_new_contact_not_a_takeover(
     assert kept.identity == bob.identity.public.raw and not kept.key_changed
     assert contact(alice, "bob-2").identity == mallory.identity.public.raw
     assert not contact(alice, "bob-2").verified
+    # Presence for bob's mailbox is still bob's.
+    shown = alice._presence_events([frames.PresenceEntry(mailbox=bob_row.mailbox, online=True,
+                                                         last_seen=None)])
+    assert [e.contact for e in shown] == ["bob"]  # type: ignore[union-attr]
     # The old contact's session is untouched: writing to bob still works.
     async with alice.online():
         await alice.send_text("bob", "still you")
