@@ -90,8 +90,9 @@ class Invite(BaseModel):
     created_at = peewee.IntegerField()
     expires_at_s = peewee.IntegerField()
     used_at = peewee.IntegerField(null=True)
-    # SHA-256 of the capability the accepter got in exchange (set when used):
-    # blocking that contact also revokes this invite's capability.
+    # SHA-256 of the capability the accepter gets in exchange (registered with
+    # the invite; NULL for invites of older versions, whose accepter keeps the
+    # invite's): blocking that contact also revokes this invite's capability.
     contact_cap_hash = peewee.BlobField(null=True)
 
 

@@ -587,6 +587,7 @@ class ChatClient:
                 prekey_sealed=self.sealer.seal(prekey.private_bytes(), "invite.prekey"),
                 capability_sealed=self.sealer.seal(capability, "invite.capability"),
                 cap_hash=cap_hash(capability), created_at=now_ms(), expires_at_s=expires_at,
+                contact_cap_hash=cap_hash(contact_cap),
             )
         return invite.to_link()
 
@@ -1144,6 +1145,10 @@ class ChatClient:
         # The acceptor gets a capability of its own in our answer; the invite's
         # is revoked once it says it switched (CapabilitySwitched).
         issued = invite_contact_capability(prekey_private)
+        if invite.contact_cap_hash is None:
+            # Made by an older chatcli, which registered no contact capability:
+            # the accepter keeps the invite's (as it always did).
+            issued = self.sealer.open(invite.capability_sealed, "invite.capability")
         invite.used_at = now_ms()
         invite.prekey_sealed = b""
         invite.contact_cap_hash = cap_hash(issued)

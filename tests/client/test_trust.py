@@ -253,3 +253,21 @@ async def test_version_1_database_gains_the_invite_link_column(tmp_path: Path) -
     version = raw.execute("SELECT value FROM meta_entry WHERE key = 'schema_version'").fetchone()
     raw.close()
     assert "contact_cap_hash" in columns and version == (str(SCHEMA_VERSION),)
+
+
+async def test_an_invite_made_before_the_upgrade_keeps_its_capability(
+        tmp_path: Path, relay: FakeRelay) -> None:
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    async with alice.online():
+        link = await alice.create_invite("bob")
+    with alice.store.write():  # as an older chatcli stored it: no contact capability
+        db.Invite.update(contact_cap_hash=None).execute()
+    async with bob.online():
+        await bob.accept_invite(link, "alice")
+    await drain(alice)
+    await drain(bob)
+    await drain(alice)
+    async with bob.online():
+        await bob.send_text("alice", "still works")
+    assert texts(await drain(alice)) == ["still works"]
