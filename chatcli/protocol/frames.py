@@ -61,7 +61,10 @@ class Hello(Frame, tag="hello", frozen=True):
 class Welcome(Frame, tag="welcome", frozen=True):
     """Relay, answer to Hello: the chosen version, the relay's Ed25519 key, its
     signature over the client's nonce (see :func:`transcripts.relay_hello`),
-    a challenge for Register/Auth, and the limits in force."""
+    a challenge for Register/Auth, and the limits in force. ``max_blob`` (the
+    largest blob it stores, in bytes) was added later: relays that predate it
+    send one field less, which decodes as None (not announced), and older
+    clients ignore the extra field."""
 
     version: int
     relay_key: Key32
@@ -69,6 +72,7 @@ class Welcome(Frame, tag="welcome", frozen=True):
     challenge: Nonce32
     max_frame: Count
     max_payload: Count
+    max_blob: Count | None = None
 
 
 # ------------------------------------------------------------- mailboxes

@@ -86,7 +86,8 @@ class Connection:
         remote = ws.remote
         self.peer = str(getattr(remote, "address", remote))
         self.proto = RelayProtocol(relay.key.public.raw, relay.key.sign,
-                                   max_frame=cfg.max_frame, max_payload=cfg.max_payload)
+                                   max_frame=cfg.max_frame, max_payload=cfg.max_payload,
+                                   max_blob=cfg.max_blob_size)
         self.outbox: list[bytes] = []
         self.outbox_bytes = 0
         self._wake = trio.Event()
