@@ -39,6 +39,12 @@ class TooLargeError(ChatcliError):
     exit_code = 5
 
 
+class ReplacedError(ChatcliError):
+    """This installation was replaced by a backup restored on another machine."""
+
+    exit_code = 6
+
+
 class CryptoError(ChatcliError):
     """Base of the errors of :mod:`chatcli.crypto`."""
 

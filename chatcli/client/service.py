@@ -48,6 +48,7 @@ from chatcli.errors import (
     CryptoError,
     KeyChangedError,
     RelayError,
+    ReplacedError,
     StorageError,
     UsageError,
 )
@@ -61,6 +62,14 @@ if TYPE_CHECKING:
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 DEFAULT_INVITE_SECONDS = 7 * 86400
 DEPOSIT_CHUNK = 64
+INSTALLATION_KEY = "installation"      # meta_entry: this installation's id (hex)
+SUPERSEDE_KEY = "supersede_pending"    # meta_entry: restored, not yet announced to the relay
+REPLACED_MESSAGE = (
+    "This installation was replaced: the identity was restored from a backup on another "
+    "machine (`chatcli keys import`), which now receives its messages, and contacts no "
+    "longer read what this one sends. Use the other machine (this one's history stays "
+    "readable with `chatcli messages`); to come back here, run `chatcli keys export` there "
+    "and `chatcli keys import` here.")
 PERMANENT_DEPOSIT_ERRORS = frozenset({codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX})
 PROCESSED_KEEP_MS = 400 * 86400 * 1000
 
@@ -251,6 +260,7 @@ class ChatClient:
         self._nursery: trio.Nursery | None = None
         self._own: RelayConnection | None = None
         self._authenticated = False
+        self._installation_checked = False
         self.auto_read = False  # mark incoming messages read (and say so) at once
         self._failed: dict[str, str] = {}  # message uuid -> why it cannot be sent
 
@@ -335,6 +345,7 @@ class ChatClient:
             self._nursery = None
             self._own = None
             self._authenticated = False
+            self._installation_checked = False
 
     def _require_pool(self) -> RelayPool:
         if self._pool is None:
@@ -357,15 +368,52 @@ class ChatClient:
         conn = await self._require_pool().get(account.relay_url)
         if authenticate and (conn is not self._own or not self._authenticated):
             self._own = conn
+            installation, supersede = self._installation()
             try:
-                await conn.authenticate(account.mailbox, self.mailbox_key.sign)
+                await conn.authenticate(account.mailbox, self.mailbox_key.sign,
+                                        installation=installation, supersede=supersede)
             except RelayRequestError as exc:
                 if exc.code == codes.AUTH_FAILED:
                     raise RelayError("The relay does not know this account's mailbox "
                                      "(it was deleted, or the relay lost its data).") from None
+                if exc.code == codes.INSTALLATION_REPLACED:
+                    raise ReplacedError(REPLACED_MESSAGE) from None
                 raise
+            if supersede:
+                with self.store.write():
+                    db.MetaEntry.delete().where(db.MetaEntry.key == SUPERSEDE_KEY).execute()
             self._authenticated = True
         return conn
+
+    def _installation(self) -> tuple[bytes, bool]:
+        """This installation's id (made on first use) and whether it still has to
+        take the mailbox over from the one it was restored from."""
+        with self.store.write():
+            row = db.MetaEntry.get_or_none(db.MetaEntry.key == INSTALLATION_KEY)
+            if row is None:
+                row = db.MetaEntry.create(key=INSTALLATION_KEY, value=os.urandom(16).hex())
+            supersede = db.MetaEntry.get_or_none(db.MetaEntry.key == SUPERSEDE_KEY)
+        return bytes.fromhex(row.value), supersede is not None
+
+    async def take_over_mailbox(self) -> None:
+        """Log in to the own relay once, so that an installation restored from a
+        backup replaces the old one at once (see :meth:`import_backup`)."""
+        async with self.online():
+            await self.own_relay()
+
+    async def _check_installation(self) -> None:
+        """Before sending: fail if this installation was replaced, so that it
+        does not go on sending into sessions its contacts no longer have. An
+        unreachable own relay does not stop sending to other relays."""
+        if self._authenticated or self._installation_checked:
+            return
+        self._installation_checked = True
+        try:
+            await self.own_relay()
+        except ReplacedError:
+            raise
+        except RelayError:
+            pass
 
     async def set_presence_hidden(self, hidden: bool) -> None:
         conn = await self.own_relay()
@@ -742,6 +790,7 @@ class ChatClient:
         outbox; refused ones are marked failed."""
         from chatcli.client.groups.service import flush_groups
 
+        await self._check_installation()
         await flush_groups(self)
         self._encrypt_pending()
         report = DeliveryReport()
@@ -1459,6 +1508,10 @@ class ChatClient:
                             mailbox_key=MailboxKeyPair.from_private_bytes(backup.mailbox_key),
                             profile_key=backup.profile_key)
         with client.store.write():
+            # A new installation that replaces the one the backup came from:
+            # its first login tells the relay (see own_relay).
+            db.MetaEntry.replace(  # type: ignore[no-untyped-call]
+                key=SUPERSEDE_KEY, value="1").execute()
             db.Account.update(read_receipts=backup.read_receipts,
                               presence_hidden=backup.presence_hidden).execute()
             for c in backup.contacts:

@@ -201,9 +201,11 @@ class RelayProtocol:
         """The bytes a Register's signature must cover on this connection."""
         return transcripts.register(self.relay_key, self.challenge, auth_key)
 
-    def auth_transcript(self, mailbox: bytes) -> bytes:
+    def auth_transcript(self, mailbox: bytes, installation: bytes | None = None,
+                        supersede: bool = False) -> bytes:
         """The bytes an Auth's signature must cover on this connection."""
-        return transcripts.auth(self.relay_key, self.challenge, mailbox)
+        return transcripts.auth(self.relay_key, self.challenge, mailbox, installation,
+                                supersede and installation is not None)
 
     def login_succeeded(self, mailbox: bytes) -> None:
         """The pending Register/Auth was accepted: the connection owns ``mailbox``."""
@@ -308,13 +310,17 @@ class ClientProtocol:
         return self.send(frames.Register(req=self.next_request_id(), auth_key=auth_key,
                                          signature=signature, token=token))
 
-    def auth(self, mailbox: bytes, sign: Signer) -> bytes:
-        """An Auth proving ownership of ``mailbox``, signed by ``sign``."""
+    def auth(self, mailbox: bytes, sign: Signer, *, installation: bytes | None = None,
+             supersede: bool = False) -> bytes:
+        """An Auth proving ownership of ``mailbox``, signed by ``sign``, for
+        ``installation`` (taking the mailbox over with ``supersede``)."""
         challenge = self._require_challenge()
         assert self.relay_key is not None
-        signature = sign(transcripts.auth(self.relay_key, challenge, mailbox))
+        signature = sign(transcripts.auth(self.relay_key, challenge, mailbox, installation,
+                                          supersede))
         return self.send(frames.Auth(req=self.next_request_id(), mailbox=mailbox,
-                                     signature=signature))
+                                     signature=signature, installation=installation,
+                                     supersede=supersede))
 
     def _require_challenge(self) -> bytes:
         if self.challenge is None:

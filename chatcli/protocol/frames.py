@@ -29,6 +29,7 @@ MAX_TEXT = 500
 
 MailboxId = Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
 BlobId = Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
+InstallationId = Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
 Key32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Nonce32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Signature = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
@@ -98,11 +99,19 @@ class Registered(Frame, tag="registered", frozen=True):
 class Auth(Frame, tag="auth", frozen=True):
     """Prove ownership of ``mailbox``: ``signature`` signs
     :func:`transcripts.auth` with the mailbox's auth key. Answered by Ok; then
-    the relay pushes waiting deposits (Deliver ... Synced) and new ones."""
+    the relay pushes waiting deposits (Deliver ... Synced) and new ones.
+
+    ``installation`` (added later; absent from older clients) names the
+    client installation logging in. The relay remembers the mailbox's current
+    installation: the first one to log in, or the one that sends
+    ``supersede`` (a restore from a backup on another machine). Any other
+    gets ``installation_replaced``."""
 
     req: RequestId
     mailbox: MailboxId
     signature: Signature
+    installation: InstallationId | None = None
+    supersede: bool = False
 
 
 class CapAdd(Frame, tag="cap_add", frozen=True):

@@ -406,9 +406,11 @@ class Connection:
             self._become_owner(mailbox, hidden=False)
             log.info("mailbox registered", extra={"fields": {"conn": self.id}})
         elif isinstance(frame, frames.Auth):
-            transcript = self.proto.auth_transcript(frame.mailbox)
+            transcript = self.proto.auth_transcript(frame.mailbox, frame.installation,
+                                                    frame.supersede)
             await relay.worker.run(relay.mailboxes.authenticate, frame.mailbox,
-                                   frame.signature, transcript)
+                                   frame.signature, transcript, frame.installation,
+                                   frame.supersede)
             records = await relay.worker.run(relay.store.presence_records, [frame.mailbox])
             record = records.get(frame.mailbox)
             self.proto.login_succeeded(frame.mailbox)
