@@ -5,14 +5,16 @@ restore elsewhere supersedes it, the old installation's Auth is refused with
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from chatcli.crypto.keys import MailboxKeyPair
-from chatcli.protocol import codes, transcripts
+from chatcli.protocol import codes, frames, transcripts
 from chatcli.relay.errors import Refused
 from chatcli.relay.mailbox import Mailboxes
 from chatcli.relay.store.base import Store
+from tests.relay.helpers import make_config, running_relay
 from tests.relay.test_mailbox import service
 
 RELAY_KEY = os.urandom(32)
@@ -57,3 +59,27 @@ def test_the_installation_fields_are_signed(store: Store) -> None:
     with pytest.raises(Refused) as refused:
         mailboxes.authenticate(mailbox, key.sign(signed), forged, os.urandom(16), True)
     assert refused.value.code == codes.AUTH_FAILED
+
+
+async def test_superseding_closes_the_old_installations_connections(tmp_path: Path) -> None:
+    """A running `chat` of the replaced installation must stop fetching (and
+    acknowledging) the messages that are now the new installation's."""
+    async with running_relay(make_config(tmp_path)) as h:
+        registering = await h.connect()
+        mailbox = await registering.register()
+        key = registering.key
+        assert key is not None
+        old_id, new_id = os.urandom(16), os.urandom(16)
+        old = await h.connect()
+        assert isinstance(await old.auth(mailbox, key, installation=old_id), frames.Ok)
+        new = await h.connect()
+        answer = await new.auth(mailbox, key, installation=new_id, supersede=True)
+        assert isinstance(answer, frames.Ok)
+        error = await old.next_push(frames.Error)
+        assert isinstance(error, frames.Error) and error.code == codes.INSTALLATION_REPLACED
+        again = await h.connect()
+        refused = await again.auth(mailbox, key, installation=old_id)
+        assert isinstance(refused, frames.Error)
+        assert refused.code == codes.INSTALLATION_REPLACED
+        assert isinstance(await (await h.connect()).auth(mailbox, key, installation=new_id),
+                          frames.Ok)
