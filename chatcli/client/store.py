@@ -144,6 +144,7 @@ class SealingTampered(CorruptData):
 WRITE_ONCE = frozenset({"message.text", "message.attachment", "message.attachment_ref",
                         "invite.capability"})
 MANIFEST_KEY = "seal_manifest"
+PRUNE_MIN = 256  # manifest entries before a long-running process prunes it
 _V1 = b"chatcli/local/v1/"
 _V2 = b"chatcli/local/v2/"
 _MANIFEST_SELECT = "SELECT value FROM meta_entry WHERE key = ?"
@@ -182,6 +183,7 @@ class Sealer:
         self._sealer = LocalSealer(key)
         self._db: peewee.Database | None = None
         self._cache: tuple[str, _Manifest] | None = None
+        self._prune_at = PRUNE_MIN
 
     def attach(self, db: peewee.Database) -> None:
         self._db = db
@@ -224,6 +226,12 @@ class Sealer:
                 if key.split("\x00", 1)[1] in rows[key.split("\x00", 1)[0]]}
         if len(kept) != len(manifest.versions):
             self._write_manifest(_Manifest(counter=manifest.counter, versions=kept))
+        self._prune_at = max(PRUNE_MIN, 2 * len(kept))
+
+    def needs_prune(self) -> bool:
+        """Whether the manifest last seen grew enough (outbox rows come and go)
+        to be worth pruning in a long-running process."""
+        return self._cache is not None and len(self._cache[1].versions) > self._prune_at
 
     # ------------------------------------------------------------ values
 
@@ -395,6 +403,10 @@ class Store:
             with self.bound(), self.db.atomic("IMMEDIATE"):
                 yield
             if not self.db.in_transaction():
+                if self._sealer is not None and self._sealer.needs_prune():
+                    # Separately, once the rows sealed for are all inserted.
+                    with self.bound(), self.db.atomic("IMMEDIATE"):
+                        self._sealer.prune(_live_rows)
                 self.scrub_wal()
         except peewee.OperationalError as exc:
             if "locked" in str(exc):

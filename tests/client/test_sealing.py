@@ -175,3 +175,33 @@ async def test_a_database_of_the_column_bound_format_is_migrated(tmp_path: Path,
                      (bob_id,))
     with alice.store.read(), pytest.raises(SealingTampered):
         alice.sealer.open(state, "session.state", bob_id + 1)
+
+
+async def test_the_manifest_forgets_rows_that_are_gone(tmp_path: Path, relay: FakeRelay,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outbox rows come and go; their versions do not pile up in the manifest."""
+    from chatcli.client import store as store_module
+
+    monkeypatch.setattr(store_module, "PRUNE_MIN", 8)
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    await pair(alice, bob)
+
+    def outbox_versions(client: ChatClient) -> int:
+        with client.store.read():
+            _text, manifest = client.sealer._read_manifest()
+        return sum(key.startswith("outbox.") for key in manifest.versions)
+
+    rounds = 4
+    async with alice.online():
+        for r in range(rounds):
+            for n in range(10):
+                alice.enqueue_text("bob", f"m{r}.{n}")
+            await alice.deliver_outbox()
+    # Each message had two versioned values (plaintext, payload): without
+    # pruning all 80 would still be listed; a running process prunes when the
+    # manifest doubles.
+    assert outbox_versions(alice) < rounds * 10 * 2
+    alice = reopen(alice)
+    assert outbox_versions(alice) == 0  # and all of them on open
+    assert len(texts(await drain(bob))) == rounds * 10
