@@ -45,6 +45,8 @@ _FRIENDLY = {
     codes.TOO_MANY_CONNECTIONS: "the relay has too many connections; try again shortly",
     codes.SHUTTING_DOWN: "the relay is shutting down; try again shortly",
     codes.TRY_AGAIN: "the relay is temporarily unavailable; try again shortly",
+    codes.INSTALLATION_REPLACED: "this installation was replaced by a backup restored on "
+                                 "another machine",
 }
 
 
