@@ -45,6 +45,8 @@ _FRIENDLY = {
     codes.TOO_MANY_CONNECTIONS: "the relay has too many connections; try again shortly",
     codes.SHUTTING_DOWN: "the relay is shutting down; try again shortly",
     codes.TRY_AGAIN: "the relay is temporarily unavailable; try again shortly",
+    codes.INSTALLATION_REPLACED: "this installation was replaced by a backup restored on "
+                                 "another machine",
 }
 
 
@@ -152,13 +154,18 @@ class RelayConnection:
             )
         return answer
 
-    async def authenticate(self, mailbox: bytes, sign: Callable[[bytes], bytes]) -> None:
-        """Prove ownership of ``mailbox``; the relay then pushes its deposits."""
+    async def authenticate(self, mailbox: bytes, sign: Callable[[bytes], bytes], *,
+                           installation: bytes | None = None, supersede: bool = False) -> None:
+        """Prove ownership of ``mailbox`` as ``installation`` (taking it over from
+        any other with ``supersede``); the relay then pushes its deposits."""
         from chatcli.protocol import transcripts
 
         assert self.proto.challenge is not None
-        signature = sign(transcripts.auth(self.relay_key, self.proto.challenge, mailbox))
-        await self.request(lambda req: frames.Auth(req=req, mailbox=mailbox, signature=signature))
+        signature = sign(transcripts.auth(self.relay_key, self.proto.challenge, mailbox,
+                                          installation, supersede))
+        await self.request(lambda req: frames.Auth(
+            req=req, mailbox=mailbox, signature=signature, installation=installation,
+            supersede=supersede))
 
     async def register(self, auth_key: bytes, sign: Callable[[bytes], bytes],
                        token: str | None = None) -> bytes:

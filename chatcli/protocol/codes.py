@@ -26,6 +26,7 @@ HANDSHAKE_TIMEOUT: Final = "handshake_timeout"
 SLOW_CONSUMER: Final = "slow_consumer"
 TRY_AGAIN: Final = "try_again"                  # transient (storage down); retry later
 SHUTTING_DOWN: Final = "shutting_down"
+INSTALLATION_REPLACED: Final = "installation_replaced"  # Auth: another installation took over
 INTERNAL_ERROR: Final = "internal_error"
 
 ALL_CODES: Final = frozenset({
@@ -34,6 +35,7 @@ ALL_CODES: Final = frozenset({
     UNKNOWN_MAILBOX, BAD_CAPABILITY, QUOTA_EXCEEDED, RATE_LIMITED,
     BLOB_NOT_FOUND, BLOB_TOO_LARGE, BAD_REQUEST, TOO_MANY_CONNECTIONS,
     HANDSHAKE_TIMEOUT, SLOW_CONSUMER, TRY_AGAIN, SHUTTING_DOWN, INTERNAL_ERROR,
+    INSTALLATION_REPLACED,
 })
 
 # Codes after which retrying the same request later may succeed.

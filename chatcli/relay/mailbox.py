@@ -200,13 +200,28 @@ class Mailboxes:
             self.store.create_mailbox(mailbox, auth_key, now)
         return mailbox
 
-    def authenticate(self, mailbox: bytes, signature: bytes, transcript: bytes) -> None:
+    def authenticate(self, mailbox: bytes, signature: bytes, transcript: bytes,
+                     installation: bytes | None = None, supersede: bool = False) -> None:
         """Check that ``signature`` over ``transcript`` is by the mailbox's auth
-        key; raise :class:`Refused` (``auth_failed``, also for unknown mailboxes)."""
+        key; raise :class:`Refused` (``auth_failed``, also for unknown mailboxes).
+
+        Then the installation: the mailbox's first one to name itself, or one
+        that supersedes (restored from a backup), becomes its current
+        installation; any other (or one that names none once there is one) is
+        refused with ``installation_replaced``. Both installations hold the
+        mailbox key, so this is what tells the old one it was replaced."""
         auth_key = self.store.mailbox_auth_key(mailbox)
         if auth_key is None:
             raise Refused(codes.AUTH_FAILED, "Authentication failed.")
         verify_signature(auth_key, transcript, signature)
+        current = self.store.mailbox_installation(mailbox)
+        if installation is not None and (supersede or current is None):
+            if current != installation:
+                self.store.set_mailbox_installation(mailbox, installation)
+        elif current is not None and current != installation:
+            raise Refused(codes.INSTALLATION_REPLACED,
+                          "This installation was replaced by another one (a backup restored "
+                          "elsewhere).")
 
     def create_token(self, uses: int, expires_at: int | None, now: int) -> str:
         if uses < 1:

@@ -73,9 +73,9 @@ class Connection:
     """One client connection (see the module docstring)."""
 
     __slots__ = ("_dispatching", "_scope", "_wake", "bucket", "close_code", "cursor",
-                 "fetch_needed", "finished", "id", "inflight", "live", "mailbox", "outbox",
-                 "outbox_bytes", "peer", "proto", "recv_scope", "relay", "rewind", "stopping",
-                 "subscriptions", "synced", "wakes", "ws")
+                 "fetch_needed", "finished", "id", "inflight", "installation", "live",
+                 "mailbox", "outbox", "outbox_bytes", "peer", "proto", "recv_scope", "relay",
+                 "rewind", "stopping", "subscriptions", "synced", "wakes", "ws")
 
     def __init__(self, relay: Relay, ws: WebSocketConnection) -> None:
         cfg = relay.config
@@ -86,7 +86,8 @@ class Connection:
         remote = ws.remote
         self.peer = str(getattr(remote, "address", remote))
         self.proto = RelayProtocol(relay.key.public.raw, relay.key.sign,
-                                   max_frame=cfg.max_frame, max_payload=cfg.max_payload)
+                                   max_frame=cfg.max_frame, max_payload=cfg.max_payload,
+                                   max_blob=cfg.max_blob_size)
         self.outbox: list[bytes] = []
         self.outbox_bytes = 0
         self._wake = trio.Event()
@@ -99,6 +100,7 @@ class Connection:
         self.bucket = TokenBucket(cfg.connection_rate, cfg.connection_burst,
                                   trio.current_time())
         self.mailbox: bytes | None = None
+        self.installation: bytes | None = None  # named in Auth (None: not named)
         self.cursor = 0
         self.fetch_needed = False
         self.synced = False
@@ -405,12 +407,17 @@ class Connection:
             self._become_owner(mailbox, hidden=False)
             log.info("mailbox registered", extra={"fields": {"conn": self.id}})
         elif isinstance(frame, frames.Auth):
-            transcript = self.proto.auth_transcript(frame.mailbox)
+            transcript = self.proto.auth_transcript(frame.mailbox, frame.installation,
+                                                    frame.supersede)
             await relay.worker.run(relay.mailboxes.authenticate, frame.mailbox,
-                                   frame.signature, transcript)
+                                   frame.signature, transcript, frame.installation,
+                                   frame.supersede)
             records = await relay.worker.run(relay.store.presence_records, [frame.mailbox])
             record = records.get(frame.mailbox)
             self.proto.login_succeeded(frame.mailbox)
+            self.installation = frame.installation
+            if frame.supersede and frame.installation is not None:
+                self._close_replaced(frame.mailbox, frame.installation)
             self.send_frame(frames.Ok(req=frame.req))
             self._become_owner(frame.mailbox, hidden=bool(record and record.hidden))
         elif isinstance(frame, frames.Deposit):
@@ -490,6 +497,17 @@ class Connection:
             items.append(DepositItem(item.mailbox, hashed, item.payload))
             refused.append(None if take(hashed, now) else codes.RATE_LIMITED)
         await relay.committer.submit(DepositJob(self, frame.req, DepositBatch(items, refused)))
+
+    def _close_replaced(self, mailbox: bytes, installation: bytes) -> None:
+        """Close this process's connections of the installation just superseded,
+        so that it stops fetching (and acknowledging) the new one's messages.
+        Other relay processes' connections learn it at their next login."""
+        for other in self.relay.router.connections(mailbox):
+            if (other is not self and isinstance(other, Connection)
+                    and other.installation != installation):
+                other.send_error(None, codes.INSTALLATION_REPLACED,
+                                 "This installation was replaced by another one.")
+                other.finish(CLOSE_NORMAL)
 
     async def _delete_account(self, frame: frames.AccountDelete) -> None:
         relay = self.relay

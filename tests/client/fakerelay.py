@@ -105,8 +105,9 @@ class FakeRelay:
             try:
                 if box is None:
                     raise BadSignature()
-                SigningPublicKey(box.auth_key).verify(proto.auth_transcript(frame.mailbox),
-                                                      frame.signature)
+                SigningPublicKey(box.auth_key).verify(
+                    proto.auth_transcript(frame.mailbox, frame.installation, frame.supersede),
+                    frame.signature)
             except BadSignature:
                 proto.login_failed()
                 await out.send(frames.Error(req=frame.req, code=codes.AUTH_FAILED, message="no"))

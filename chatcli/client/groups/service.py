@@ -246,7 +246,8 @@ class GroupService:
         return wire.MemberRecord(
             identity=contact.identity, name=contact.name, relay_url=contact.relay_url,
             mailbox=contact.mailbox, box_key=contact.box_key,
-            cap=self.sealer.open(contact.deposit_cap_sealed, "contact.deposit_cap"),
+            cap=self.sealer.open(contact.deposit_cap_sealed, "contact.deposit_cap",
+                                 contact.id),
             restore_prekey=contact.restore_prekey[:32],
             restore_prekey_signature=contact.restore_prekey[32:],
         )
@@ -340,7 +341,8 @@ class GroupService:
             if layer.restore_prekey != account.restore_prekey_public:
                 raise DecryptionFailed("A group member used an old prekey of this device.")
             prekey = DHKeyPair.from_private_bytes(
-                self.sealer.open(account.restore_prekey_sealed, "account.restore_prekey"))
+                self.sealer.open(account.restore_prekey_sealed, "account.restore_prekey",
+                                 account.id))
             body = m.PrekeyBody(v=m.BODY_VERSION, invite_id=None,
                                 restore_prekey=layer.restore_prekey, identity=layer.identity,
                                 ephemeral=layer.ephemeral, message=layer.message)

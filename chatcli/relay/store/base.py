@@ -156,6 +156,13 @@ class Store(abc.ABC):
         """The auth key of a mailbox, or None if it does not exist."""
 
     @abc.abstractmethod
+    def mailbox_installation(self, mailbox: bytes) -> bytes | None:
+        """The client installation that owns the mailbox now (None: not known yet)."""
+
+    @abc.abstractmethod
+    def set_mailbox_installation(self, mailbox: bytes, installation: bytes) -> None: ...
+
+    @abc.abstractmethod
     def delete_mailbox(self, mailbox: bytes) -> bool:
         """Delete a mailbox and everything tied to it: messages, capabilities,
         blobs it owns. False if it did not exist."""

@@ -499,6 +499,11 @@ class PostgresStore(PeeweeReads, Store):
             Mailbox.update(hidden=hidden).where(Mailbox.id == mailbox).execute()
 
     @_guarded
+    def set_mailbox_installation(self, mailbox: bytes, installation: bytes) -> None:
+        with self._writing():
+            Mailbox.update(installation=installation).where(Mailbox.id == mailbox).execute()
+
+    @_guarded
     def set_last_seen(self, mailbox: bytes, when: int) -> None:
         with self._writing():
             Mailbox.update(last_seen=when).where(Mailbox.id == mailbox).execute()

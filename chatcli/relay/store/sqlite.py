@@ -430,6 +430,9 @@ class SqliteStore(PeeweeReads, Store):
     def set_presence_hidden(self, mailbox: bytes, hidden: bool) -> None:
         Mailbox.update(hidden=hidden).where(Mailbox.id == mailbox).execute()
 
+    def set_mailbox_installation(self, mailbox: bytes, installation: bytes) -> None:
+        Mailbox.update(installation=installation).where(Mailbox.id == mailbox).execute()
+
     def set_last_seen(self, mailbox: bytes, when: int) -> None:
         Mailbox.update(last_seen=when).where(Mailbox.id == mailbox).execute()
 
