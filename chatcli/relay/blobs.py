@@ -37,6 +37,8 @@ class Blobs:
             read_cap_hash: bytes, ttl_seconds: int, now: int) -> None:
         """Write one chunk; raise :class:`Refused`."""
         with self.store.transaction():
+            # Before reading usage: racing puts of one owner must not all pass the quota.
+            self.store.lock_writes()
             info = self.store.get_blob(blob)
             if info is not None and info.expires_at <= now:
                 self.store.delete_blob(blob)

@@ -194,6 +194,8 @@ class SqliteStore(PeeweeReads, Store):
             if not parent.is_dir():
                 raise StorageError(f"The directory of the relay database {self.path} "
                                    "does not exist.")
+        if not new_file and self.path != ":memory:":
+            self._refuse_empty_file()
         if new_file:
             # Created private before SQLite opens it, so that the -wal and -shm
             # files (same mode) are private too: they hold the relay's key.
@@ -204,6 +206,22 @@ class SqliteStore(PeeweeReads, Store):
             schema.migrate(self.db, now)
         except peewee.DatabaseError as exc:
             raise StorageError(f"Cannot open the relay database {self.path}: {exc}.") from None
+
+    def _refuse_empty_file(self) -> None:
+        """An existing file of zero bytes (and no WAL) is a relay database that
+        lost its contents (truncated, a failed copy): opening it would quietly
+        start a new relay with a new key. Only a missing file makes a new relay."""
+        try:
+            empty = os.path.getsize(self.path) == 0
+            wal = os.path.getsize(self.path + "-wal") if os.path.exists(self.path + "-wal") else 0
+        except OSError:
+            return   # unreadable: SQLite's own error says why
+        if empty and not wal:
+            raise StorageError(
+                f"The relay database {self.path} is an empty file, not a relay database "
+                "(truncated or a failed copy?); refusing to start a new relay in its place. "
+                "Restore it from a backup, or delete the file to start a new relay with a "
+                "new key on purpose.")
 
     def close(self) -> None:
         if not self.db.is_closed():
