@@ -239,20 +239,24 @@ class Connection:
         self._wake.set()
 
     def fetch_more(self) -> None:
-        """Re-read the mailbox from the store (deposits from elsewhere)."""
-        self.fetch_from(None)
-
-    def fetch_from(self, first_id: int | None) -> None:
-        """Another process stored messages from ``first_id`` on: read them,
-        going back below the cursor if need be."""
+        """Re-read the mailbox from the store after the cursor."""
         if self.live is None:
             return
-        if first_id is not None and first_id - 1 < self.cursor:
-            back = first_id - 1
-            self.rewind = back if self.rewind is None else min(self.rewind, back)
         self.wakes += 1
         self.fetch_needed = True
         self._wake.set()
+
+    def fetch_from(self, first_id: int | None) -> None:
+        """Another process stored messages from ``first_id`` on: read them,
+        going back below the cursor if need be. None (the listener
+        reconnected: wake-ups may have been lost, for ids below the cursor
+        too) re-reads the whole mailbox; what is in flight is not sent twice."""
+        if self.live is None:
+            return
+        back = 0 if first_id is None else first_id - 1
+        if back < self.cursor:
+            self.rewind = back if self.rewind is None else min(self.rewind, back)
+        self.fetch_more()
 
     async def _deliver_step(self) -> None:
         assert self.mailbox is not None
