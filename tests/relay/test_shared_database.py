@@ -12,7 +12,6 @@ from typing import Any
 import psycopg
 import trio
 
-from chatcli.protocol import frames
 from chatcli.relay.notify import PgHub
 from tests.relay import pgutil
 from tests.relay.helpers import TIMEOUT, make_config, running_relay
