@@ -27,6 +27,7 @@ SLOW_CONSUMER: Final = "slow_consumer"
 TRY_AGAIN: Final = "try_again"                  # transient (storage down); retry later
 SHUTTING_DOWN: Final = "shutting_down"
 INTERNAL_ERROR: Final = "internal_error"
+RELAY_FULL: Final = "relay_full"                # the relay's storage budget is used up
 
 ALL_CODES: Final = frozenset({
     BAD_FRAME, UNSUPPORTED_VERSION, FRAME_TOO_LARGE, UNEXPECTED_FRAME,
@@ -34,6 +35,7 @@ ALL_CODES: Final = frozenset({
     UNKNOWN_MAILBOX, BAD_CAPABILITY, QUOTA_EXCEEDED, RATE_LIMITED,
     BLOB_NOT_FOUND, BLOB_TOO_LARGE, BAD_REQUEST, TOO_MANY_CONNECTIONS,
     HANDSHAKE_TIMEOUT, SLOW_CONSUMER, TRY_AGAIN, SHUTTING_DOWN, INTERNAL_ERROR,
+    RELAY_FULL,
 })
 
 # Codes after which retrying the same request later may succeed.

@@ -251,21 +251,23 @@ class PendingCall(Generic[T]):
 
 def _build_targets(config: RelayConfig, origin: str | None) -> dict[str, object]:
     from chatcli.relay.blobs import Blobs
+    from chatcli.relay.budget import StorageBudget
     from chatcli.relay.mailbox import Mailboxes, Quota
     from chatcli.relay.store import make_store
 
     store = make_store(config.db)
     if origin is not None and hasattr(store, "origin"):
         store.origin = origin
+    budget = StorageBudget(store, config.storage_budget)
     return {
         "store": store,
         "mailboxes": Mailboxes(store, quota=Quota(config.mailbox_max_messages,
                                                   config.mailbox_max_bytes),
                                retention_ms=int(config.retention * 1000),
-                               invite_only=config.invite_only),
+                               invite_only=config.invite_only, budget=budget),
         "blobs": Blobs(store, max_blob_size=config.max_blob_size,
                        owner_quota=config.blob_quota,
-                       max_ttl_ms=int(config.max_blob_ttl * 1000)),
+                       max_ttl_ms=int(config.max_blob_ttl * 1000), budget=budget),
     }
 
 

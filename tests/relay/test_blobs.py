@@ -73,6 +73,7 @@ def test_others_cannot_write_or_delete(store: Store) -> None:
     blob, cap = os.urandom(16), cap_hash(os.urandom(32))
     b.put(OWNER, blob, 0, b"a", False, cap, 60, T0)
     intruder = os.urandom(16)
+    store.create_mailbox(intruder, os.urandom(32), T0)
     assert refused(lambda: b.put(intruder, blob, 1, b"b", True, cap, 60, T0)) == codes.BAD_REQUEST
     assert refused(lambda: b.delete(intruder, blob)) == codes.BLOB_NOT_FOUND
     b.delete(OWNER, blob)

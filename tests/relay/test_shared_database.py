@@ -11,7 +11,9 @@ from typing import Any
 
 import psycopg
 import trio
+from trio_websocket import ConnectionClosed
 
+from chatcli.protocol import frames
 from chatcli.relay.notify import PgHub
 from tests.relay import pgutil
 from tests.relay.helpers import TIMEOUT, make_config, running_relay
@@ -64,3 +66,31 @@ async def test_listener_reconnect_delivers_wakeups_lost_below_the_cursor(
         with trio.fail_after(TIMEOUT):
             (late,) = await owner.delivered(1)
         assert late.payload == b"lost wake-up" and late.id < local.id
+
+
+async def test_account_delete_closes_the_owners_connections_on_every_process(
+        pg_database: tuple[str, str], tmp_path: Path) -> None:
+    _name, url = pg_database
+    config = make_config(tmp_path, db=url)
+    async with running_relay(config) as one, running_relay(config) as two:
+        owner, mailbox, _cap = await one.owner()
+        assert owner.key is not None
+        other = await two.connect()
+        assert isinstance(await other.auth(mailbox, owner.key), frames.Ok)
+        answer = await owner.request(frames.AccountDelete(req=owner.req()))
+        assert isinstance(answer, frames.Ok)
+        # The connection on the other process is told and closed...
+        with trio.fail_after(TIMEOUT):
+            notice = await other.next_push(frames.Error)
+        assert isinstance(notice, frames.Error) and notice.code == "unknown_mailbox"
+        with trio.fail_after(TIMEOUT):
+            while True:
+                try:
+                    await other.ws.get_message()
+                except ConnectionClosed:
+                    break
+        # ...and the database holds nothing of the mailbox.
+        stats = await one.relay.worker.run(one.relay.store.stats)
+        assert stats.mailboxes == 0 and stats.blobs == 0
+        caps = await one.relay.worker.run(one.relay.store.valid_caps, [(mailbox, _cap)])
+        assert caps == set()
