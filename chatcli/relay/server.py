@@ -529,6 +529,10 @@ class Connection:
         mailbox = self.mailbox
         assert mailbox is not None
         await relay.worker.run(relay.mailboxes.delete_account, mailbox)
+        # The deleted rows' old pages leave the SQLite WAL too (if this fails,
+        # housekeeping's next checkpoint does it).
+        with contextlib.suppress(StorageError):
+            await relay.worker.run(relay.store.checkpoint)
         log.info("mailbox deleted", extra={"fields": {"conn": self.id}})
         self.send_frame(frames.Ok(req=frame.req))
         # Other processes close their connections to it when they hear of it (notify.py).
@@ -801,6 +805,8 @@ class Relay:
                         log.info("expired", extra={"fields": {"messages": expired,
                                                               "blobs": blobs}})
                 await self._write_status()
+                # Acknowledged and expired messages' old pages leave the WAL.
+                await self.worker.run(self.store.checkpoint)
             except StorageError:
                 pass
             except Exception:

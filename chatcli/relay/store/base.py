@@ -111,6 +111,11 @@ class Store(abc.ABC):
         where one process is the only writer (SQLite)."""
         return
 
+    def checkpoint(self) -> None:
+        """Make deleted data leave the database's logs (the SQLite WAL) now;
+        a no-op where the server manages its own log (PostgreSQL)."""
+        return
+
     @property
     def description(self) -> str:
         """Where the data lives, for logs (no passwords)."""
