@@ -50,10 +50,12 @@ from chatcli.relay.storage import StorageWorker, Worker
 from chatcli.relay.storage_process import StorageProcess
 from chatcli.relay.store import make_store
 from chatcli.relay.store.base import Store, StoredMessage
+from chatcli.relay.wsclose import install as _install_ws_close_codes
 
 __all__ = ["Connection", "Relay", "serve_relay"]
 
 log = logging.getLogger("chatcli.relay")
+_install_ws_close_codes()   # 1007 for a non-UTF-8 text message, not a silent drop
 
 # WebSocket close codes.
 CLOSE_NORMAL: Final = 1000

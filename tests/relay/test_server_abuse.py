@@ -66,3 +66,19 @@ def test_source_key_groups_an_ipv6_64() -> None:
     assert source_key("2001:db8:0:1::1") != source_key("2001:db8::1")
     assert source_key("::ffff:192.0.2.1") == source_key("192.0.2.1")
     assert source_key("192.0.2.1") != source_key("192.0.2.2")
+
+
+async def test_a_text_message_that_is_not_utf8_is_closed_with_1007(tmp_path: Path) -> None:
+    async with running_relay(make_config(tmp_path)) as h:
+        client = await h.connect()
+        mask = os.urandom(4)
+        payload = b"\xff\xfe"   # a masked client TEXT frame (opcode 1) of invalid UTF-8
+        await client.ws._stream.send_all(
+            bytes([0x81, 0x80 | len(payload)]) + mask
+            + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        with trio.fail_after(5), pytest.raises(ConnectionClosed) as info:
+            while True:
+                await client.ws.get_message()
+        assert info.value.reason.code == 1007
+        other = await h.connect()
+        assert isinstance(await other.request(frames.Ping(req=other.req())), frames.Pong)
