@@ -47,6 +47,7 @@ import trio
 from chatcli.errors import StorageError
 from chatcli.relay.config import RelayConfig
 from chatcli.relay.errors import Refused
+from chatcli.relay.storage import log_database_error
 
 __all__ = ["PendingCall", "StorageProcess", "child_main"]
 
@@ -185,7 +186,7 @@ class StorageProcess:
             raise StorageError(reply[1])
         self.failures += 1
         if kind == _DATABASE:
-            log.error("storage error: %s", reply[1], extra={"fields": {"error": reply[2]}})
+            log_database_error(reply[1], reply[2])
             raise StorageError("The relay's storage is unavailable; try again later.")
         raise RuntimeError(f"storage call {pending.name} failed: {reply[1]}: {reply[2]}")
 

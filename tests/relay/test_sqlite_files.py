@@ -87,3 +87,29 @@ async def test_deleted_ciphertext_leaves_the_wal(tmp_path: Path) -> None:
             path = tmp_path / name
             if path.exists():
                 assert marker not in path.read_bytes(), name
+
+
+async def test_a_read_only_or_full_database_is_named_in_the_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Clients are told to try again later; the log says what to fix."""
+    from chatcli.relay.storage import StorageWorker
+
+    store = SqliteStore(tmp_path / "relay.db")
+    store.open(T0)
+    try:
+        worker = StorageWorker(store)
+        owner = os.urandom(16)
+        await worker.run(store.create_mailbox, owner, os.urandom(32), T0)
+        pages = int(store.db.execute_sql("PRAGMA page_count").fetchone()[0])
+        store.db.execute_sql(f"PRAGMA max_page_count = {pages + 4}")
+        blobs = Blobs(store, max_blob_size=1 << 20, owner_quota=1 << 20, max_ttl_ms=10**9)
+        with pytest.raises(StorageError, match="try again later"):
+            await worker.run(blobs.put, owner, os.urandom(16), 0, os.urandom(200_000), True,
+                             os.urandom(32), 60, T0)
+        assert "the disk of the relay database is full" in caplog.text
+        store.db.execute_sql("PRAGMA query_only = 1")   # what SQLite says for a read-only file
+        with pytest.raises(StorageError, match="try again later"):
+            await worker.run(store.create_mailbox, os.urandom(16), os.urandom(32), T0)
+        assert "the relay database is read-only" in caplog.text
+    finally:
+        store.close()
