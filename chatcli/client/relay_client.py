@@ -42,6 +42,7 @@ _FRIENDLY = {
     codes.AUTH_FAILED: "the relay does not know this mailbox (was the account deleted?)",
     codes.RATE_LIMITED: "too many requests; try again shortly",
     codes.QUOTA_EXCEEDED: "the mailbox is full",
+    codes.RELAY_FULL: "the relay's storage is full; try again later",
     codes.TOO_MANY_CONNECTIONS: "the relay has too many connections; try again shortly",
     codes.SHUTTING_DOWN: "the relay is shutting down; try again shortly",
     codes.TRY_AGAIN: "the relay is temporarily unavailable; try again shortly",

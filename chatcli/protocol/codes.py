@@ -28,6 +28,7 @@ TRY_AGAIN: Final = "try_again"                  # transient (storage down); retr
 SHUTTING_DOWN: Final = "shutting_down"
 INSTALLATION_REPLACED: Final = "installation_replaced"  # Auth: another installation took over
 INTERNAL_ERROR: Final = "internal_error"
+RELAY_FULL: Final = "relay_full"                # the relay's storage budget is used up
 
 ALL_CODES: Final = frozenset({
     BAD_FRAME, UNSUPPORTED_VERSION, FRAME_TOO_LARGE, UNEXPECTED_FRAME,
@@ -35,7 +36,7 @@ ALL_CODES: Final = frozenset({
     UNKNOWN_MAILBOX, BAD_CAPABILITY, QUOTA_EXCEEDED, RATE_LIMITED,
     BLOB_NOT_FOUND, BLOB_TOO_LARGE, BAD_REQUEST, TOO_MANY_CONNECTIONS,
     HANDSHAKE_TIMEOUT, SLOW_CONSUMER, TRY_AGAIN, SHUTTING_DOWN, INTERNAL_ERROR,
-    INSTALLATION_REPLACED,
+    INSTALLATION_REPLACED, RELAY_FULL,
 })
 
 # Codes after which retrying the same request later may succeed.

@@ -84,6 +84,14 @@ class RelayConfig:
     connection_burst: float = 400.0
     capability_rate: float = 50.0
     capability_burst: float = 200.0
+    # Per source address (an IPv4 address, an IPv6 /64), in each relay process:
+    # registrations (a token bucket) and open connections.
+    registration_rate: float = 1.0
+    registration_burst: float = 60.0
+    max_connections_per_address: int = 256
+    # Everything clients can make the relay store (queued message bytes plus
+    # blob bytes), across all mailboxes; 0 for no budget.
+    storage_budget: int = 10 * 1024**3
     # Presence subscriptions per connection.
     max_subscriptions: int = 1024
     # Outgoing: frames queued per connection before it is cut off as a slow
@@ -112,6 +120,13 @@ class RelayConfig:
             raise UsageError(f"max_payload must be between 1 and {frames.MAX_PAYLOAD_SIZE}.")
         if self.max_connections < 1:
             raise UsageError("max_connections must be at least 1.")
+        if self.max_connections_per_address < 1:
+            raise UsageError("max_connections_per_address must be at least 1.")
+        if self.registration_rate <= 0 or self.registration_burst < 1:
+            raise UsageError("registration_rate must be positive and registration_burst "
+                             "at least 1.")
+        if self.storage_budget < 0:
+            raise UsageError("storage_budget cannot be negative (0: no budget).")
         if self.retention <= 0:
             raise UsageError("The retention must be positive.")
         if not 1 <= self.deliver_batch <= frames.MAX_BATCH:
@@ -128,7 +143,7 @@ class RelayConfig:
 _DURATION_FIELDS = {"retention", "handshake_timeout", "send_timeout", "sweep_interval",
                     "shutdown_grace", "max_blob_ttl"}
 _SIZE_FIELDS = {"max_frame", "max_payload", "mailbox_max_bytes", "max_blob_size",
-                "blob_quota"}
+                "blob_quota", "storage_budget"}
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import NamedTuple
 from chatcli.crypto.errors import BadSignature, InvalidKey
 from chatcli.crypto.keys import SigningPublicKey
 from chatcli.protocol import codes
+from chatcli.relay.budget import StorageBudget
 from chatcli.relay.errors import Refused
 from chatcli.relay.store.base import NewMessage, PresenceRecord, Store, StoredMessage, Usage
 
@@ -84,11 +85,14 @@ class Plan:
 
 def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[bytes, bytes]],
                   usage: dict[bytes, Usage], quota: Quota,
-                  refused: Sequence[str | None] | None = None) -> Plan:
-    """Decide each deposit, in order: unknown mailbox, bad capability, quota.
+                  refused: Sequence[str | None] | None = None,
+                  room: int | None = None) -> Plan:
+    """Decide each deposit, in order: unknown mailbox, bad capability, quota,
+    the relay's storage budget (``room``: bytes left, None for no budget).
 
     ``refused`` may carry codes decided earlier (rate limits) per item. A full
-    mailbox refuses the items that do not fit and keeps everything stored.
+    mailbox refuses the items that do not fit and keeps everything stored;
+    so does a full relay (``relay_full``).
     """
     errors: list[str | None] = []
     accepted: list[int] = []
@@ -110,7 +114,11 @@ def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[byt
             add_error(codes.BAD_CAPABILITY)
         elif count[0] + 1 > max_messages or count[1] + size > max_bytes:
             add_error(codes.QUOTA_EXCEEDED)
+        elif room is not None and size > room:
+            add_error(codes.RELAY_FULL)
         else:
+            if room is not None:
+                room -= size
             count[0] += 1
             count[1] += size
             add_error(None)
@@ -174,9 +182,10 @@ class Mailboxes:
     """The mailbox rules over a store. Not thread-safe: call from the storage worker."""
 
     def __init__(self, store: Store, *, quota: Quota, retention_ms: int,
-                 invite_only: bool = False) -> None:
+                 invite_only: bool = False, budget: StorageBudget | None = None) -> None:
         self.store = store
         self.quota = quota
+        self.budget = budget if budget is not None else StorageBudget(store, 0)
         self.retention_ms = retention_ms
         self.invite_only = invite_only
 
@@ -233,10 +242,21 @@ class Mailboxes:
     # ------------------------------------------------------------ capabilities
 
     def add_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
-        self.store.add_caps(mailbox, cap_hashes, now)
+        with self.store.transaction():
+            require_mailbox(self.store, mailbox)
+            self.store.add_caps(mailbox, cap_hashes, now)
 
     def revoke_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
-        self.store.revoke_caps(mailbox, cap_hashes, now)
+        with self.store.transaction():
+            require_mailbox(self.store, mailbox)
+            self.store.revoke_caps(mailbox, cap_hashes, now)
+
+    def set_hidden(self, mailbox: bytes, hidden: bool) -> PresenceRecord:
+        """Hide or show the mailbox's presence; its presence record after."""
+        with self.store.transaction():
+            require_mailbox(self.store, mailbox)
+            self.store.set_presence_hidden(mailbox, hidden)
+        return self.store.presence_records([mailbox]).get(mailbox, PresenceRecord(hidden, None))
 
     # ------------------------------------------------------------ deposits
 
@@ -259,10 +279,12 @@ class Mailboxes:
             pairs = {(item.mailbox, item.cap_hash) for item, code in zip(
                 all_items, all_refused, strict=True) if code is None and item.mailbox in usage}
             valid = self.store.valid_caps(pairs) if pairs else set()
-            plan = plan_deposits(all_items, valid, usage, self.quota, all_refused)
+            room = self.budget.room(now) if plan_needs_room(all_refused) else None
+            plan = plan_deposits(all_items, valid, usage, self.quota, all_refused, room)
             new = [NewMessage(all_items[i].mailbox, all_items[i].payload, now)
                    for i in plan.accepted]
             ids = self.store.insert_messages(new) if new else []
+            self.budget.charge(sum(len(m.payload) for m in new))
             acked = (self.store.delete_messages_many([(a.mailbox, a.ids) for a in acks])
                      if acks else 0)
             for mailbox, when in last_seen.items():
@@ -302,6 +324,21 @@ class Mailboxes:
 
     def delete_account(self, mailbox: bytes) -> bool:
         return self.store.delete_mailbox(mailbox)
+
+
+def plan_needs_room(refused: Sequence[str | None]) -> bool:
+    """Whether any deposit is still undecided (the budget is read only then)."""
+    return any(code is None for code in refused)
+
+
+def require_mailbox(store: Store, mailbox: bytes) -> None:
+    """Inside a transaction: refuse writes for a mailbox that no longer exists
+    (deleted through another connection or relay process), so that nothing is
+    left behind tied to no mailbox. Takes the writers' lock first, so that a
+    deletion cannot slip in before the write commits."""
+    store.lock_writes()
+    if store.mailbox_auth_key(mailbox) is None:
+        raise Refused(codes.UNKNOWN_MAILBOX, "The mailbox was deleted.")
 
 
 def verify_signature(auth_key: bytes, transcript: bytes, signature: bytes) -> None:

@@ -16,6 +16,7 @@ whole server when a handler raises.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import json
 import logging
@@ -35,6 +36,7 @@ from chatcli.protocol.address import RelayAddress
 from chatcli.protocol.codec import LocalProtocolError, RemoteProtocolError, encode
 from chatcli.protocol.connection import RelayProtocol
 from chatcli.relay.blobs import Blobs
+from chatcli.relay.budget import StorageBudget
 from chatcli.relay.commit import AckJob, DepositJob, GroupCommitter
 from chatcli.relay.config import RelayConfig
 from chatcli.relay.delivery import Router
@@ -47,11 +49,13 @@ from chatcli.relay.presence import Presence, entry_for
 from chatcli.relay.storage import StorageWorker, Worker
 from chatcli.relay.storage_process import StorageProcess
 from chatcli.relay.store import make_store
-from chatcli.relay.store.base import PresenceRecord, Store, StoredMessage
+from chatcli.relay.store.base import Store, StoredMessage
+from chatcli.relay.wsclose import install as _install_ws_close_codes
 
 __all__ = ["Connection", "Relay", "serve_relay"]
 
 log = logging.getLogger("chatcli.relay")
+_install_ws_close_codes()   # 1007 for a non-UTF-8 text message, not a silent drop
 
 # WebSocket close codes.
 CLOSE_NORMAL: Final = 1000
@@ -69,13 +73,27 @@ STATUS_INTERVAL: Final = 10.0
 _ids = itertools.count(1)
 
 
+def source_key(peer: str) -> bytes:
+    """What per-address limits count by: an IPv4 address, or an IPv6 /64 (one
+    host usually has a whole /64 to pick addresses from)."""
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer.encode()
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return ipaddress.IPv6Network((address, 64), strict=False).network_address.packed
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.packed
+    return address.packed
+
+
 class Connection:
     """One client connection (see the module docstring)."""
 
     __slots__ = ("_dispatching", "_scope", "_wake", "bucket", "close_code", "cursor",
                  "fetch_needed", "finished", "id", "inflight", "installation", "live",
                  "mailbox", "outbox", "outbox_bytes", "peer", "proto", "recv_scope", "relay",
-                 "rewind", "stopping", "subscriptions", "synced", "wakes", "ws")
+                 "rewind", "source", "stopping", "subscriptions", "synced", "wakes", "ws")
 
     def __init__(self, relay: Relay, ws: WebSocketConnection) -> None:
         cfg = relay.config
@@ -85,6 +103,7 @@ class Connection:
         self.id = next(_ids)
         remote = ws.remote
         self.peer = str(getattr(remote, "address", remote))
+        self.source = source_key(self.peer)
         self.proto = RelayProtocol(relay.key.public.raw, relay.key.sign,
                                    max_frame=cfg.max_frame, max_payload=cfg.max_payload,
                                    max_blob=cfg.max_blob_size)
@@ -241,20 +260,24 @@ class Connection:
         self._wake.set()
 
     def fetch_more(self) -> None:
-        """Re-read the mailbox from the store (deposits from elsewhere)."""
-        self.fetch_from(None)
-
-    def fetch_from(self, first_id: int | None) -> None:
-        """Another process stored messages from ``first_id`` on: read them,
-        going back below the cursor if need be."""
+        """Re-read the mailbox from the store after the cursor."""
         if self.live is None:
             return
-        if first_id is not None and first_id - 1 < self.cursor:
-            back = first_id - 1
-            self.rewind = back if self.rewind is None else min(self.rewind, back)
         self.wakes += 1
         self.fetch_needed = True
         self._wake.set()
+
+    def fetch_from(self, first_id: int | None) -> None:
+        """Another process stored messages from ``first_id`` on: read them,
+        going back below the cursor if need be. None (the listener
+        reconnected: wake-ups may have been lost, for ids below the cursor
+        too) re-reads the whole mailbox; what is in flight is not sent twice."""
+        if self.live is None:
+            return
+        back = 0 if first_id is None else first_id - 1
+        if back < self.cursor:
+            self.rewind = back if self.rewind is None else min(self.rewind, back)
+        self.fetch_more()
 
     async def _deliver_step(self) -> None:
         assert self.mailbox is not None
@@ -318,6 +341,15 @@ class Connection:
         await self._send(data)
         if isinstance(frame, frames.Deliver):
             self.relay.metrics.delivered.inc(len(frame.messages))
+
+    def mailbox_deleted(self) -> None:
+        """The mailbox was deleted through another connection (of this or
+        another relay process): say so and close; nothing more is read."""
+        self.send_error(None, codes.UNKNOWN_MAILBOX, "The mailbox was deleted.")
+        self.live = None
+        self.finish(CLOSE_NORMAL)
+        if not self._dispatching:
+            self.recv_scope.cancel()
 
     # ------------------------------------------------------------ callbacks
 
@@ -399,6 +431,9 @@ class Connection:
             self._wake.set()
         elif isinstance(frame, frames.Register):
             transcript = self.proto.register_transcript(frame.auth_key)
+            if not relay.registration_buckets.take(self.source, trio.current_time()):
+                raise Refused(codes.RATE_LIMITED,
+                              "Too many new mailboxes from this address; try again later.")
             mailbox = await relay.worker.run(relay.mailboxes.register, frame.auth_key,
                                              frame.signature, transcript, frame.token,
                                              relay.now_ms())
@@ -446,9 +481,8 @@ class Connection:
             await self._presence_query(frame)
         elif isinstance(frame, frames.PresenceSettings):
             assert self.mailbox is not None
-            await relay.worker.run(relay.store.set_presence_hidden, self.mailbox, frame.hidden)
-            records = await relay.worker.run(relay.store.presence_records, [self.mailbox])
-            record = records.get(self.mailbox, PresenceRecord(frame.hidden, None))
+            record = await relay.worker.run(relay.mailboxes.set_hidden, self.mailbox,
+                                            frame.hidden)
             relay.presence.set_hidden(self.mailbox, frame.hidden, record.last_seen)
             self.send_frame(frames.Ok(req=frame.req))
         elif isinstance(frame, frames.BlobPut):
@@ -514,13 +548,17 @@ class Connection:
         mailbox = self.mailbox
         assert mailbox is not None
         await relay.worker.run(relay.mailboxes.delete_account, mailbox)
+        # The deleted rows' old pages leave the SQLite WAL too (if this fails,
+        # housekeeping's next checkpoint does it).
+        with contextlib.suppress(StorageError):
+            await relay.worker.run(relay.store.checkpoint)
         log.info("mailbox deleted", extra={"fields": {"conn": self.id}})
         self.send_frame(frames.Ok(req=frame.req))
+        # Other processes close their connections to it when they hear of it (notify.py).
         relay.presence.forget(mailbox)
         for other in relay.router.connections(mailbox):
-            if other is not self and isinstance(other, Connection):
-                other.send_error(None, codes.UNKNOWN_MAILBOX, "The mailbox was deleted.")
-                other.finish(CLOSE_NORMAL)
+            if other is not self:
+                other.mailbox_deleted()
         self.proto.close()
         self.finish(CLOSE_NORMAL)
 
@@ -567,14 +605,15 @@ class Relay:
         self.multi_process = not isinstance(self.hub, LocalHub)
         self.presence: Presence = self.hub.presence
         self.router = Router()
+        budget = StorageBudget(self.store, config.storage_budget)
         self.mailboxes = Mailboxes(self.store,
                                    quota=Quota(config.mailbox_max_messages,
                                                config.mailbox_max_bytes),
                                    retention_ms=int(config.retention * 1000),
-                                   invite_only=config.invite_only)
+                                   invite_only=config.invite_only, budget=budget)
         self.blobs = Blobs(self.store, max_blob_size=config.max_blob_size,
                            owner_quota=config.blob_quota,
-                           max_ttl_ms=int(config.max_blob_ttl * 1000))
+                           max_ttl_ms=int(config.max_blob_ttl * 1000), budget=budget)
         # A store handed in (tests) is used in a thread; otherwise the
         # database work runs in a child process with its own copies.
         self.storage_process: StorageProcess | None = None
@@ -590,6 +629,9 @@ class Relay:
         self.committer = GroupCommitter(self.worker, self.mailboxes, self.router, self.metrics,
                                         max_items=config.commit_batch, now_ms=self.now_ms)
         self.cap_buckets = KeyedBuckets(config.capability_rate, config.capability_burst)
+        self.registration_buckets = KeyedBuckets(config.registration_rate,
+                                                 config.registration_burst)
+        self.per_address: dict[bytes, int] = {}   # open connections per source
         self.connections: set[Connection] = set()
         self.key: RelayKeyPair | None = None
         self.port: int | None = None
@@ -731,24 +773,35 @@ class Relay:
                 await self._refuse(ws)
                 return
             conn = Connection(self, ws)
+            if self.per_address.get(conn.source, 0) >= self.config.max_connections_per_address:
+                await self._refuse(ws, per_address=True)
+                return
+            self.per_address[conn.source] = self.per_address.get(conn.source, 0) + 1
             self.connections.add(conn)
             self.metrics.connections.set(len(self.connections))
             try:
                 await conn.run()
             finally:
                 self.connections.discard(conn)
+                left = self.per_address.pop(conn.source, 1) - 1
+                if left > 0:
+                    self.per_address[conn.source] = left
                 self.metrics.connections.set(len(self.connections))
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
             log.exception("connection handler failed")
 
-    async def _refuse(self, ws: WebSocketConnection) -> None:
+    async def _refuse(self, ws: WebSocketConnection, *, per_address: bool = False) -> None:
         code = codes.SHUTTING_DOWN if self.stopping else codes.TOO_MANY_CONNECTIONS
         self.metrics.refused_connections.labels(code).inc()
-        frame = frames.Error(req=None, code=code, message="The relay is full; try again later."
-                             if code == codes.TOO_MANY_CONNECTIONS else
-                             "The relay is shutting down.")
+        if self.stopping:
+            message = "The relay is shutting down."
+        elif per_address:
+            message = "Too many connections from this address; close some and try again."
+        else:
+            message = "The relay is full; try again later."
+        frame = frames.Error(req=None, code=code, message=message)
         with trio.move_on_after(2):
             try:
                 await ws.send_message(encode(frame))
@@ -771,6 +824,8 @@ class Relay:
                         log.info("expired", extra={"fields": {"messages": expired,
                                                               "blobs": blobs}})
                 await self._write_status()
+                # Acknowledged and expired messages' old pages leave the WAL.
+                await self.worker.run(self.store.checkpoint)
             except StorageError:
                 pass
             except Exception:

@@ -227,6 +227,10 @@ class PostgresStore(PeeweeReads, Store):
             self._sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             self._locked = True
 
+    @_guarded
+    def lock_writes(self) -> None:
+        self._write_lock()
+
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         """A write: inside the caller's transaction, or a transaction of its own."""
