@@ -319,3 +319,30 @@ async def test_a_database_with_one_way_sessions_is_migrated(trio_of: Trio) -> No
         assert gdb.GroupSession.get_by_id(kept[0].id).state_sealed != kept[0].state_sealed
     await send(bob, "after the upgrade")
     assert "after the upgrade" in await texts(carol)
+
+
+async def test_a_restored_contact_may_use_a_rotated_prekey_within_its_grace_period(
+        tmp_path: Path, relay: FakeRelay) -> None:
+    from chatcli.client.home import Home
+    from tests.client.conftest import PASS
+
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    await pair(alice, bob)
+    payload = alice.export_backup()  # holds Bob's current signed prekey
+    alice.close()
+    with bob.store.write():
+        prekeys.rotate(bob, now=now_ms())
+    with bob.store.read(), prekeys.bound(bob.store):
+        created = prekeys.OwnPrekey.get(prekeys.OwnPrekey.retired_at.is_null()).created_at
+    with bob.store.write():
+        assert prekeys.rotate(bob, now=created + prekeys.ROTATE_AFTER_MS)
+    restored = ChatClient.import_backup(Home(tmp_path / "alice-new"), payload, PASS)
+    try:
+        async with restored.online():
+            await restored.send_text("bob", "after restore")
+        assert [e.text for e in await drain(bob) if isinstance(e, MessageEvent)] == [
+            "after restore"]
+    finally:
+        restored.close()
+        bob.close()
