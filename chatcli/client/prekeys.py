@@ -106,6 +106,26 @@ def rotate(client: ChatClient, *, now: int) -> bool:
     return rotated
 
 
+def due(store: Store, *, now: int) -> bool:
+    """Whether :func:`rotate` has anything to do (a read, so that the common
+    case costs no write transaction)."""
+    with store.read(), bound(store):
+        account = store.account()
+        current = OwnPrekey.get_or_none(OwnPrekey.public == account.restore_prekey_public)
+        if current is None or now - current.created_at >= ROTATE_AFTER_MS:
+            return True
+        return bool(OwnPrekey.select().where(OwnPrekey.retired_at.is_null(False),
+                                             OwnPrekey.retired_at <= now - GRACE_MS).exists())
+
+
+def apply_schedule(client: ChatClient, *, now: int) -> bool:
+    """:func:`rotate` in its own write transaction, when it is due."""
+    if not due(client.store, now=now):
+        return False
+    with client.store.write():
+        return rotate(client, now=now)
+
+
 def _announce(client: ChatClient) -> None:
     """Queue the new signed prekey (in a ContactInfo) to every contact with a session."""
     for contact in db.Contact.select().where(db.Contact.issued_cap_sealed.is_null(False),
@@ -131,4 +151,6 @@ def private_for(store: Store, public: bytes) -> DHKeyPair | None:
             store.sealer.open(row.private_sealed, "account.restore_prekey"))
 
 
-__all__ = ["GRACE_MS", "ROTATE_AFTER_MS", "OwnPrekey", "private_for", "rotate"]
+__all__ = [
+    "GRACE_MS", "ROTATE_AFTER_MS", "OwnPrekey", "apply_schedule", "due", "private_for", "rotate",
+]

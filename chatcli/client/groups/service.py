@@ -1097,8 +1097,7 @@ def group_copies_stored(client: ChatClient, message_id: str) -> tuple[int, int] 
 async def flush_groups(client: ChatClient) -> None:
     """Deliver queued group deposits (best effort; the client's outbox flush calls
     it). First applies the signed prekey schedule (:func:`prekeys.rotate`)."""
-    with client.store.write():
-        prekeys.rotate(client, now=now_ms())
+    prekeys.apply_schedule(client, now=now_ms())
     with client.store.read():
         if not gdb.has_tables(client.store):
             return
