@@ -51,8 +51,9 @@ class Opened:
 
     ``plaintext`` None: nothing to read (``replayed``: a handshake seen before;
     ``refused``: a handshake naming a signed prekey this device no longer has).
-    ``resend``: the peer could not open the session this side had started, so
-    what was sent in it must be sent again."""
+    ``resend``: what this side sent to the peer must be sent again, in the
+    session now active (the peer could not open the one this side started; or,
+    with ``refused``, a new session of this side is to replace the peer's)."""
 
     plaintext: bytes | None
     replayed: bool = False
@@ -161,15 +162,20 @@ class PairwiseSessions:
         prekey = prekeys.private_for(self.store, layer.restore_prekey)
         if prekey is None:
             # Its private key is deleted (forward secrecy): this handshake can never
-            # be opened. Start a session of our own that says so.
+            # be opened. Start a session of our own that says so, unless the peer
+            # has written in our active one (nothing here is authenticated: a
+            # forged handshake must not replace a working session).
             db.SeenHandshake.create(digest=digest, seen_at=now)
+            active = self._active(sender.raw)
+            if active is not None and active.confirmed:
+                return Opened(None, refused=True)
             self._deactivate(sender.raw)
             peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == sender.raw)
             if peer is None:
                 peer = gdb.GroupPeer.create(identity=sender.raw, name="")
             peer.refused = layer.ephemeral
             peer.save()
-            return Opened(None, refused=True)
+            return Opened(None, refused=True, resend=True)
         body = m.PrekeyBody(v=m.BODY_VERSION, invite_id=None,
                             restore_prekey=layer.restore_prekey, identity=layer.identity,
                             ephemeral=layer.ephemeral, message=layer.message)

@@ -374,18 +374,19 @@ class GroupService:
             layer = wire.decode_layer(message)
             if isinstance(layer, wire.Cipher):
                 return self._on_cipher(layer.message, received_at)
-            if gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == sender.raw) is None:
-                gdb.GroupPeer.create(identity=sender.raw, name="")
             opened = self.pairwise.open(sender, layer, now=now_ms())
             if opened.refused:
                 # Its session used a signed prekey whose private key is gone; ours
                 # (started now, or with the next message to it) replaces it.
-                self._resend_sender_keys(sender.raw)
+                if opened.resend:
+                    self._resend_sender_keys(sender.raw)
                 return [NoticeEvent("A group member started a session with an expired "
                                     "prekey of this device; a new session is being set up.",
                                     warning=True)]
             if opened.plaintext is None:
                 return [NoticeEvent("A replayed group handshake was refused.", warning=True)]
+            if gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == sender.raw) is None:
+                gdb.GroupPeer.create(identity=sender.raw, name="")
             if opened.resend:
                 self._resend_sender_keys(sender.raw)
             content = wire.decode_direct(opened.plaintext)
