@@ -346,3 +346,34 @@ async def test_a_restored_contact_may_use_a_rotated_prekey_within_its_grace_peri
     finally:
         restored.close()
         bob.close()
+
+
+async def test_a_forged_handshake_does_not_displace_a_working_session(trio_of: Trio) -> None:
+    """Envelope senders are not authenticated: a handshake "from Carol" naming an
+    unknown prekey must not replace the session Carol writes in."""
+    import os
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    b, c = bob.identity.public.raw, carol.identity.public.raw
+    service = GroupService(carol)
+    with carol.store.write(), gdb.bound(carol.store):  # Carol writes in the active session
+        group = service._group("team")
+        record = service._record(service._membership(group), b)
+        service._send_direct(record, wire.Ops(group_id=group.group_id, ops=[]))
+    async with carol.online():
+        await carol.flush_outbox()
+    await drain(bob)
+    with bob.store.read(), gdb.bound(bob.store):
+        before = GroupService(bob).pairwise.active_session_id(c)
+        assert gdb.GroupSession.get(gdb.GroupSession.ephemeral == before).confirmed
+    forged = wire.Direct(identity=c, restore_prekey=os.urandom(32), ephemeral=os.urandom(32),
+                         message=os.urandom(100))
+    with bob.store.write():
+        events = GroupService(bob).handle_body(carol.identity.public, wire.encode(forged), 0)
+    assert any(isinstance(e, NoticeEvent) and "expired prekey" in e.text for e in events)
+    with bob.store.read(), gdb.bound(bob.store):
+        assert GroupService(bob).pairwise.active_session_id(c) == before
+        assert gdb.GroupOutbox.select().count() == 0  # nothing sent again
+    await send(carol, "still here")
+    assert await texts(bob) == ["still here"]
