@@ -377,3 +377,31 @@ async def test_a_forged_handshake_does_not_displace_a_working_session(trio_of: T
         assert gdb.GroupOutbox.select().count() == 0  # nothing sent again
     await send(carol, "still here")
     assert await texts(bob) == ["still here"]
+
+
+async def test_a_record_with_a_new_prekey_starts_a_new_session(trio_of: Trio) -> None:
+    """A member whose record names a signed prekey never seen (restored from a
+    backup, added again) gets a new session; records seen before do not
+    restart it (an older group record after a contact's newer address)."""
+    from chatcli.client import sessions
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    c = carol.identity.public.raw
+    service = GroupService(bob)
+    with bob.store.write(), gdb.bound(bob.store):
+        record = service._record(service._membership(service._group("team")), c)
+        first = service.pairwise.active_session_id(c)
+        service.pairwise.seal(record, b"x", now=now_ms())
+        assert service.pairwise.active_session_id(c) == first
+        fresh = DHKeyPair.generate()
+        renewed = msgspec.structs.replace(
+            record, restore_prekey=fresh.public,
+            restore_prekey_signature=sessions.sign_restore_prekey(carol.identity,
+                                                                  fresh.public))
+        direct = service.pairwise.seal(renewed, b"x", now=now_ms())
+        second = service.pairwise.active_session_id(c)
+        assert second != first and direct.ephemeral == second
+        assert direct.restore_prekey == fresh.public
+        service.pairwise.seal(record, b"x", now=now_ms())  # seen before: no restart
+        assert service.pairwise.active_session_id(c) == second

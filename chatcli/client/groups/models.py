@@ -118,6 +118,10 @@ class GroupPeer(BaseModel):
     # The peer's session this side could not open (its signed prekey was gone):
     # named by the next session this side starts to the peer.
     refused = peewee.BlobField(null=True)
+    # The signed prekeys seen in this member's records (32 bytes each, newest
+    # last): a record naming one never seen means the member may have lost its
+    # sessions (restored from a backup), so the next message starts a new one.
+    prekeys_seen = peewee.BlobField(null=True)
 
 
 class GroupSession(BaseModel):
@@ -205,8 +209,10 @@ def _create(store: Store) -> None:
         peers = GroupPeer._meta.table_name
         columns = {row[1] for row in store.db.execute_sql(  # type: ignore[no-untyped-call]
             f"PRAGMA table_info({peers})").fetchall()}
-        if "refused" not in columns:
-            store.db.execute_sql(f"ALTER TABLE {peers} ADD COLUMN refused BLOB")  # type: ignore[no-untyped-call]
+        for column in ("refused", "prekeys_seen"):
+            if column not in columns:
+                store.db.execute_sql(  # type: ignore[no-untyped-call]
+                    f"ALTER TABLE {peers} ADD COLUMN {column} BLOB")
         _migrate_one_way_sessions(store)
 
 

@@ -23,6 +23,11 @@ key, in both directions. A name this member does not know is a handshake.
   sends again what the refused one carried (its sender keys).
 * A new handshake while the active session is confirmed means the peer lost its
   state: the new session becomes the active one.
+* A member record (or a contact's address) naming a signed prekey never seen
+  for that member means it may have lost its sessions (restored from a
+  backup, added again): the next message starts a new session. Prekeys seen
+  before do not, so records of different ages (a contact's newest address, an
+  older group record) never make sessions restart in turn.
 
 Runs inside the caller's write transaction, with the group tables bound.
 """
@@ -43,6 +48,7 @@ from chatcli.crypto.ratchet import RatchetSession
 
 PEER_HANDSHAKE_LABEL = b"chatcli/group-peer-handshake/v1"
 KEPT_INACTIVE = 4  # inactive sessions kept per peer (messages still in flight)
+PREKEYS_REMEMBERED = 16  # signed prekeys remembered per member (see GroupPeer)
 
 
 @dataclass(frozen=True)
@@ -104,10 +110,28 @@ class PairwiseSessions:
 
     # ------------------------------------------------------------------ sending
 
+    def _new_prekey(self, record: wire.MemberRecord) -> bool:
+        """Note ``record``'s signed prekey; True when this member had others
+        before but never this one (a new record: it may have lost its sessions)."""
+        peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == record.identity)
+        if peer is None:
+            return False
+        seen = bytes(peer.prekeys_seen or b"")
+        known = {seen[i:i + 32] for i in range(0, len(seen), 32)}
+        if record.restore_prekey in known:
+            return False
+        peer.prekeys_seen = (seen + record.restore_prekey)[-32 * PREKEYS_REMEMBERED:]
+        peer.save()
+        return bool(known)
+
     def seal(self, record: wire.MemberRecord, plaintext: bytes, *, now: int) -> wire.Direct:
         """``plaintext`` in the active session with ``record``'s member, starting
-        one (X3DH to its signed prekey) when there is none."""
+        one (X3DH to its signed prekey) when there is none, or when the record
+        names a signed prekey never seen for that member."""
         row = self._active(record.identity)
+        if self._new_prekey(record) and row is not None:
+            self._deactivate(record.identity)
+            row = None
         if row is None:
             peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == record.identity)
             refusal = None if peer is None or peer.refused is None else bytes(peer.refused)
@@ -210,4 +234,6 @@ class PairwiseSessions:
         return Opened(plaintext, resend=resend)
 
 
-__all__ = ["KEPT_INACTIVE", "PEER_HANDSHAKE_LABEL", "Opened", "PairwiseSessions"]
+__all__ = [
+    "KEPT_INACTIVE", "PEER_HANDSHAKE_LABEL", "PREKEYS_REMEMBERED", "Opened", "PairwiseSessions",
+]
