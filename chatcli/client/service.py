@@ -34,7 +34,7 @@ import msgspec
 
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client import sessions
+from chatcli.client import prekeys, sessions
 from chatcli.client.errors import RelayRequestError
 from chatcli.client.home import Home
 from chatcli.client.keys import KeystoreSecrets, encode_secrets, read_secrets, write_keys
@@ -1188,17 +1188,16 @@ class ChatClient:
 
     def _handle_restore(self, sender: IdentityPublicKey, body: m.PrekeyBody, digest: bytes,
                         item: frames.Delivered, receipts: dict[int, list[str]]) -> list[Event]:
-        account = self.store.account()
         contact = db.Contact.get_or_none(db.Contact.identity == sender.raw)
         if contact is None:
             return [NoticeEvent("A session request from an unknown sender was refused.",
                                 warning=True)]
-        if body.restore_prekey != account.restore_prekey_public:
+        # The current signed prekey, or a rotated one still in its grace period.
+        prekey = (prekeys.private_for(self.store, body.restore_prekey)
+                  if body.restore_prekey is not None else None)
+        if prekey is None:
             return [NoticeEvent(f"A session request from {contact.name} named an old prekey; "
                                 "refused.", warning=True, contact=contact.name)]
-        prekey = DHKeyPair.from_private_bytes(
-            self.sealer.open(account.restore_prekey_sealed, "account.restore_prekey",
-                             account.id))
         session, plaintext = sessions.answer_prekey(self.identity, prekey, sender, body)
         db.SeenHandshake.create(digest=digest, seen_at=now_ms())
         self._save_session(contact, session)

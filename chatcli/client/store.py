@@ -142,7 +142,7 @@ class SealingTampered(CorruptData):
 # their row only (there is no older version to roll back to), and kept out of
 # the manifest so that it does not grow with the message history.
 WRITE_ONCE = frozenset({"message.text", "message.attachment", "message.attachment_ref",
-                        "invite.capability"})
+                        "invite.capability", "own_prekey.private"})
 MANIFEST_KEY = "seal_manifest"
 PRUNE_MIN = 256  # manifest entries before a long-running process prunes it
 _V1 = b"chatcli/local/v1/"

@@ -11,8 +11,9 @@ the receive path); the ``async`` ones need the client to be online.
   carrying its member record (address, a deposit capability it issued for the
   group, its signed restore prekey); the admin orders it into an ``add``
   operation and sends it to every member.
-* Members who are not contacts reach each other from those records: X3DH
-  against the signed restore prekey, a Double Ratchet session per direction.
+* Members (contacts or not) reach each other from those records: X3DH against
+  the signed prekey, then one two-way Double Ratchet session per pair
+  (:mod:`chatcli.client.groups.pairwise`).
 * Every member sends its sender-key distribution to every other member over
   those sessions; a group text is encrypted once with the sender key and the
   same ciphertext is sealed to each member's mailbox key, deposited per relay
@@ -36,16 +37,16 @@ import trio
 
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client import sessions
+from chatcli.client import prekeys, sessions
 from chatcli.client.groups import models as gdb
 from chatcli.client.groups import wire
 from chatcli.client.groups.membership import Create, Membership, MembershipError, Op, Outcome
+from chatcli.client.groups.pairwise import PairwiseSessions
 from chatcli.client.service import MessageEvent, NoticeEvent
 from chatcli.client.store import Store, now_ms
 from chatcli.crypto.envelope import seal_envelope
-from chatcli.crypto.errors import BadSignature, DecryptionFailed
-from chatcli.crypto.keys import DHKeyPair, IdentityPublicKey
-from chatcli.crypto.ratchet import RatchetSession
+from chatcli.crypto.errors import BadSignature
+from chatcli.crypto.keys import IdentityPublicKey
 from chatcli.crypto.sender_keys import SenderKeyReceiver, SenderKeyState, message_chain_id
 from chatcli.errors import CryptoError, RelayError, UsageError
 from chatcli.protocol import codes, frames
@@ -53,7 +54,6 @@ from chatcli.protocol import codes, frames
 if TYPE_CHECKING:
     from chatcli.client.service import ChatClient, Event
 
-PEER_HANDSHAKE_LABEL = b"chatcli/group-peer-handshake/v1"
 OPS_PER_MESSAGE = 64  # keeps an ``ops`` message well inside one envelope
 FRAME_BUDGET = 512 * 1024  # bytes of payload per Deposit frame (the limit is 1 MiB)
 MAX_PENDING = 5000
@@ -126,6 +126,7 @@ class GroupService:
         self.sealer = client.sealer
         self.me = client.identity.public.raw
         gdb.ensure_tables(self.store)
+        self.pairwise = PairwiseSessions(self.store, client.identity)
 
     # ================================================================== helpers
 
@@ -297,64 +298,26 @@ class GroupService:
     # ================================================================== pairwise
 
     def _send_direct(self, record: wire.MemberRecord, content: wire.DirectContent) -> None:
-        """Encrypt ``content`` in the pairwise session to ``record``'s member and queue it."""
-        their = IdentityPublicKey.from_bytes(record.identity)
+        """Encrypt ``content`` in the pairwise session with ``record``'s member and queue it."""
         peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == record.identity)
         if peer is None:
-            peer = gdb.GroupPeer.create(identity=record.identity, name=record.name)
-        plaintext = wire.encode(content)
-        if peer.out_sealed is None or peer.out_prekey != record.restore_prekey:
-            sessions.verify_restore_prekey(their, record.restore_prekey,
-                                           record.restore_prekey_signature)
-            session, body = sessions.start_restore(self.client.identity, their,
-                                                   record.restore_prekey, plaintext)
-            peer.out_prekey = record.restore_prekey
-            peer.out_ephemeral = body.ephemeral
-            message = body.message
-        else:
-            session = RatchetSession.from_bytes(self.sealer.open(peer.out_sealed,
-                                                                 "group.peer_out"))
-            message = session.encrypt(plaintext)
-        peer.out_sealed = self.sealer.seal(session.to_bytes(), "group.peer_out")
-        if record.name and not peer.name:
+            gdb.GroupPeer.create(identity=record.identity, name=record.name)
+        elif record.name and not peer.name:
             peer.name = record.name
-        peer.save()
-        assert peer.out_prekey is not None and peer.out_ephemeral is not None
-        layer = wire.Direct(identity=self.me, restore_prekey=peer.out_prekey,
-                            ephemeral=peer.out_ephemeral, message=message)
+            peer.save()
+        layer = self.pairwise.seal(record, wire.encode(content), now=now_ms())
         self._deposit(record, layer, kind="direct")
 
-    def _open_direct(self, sender: IdentityPublicKey, layer: wire.Direct
-                     ) -> wire.DirectContent | None:
-        if layer.identity != sender.raw:
-            raise wire.InvalidGroupMessage("A group message names a sender different from "
-                                           "its envelope.")
-        peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == sender.raw)
-        if peer is not None and peer.in_sealed is not None and peer.in_ephemeral == layer.ephemeral:
-            session = RatchetSession.from_bytes(self.sealer.open(peer.in_sealed, "group.peer_in"))
-            plaintext = session.decrypt(layer.message)
-        else:
-            digest = _digest(PEER_HANDSHAKE_LABEL + layer.ephemeral)
-            if db.SeenHandshake.get_or_none(db.SeenHandshake.digest == digest) is not None:
-                return None
-            account = self.store.account()
-            if layer.restore_prekey != account.restore_prekey_public:
-                raise DecryptionFailed("A group member used an old prekey of this device.")
-            prekey = DHKeyPair.from_private_bytes(
-                self.sealer.open(account.restore_prekey_sealed, "account.restore_prekey",
-                                 account.id))
-            body = m.PrekeyBody(v=m.BODY_VERSION, invite_id=None,
-                                restore_prekey=layer.restore_prekey, identity=layer.identity,
-                                ephemeral=layer.ephemeral, message=layer.message)
-            session, plaintext = sessions.answer_prekey(self.client.identity, prekey, sender,
-                                                        body)
-            db.SeenHandshake.create(digest=digest, seen_at=now_ms())
-            if peer is None:
-                peer = gdb.GroupPeer.create(identity=sender.raw, name="")
-            peer.in_ephemeral = layer.ephemeral
-        peer.in_sealed = self.sealer.seal(session.to_bytes(), "group.peer_in")
-        peer.save()
-        return wire.decode_direct(plaintext)
+    def _resend_sender_keys(self, peer: bytes) -> None:
+        """Give ``peer`` the own sender key again in every group both are members
+        of (what a session the peer could not open carried)."""
+        for group in gdb.Group.select().where(gdb.Group.status == ACTIVE):
+            state = self._membership(group)
+            if state.is_member(peer) and state.is_member(self.me):
+                gdb.GroupDistributed.delete().where(gdb.GroupDistributed.group == group,
+                                                    gdb.GroupDistributed.member == peer
+                                                    ).execute()
+                self._ensure_sender_key(group, state)
 
     def _send_ops(self, record: wire.MemberRecord, group: gdb.Group, ops: list[bytes]) -> None:
         """Operations to one member, in messages of at most OPS_PER_MESSAGE."""
@@ -412,9 +375,22 @@ class GroupService:
             layer = wire.decode_layer(message)
             if isinstance(layer, wire.Cipher):
                 return self._on_cipher(layer.message, received_at)
-            content = self._open_direct(sender, layer)
-            if content is None:
+            opened = self.pairwise.open(sender, layer, now=now_ms())
+            if opened.refused:
+                # Its session used a signed prekey whose private key is gone; ours
+                # (started now, or with the next message to it) replaces it.
+                if opened.resend:
+                    self._resend_sender_keys(sender.raw)
+                return [NoticeEvent("A group member started a session with an expired "
+                                    "prekey of this device; a new session is being set up.",
+                                    warning=True)]
+            if opened.plaintext is None:
                 return [NoticeEvent("A replayed group handshake was refused.", warning=True)]
+            if gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == sender.raw) is None:
+                gdb.GroupPeer.create(identity=sender.raw, name="")
+            if opened.resend:
+                self._resend_sender_keys(sender.raw)
+            content = wire.decode_direct(opened.plaintext)
             if isinstance(content, wire.Invite):
                 return self._on_invite(sender, content)
             group = gdb.Group.get_or_none(gdb.Group.group_id == content.group_id)
@@ -1121,7 +1097,9 @@ def group_copies_stored(client: ChatClient, message_id: str) -> tuple[int, int] 
 
 
 async def flush_groups(client: ChatClient) -> None:
-    """Deliver queued group deposits (best effort; the client's outbox flush calls it)."""
+    """Deliver queued group deposits (best effort; the client's outbox flush calls
+    it). First applies the signed prekey schedule (:func:`prekeys.rotate`)."""
+    prekeys.apply_schedule(client, now=now_ms())
     with client.store.read():
         if not gdb.has_tables(client.store):
             return
