@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from chatcli.crypto.keys import RelayKeyPair
 from chatcli.errors import StorageError
@@ -39,6 +39,7 @@ from chatcli.relay.commit import AckJob, DepositJob, GroupCommitter
 from chatcli.relay.config import RelayConfig
 from chatcli.relay.delivery import Router
 from chatcli.relay.errors import Refused
+from chatcli.relay.inbound import GuardedWebSocketServer, InputBudget
 from chatcli.relay.limits import KeyedBuckets, TokenBucket
 from chatcli.relay.mailbox import AckBatch, DepositBatch, DepositItem, Mailboxes, Quota, cap_hash
 from chatcli.relay.metrics import RelayMetrics, serve_metrics
@@ -343,11 +344,46 @@ class Connection:
                 self.finish(CLOSE_POLICY)
                 return
             while await self._on_message(data) and not self.stopping:
-                data = await self.ws.get_message()
+                next_data = await self._next_message()
+                if next_data is None:
+                    return
+                data = next_data
         except ConnectionClosed:
             self.finished = True
             self.outbox = []
             self.abort()
+
+    async def _next_message(self) -> bytes | str | None:
+        """The next message, or None after closing a connection that took too
+        long to finish a message or stayed idle past its window."""
+        cfg = self.relay.config
+        ws = self.ws
+        while True:
+            since = getattr(ws, "partial_since", None)
+            idle = cfg.idle_timeout if self.mailbox is None else cfg.keepalive_timeout
+            deadline = getattr(ws, "last_activity", trio.current_time()) + idle
+            if since is not None:
+                deadline = min(deadline, since + cfg.message_timeout)
+            else:
+                # A message begun while waiting is noticed at the next look:
+                # its deadline holds to within half of message_timeout.
+                deadline = min(deadline, trio.current_time() + cfg.message_timeout / 2)
+            with trio.move_on_at(deadline):
+                return await ws.get_message()
+            since = getattr(ws, "partial_since", None)
+            now = trio.current_time()
+            if since is not None and now >= since + cfg.message_timeout:
+                self.relay.metrics.refused_connections.labels(codes.MESSAGE_TIMEOUT).inc()
+                self.send_error(None, codes.MESSAGE_TIMEOUT,
+                                "A message was not finished in time.")
+                self.finish(CLOSE_POLICY)
+                return None
+            if now >= getattr(ws, "last_activity", now) + idle:
+                self.relay.metrics.refused_connections.labels(codes.IDLE_TIMEOUT).inc()
+                self.send_error(None, codes.IDLE_TIMEOUT,
+                                "The connection was idle too long.")
+                self.finish(CLOSE_NORMAL)
+                return None
 
     async def _on_message(self, data: bytes | str) -> bool:
         """Handle one message; False when the connection must end."""
@@ -571,6 +607,7 @@ class Relay:
         self.storage_failure: str | None = None
         self.committer = GroupCommitter(self.worker, self.mailboxes, self.router, self.metrics,
                                         max_items=config.commit_batch, now_ms=self.now_ms)
+        self.input_budget = InputBudget(config.input_budget)
         self.cap_buckets = KeyedBuckets(config.capability_rate, config.capability_burst)
         self.connections: set[Connection] = set()
         self.key: RelayKeyPair | None = None
@@ -645,10 +682,11 @@ class Relay:
                     listeners = await self._listeners()
                     sock = getattr(listeners[0], "transport_listener", listeners[0]).socket
                     self.port = int(sock.getsockname()[1])
-                    server = WebSocketServer(self._handle, listeners, handler_nursery=handlers,
-                                             max_message_size=cfg.max_frame + WS_SLACK,
-                                             connect_timeout=cfg.handshake_timeout,
-                                             disconnect_timeout=2.0)
+                    server = GuardedWebSocketServer(
+                        self._handle, listeners, handler_nursery=handlers,
+                        budget=self.input_budget, max_fragments=cfg.max_fragments,
+                        max_message_size=cfg.max_frame + WS_SLACK,
+                        connect_timeout=cfg.handshake_timeout, disconnect_timeout=2.0)
                     listen_scope = trio.CancelScope()
 
                     async def listen() -> None:
