@@ -27,6 +27,7 @@ relay's connection handler, from :attr:`GuardedWebSocket.partial_since` and
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -153,10 +154,8 @@ class GuardedWebSocket(WebSocketConnection):
         if isinstance(event, TextMessage):
             message = whole.decode("utf-8", "replace")
         self._queued.append(len(whole))
-        try:
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
             await self._send_channel.send(message)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
 
     async def _handle_ping_event(self, event: Ping) -> None:
         self.last_activity = trio.current_time()
