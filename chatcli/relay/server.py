@@ -40,7 +40,7 @@ from chatcli.relay.config import RelayConfig
 from chatcli.relay.delivery import Router
 from chatcli.relay.errors import Refused
 from chatcli.relay.inbound import GuardedWebSocketServer, InputBudget
-from chatcli.relay.limits import KeyedBuckets, TokenBucket
+from chatcli.relay.limits import TokenBucket
 from chatcli.relay.mailbox import AckBatch, DepositBatch, DepositItem, Mailboxes, Quota, cap_hash
 from chatcli.relay.metrics import RelayMetrics, serve_metrics
 from chatcli.relay.notify import LocalHub, make_hub
@@ -514,18 +514,17 @@ class Connection:
 
     async def _deposit(self, frame: frames.Deposit) -> None:
         relay = self.relay
-        now = trio.current_time()
         items: list[DepositItem] = []
-        refused: list[str | None] = []
         hashes: dict[bytes, bytes] = {}   # a frame's items mostly share one capability
-        take = relay.cap_buckets.take
         for item in frame.items:
             hashed = hashes.get(item.cap)
             if hashed is None:
                 hashed = hashes[item.cap] = cap_hash(item.cap)
             items.append(DepositItem(item.mailbox, hashed, item.payload))
-            refused.append(None if take(hashed, now) else codes.RATE_LIMITED)
-        await relay.committer.submit(DepositJob(self, frame.req, DepositBatch(items, refused)))
+        # The per-capability rate limit is applied in the commit, once the
+        # capability is known to be valid (Mailboxes.cap_limits).
+        await relay.committer.submit(DepositJob(self, frame.req,
+                                                DepositBatch(items, [None] * len(items))))
 
     async def _delete_account(self, frame: frames.AccountDelete) -> None:
         relay = self.relay
@@ -589,7 +588,9 @@ class Relay:
                                    quota=Quota(config.mailbox_max_messages,
                                                config.mailbox_max_bytes),
                                    retention_ms=int(config.retention * 1000),
-                                   invite_only=config.invite_only)
+                                   invite_only=config.invite_only,
+                                   capability_rate=config.capability_rate,
+                                   capability_burst=config.capability_burst)
         self.blobs = Blobs(self.store, max_blob_size=config.max_blob_size,
                            owner_quota=config.blob_quota,
                            max_ttl_ms=int(config.max_blob_ttl * 1000))
@@ -608,7 +609,6 @@ class Relay:
         self.committer = GroupCommitter(self.worker, self.mailboxes, self.router, self.metrics,
                                         max_items=config.commit_batch, now_ms=self.now_ms)
         self.input_budget = InputBudget(config.input_budget)
-        self.cap_buckets = KeyedBuckets(config.capability_rate, config.capability_burst)
         self.connections: set[Connection] = set()
         self.key: RelayKeyPair | None = None
         self.port: int | None = None
