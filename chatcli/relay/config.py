@@ -101,6 +101,9 @@ class RelayConfig:
     send_timeout: float = 30.0
     # Group commit: the most deposit/ack items in one transaction.
     commit_batch: int = 4096
+    # ... and the most payload bytes (with 512 per item), to keep each commit
+    # short: every connection with work queued waits for the one running.
+    commit_bytes: int = 1024 * 1024
     # Database work in a child process (True) or a thread of the relay (False).
     storage_process: bool = True
     # Delivery: messages per Deliver frame.
@@ -144,8 +147,8 @@ class RelayConfig:
 _DURATION_FIELDS = {"retention", "handshake_timeout", "message_timeout", "idle_timeout",
                     "keepalive_timeout", "send_timeout", "sweep_interval",
                     "shutdown_grace", "max_blob_ttl"}
-_SIZE_FIELDS = {"max_frame", "max_payload", "input_budget", "mailbox_max_bytes", "max_blob_size",
-                "blob_quota"}
+_SIZE_FIELDS = {"max_frame", "max_payload", "input_budget", "commit_bytes",
+                "mailbox_max_bytes", "max_blob_size", "blob_quota"}
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

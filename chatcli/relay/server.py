@@ -34,6 +34,7 @@ from chatcli.protocol import State, codes, frames
 from chatcli.protocol.address import RelayAddress
 from chatcli.protocol.codec import LocalProtocolError, RemoteProtocolError, encode
 from chatcli.protocol.connection import RelayProtocol
+from chatcli.relay.badcaps import BadCapabilities
 from chatcli.relay.blobs import Blobs
 from chatcli.relay.commit import AckJob, DepositJob, GroupCommitter
 from chatcli.relay.config import RelayConfig
@@ -320,6 +321,12 @@ class Connection:
 
     # ------------------------------------------------------------ callbacks
 
+    @property
+    def source(self) -> str:
+        """The peer's address without the port: one fair share of storage work."""
+        remote = self.ws.remote
+        return str(getattr(remote, "address", remote))
+
     def deposit_done(self, req: int, errors: list[str | None]) -> None:
         self.send_frame(frames.DepositResult(req=req, errors=errors))
 
@@ -461,6 +468,7 @@ class Connection:
             assert self.mailbox is not None
             await relay.worker.run(relay.mailboxes.add_caps, self.mailbox,
                                    set(frame.cap_hashes), relay.now_ms())
+            relay.bad_caps.forget(self.mailbox, frame.cap_hashes)
             self.send_frame(frames.Ok(req=frame.req))
         elif isinstance(frame, frames.CapRevoke):
             assert self.mailbox is not None
@@ -521,10 +529,16 @@ class Connection:
             if hashed is None:
                 hashed = hashes[item.cap] = cap_hash(item.cap)
             items.append(DepositItem(item.mailbox, hashed, item.payload))
-        # The per-capability rate limit is applied in the commit, once the
-        # capability is known to be valid (Mailboxes.cap_limits).
-        await relay.committer.submit(DepositJob(self, frame.req,
-                                                DepositBatch(items, [None] * len(items))))
+        # Capabilities refused moments ago are refused again without storage
+        # work. The per-capability rate limit is applied in the commit, once
+        # the capability is known to be valid (Mailboxes.cap_limits).
+        refused = relay.bad_caps.check(items, trio.current_time())
+        if all(code is not None for code in refused):
+            for code in refused:
+                relay.metrics.deposits_refused.labels(code).inc()
+            self.deposit_done(frame.req, refused)
+            return
+        await relay.committer.submit(DepositJob(self, frame.req, DepositBatch(items, refused)))
 
     async def _delete_account(self, frame: frames.AccountDelete) -> None:
         relay = self.relay
@@ -606,8 +620,11 @@ class Relay:
         else:
             self.worker = StorageWorker(self.store)
         self.storage_failure: str | None = None
+        self.bad_caps = BadCapabilities()
         self.committer = GroupCommitter(self.worker, self.mailboxes, self.router, self.metrics,
-                                        max_items=config.commit_batch, now_ms=self.now_ms)
+                                        max_items=config.commit_batch,
+                                        max_bytes=config.commit_bytes, now_ms=self.now_ms,
+                                        bad_caps=self.bad_caps)
         self.input_budget = InputBudget(config.input_budget)
         self.connections: set[Connection] = set()
         self.key: RelayKeyPair | None = None
