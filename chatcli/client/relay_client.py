@@ -127,10 +127,10 @@ class RelayConnection:
             with contextlib.suppress(Exception):
                 await self.ws.aclose()
 
-    async def keepalive(self, interval: float = KEEPALIVE_INTERVAL) -> None:
-        """Ping the relay every ``interval`` seconds until the connection closes."""
+    async def keepalive(self) -> None:
+        """Ping the relay every KEEPALIVE_INTERVAL seconds until the connection closes."""
         while not self.closed.is_set():
-            await trio.sleep(interval)
+            await trio.sleep(KEEPALIVE_INTERVAL)
             try:
                 await self.ws.ping()
             except (trio_websocket.ConnectionClosed, trio.BrokenResourceError,

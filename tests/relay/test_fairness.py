@@ -20,7 +20,7 @@ def test_a_newcomer_goes_before_a_backlog() -> None:
 
 def test_each_source_gets_one_share_however_many_connections() -> None:
     queue: FairQueue[str] = FairQueue()
-    for i in range(50):
+    for _ in range(50):
         for conn in range(4):             # one address, four connections
             queue.put(("a", conn), "10.0.0.1", "a", 1000)
         queue.put("b", "10.0.0.2", "b", 1000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 from trio_websocket import ConnectionClosed
 from wsproto.events import BytesMessage
@@ -142,3 +143,14 @@ async def test_oversized_message_closes_1009(tmp_path: Path) -> None:
         await send_fragment(client, b"\x00" * (4096 + 64 * 1024 + 1))
         assert await closed_with(client) == 1009
         await eventually(lambda: h.relay.input_budget.used == 0)
+
+
+async def test_client_keepalive_outlasts_the_idle_windows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatcli.client import relay_client
+
+    monkeypatch.setattr(relay_client, "KEEPALIVE_INTERVAL", 0.1)
+    config = make_config(tmp_path, idle_timeout=0.4, keepalive_timeout=0.4)
+    async with running_relay(config) as h, relay_client.connect(h.relay.address) as conn:
+        await trio.sleep(1.2)     # three windows, pings only
+        assert isinstance(await conn.request(lambda req: frames.Ping(req=req)), frames.Pong)
