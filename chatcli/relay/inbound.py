@@ -35,6 +35,7 @@ import trio
 from trio_websocket import WebSocketConnection, WebSocketRequest, WebSocketServer
 from trio_websocket._impl import CloseReason
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 __all__ = ["CLOSE_TOO_BIG", "CLOSE_TRY_LATER", "GuardedWebSocket", "GuardedWebSocketServer",
@@ -118,7 +119,8 @@ class GuardedWebSocket(WebSocketConnection):
         self._close_reason = CloseReason(code, why)
         await self._recv_channel.aclose()
         self._reader_running = False
-        await self._send(CloseConnection(code=code, reason=why))
+        if self._wsproto.state is ConnectionState.OPEN:   # else wsproto refuses to send
+            await self._send(CloseConnection(code=code, reason=why))
 
     async def _handle_message_event(self, event: BytesMessage | TextMessage) -> None:
         if self._close_reason is not None:
