@@ -202,14 +202,16 @@ async def victim_latency(url: str, fingerprint: str | None, samples: int) -> lis
         return out
 
 
-def latency_run(samples: int, seconds: float, log_dir: Path) -> dict[str, Any]:
-    config = RelayConfig().with_settings(**FLOOD_SETTINGS)
+def latency_run(samples: int, seconds: float, log_dir: Path,
+                kinds: tuple[str, ...] = ("badcaps", "bigdeposits"),
+                extra: dict[str, float | int | str | bool] | None = None) -> dict[str, Any]:
+    config = RelayConfig().with_settings(**FLOOD_SETTINGS, **(extra or {}))
     report: dict[str, Any] = {}
     with RelayProcess(config) as relay:
         fp = relay.fingerprint
         url = relay.ws_url
         report["unloaded"] = latency_summary(trio.run(victim_latency, url, fp, samples))
-        for kind in ("badcaps", "bigdeposits"):
+        for kind in kinds:
             args = ["flood", "--url", url, "--kind", kind, "--seconds", str(seconds)]
             if fp:
                 args += ["--fingerprint", fp]
@@ -287,12 +289,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--counts", default="1000,10000")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--floods", default="badcaps,bigdeposits")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a relay setting for the latency runs (e.g. commit_bytes=4MiB)")
     args = parser.parse_args(argv)
+    extra: dict[str, float | int | str | bool] = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        extra[name] = int(value) if value.isdigit() else value
     raise_nofile_limit()
     report: dict[str, Any] = {"bench": "flood"}
     with tempfile.TemporaryDirectory(prefix="chatcli-bench-") as tmp:
         if not args.skip_latency:
-            report["latency"] = latency_run(args.samples, args.seconds, Path(tmp))
+            report["latency"] = latency_run(args.samples, args.seconds, Path(tmp),
+                                            tuple(args.floods.split(",")), extra)
         if not args.skip_memory:
             counts = [int(c) for c in args.counts.split(",") if c]
             report["partial_message_memory"] = memory_run(counts, Path(tmp))
