@@ -30,6 +30,9 @@ from chatcli.protocol.connection import ClientProtocol
 
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0
+# WebSocket pings keep an idle connection open: relays close connections
+# silent for longer than their idle window (60 s by default before login).
+KEEPALIVE_INTERVAL = 25.0
 
 F = TypeVar("F", bound=frames.Frame)
 
@@ -48,6 +51,8 @@ _FRIENDLY = {
     codes.TRY_AGAIN: "the relay is temporarily unavailable; try again shortly",
     codes.INSTALLATION_REPLACED: "this installation was replaced by a backup restored on "
                                  "another machine",
+    codes.IDLE_TIMEOUT: "the connection was idle too long",
+    codes.MESSAGE_TIMEOUT: "a message took too long to send",
 }
 
 
@@ -124,6 +129,16 @@ class RelayConnection:
             self._waiters.clear()
             with contextlib.suppress(Exception):
                 await self.ws.aclose()
+
+    async def keepalive(self) -> None:
+        """Ping the relay every KEEPALIVE_INTERVAL seconds until the connection closes."""
+        while not self.closed.is_set():
+            await trio.sleep(KEEPALIVE_INTERVAL)
+            try:
+                await self.ws.ping()
+            except (trio_websocket.ConnectionClosed, trio.BrokenResourceError,
+                    trio.ClosedResourceError):
+                return
 
     async def request(self, make: Callable[[int], F] | frames.Frame,
                       time_limit: float = REQUEST_TIMEOUT) -> frames.Frame:
@@ -246,6 +261,7 @@ async def connect(address: RelayAddress | str, *, relay_key: bytes | None = None
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(conn.reader)
+                    nursery.start_soon(conn.keepalive)
                     try:
                         yield conn
                     finally:

@@ -23,6 +23,8 @@ BLOB_TOO_LARGE: Final = "blob_too_large"
 BAD_REQUEST: Final = "bad_request"              # e.g. blob chunk at the wrong offset
 TOO_MANY_CONNECTIONS: Final = "too_many_connections"
 HANDSHAKE_TIMEOUT: Final = "handshake_timeout"
+MESSAGE_TIMEOUT: Final = "message_timeout"      # a message was not finished in time
+IDLE_TIMEOUT: Final = "idle_timeout"            # no message nor ping within the window
 SLOW_CONSUMER: Final = "slow_consumer"
 TRY_AGAIN: Final = "try_again"                  # transient (storage down); retry later
 SHUTTING_DOWN: Final = "shutting_down"
@@ -35,8 +37,8 @@ ALL_CODES: Final = frozenset({
     NOT_AUTHENTICATED, AUTH_FAILED, REGISTRATION_CLOSED, BAD_TOKEN,
     UNKNOWN_MAILBOX, BAD_CAPABILITY, QUOTA_EXCEEDED, RATE_LIMITED,
     BLOB_NOT_FOUND, BLOB_TOO_LARGE, BAD_REQUEST, TOO_MANY_CONNECTIONS,
-    HANDSHAKE_TIMEOUT, SLOW_CONSUMER, TRY_AGAIN, SHUTTING_DOWN, INTERNAL_ERROR,
-    INSTALLATION_REPLACED, RELAY_FULL,
+    HANDSHAKE_TIMEOUT, MESSAGE_TIMEOUT, IDLE_TIMEOUT, SLOW_CONSUMER, TRY_AGAIN,
+    SHUTTING_DOWN, INTERNAL_ERROR, INSTALLATION_REPLACED, RELAY_FULL,
 })
 
 # Codes after which retrying the same request later may succeed.

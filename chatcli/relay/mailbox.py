@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
 
 from chatcli.crypto.errors import BadSignature, InvalidKey
@@ -22,6 +22,7 @@ from chatcli.crypto.keys import SigningPublicKey
 from chatcli.protocol import codes
 from chatcli.relay.budget import StorageBudget
 from chatcli.relay.errors import Refused
+from chatcli.relay.limits import KeyedBuckets
 from chatcli.relay.store.base import NewMessage, PresenceRecord, Store, StoredMessage, Usage
 
 __all__ = [
@@ -86,13 +87,15 @@ class Plan:
 def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[bytes, bytes]],
                   usage: dict[bytes, Usage], quota: Quota,
                   refused: Sequence[str | None] | None = None,
-                  room: int | None = None) -> Plan:
-    """Decide each deposit, in order: unknown mailbox, bad capability, quota,
-    the relay's storage budget (``room``: bytes left, None for no budget).
+                  room: int | None = None,
+                  allow: Callable[[bytes], bool] | None = None) -> Plan:
+    """Decide each deposit, in order: unknown mailbox, bad capability, rate
+    limit (``allow(cap_hash)``, asked only for valid capabilities), quota, the
+    relay's storage budget (``room``: bytes left, None for no budget).
 
-    ``refused`` may carry codes decided earlier (rate limits) per item. A full
-    mailbox refuses the items that do not fit and keeps everything stored;
-    so does a full relay (``relay_full``).
+    ``refused`` may carry codes decided earlier per item. A full mailbox
+    refuses the items that do not fit and keeps everything stored; so does a
+    full relay (``relay_full``).
     """
     errors: list[str | None] = []
     accepted: list[int] = []
@@ -112,6 +115,8 @@ def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[byt
             add_error(codes.UNKNOWN_MAILBOX)
         elif (item.mailbox, item.cap_hash) not in valid_caps:
             add_error(codes.BAD_CAPABILITY)
+        elif allow is not None and not allow(item.cap_hash):
+            add_error(codes.RATE_LIMITED)
         elif count[0] + 1 > max_messages or count[1] + size > max_bytes:
             add_error(codes.QUOTA_EXCEEDED)
         elif room is not None and size > room:
@@ -182,8 +187,14 @@ class Mailboxes:
     """The mailbox rules over a store. Not thread-safe: call from the storage worker."""
 
     def __init__(self, store: Store, *, quota: Quota, retention_ms: int,
-                 invite_only: bool = False, budget: StorageBudget | None = None) -> None:
+                 invite_only: bool = False, budget: StorageBudget | None = None,
+                 capability_rate: float | None = None,
+                 capability_burst: float = 1.0) -> None:
         self.store = store
+        # Deposits per capability: a token bucket per valid capability only,
+        # taken after the capability is checked (so invalid ones own none).
+        self.cap_limits = (KeyedBuckets(capability_rate, capability_burst)
+                           if capability_rate is not None else None)
         self.quota = quota
         self.budget = budget if budget is not None else StorageBudget(store, 0)
         self.retention_ms = retention_ms
@@ -280,7 +291,10 @@ class Mailboxes:
                 all_items, all_refused, strict=True) if code is None and item.mailbox in usage}
             valid = self.store.valid_caps(pairs) if pairs else set()
             room = self.budget.room(now) if plan_needs_room(all_refused) else None
-            plan = plan_deposits(all_items, valid, usage, self.quota, all_refused, room)
+            limits = self.cap_limits
+            allow = None if limits is None else (
+                lambda hashed: limits.take(hashed, now / 1000))
+            plan = plan_deposits(all_items, valid, usage, self.quota, all_refused, room, allow)
             new = [NewMessage(all_items[i].mailbox, all_items[i].payload, now)
                    for i in plan.accepted]
             ids = self.store.insert_messages(new) if new else []

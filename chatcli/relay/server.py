@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from chatcli.crypto.keys import RelayKeyPair
 from chatcli.errors import StorageError
@@ -35,12 +35,14 @@ from chatcli.protocol import State, codes, frames
 from chatcli.protocol.address import RelayAddress
 from chatcli.protocol.codec import LocalProtocolError, RemoteProtocolError, encode
 from chatcli.protocol.connection import RelayProtocol
+from chatcli.relay.badcaps import BadCapabilities
 from chatcli.relay.blobs import Blobs
 from chatcli.relay.budget import StorageBudget
 from chatcli.relay.commit import AckJob, DepositJob, GroupCommitter
 from chatcli.relay.config import RelayConfig
 from chatcli.relay.delivery import Router
 from chatcli.relay.errors import Refused
+from chatcli.relay.inbound import GuardedWebSocketServer, InputBudget
 from chatcli.relay.limits import KeyedBuckets, TokenBucket
 from chatcli.relay.mailbox import AckBatch, DepositBatch, DepositItem, Mailboxes, Quota, cap_hash
 from chatcli.relay.metrics import RelayMetrics, serve_metrics
@@ -377,11 +379,46 @@ class Connection:
                 self.finish(CLOSE_POLICY)
                 return
             while await self._on_message(data) and not self.stopping:
-                data = await self.ws.get_message()
+                next_data = await self._next_message()
+                if next_data is None:
+                    return
+                data = next_data
         except ConnectionClosed:
             self.finished = True
             self.outbox = []
             self.abort()
+
+    async def _next_message(self) -> bytes | str | None:
+        """The next message, or None after closing a connection that took too
+        long to finish a message or stayed idle past its window."""
+        cfg = self.relay.config
+        ws = self.ws
+        while True:
+            since = getattr(ws, "partial_since", None)
+            idle = cfg.idle_timeout if self.mailbox is None else cfg.keepalive_timeout
+            deadline = getattr(ws, "last_activity", trio.current_time()) + idle
+            if since is not None:
+                deadline = min(deadline, since + cfg.message_timeout)
+            else:
+                # A message begun while waiting is noticed at the next look:
+                # its deadline holds to within half of message_timeout.
+                deadline = min(deadline, trio.current_time() + cfg.message_timeout / 2)
+            with trio.move_on_at(deadline):
+                return await ws.get_message()
+            since = getattr(ws, "partial_since", None)
+            now = trio.current_time()
+            if since is not None and now >= since + cfg.message_timeout:
+                self.relay.metrics.refused_connections.labels(codes.MESSAGE_TIMEOUT).inc()
+                self.send_error(None, codes.MESSAGE_TIMEOUT,
+                                "A message was not finished in time.")
+                self.finish(CLOSE_POLICY)
+                return None
+            if now >= getattr(ws, "last_activity", now) + idle:
+                self.relay.metrics.refused_connections.labels(codes.IDLE_TIMEOUT).inc()
+                self.send_error(None, codes.IDLE_TIMEOUT,
+                                "The connection was idle too long.")
+                self.finish(CLOSE_NORMAL)
+                return None
 
     async def _on_message(self, data: bytes | str) -> bool:
         """Handle one message; False when the connection must end."""
@@ -467,6 +504,7 @@ class Connection:
             assert self.mailbox is not None
             await relay.worker.run(relay.mailboxes.add_caps, self.mailbox,
                                    set(frame.cap_hashes), relay.now_ms())
+            relay.bad_caps.forget(self.mailbox, frame.cap_hashes)
             self.send_frame(frames.Ok(req=frame.req))
         elif isinstance(frame, frames.CapRevoke):
             assert self.mailbox is not None
@@ -519,17 +557,22 @@ class Connection:
 
     async def _deposit(self, frame: frames.Deposit) -> None:
         relay = self.relay
-        now = trio.current_time()
         items: list[DepositItem] = []
-        refused: list[str | None] = []
         hashes: dict[bytes, bytes] = {}   # a frame's items mostly share one capability
-        take = relay.cap_buckets.take
         for item in frame.items:
             hashed = hashes.get(item.cap)
             if hashed is None:
                 hashed = hashes[item.cap] = cap_hash(item.cap)
             items.append(DepositItem(item.mailbox, hashed, item.payload))
-            refused.append(None if take(hashed, now) else codes.RATE_LIMITED)
+        # Capabilities refused moments ago are refused again without storage
+        # work. The per-capability rate limit is applied in the commit, once
+        # the capability is known to be valid (Mailboxes.cap_limits).
+        refused = relay.bad_caps.check(items, trio.current_time())
+        if all(code is not None for code in refused):
+            for code in refused:
+                relay.metrics.deposits_refused.labels(code).inc()
+            self.deposit_done(frame.req, refused)
+            return
         await relay.committer.submit(DepositJob(self, frame.req, DepositBatch(items, refused)))
 
     def _close_replaced(self, mailbox: bytes, installation: bytes) -> None:
@@ -610,7 +653,9 @@ class Relay:
                                    quota=Quota(config.mailbox_max_messages,
                                                config.mailbox_max_bytes),
                                    retention_ms=int(config.retention * 1000),
-                                   invite_only=config.invite_only, budget=budget)
+                                   invite_only=config.invite_only, budget=budget,
+                                   capability_rate=config.capability_rate,
+                                   capability_burst=config.capability_burst)
         self.blobs = Blobs(self.store, max_blob_size=config.max_blob_size,
                            owner_quota=config.blob_quota,
                            max_ttl_ms=int(config.max_blob_ttl * 1000), budget=budget)
@@ -626,9 +671,12 @@ class Relay:
         else:
             self.worker = StorageWorker(self.store)
         self.storage_failure: str | None = None
+        self.bad_caps = BadCapabilities()
         self.committer = GroupCommitter(self.worker, self.mailboxes, self.router, self.metrics,
-                                        max_items=config.commit_batch, now_ms=self.now_ms)
-        self.cap_buckets = KeyedBuckets(config.capability_rate, config.capability_burst)
+                                        max_items=config.commit_batch,
+                                        max_bytes=config.commit_bytes, now_ms=self.now_ms,
+                                        bad_caps=self.bad_caps)
+        self.input_budget = InputBudget(config.input_budget)
         self.registration_buckets = KeyedBuckets(config.registration_rate,
                                                  config.registration_burst)
         self.per_address: dict[bytes, int] = {}   # open connections per source
@@ -705,10 +753,11 @@ class Relay:
                     listeners = await self._listeners()
                     sock = getattr(listeners[0], "transport_listener", listeners[0]).socket
                     self.port = int(sock.getsockname()[1])
-                    server = WebSocketServer(self._handle, listeners, handler_nursery=handlers,
-                                             max_message_size=cfg.max_frame + WS_SLACK,
-                                             connect_timeout=cfg.handshake_timeout,
-                                             disconnect_timeout=2.0)
+                    server = GuardedWebSocketServer(
+                        self._handle, listeners, handler_nursery=handlers,
+                        budget=self.input_budget, max_fragments=cfg.max_fragments,
+                        max_message_size=cfg.max_frame + WS_SLACK,
+                        connect_timeout=cfg.handshake_timeout, disconnect_timeout=2.0)
                     listen_scope = trio.CancelScope()
 
                     async def listen() -> None:

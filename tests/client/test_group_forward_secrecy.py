@@ -83,9 +83,10 @@ def steal(client: ChatClient) -> Stolen:
     with client.store.read(), gdb.bound(client.store), prekeys.bound(client.store):
         account = client.store.account()
         stolen.prekeys.append(DHKeyPair.from_private_bytes(
-            sealer.open(account.restore_prekey_sealed, "account.restore_prekey")))
+            sealer.open(account.restore_prekey_sealed, "account.restore_prekey",
+                        account.id)))
         stolen.prekeys += [DHKeyPair.from_private_bytes(
-            sealer.open(row.private_sealed, "account.restore_prekey"))
+            sealer.open(row.private_sealed, "own_prekey.private", row.public.hex()))
             for row in prekeys.OwnPrekey.select()]
         stolen.sessions += [sealer.open(row.state_sealed, "group.session")
                             for row in gdb.GroupSession.select()]
