@@ -512,8 +512,12 @@ class GroupService:
                  ) -> list[Event]:
         if group.admin != self.me or group.status != ACTIVE:
             return []
-        if self._membership(group).is_member(sender.raw):
+        before = self._membership(group)
+        if before.is_member(sender.raw) and before.record(sender.raw) == wire.encode(
+                join.record):
             return []  # a repeated join
+        # A member who joins again (invited again, e.g. after restoring from a
+        # backup on a new machine) gets its record renewed: new prekey and keys.
         invited = gdb.GroupInvitee.get_or_none(gdb.GroupInvitee.group == group,
                                                gdb.GroupInvitee.identity == sender.raw)
         if invited is None or join.record.identity != sender.raw:
@@ -522,16 +526,27 @@ class GroupService:
         sessions.verify_restore_prekey(sender, join.record.restore_prekey,
                                        join.record.restore_prekey_signature)
         invited.delete_instance()
-        before = self._membership(group)
         self._add_op(group, wire.AddOp(seq=before.next_seq, record=join.record))
         # The operation reaches every member with the next flush (_broadcast_ops).
-        return self._reconcile(group, self._membership(group), before.members())
+        state = self._membership(group)
+        self._renewed(group, before, state)
+        return self._reconcile(group, state, before.members())
+
+    def _renewed(self, group: gdb.Group, before: Membership, state: Membership) -> None:
+        """Members whose record changed (they joined again, e.g. from a restored
+        backup, and lost their keys) are given this member's sender key again."""
+        for member in before.members() & state.members() - {self.me}:
+            if before.record(member) != state.record(member):
+                gdb.GroupDistributed.delete().where(gdb.GroupDistributed.group == group,
+                                                    gdb.GroupDistributed.member == member
+                                                    ).execute()
 
     def _on_ops(self, group: gdb.Group, sender: IdentityPublicKey, ops: list[bytes]
                 ) -> list[Event]:
         before = self._membership(group)
         events = self._store_ops(group, ops)
         state = self._membership(group)
+        self._renewed(group, before, state)
         # Leaves reach the admin, which passes them on to every member with its next
         # flush (_broadcast_ops), so that a member added meanwhile learns them too.
         events.extend(self._reconcile(group, state, before.members()))
@@ -804,8 +819,8 @@ class GroupService:
             group = self._group(name)
             self._require_admin(group, "add")
             contact = self._invitable(contact_name)
-            if self._membership(group).is_member(contact.identity):
-                raise UsageError(f"{contact_name} is already a member of {name}.")
+            # A current member is invited again: when it answers, its record is
+            # renewed (how a member restored from a backup gets back in).
             self._invite(group, contact)
 
     def _require_admin(self, group: gdb.Group, verb: str) -> None:
