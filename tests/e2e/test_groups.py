@@ -240,3 +240,52 @@ def test_group_chat_in_a_pty(tmp_path: Path, relay: RelayProcess, users: Any) ->
         finally:
             assert leave(chat) == 0
     assert ("team", "bob", "hello from the group chat") in group_texts(carol)
+
+
+def test_message_in_flight_during_removal_is_shown_by_everyone(
+        trio_users: tuple[User, User, User]) -> None:
+    """Bob sends before he hears of his removal; carol and alice applied the
+    removal first, and both show bob's message all the same."""
+    alice, bob, carol = trio_users
+    make_group(alice, bob, carol)
+    alice.run("group", "remove", "team", "bob")
+    carol.receive()          # applies the removal before bob's message arrives
+    assert {m["name"] for m in carol.json("group", "members", "team")} == {"alice", "carol"}
+    bob.run("send", "team", "sent while still a member")
+    for user in (carol, alice):
+        assert group_texts(user) == [("team", "bob", "sent while still a member")], user.name
+    removed = bob.run("receive")
+    assert "removed from the group team" in removed.stderr
+    assert bob.run("send", "team", "after removal", check=False).returncode == 2
+
+
+def test_member_restored_from_backup_is_told_and_added_again(
+        trio_users: tuple[User, User, User], users: Any, tmp_path: Path) -> None:
+    """Bob moves to a new machine with `keys import`: a group message he cannot
+    read is a notice naming its sender, not silence; alice adds him again and
+    all three read each other."""
+    alice, bob, carol = trio_users
+    make_group(alice, bob, carol)
+    backup = tmp_path / "bob.chatkey"
+    bob.run("keys", "export", str(backup))
+    (moved,) = users("bob-new")
+    moved.name = "bob"
+    moved.run("keys", "import", str(backup))
+    carol.run("send", "team", "carol to all")
+    notices = " ".join(moved.run("receive").stderr.split())  # notices go to stderr
+    carol_fp = next(m["fingerprint"] for m in carol.json("group", "members", "team")
+                    if m["me"])
+    assert f"from ~[{carol_fp}] in a group this device does not know" in notices, notices
+    assert "ask the group's creator to add you again" in notices
+    moved.run("send", "alice", "I moved; please add me to team again")
+    assert "I moved" in " ".join(alice.texts())
+    alice.run("group", "add", "team", "bob")
+    for _ in range(2):
+        moved.receive()      # joins again, announces its new group key
+        alice.receive()      # renews bob's record, tells every member
+        carol.receive()      # gives bob her key again
+    moved.run("send", "team", "bob is back")
+    carol.run("send", "team", "welcome back")
+    assert [t for *_, t in group_texts(moved)] == ["welcome back"]
+    assert [t for *_, t in group_texts(carol)] == ["bob is back"]
+    assert [t for *_, t in group_texts(alice)] == ["bob is back", "welcome back"]
