@@ -539,3 +539,20 @@ async def test_member_restored_from_backup_is_told_and_gets_back_in(
         assert [t for *_, t in await texts(alice)] == ["bob is back", "welcome back"]
     finally:
         bob2.close()
+
+
+def test_group_tables_made_in_a_rolled_back_transaction_are_made_again(
+        tmp_path: Path) -> None:
+    """The first group message of a new database (e.g. just restored) creates the
+    tables inside the receive transaction; if that message is refused and its
+    savepoint rolled back, the next one must not find the tables missing."""
+    from chatcli.client.store import Sealer, Store
+
+    store = Store.open(tmp_path / "fresh.db", Sealer(bytes(32)), create=True)
+    with store.write():
+        with pytest.raises(RuntimeError), store.db.atomic():
+            gdb.ensure_tables(store)
+            raise RuntimeError("the message was refused")
+    with store.write(), gdb.bound(store):
+        assert gdb.Group.select().count() == 0
+    store.close()
