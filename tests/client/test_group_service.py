@@ -505,13 +505,19 @@ async def test_member_restored_from_backup_is_told_and_gets_back_in(
     """Bob imports his backup on a new machine: group messages he cannot read
     give notices naming the sender; once alice adds him again, keys are
     re-announced both ways and everyone reads everyone."""
+    import msgspec
+
     from chatcli.client.home import Home
+    from chatcli.client.service import BackupV1
     from tests.client.conftest import PASS
 
     alice, bob, carol = trio_of
     await make_group(alice, bob, carol)
     await settle(alice, bob, carol)
-    backup = bob.export_backup()
+    # A backup without the group (made before it, or by an older chatcli).
+    full = msgspec.msgpack.decode(bob.export_backup(), type=BackupV1)
+    assert [g.name for g in full.groups] == ["team"]
+    backup = msgspec.msgpack.encode(msgspec.structs.replace(full, groups=[]))
     bob.close()
     bob2 = ChatClient.import_backup(Home(tmp_path / "bob2"), backup, PASS)
     try:
@@ -549,10 +555,64 @@ def test_group_tables_made_in_a_rolled_back_transaction_are_made_again(
     from chatcli.client.store import Sealer, Store
 
     store = Store.open(tmp_path / "fresh.db", Sealer(bytes(32)), create=True)
-    with store.write():
-        with pytest.raises(RuntimeError), store.db.atomic():
-            gdb.ensure_tables(store)
-            raise RuntimeError("the message was refused")
+    with store.write(), pytest.raises(RuntimeError), store.db.atomic():
+        gdb.ensure_tables(store)
+        raise RuntimeError("the message was refused")
     with store.write(), gdb.bound(store):
         assert gdb.Group.select().count() == 0
     store.close()
+
+
+async def test_member_restored_from_backup_rejoins_by_itself(
+        trio_of: Trio, tmp_path: Path) -> None:
+    """The backup carries the group: after the import, bob's client asks alice
+    (the creator) to renew his record, and keys are exchanged again both ways
+    with nobody doing anything."""
+    from chatcli.client.home import Home
+    from tests.client.conftest import PASS
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    await settle(alice, bob, carol)
+    backup = bob.export_backup()
+    bob.close()
+    bob2 = ChatClient.import_backup(Home(tmp_path / "bob2"), backup, PASS)
+    try:
+        assert [g["status"] for g in GroupService(bob2).groups()] == ["joining"]
+        async with bob2.online():
+            await bob2.flush_outbox()   # the join goes to alice
+        await settle(alice, carol, bob2, alice, carol, bob2)
+        assert [g["status"] for g in GroupService(bob2).groups()] == ["active"]
+        assert {i.name for i in GroupService(bob2).members("team")} == {
+            "alice", "bob", "carol"}
+        await send(bob2, "team", "bob is back")
+        await send(carol, "team", "welcome back")
+        await send(alice, "team", "hi again")
+        assert [t for *_, t in await texts(bob2)] == ["welcome back", "hi again"]
+        assert [t for *_, t in await texts(carol)] == ["bob is back", "hi again"]
+        assert [t for *_, t in await texts(alice)] == ["bob is back", "welcome back"]
+    finally:
+        bob2.close()
+
+
+async def test_creator_restored_from_backup_renews_its_own_record(
+        trio_of: Trio, tmp_path: Path) -> None:
+    from chatcli.client.home import Home
+    from tests.client.conftest import PASS
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    await settle(alice, bob, carol)
+    backup = alice.export_backup()
+    alice.close()
+    alice2 = ChatClient.import_backup(Home(tmp_path / "alice2"), backup, PASS)
+    try:
+        async with alice2.online():
+            await alice2.flush_outbox()
+        await settle(bob, carol, alice2, bob, carol, alice2)
+        await send(alice2, "team", "alice is back")
+        await send(carol, "team", "carol here")
+        assert [t for *_, t in await texts(bob)] == ["alice is back", "carol here"]
+        assert [t for *_, t in await texts(alice2)] == ["carol here"]
+    finally:
+        alice2.close()

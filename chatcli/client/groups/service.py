@@ -39,6 +39,7 @@ from chatcli.client import models as db
 from chatcli.client import sessions
 from chatcli.client.groups import models as gdb
 from chatcli.client.groups import wire
+from chatcli.client.groups.backup import BackupGroup
 from chatcli.client.groups.membership import Create, Membership, MembershipError, Op, Outcome
 from chatcli.client.service import MessageEvent, NoticeEvent
 from chatcli.client.store import Store, now_ms
@@ -520,12 +521,16 @@ class GroupService:
         # backup on a new machine) gets its record renewed: new prekey and keys.
         invited = gdb.GroupInvitee.get_or_none(gdb.GroupInvitee.group == group,
                                                gdb.GroupInvitee.identity == sender.raw)
-        if invited is None or join.record.identity != sender.raw:
+        # A current member may renew its own record (restored from a backup): the
+        # pairwise session authenticates it as that member.
+        if (invited is None and not before.is_member(sender.raw)) or \
+                join.record.identity != sender.raw:
             return [NoticeEvent(f"Someone who was not invited tried to join the group "
                                 f"{group.name}; refused.", warning=True)]
         sessions.verify_restore_prekey(sender, join.record.restore_prekey,
                                        join.record.restore_prekey_signature)
-        invited.delete_instance()
+        if invited is not None:
+            invited.delete_instance()
         self._add_op(group, wire.AddOp(seq=before.next_seq, record=join.record))
         # The operation reaches every member with the next flush (_broadcast_ops).
         state = self._membership(group)
@@ -1203,6 +1208,56 @@ def group_copies_stored(client: ChatClient, message_id: str) -> tuple[int, int] 
             row = gdb.GroupMessage.get_or_none(gdb.GroupMessage.uuid == message_id,
                                                gdb.GroupMessage.outgoing == True)  # noqa: E712
             return None if row is None else (row.stored, row.recipients)
+
+
+def export_groups(client: ChatClient) -> list[BackupGroup]:
+    """The active groups, for a key backup (inside or outside a transaction)."""
+    store = client.store
+    if not gdb.has_tables(store):
+        return []
+    service = GroupService(client)
+    with gdb.bound(store):
+        return [BackupGroup(group_id=g.group_id, name=g.name, creator_name=g.creator_name,
+                            admin=g.admin, ops=service._ops(g))
+                for g in gdb.Group.select().where(gdb.Group.status == ACTIVE)
+                .order_by(gdb.Group.id)]
+
+
+def restore_groups(client: ChatClient, groups: list[BackupGroup]) -> None:
+    """After ``keys import`` (inside its write transaction): take the groups back
+    and rejoin each with a new member record (new restore prekey and capability).
+
+    A member asks the creator to renew its record (``join``); the creator renews
+    its own at once. Either way every member then gets this member's new sender
+    key and sends it theirs (:meth:`GroupService._renewed`)."""
+    if not groups:
+        return
+    service = GroupService(client)
+    with gdb.bound(client.store):
+        for saved in groups:
+            if gdb.Group.get_or_none(gdb.Group.group_id == saved.group_id) is not None:
+                continue
+            group = gdb.Group.create(
+                group_id=saved.group_id, name=service._unique_group_name(saved.name),
+                creator_name=saved.creator_name, admin=saved.admin, status=JOINING,
+                own_cap_sealed=service.sealer.seal(os.urandom(32), "group.own_cap"),
+                created_at=now_ms())
+            service._store_ops(group, saved.ops)
+            if not gdb.GroupOp.select().where(gdb.GroupOp.group == group).exists():
+                group.delete_instance()
+                continue
+            state = service._membership(group)
+            if not state.is_member(service.me):
+                group.delete_instance()
+                continue
+            if group.admin == service.me:
+                service._add_op(group, wire.AddOp(seq=state.next_seq,
+                                                  record=service._own_record(group)))
+                renewed = service._membership(group)
+                service._reconcile(group, renewed, renewed.members())
+            else:
+                service._send_direct(service._record(state, group.admin), wire.Join(
+                    group_id=group.group_id, record=service._own_record(group)))
 
 
 async def flush_groups(client: ChatClient) -> None:
