@@ -616,3 +616,22 @@ async def test_creator_restored_from_backup_renews_its_own_record(
         assert [t for *_, t in await texts(alice2)] == ["carol here"]
     finally:
         alice2.close()
+
+
+async def test_dropping_waiting_messages_beyond_the_bound_is_announced(
+        trio_of: Trio, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatcli.client.groups import service as group_service
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    await settle(alice, bob, carol)
+    monkeypatch.setattr(group_service, "MAX_PENDING", 1)
+    service = GroupService(carol)
+    events: list[object] = []
+    with carol.store.write(), gdb.bound(carol.store):
+        for n in range(2):  # two messages on chains carol never got
+            events += service._on_cipher(SenderKeyState.generate().encrypt(wire.encode(
+                wire.GroupText(id=f"00000000-0000-4000-8000-00000000010{n}", sent_at=1,
+                               text="lost"))), n)
+    assert any("1 group message(s) waiting for their keys were dropped" in n
+               for n in _notices(events)), _notices(events)

@@ -585,8 +585,7 @@ class GroupService:
         found = self._chain_for(chain_id, message)
         if found is None:
             missing = [] if retry else self._missing_key(chain_id, sender, group_id)
-            self._buffer(chain_id, message, received_at)
-            return missing
+            return missing + self._buffer(chain_id, message, received_at)
         row, receiver = found
         group = row.group
         if group.status not in (ACTIVE, JOINING):
@@ -605,8 +604,7 @@ class GroupService:
             verdict = False if state.was_member(row.sender) else None
         if verdict is None:
             # The membership changes it was sent after have not reached this member yet.
-            self._buffer(chain_id, message, received_at)
-            return []
+            return self._buffer(chain_id, message, received_at)
         row.state_sealed = self.sealer.seal(receiver.to_bytes(), "group.receiver")
         row.save()
         if not verdict:
@@ -682,7 +680,9 @@ class GroupService:
         assert failure is not None
         raise failure
 
-    def _buffer(self, chain_id: bytes, message: bytes, received_at: int) -> None:
+    def _buffer(self, chain_id: bytes, message: bytes, received_at: int) -> list[Event]:
+        """Keep a message that cannot be decided yet; a notice if the oldest kept
+        ones had to go (at most MAX_PENDING are kept)."""
         iteration = int.from_bytes(message[17:21], "big")
         gdb.GroupPending.create(chain_id=chain_id, iteration=iteration,
                                 message_sealed=self.sealer.seal(message, "group.pending"),
@@ -691,7 +691,13 @@ class GroupService:
         if count > MAX_PENDING:
             oldest = gdb.GroupPending.select(gdb.GroupPending.id).order_by(
                 gdb.GroupPending.id).limit(count - MAX_PENDING)
-            gdb.GroupPending.delete().where(gdb.GroupPending.id.in_(oldest)).execute()
+            dropped = gdb.GroupPending.delete().where(
+                gdb.GroupPending.id.in_(oldest)).execute()
+            return [NoticeEvent(
+                f"{dropped} group message(s) waiting for their keys were dropped: more than "
+                f"{MAX_PENDING} were waiting. Ask the members who wrote recently to send "
+                "again what you did not see.", warning=True)]
+        return []
 
     def _retry_pending(self, chain_ids: list[bytes] | None = None) -> list[Event]:
         """Open buffered messages whose sender key (or sender's membership) is now known,
