@@ -29,9 +29,10 @@ def keys() -> None:
 def keys_export(file: Path, force: bool, passphrase_file: Path | None) -> None:
     """Write a backup of the identity to FILE, protected by the passphrase.
 
-    It holds the identity and mailbox keys, the relay address, and the contacts
-    with their addresses and verification state; not the message history nor
-    the sessions (they are set up again by themselves after an import).
+    It holds the identity and mailbox keys, the relay address, the contacts
+    with their addresses and verification state, and the groups; not the
+    message history, the sessions nor the group keys (they are set up again by
+    themselves after an import).
     """
     lean_imports()
     from chatcli.client.keys import kdf_limits

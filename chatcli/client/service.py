@@ -36,6 +36,7 @@ from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client import prekeys, sessions
 from chatcli.client.errors import RelayRequestError
+from chatcli.client.groups.backup import BackupGroup
 from chatcli.client.home import Home
 from chatcli.client.keys import KeystoreSecrets, encode_secrets, read_secrets, write_keys
 from chatcli.client.store import Sealer, Store, invite_row, now_ms
@@ -240,6 +241,7 @@ class BackupV1(msgspec.Struct, array_like=True, frozen=True, tag="chatcli-backup
     presence_hidden: bool
     profile_key: bytes
     contacts: list[BackupContact]
+    groups: list[BackupGroup] = []  # absent from backups made before groups were in them
 
 
 # ------------------------------------------------------------------ client
@@ -1469,7 +1471,9 @@ class ChatClient:
     # ------------------------------------------------------------ backup
 
     def export_backup(self) -> bytes:
-        """The backup payload (msgspec): keys, mailbox, contacts; no sessions."""
+        """The backup payload (msgspec): keys, mailbox, contacts, groups; no sessions."""
+        from chatcli.client.groups.service import export_groups
+
         with self.store.read():
             account = self.store.account()
             contacts = [BackupContact(
@@ -1490,6 +1494,7 @@ class ChatClient:
                 profile_key=self.sealer.open(account.profile_key_sealed, "account.profile_key",
                                              account.id),
                 contacts=contacts,
+                groups=export_groups(self),
             )
         return msgspec.msgpack.encode(payload)
 
@@ -1528,6 +1533,9 @@ class ChatClient:
                     verified=c.verified, blocked=c.blocked, restore_prekey=c.restore_prekey,
                     created_at=now_ms(),
                 )
+            from chatcli.client.groups.service import restore_groups
+
+            restore_groups(client, backup.groups)
         return client
 
 

@@ -246,7 +246,12 @@ def ensure_tables(store: Store) -> None:
     if store in _ready:
         return
     if store.db.in_transaction():
+        # Tables made inside a transaction vanish if it rolls back (a refused
+        # message's savepoint): only tables that were already there count as ready.
+        existed = bool(store.db.table_exists(Group._meta.table_name))
         _create(store)
+        if not existed:
+            return
     else:
         with store.write():
             _create(store)

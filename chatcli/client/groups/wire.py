@@ -111,7 +111,11 @@ class Direct(_Tagged, frozen=True, tag="direct"):
 
 
 class Cipher(_Tagged, frozen=True, tag="cipher"):
+    """``group_id`` (absent from older clients) only names the group in a notice
+    when the message cannot be read; it is not authenticated."""
+
     message: bytes
+    group_id: Bytes16 | None = None
 
 
 AnyLayer = Direct | Cipher
@@ -150,12 +154,16 @@ DirectContent = Invite | Join | Ops | SenderKey
 
 class GroupText(_Tagged, frozen=True, tag="text"):
     """A group chat message; ``id`` is a UUID members de-duplicate by. A file is
-    an attachment blob on the sender's relay, its key and read capability here."""
+    an attachment blob on the sender's relay, its key and read capability here.
+    ``version`` is the membership version it was sent under (how many admin
+    operations its sender had applied; absent from older clients): members show
+    it if and only if its sender was a member at that version."""
 
     id: Uuid
     sent_at: Millis
     text: Annotated[str, msgspec.Meta(max_length=MAX_GROUP_TEXT)]
     attachment: AttachmentRef | None = None
+    version: Seq | None = None
 
 
 CipherContent = GroupText
