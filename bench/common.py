@@ -323,6 +323,11 @@ def emit(report: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ relays
 
 
+LOOPBACK_LOAD_SETTINGS: dict[str, float | int | str | bool] = {
+    "registration_rate": 1_000_000.0, "registration_burst": 1_000_000.0,
+    "max_connections_per_address": 1_000_000}
+
+
 @dataclass(frozen=True)
 class RelayConfig:
     """Which relay to start: a database (a SQLite path, a PostgreSQL URL, or
@@ -468,10 +473,12 @@ class RelayProcess:
                "--db", db]
         if self.config.workers != 1:
             cmd += ["--workers", str(self.config.workers)]
-        if self.config.settings:
-            config_path = tmp / "relay.toml"
-            config_path.write_text(_toml(dict(self.config.settings)))
-            cmd += ["--config", str(config_path)]
+        # Every load comes from loopback: lift the per-address limits (the
+        # relay's defaults are for many clients on many addresses).
+        settings = {**LOOPBACK_LOAD_SETTINGS, **dict(self.config.settings)}
+        config_path = tmp / "relay.toml"
+        config_path.write_text(_toml(settings))
+        cmd += ["--config", str(config_path)]
         cmd += list(self.config.extra_args)
         if self.metrics:
             cmd += ["--metrics-port", "0"]

@@ -33,6 +33,18 @@ class KeyChangedError(ChatcliError):
     exit_code = 4
 
 
+class TooLargeError(ChatcliError):
+    """Something is larger than the relay that would store it accepts."""
+
+    exit_code = 5
+
+
+class ReplacedError(ChatcliError):
+    """This installation was replaced by a backup restored on another machine."""
+
+    exit_code = 6
+
+
 class CryptoError(ChatcliError):
     """Base of the errors of :mod:`chatcli.crypto`."""
 

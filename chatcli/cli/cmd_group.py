@@ -79,7 +79,8 @@ def create(name: str, members: tuple[str, ...], passphrase_file: Path | None,
 @click.argument("contact")
 @passphrase_option
 def add(name: str, contact: str, passphrase_file: Path | None) -> None:
-    """Invite CONTACT to the group NAME (creator only)."""
+    """Invite CONTACT to the group NAME (creator only). Inviting a current member
+    again lets one restored from a backup rejoin with new keys."""
     with unlocked(passphrase_file) as client:
         _service(client).add(name, contact)
         _deliver(client, "The invitation")

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from chatcli.cli.output import emit_json, info, json_option, lean_imports, passphrase_option
+from chatcli.cli.output import (
+    emit_json,
+    info,
+    json_option,
+    lean_imports,
+    passphrase_option,
+    run,
+    warn,
+)
 
 
 @click.group()
@@ -21,9 +29,10 @@ def keys() -> None:
 def keys_export(file: Path, force: bool, passphrase_file: Path | None) -> None:
     """Write a backup of the identity to FILE, protected by the passphrase.
 
-    It holds the identity and mailbox keys, the relay address, and the contacts
-    with their addresses and verification state; not the message history nor
-    the sessions (they are set up again by themselves after an import).
+    It holds the identity and mailbox keys, the relay address, the contacts
+    with their addresses and verification state, and the groups; not the
+    message history, the sessions nor the group keys (they are set up again by
+    themselves after an import).
     """
     lean_imports()
     from chatcli.client.keys import kdf_limits
@@ -62,7 +71,8 @@ def keys_import(file: Path, passphrase_file: Path | None, as_json: bool) -> None
 
     The backup's passphrase unlocks it and protects the new keystore. Sessions
     with contacts are set up again by themselves at the next message; safety
-    numbers do not change.
+    numbers do not change. The relay is told that this installation replaces
+    the one the backup came from, which then stops with exit code 6.
     """
     lean_imports()
     from chatcli.client.home import Home
@@ -82,12 +92,22 @@ def keys_import(file: Path, passphrase_file: Path | None, as_json: bool) -> None
     from chatcli.client import agent
 
     agent.stop(home.agent_socket)  # a leftover agent must not serve the old key
+    from chatcli.errors import RelayError
+
     with home.exclusive():
         client = ChatClient.import_backup(home, payload, passphrase)
     try:
         account = client.account()
         names = client.contact_names()
         fingerprint = client.identity.public.fingerprint()
+        # Tell the relay at once that this installation replaces the old one,
+        # so the old one stops at its next command (exit 6) instead of sending
+        # into sessions its contacts will no longer have.
+        try:
+            run(client.take_over_mailbox)
+        except RelayError as exc:
+            warn(f"{exc} The old installation will be told it was replaced when this one "
+                 "next reaches the relay.")
     finally:
         client.close()
     if as_json:

@@ -120,5 +120,6 @@ def cli() -> None:
     Every message is encrypted on this machine before it leaves; relays store
     only sealed ciphertext. Start with `chatcli init`, then `chatcli invite`.
     Exit codes: 0 success, 1 error, 2 usage, 3 relay unreachable or refusing,
-    4 a contact's key changed and has not been accepted.
+    4 a contact's key changed and has not been accepted, 5 an attachment too large
+    for the relay, 6 this installation was replaced by a backup restored elsewhere.
     """

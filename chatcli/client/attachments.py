@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from chatcli.client import messages as m
+from chatcli.client.errors import RelayRequestError
 from chatcli.client.service import ChatClient, MessageEvent
-from chatcli.errors import UsageError
-from chatcli.protocol import frames
+from chatcli.errors import TooLargeError, UsageError
+from chatcli.protocol import codes, frames
 
 BLOB_TTL = 30 * 86400
 CHUNK = 192 * 1024  # well inside MAX_BLOB_CHUNK and the frame limit
@@ -40,14 +41,30 @@ def _stderr_progress(total: int, label: str) -> tuple[Progress, Callable[[], Non
     return bar.update, (lambda: bar.__exit__(None, None, None))
 
 
-def _encrypt_to_temp(path: Path, directory: Path) -> tuple[Path, object, int]:
+def _encrypt_to_temp(path: Path, directory: Path, limit: int | None
+                     ) -> tuple[Path, object, int]:
     from chatcli.crypto.attachment import encrypt_file
 
     if path.stat().st_size > MAX_ATTACHMENT:
         raise UsageError(f"{path.name} is larger than {MAX_ATTACHMENT // 2**20} MiB.")
+    if limit is not None and path.stat().st_size > limit:
+        raise _too_large(path.name, limit)
     tmp = directory / f".upload-{os.urandom(8).hex()}"
     sealed = encrypt_file(path, tmp)
     return tmp, sealed, tmp.stat().st_size
+
+
+def _mib(size: int) -> str:
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{round(size / scale, 1):g} {unit}"
+    return f"{size} bytes"
+
+
+def _too_large(name: str, limit: int | None) -> TooLargeError:
+    what = f"stores files of at most {_mib(limit)} (encrypted)" if limit is not None else \
+        "refused a file this large"
+    return TooLargeError(f"{name} is too large for your relay, which {what}; nothing was sent.")
 
 
 def _read_chunk(path: Path, offset: int, size: int) -> bytes:
@@ -66,21 +83,32 @@ async def upload_attachment(client: ChatClient, path: Path) -> m.AttachmentRef:
 
     from chatcli.crypto.attachment import EncryptedAttachment
 
-    tmp, sealed, total = await trio.to_thread.run_sync(_encrypt_to_temp, path, client.home.root)
+    # The relay announces its blob size limit when connecting (None from relays
+    # that predate it): a file over it is refused before anything is uploaded.
+    conn = await client.own_relay()
+    limit = conn.proto.max_blob
+    tmp, sealed, total = await trio.to_thread.run_sync(_encrypt_to_temp, path, client.home.root,
+                                                       limit)
     assert isinstance(sealed, EncryptedAttachment)
     try:
+        if limit is not None and total > limit:
+            raise _too_large(path.name, limit)
         blob_id = os.urandom(16)
         read_cap = os.urandom(32)
-        conn = await client.own_relay()
         update, done = _stderr_progress(total, f"Uploading {path.name}")
         try:
             offset = 0
             while True:
                 data = _read_chunk(tmp, offset, CHUNK)
                 final = offset + len(data) >= total
-                await conn.request(lambda req, d=data, o=offset, f=final: frames.BlobPut(  # type: ignore[misc]
-                    req=req, blob=blob_id, offset=o, data=d, final=f,
-                    read_cap_hash=hashlib.sha256(read_cap).digest(), ttl=BLOB_TTL))
+                try:
+                    await conn.request(lambda req, d=data, o=offset, f=final: frames.BlobPut(  # type: ignore[misc]
+                        req=req, blob=blob_id, offset=o, data=d, final=f,
+                        read_cap_hash=hashlib.sha256(read_cap).digest(), ttl=BLOB_TTL))
+                except RelayRequestError as exc:
+                    if exc.code == codes.BLOB_TOO_LARGE:  # a relay that does not announce it
+                        raise _too_large(path.name, limit) from None
+                    raise
                 offset += len(data)
                 update(len(data))
                 if final:

@@ -47,7 +47,7 @@ def own_profile(client: ChatClient) -> Profile | None:
     account = client.account()
     if account.profile_sealed is None:
         return None
-    return _decode(client.sealer.open(account.profile_sealed, "account.profile"))
+    return _decode(client.sealer.open(account.profile_sealed, "account.profile", account.id))
 
 
 async def upload_blob(client: ChatClient, data: bytes, ttl: int) -> tuple[bytes, bytes]:
@@ -91,15 +91,16 @@ async def publish_profile(client: ChatClient, profile: Profile | None, *,
         profile = own_profile(client)
     account = client.account()
     key = (ProfileKey.generate() if new_key else ProfileKey.from_bytes(
-        client.sealer.open(account.profile_key_sealed, "account.profile_key")))
+        client.sealer.open(account.profile_key_sealed, "account.profile_key",
+                                                              account.id)))
     if profile is None:
         if new_key:
             with client.store.write():
                 db.Account.update(profile_key_sealed=client.sealer.seal(
-                    key.raw, "account.profile_key")).execute()
+                    key.raw, "account.profile_key", account.id)).execute()
         return 0
     old_ref = (msgspec.msgpack.decode(client.sealer.open(account.profile_ref_sealed,
-                                                         "account.profile_ref"),
+                                                         "account.profile_ref", account.id),
                                       type=m.ProfileKeyUpdate)
                if account.profile_ref_sealed else None)
     blob_id, read_cap = await upload_blob(client, seal_profile(key, profile), PROFILE_TTL)
@@ -108,9 +109,11 @@ async def publish_profile(client: ChatClient, profile: Profile | None, *,
     told = 0
     with client.store.write():
         db.Account.update(
-            profile_key_sealed=client.sealer.seal(key.raw, "account.profile_key"),
-            profile_sealed=client.sealer.seal(_encode(profile), "account.profile"),
-            profile_ref_sealed=client.sealer.seal(m.encode(update), "account.profile_ref"),
+            profile_key_sealed=client.sealer.seal(key.raw, "account.profile_key",
+                                                  account.id),
+            profile_sealed=client.sealer.seal(_encode(profile), "account.profile", account.id),
+            profile_ref_sealed=client.sealer.seal(m.encode(update), "account.profile_ref",
+                                                  account.id),
         ).execute()
         for contact in db.Contact.select().where(db.Contact.blocked == False,  # noqa: E712
                                                  db.Contact.key_changed == False):  # noqa: E712
@@ -132,10 +135,10 @@ async def contact_profile(client: ChatClient, name: str) -> Profile | None:
     if contact.profile_ref_sealed is None or contact.profile_key_sealed is None:
         return None
     ref = msgspec.msgpack.decode(client.sealer.open(contact.profile_ref_sealed,
-                                                    "contact.profile_ref"),
+                                                    "contact.profile_ref", contact.id),
                                  type=m.ProfileKeyUpdate)
     key = ProfileKey.from_bytes(client.sealer.open(contact.profile_key_sealed,
-                                                   "contact.profile_key"))
+                                                   "contact.profile_key", contact.id))
     if ref.blob is not None and ref.read_cap is not None:
         from chatcli.client.attachments import check_same_relay
 
@@ -148,11 +151,11 @@ async def contact_profile(client: ChatClient, name: str) -> Profile | None:
         if profile is not None:
             with client.store.write():
                 db.Contact.update(profile_sealed=client.sealer.seal(
-                    _encode(profile), "contact.profile")).where(
+                    _encode(profile), "contact.profile", contact.id)).where(
                     db.Contact.id == contact.id).execute()
             return profile
     if contact.profile_sealed is not None:
-        return _decode(client.sealer.open(contact.profile_sealed, "contact.profile"))
+        return _decode(client.sealer.open(contact.profile_sealed, "contact.profile", contact.id))
     return None
 
 

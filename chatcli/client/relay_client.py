@@ -30,6 +30,9 @@ from chatcli.protocol.connection import ClientProtocol
 
 CONNECT_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0
+# WebSocket pings keep an idle connection open: relays close connections
+# silent for longer than their idle window (60 s by default before login).
+KEEPALIVE_INTERVAL = 25.0
 
 F = TypeVar("F", bound=frames.Frame)
 
@@ -42,9 +45,14 @@ _FRIENDLY = {
     codes.AUTH_FAILED: "the relay does not know this mailbox (was the account deleted?)",
     codes.RATE_LIMITED: "too many requests; try again shortly",
     codes.QUOTA_EXCEEDED: "the mailbox is full",
+    codes.RELAY_FULL: "the relay's storage is full; try again later",
     codes.TOO_MANY_CONNECTIONS: "the relay has too many connections; try again shortly",
     codes.SHUTTING_DOWN: "the relay is shutting down; try again shortly",
     codes.TRY_AGAIN: "the relay is temporarily unavailable; try again shortly",
+    codes.INSTALLATION_REPLACED: "this installation was replaced by a backup restored on "
+                                 "another machine",
+    codes.IDLE_TIMEOUT: "the connection was idle too long",
+    codes.MESSAGE_TIMEOUT: "a message took too long to send",
 }
 
 
@@ -122,6 +130,16 @@ class RelayConnection:
             with contextlib.suppress(Exception):
                 await self.ws.aclose()
 
+    async def keepalive(self) -> None:
+        """Ping the relay every KEEPALIVE_INTERVAL seconds until the connection closes."""
+        while not self.closed.is_set():
+            await trio.sleep(KEEPALIVE_INTERVAL)
+            try:
+                await self.ws.ping()
+            except (trio_websocket.ConnectionClosed, trio.BrokenResourceError,
+                    trio.ClosedResourceError):
+                return
+
     async def request(self, make: Callable[[int], F] | frames.Frame,
                       time_limit: float = REQUEST_TIMEOUT) -> frames.Frame:
         """Send a request (a frame, or a function of the request id that builds
@@ -152,13 +170,18 @@ class RelayConnection:
             )
         return answer
 
-    async def authenticate(self, mailbox: bytes, sign: Callable[[bytes], bytes]) -> None:
-        """Prove ownership of ``mailbox``; the relay then pushes its deposits."""
+    async def authenticate(self, mailbox: bytes, sign: Callable[[bytes], bytes], *,
+                           installation: bytes | None = None, supersede: bool = False) -> None:
+        """Prove ownership of ``mailbox`` as ``installation`` (taking it over from
+        any other with ``supersede``); the relay then pushes its deposits."""
         from chatcli.protocol import transcripts
 
         assert self.proto.challenge is not None
-        signature = sign(transcripts.auth(self.relay_key, self.proto.challenge, mailbox))
-        await self.request(lambda req: frames.Auth(req=req, mailbox=mailbox, signature=signature))
+        signature = sign(transcripts.auth(self.relay_key, self.proto.challenge, mailbox,
+                                          installation, supersede))
+        await self.request(lambda req: frames.Auth(
+            req=req, mailbox=mailbox, signature=signature, installation=installation,
+            supersede=supersede))
 
     async def register(self, auth_key: bytes, sign: Callable[[bytes], bytes],
                        token: str | None = None) -> bytes:
@@ -238,6 +261,7 @@ async def connect(address: RelayAddress | str, *, relay_key: bytes | None = None
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(conn.reader)
+                    nursery.start_soon(conn.keepalive)
                     try:
                         yield conn
                     finally:

@@ -35,11 +35,12 @@ import msgspec
 
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client import sessions
+from chatcli.client import prekeys, sessions
 from chatcli.client.errors import InviteRefusedError, RelayRequestError
+from chatcli.client.groups.backup import BackupGroup
 from chatcli.client.home import Home
 from chatcli.client.keys import KeystoreSecrets, encode_secrets, read_secrets, write_keys
-from chatcli.client.store import Sealer, Store, now_ms
+from chatcli.client.store import Sealer, Store, invite_row, now_ms
 from chatcli.crypto.envelope import open_envelope, seal_envelope
 from chatcli.crypto.errors import BadSignature, ReplayedMessage
 from chatcli.crypto.keychange import KeyChange, sign_key_change, verify_key_change
@@ -50,6 +51,7 @@ from chatcli.errors import (
     CryptoError,
     KeyChangedError,
     RelayError,
+    ReplacedError,
     StorageError,
     UsageError,
 )
@@ -63,6 +65,14 @@ if TYPE_CHECKING:
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 DEFAULT_INVITE_SECONDS = 7 * 86400
 DEPOSIT_CHUNK = 64
+INSTALLATION_KEY = "installation"      # meta_entry: this installation's id (hex)
+SUPERSEDE_KEY = "supersede_pending"    # meta_entry: restored, not yet announced to the relay
+REPLACED_MESSAGE = (
+    "This installation was replaced: the identity was restored from a backup on another "
+    "machine (`chatcli keys import`), which now receives its messages, and contacts no "
+    "longer read what this one sends. Use the other machine (this one's history stays "
+    "readable with `chatcli messages`); to come back here, run `chatcli keys export` there "
+    "and `chatcli keys import` here.")
 PERMANENT_DEPOSIT_ERRORS = frozenset({codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX})
 PROCESSED_KEEP_MS = 400 * 86400 * 1000
 
@@ -248,6 +258,7 @@ class BackupV1(msgspec.Struct, array_like=True, frozen=True, tag="chatcli-backup
     presence_hidden: bool
     profile_key: bytes
     contacts: list[BackupContact]
+    groups: list[BackupGroup] = []  # absent from backups made before groups were in them
 
 
 # ------------------------------------------------------------------ client
@@ -268,6 +279,7 @@ class ChatClient:
         self._nursery: trio.Nursery | None = None
         self._own: RelayConnection | None = None
         self._authenticated = False
+        self._installation_checked = False
         self.auto_read = False  # mark incoming messages read (and say so) at once
         self._failed: dict[str, str] = {}  # message uuid -> why it cannot be sent
 
@@ -298,15 +310,17 @@ class ChatClient:
             client = cls(home, identity, mailbox_key, store)
             restore = DHKeyPair.generate()
             with store.write():
+                account_id = store.next_id(db.Account)
                 db.Account.create(
-                    name=name, relay_url=relay_url, mailbox=mailbox, created_at=now_ms(),
+                    id=account_id, name=name, relay_url=relay_url, mailbox=mailbox,
+                    created_at=now_ms(),
                     restore_prekey_sealed=client.sealer.seal(restore.private_bytes(),
-                                                             "account.restore_prekey"),
+                                                             "account.restore_prekey", account_id),
                     restore_prekey_public=restore.public,
                     restore_prekey_signature=sessions.sign_restore_prekey(identity,
                                                                           restore.public),
                     profile_key_sealed=client.sealer.seal(profile_key or os.urandom(32),
-                                                          "account.profile_key"),
+                                                          "account.profile_key", account_id),
                 )
             write_keys(home.keystore, encode_secrets(identity.private_bytes(),
                                                      mailbox_key.private_bytes(), local_key),
@@ -350,6 +364,7 @@ class ChatClient:
             self._nursery = None
             self._own = None
             self._authenticated = False
+            self._installation_checked = False
 
     def _require_pool(self) -> RelayPool:
         if self._pool is None:
@@ -372,15 +387,52 @@ class ChatClient:
         conn = await self._require_pool().get(account.relay_url)
         if authenticate and (conn is not self._own or not self._authenticated):
             self._own = conn
+            installation, supersede = self._installation()
             try:
-                await conn.authenticate(account.mailbox, self.mailbox_key.sign)
+                await conn.authenticate(account.mailbox, self.mailbox_key.sign,
+                                        installation=installation, supersede=supersede)
             except RelayRequestError as exc:
                 if exc.code == codes.AUTH_FAILED:
                     raise RelayError("The relay does not know this account's mailbox "
                                      "(it was deleted, or the relay lost its data).") from None
+                if exc.code == codes.INSTALLATION_REPLACED:
+                    raise ReplacedError(REPLACED_MESSAGE) from None
                 raise
+            if supersede:
+                with self.store.write():
+                    db.MetaEntry.delete().where(db.MetaEntry.key == SUPERSEDE_KEY).execute()
             self._authenticated = True
         return conn
+
+    def _installation(self) -> tuple[bytes, bool]:
+        """This installation's id (made on first use) and whether it still has to
+        take the mailbox over from the one it was restored from."""
+        with self.store.write():
+            row = db.MetaEntry.get_or_none(db.MetaEntry.key == INSTALLATION_KEY)
+            if row is None:
+                row = db.MetaEntry.create(key=INSTALLATION_KEY, value=os.urandom(16).hex())
+            supersede = db.MetaEntry.get_or_none(db.MetaEntry.key == SUPERSEDE_KEY)
+        return bytes.fromhex(row.value), supersede is not None
+
+    async def take_over_mailbox(self) -> None:
+        """Log in to the own relay once, so that an installation restored from a
+        backup replaces the old one at once (see :meth:`import_backup`)."""
+        async with self.online():
+            await self.own_relay()
+
+    async def _check_installation(self) -> None:
+        """Before sending: fail if this installation was replaced, so that it
+        does not go on sending into sessions its contacts no longer have. An
+        unreachable own relay does not stop sending to other relays."""
+        if self._authenticated or self._installation_checked:
+            return
+        self._installation_checked = True
+        try:
+            await self.own_relay()
+        except ReplacedError:
+            raise
+        except RelayError:
+            pass
 
     async def set_presence_hidden(self, hidden: bool) -> None:
         conn = await self.own_relay()
@@ -475,7 +527,7 @@ class ChatClient:
                     if contact.issued_cap_sealed is not None:
                         # Tell the contact where and how to reach us in the new session.
                         capability = self.sealer.open(contact.issued_cap_sealed,
-                                                      "contact.issued_cap")
+                                                      "contact.issued_cap", contact.id)
                         self._enqueue(contact, self._own_info(capability), kind="info")
                 contact.key_changed = False
                 accepted = True
@@ -510,8 +562,9 @@ class ChatClient:
 
     def _open_pending(self, contact: db.Contact) -> _Pending:
         assert contact.pending_sealed is not None
-        return msgspec.msgpack.decode(self.sealer.open(contact.pending_sealed, "contact.pending"),
-                                      type=_Pending)
+        return msgspec.msgpack.decode(
+            self.sealer.open(contact.pending_sealed, "contact.pending", contact.id),
+            type=_Pending)
 
     def _apply_pending(self, contact: db.Contact) -> None:
         pending = self._open_pending(contact)
@@ -519,9 +572,11 @@ class ChatClient:
         contact.relay_url = pending.relay_url
         contact.mailbox = pending.mailbox
         contact.box_key = pending.box_key
-        contact.deposit_cap_sealed = self.sealer.seal(pending.deposit_cap, "contact.deposit_cap")
+        contact.deposit_cap_sealed = self.sealer.seal(pending.deposit_cap, "contact.deposit_cap",
+                                                      contact.id)
         if pending.issued_cap is not None:
-            contact.issued_cap_sealed = self.sealer.seal(pending.issued_cap, "contact.issued_cap")
+            contact.issued_cap_sealed = self.sealer.seal(pending.issued_cap, "contact.issued_cap",
+                                                          contact.id)
             contact.issued_cap_hash = cap_hash(pending.issued_cap)
         contact.restore_prekey = pending.restore_prekey
         contact.pending_sealed = None
@@ -532,10 +587,11 @@ class ChatClient:
         row = db.Session.get_or_none(db.Session.contact == contact)
         if row is None:
             return None
-        return RatchetSession.from_bytes(self.sealer.open(row.state_sealed, "session.state"))
+        return RatchetSession.from_bytes(self.sealer.open(row.state_sealed, "session.state",
+                                                          contact.id))
 
     def _save_session(self, contact: db.Contact, session: RatchetSession) -> None:
-        sealed = self.sealer.seal(session.to_bytes(), "session.state")
+        sealed = self.sealer.seal(session.to_bytes(), "session.state", contact.id)
         updated = db.Session.update(state_sealed=sealed, updated_at=now_ms()).where(
             db.Session.contact == contact).execute()
         if not updated:
@@ -584,8 +640,10 @@ class ChatClient:
         with self.store.write():
             db.Invite.create(
                 invite_id=invite.invite_id, label=label,
-                prekey_sealed=self.sealer.seal(prekey.private_bytes(), "invite.prekey"),
-                capability_sealed=self.sealer.seal(capability, "invite.capability"),
+                prekey_sealed=self.sealer.seal(prekey.private_bytes(), "invite.prekey",
+                                                 invite_row(invite.invite_id)),
+                capability_sealed=self.sealer.seal(capability, "invite.capability",
+                                                     invite_row(invite.invite_id)),
                 cap_hash=cap_hash(capability), created_at=now_ms(), expires_at_s=expires_at,
                 contact_cap_hash=cap_hash(contact_cap),
             )
@@ -608,7 +666,8 @@ class ChatClient:
         for row in expired:
             if row.used_at is None and row.prekey_sealed:
                 hashes.append(cap_hash(invite_contact_capability(
-                    self.sealer.open(row.prekey_sealed, "invite.prekey"))))
+                    self.sealer.open(row.prekey_sealed, "invite.prekey",
+                                     invite_row(row.invite_id)))))
         conn = await self.own_relay()
         for start in range(0, len(hashes), frames.MAX_BATCH):
             chunk = hashes[start:start + frames.MAX_BATCH]
@@ -666,18 +725,22 @@ class ChatClient:
                     signature=change.signature))
             session, body = sessions.start_from_invite(
                 self.identity, invite.identity, invite.invite_id, invite.prekey, m.encode(info))
+            contact_id = self.store.next_id(db.Contact)
             contact = db.Contact.create(
-                name=final_name, identity=invite.identity.raw, relay_url=invite.relay_url,
+                id=contact_id, name=final_name, identity=invite.identity.raw,
+                relay_url=invite.relay_url,
                 mailbox=invite.mailbox, box_key=invite.mailbox_key,
-                deposit_cap_sealed=self.sealer.seal(invite.capability, "contact.deposit_cap"),
-                issued_cap_sealed=self.sealer.seal(capability, "contact.issued_cap"),
+                deposit_cap_sealed=self.sealer.seal(invite.capability, "contact.deposit_cap",
+                                                    contact_id),
+                issued_cap_sealed=self.sealer.seal(capability, "contact.issued_cap", contact_id),
                 issued_cap_hash=cap_hash(capability), auto_named=name is None,
                 created_at=now_ms(),
             )
             self._save_session(contact, session)
             payload = seal_envelope(invite.mailbox_key, self.identity.public, m.encode(body))
-            db.Outbox.create(contact=contact, kind="handshake", created_at=now_ms(),
-                             payload_sealed=self.sealer.seal(payload, "outbox.payload"))
+            outbox_id = self.store.next_id(db.Outbox)
+            db.Outbox.create(id=outbox_id, contact=contact, kind="handshake", created_at=now_ms(),
+                             payload_sealed=self.sealer.seal(payload, "outbox.payload", outbox_id))
         try:
             await self.deliver_until_stored(kinds={"handshake"}, contact_id=contact.id)
         except RelayError:
@@ -700,9 +763,12 @@ class ChatClient:
     def _enqueue(self, contact: db.Contact, content: m.Content, *, kind: str,
                  message_uuid: str | None = None) -> None:
         """Queue a content message for a contact (inside a write transaction)."""
+        outbox_id = self.store.next_id(db.Outbox)
         db.Outbox.create(
-            contact=contact, kind=kind, message_uuid=message_uuid, created_at=now_ms(),
-            plaintext_sealed=self.sealer.seal(m.encode(content), "outbox.plaintext"),
+            id=outbox_id, contact=contact, kind=kind, message_uuid=message_uuid,
+            created_at=now_ms(),
+            plaintext_sealed=self.sealer.seal(m.encode(content), "outbox.plaintext",
+                                              outbox_id),
         )
 
     def enqueue_text(self, name: str, text: str,
@@ -728,10 +794,10 @@ class ChatClient:
             record = None
             if attachment is not None:
                 record = self.sealer.seal(msgspec.json.encode(_AttachmentRecord(
-                    name=attachment.name, size=attachment.size)), "message.attachment")
+                    name=attachment.name, size=attachment.size)), "message.attachment", message_id)
             db.Message.create(
                 uuid=message_id, contact=contact, outgoing=True,
-                text_sealed=self.sealer.seal_text(text, "message.text"),
+                text_sealed=self.sealer.seal_text(text, "message.text", message_id),
                 attachment_sealed=record, sent_at=sent_at,
             )
             self._enqueue(contact, content, kind="text", message_uuid=message_id)
@@ -773,7 +839,8 @@ class ChatClient:
                 if row is None:
                     return
                 contact = row.contact
-                plaintext = self.sealer.open(row.plaintext_sealed, "outbox.plaintext")
+                plaintext = self.sealer.open(row.plaintext_sealed, "outbox.plaintext",
+                                             row.id)
                 session = self._load_session(contact)
                 body: m.Body
                 if session is None:
@@ -794,7 +861,7 @@ class ChatClient:
                     # Tell the contact our (possibly new) restore prekey in the new session.
                     if contact.issued_cap_sealed is not None:
                         capability = self.sealer.open(contact.issued_cap_sealed,
-                                                      "contact.issued_cap")
+                                                      "contact.issued_cap", contact.id)
                         self._enqueue(contact, self._own_info(capability), kind="info")
                 elif not session.can_send:
                     skipped.add(row.id)
@@ -802,7 +869,7 @@ class ChatClient:
                 else:
                     body = m.RatchetBody(v=m.BODY_VERSION, message=session.encrypt(plaintext))
                 payload = seal_envelope(contact.box_key, self.identity.public, m.encode(body))
-                row.payload_sealed = self.sealer.seal(payload, "outbox.payload")
+                row.payload_sealed = self.sealer.seal(payload, "outbox.payload", row.id)
                 row.plaintext_sealed = None
                 row.save()
                 self._save_session(contact, session)
@@ -813,6 +880,7 @@ class ChatClient:
         outbox; refused ones are marked failed."""
         from chatcli.client.groups.service import flush_groups
 
+        await self._check_installation()
         await flush_groups(self)
         self._encrypt_pending()
         report = DeliveryReport()
@@ -836,8 +904,9 @@ class ChatClient:
                     deposit = [frames.DepositItem(
                         mailbox=row.contact.mailbox,
                         cap=self.sealer.open(row.contact.deposit_cap_sealed,
-                                             "contact.deposit_cap"),
-                        payload=self.sealer.open(row.payload_sealed or b"", "outbox.payload"),
+                                             "contact.deposit_cap", row.contact.id),
+                        payload=self.sealer.open(row.payload_sealed or b"", "outbox.payload",
+                                                  row.id),
                     ) for row in chunk]
                     answer = await conn.request(
                         lambda req, d=deposit: frames.Deposit(req=req, items=d))  # type: ignore[misc]
@@ -1093,7 +1162,7 @@ class ChatClient:
         session = RatchetSession.from_bytes(pending.session)
         content = m.decode_content(session.decrypt(body.message))
         contact.pending_sealed = self.sealer.seal(msgspec.msgpack.encode(msgspec.structs.replace(
-            pending, session=session.to_bytes())), "contact.pending")
+            pending, session=session.to_bytes())), "contact.pending", contact.id)
         contact.save()
         if isinstance(content, m.Text):
             return self._store_text(contact, content, item, None, unverified=True)
@@ -1103,7 +1172,8 @@ class ChatClient:
         # We were restored from a backup and the contact still uses the old
         # session: start a new one so that their next messages can be read.
         if contact.issued_cap_sealed is not None and contact.restore_prekey is not None:
-            capability = self.sealer.open(contact.issued_cap_sealed, "contact.issued_cap")
+            capability = self.sealer.open(contact.issued_cap_sealed, "contact.issued_cap",
+                                            contact.id)
             if not db.Outbox.select().where(db.Outbox.contact == contact).exists():
                 self._enqueue(contact, self._own_info(capability), kind="info")
         return [NoticeEvent(
@@ -1132,7 +1202,8 @@ class ChatClient:
             return [NoticeEvent(f"Someone tried to use an invite{label} a second time; "
                                 "refused: they are not a contact and what they send is not "
                                 "read (send them a new invite if you know them).", warning=True)]
-        prekey_private = self.sealer.open(invite.prekey_sealed, "invite.prekey")
+        prekey_private = self.sealer.open(invite.prekey_sealed, "invite.prekey",
+                                          invite_row(invite.invite_id))
         prekey = DHKeyPair.from_private_bytes(prekey_private)
         session, plaintext = sessions.answer_prekey(self.identity, prekey, sender, body)
         info = m.decode_content(plaintext)
@@ -1148,7 +1219,8 @@ class ChatClient:
         if invite.contact_cap_hash is None:
             # Made by an older chatcli, which registered no contact capability:
             # the accepter keeps the invite's (as it always did).
-            issued = self.sealer.open(invite.capability_sealed, "invite.capability")
+            issued = self.sealer.open(invite.capability_sealed, "invite.capability",
+                                       invite_row(invite.invite_id))
         invite.used_at = now_ms()
         invite.prekey_sealed = b""
         invite.contact_cap_hash = cap_hash(issued)
@@ -1191,7 +1263,7 @@ class ChatClient:
             contact.key_changed = True
             contact.verified = False
             contact.pending_sealed = self.sealer.seal(msgspec.msgpack.encode(pending),
-                                                      "contact.pending")
+                                                      "contact.pending", contact.id)
             contact.save()
             events.append(NoticeEvent(
                 f"WARNING: the identity key of {contact.name} has changed. Sending to them is "
@@ -1201,11 +1273,14 @@ class ChatClient:
             return events
         else:
             name = invite.label or self._unique_name(info.name)
+            contact_id = self.store.next_id(db.Contact)
             contact = db.Contact.create(
-                name=name, identity=sender.raw, relay_url=info.relay_url, mailbox=info.mailbox,
+                id=contact_id, name=name, identity=sender.raw, relay_url=info.relay_url,
+                mailbox=info.mailbox,
                 box_key=info.box_key,
-                deposit_cap_sealed=self.sealer.seal(info.capability, "contact.deposit_cap"),
-                issued_cap_sealed=self.sealer.seal(issued, "contact.issued_cap"),
+                deposit_cap_sealed=self.sealer.seal(info.capability, "contact.deposit_cap",
+                                                    contact_id),
+                issued_cap_sealed=self.sealer.seal(issued, "contact.issued_cap", contact_id),
                 issued_cap_hash=cap_hash(issued), restore_prekey=restore,
                 auto_named=invite.label is None, created_at=now_ms(),
             )
@@ -1262,24 +1337,26 @@ class ChatClient:
         contact.relay_url = info.relay_url
         contact.mailbox = info.mailbox
         contact.box_key = info.box_key
-        contact.deposit_cap_sealed = self.sealer.seal(info.capability, "contact.deposit_cap")
+        contact.deposit_cap_sealed = self.sealer.seal(info.capability, "contact.deposit_cap",
+                                                      contact.id)
         contact.restore_prekey = info.restore_prekey + info.restore_prekey_signature
         if issued is not None:
-            contact.issued_cap_sealed = self.sealer.seal(issued, "contact.issued_cap")
+            contact.issued_cap_sealed = self.sealer.seal(issued, "contact.issued_cap",
+                                                          contact.id)
             contact.issued_cap_hash = cap_hash(issued)
 
     def _handle_restore(self, sender: IdentityPublicKey, body: m.PrekeyBody, digest: bytes,
                         item: frames.Delivered, receipts: dict[int, list[str]]) -> list[Event]:
-        account = self.store.account()
         contact = db.Contact.get_or_none(db.Contact.identity == sender.raw)
         if contact is None:
             return [NoticeEvent("A session request from an unknown sender was refused.",
                                 warning=True)]
-        if body.restore_prekey != account.restore_prekey_public:
+        # The current signed prekey, or a rotated one still in its grace period.
+        prekey = (prekeys.private_for(self.store, body.restore_prekey)
+                  if body.restore_prekey is not None else None)
+        if prekey is None:
             return [NoticeEvent(f"A session request from {contact.name} named an old prekey; "
                                 "refused.", warning=True, contact=contact.name)]
-        prekey = DHKeyPair.from_private_bytes(
-            self.sealer.open(account.restore_prekey_sealed, "account.restore_prekey"))
         session, plaintext = sessions.answer_prekey(self.identity, prekey, sender, body)
         db.SeenHandshake.create(digest=digest, seen_at=now_ms())
         self._save_session(contact, session)
@@ -1316,7 +1393,8 @@ class ChatClient:
             sessions.verify_restore_prekey(IdentityPublicKey.from_bytes(contact.identity),
                                            content.restore_prekey,
                                            content.restore_prekey_signature)
-            previous = self.sealer.open(contact.deposit_cap_sealed, "contact.deposit_cap")
+            previous = self.sealer.open(contact.deposit_cap_sealed, "contact.deposit_cap",
+                                         contact.id)
             self._update_address(contact, content)
             if not hmac.compare_digest(previous, content.capability):
                 # From now on every deposit uses the new capability: say so, so
@@ -1335,14 +1413,16 @@ class ChatClient:
             contact.save()
             return []
         if isinstance(content, m.ProfileKeyUpdate):
-            contact.profile_key_sealed = self.sealer.seal(content.key, "contact.profile_key")
-            contact.profile_ref_sealed = self.sealer.seal(m.encode(content), "contact.profile_ref")
+            contact.profile_key_sealed = self.sealer.seal(content.key, "contact.profile_key",
+                                                          contact.id)
+            contact.profile_ref_sealed = self.sealer.seal(m.encode(content), "contact.profile_ref",
+                                                          contact.id)
             contact.profile_sealed = None
             contact.save()
             return []
         if isinstance(content, m.CapabilityUpdate):
             contact.deposit_cap_sealed = self.sealer.seal(content.capability,
-                                                          "contact.deposit_cap")
+                                                          "contact.deposit_cap", contact.id)
             contact.save()
             return [NoticeEvent(f"{contact.name} can be written to again.", contact=contact.name)]
         if isinstance(content, m.CapabilitySwitched):
@@ -1367,9 +1447,9 @@ class ChatClient:
             attachment = {"name": content.attachment.name, "size": content.attachment.size}
         db.Message.create(
             uuid=content.id, contact=contact, outgoing=False,
-            text_sealed=self.sealer.seal_text(content.text, "message.text"),
+            text_sealed=self.sealer.seal_text(content.text, "message.text", content.id),
             attachment_sealed=(self.sealer.seal(msgspec.msgpack.encode(content.attachment),
-                                                "message.attachment_ref")
+                                                "message.attachment_ref", content.id)
                                if content.attachment else None),
             sent_at=content.sent_at, received_at=item.received_at,
             read_at=now_ms() if self.auto_read else None,
@@ -1416,7 +1496,8 @@ class ChatClient:
                 "id": row.uuid, "from": "me" if row.outgoing else contact.name,
                 "to": contact.name if row.outgoing else "me",
                 "direction": "out" if row.outgoing else "in",
-                "text": self.sealer.open_text(row.text_sealed, "message.text"),
+                "text": self.sealer.open_text(row.text_sealed, "message.text",
+                                                 row.uuid),
                 "sent_at": row.sent_at, "received_at": row.received_at, "state": state,
                 "group": None,
             }
@@ -1442,7 +1523,8 @@ class ChatClient:
         async def ask(url: str, group: list[db.Contact]) -> None:
             targets = [frames.PresenceTarget(
                 mailbox=c.mailbox, cap=self.sealer.open(c.deposit_cap_sealed,
-                                                        "contact.deposit_cap")) for c in group]
+                                                        "contact.deposit_cap", c.id))
+                for c in group]
             try:
                 conn = await self._require_pool().get(url)
                 answer = await conn.request(
@@ -1470,7 +1552,7 @@ class ChatClient:
         result: dict[str, PresenceInfo] = {}
         for contact in contacts:
             target = frames.PresenceTarget(mailbox=contact.mailbox, cap=self.sealer.open(
-                contact.deposit_cap_sealed, "contact.deposit_cap"))
+                contact.deposit_cap_sealed, "contact.deposit_cap", contact.id))
             try:
                 conn = await self._require_pool().get(contact.relay_url)
                 answer = await conn.request(
@@ -1555,7 +1637,8 @@ class ChatClient:
         with self.store.write():
             contact = db.Contact.get_by_id(contact.id)
             contact.blocked = False
-            contact.issued_cap_sealed = self.sealer.seal(capability, "contact.issued_cap")
+            contact.issued_cap_sealed = self.sealer.seal(capability, "contact.issued_cap",
+                                                      contact.id)
             contact.issued_cap_hash = cap_hash(capability)
             contact.save()
             self._enqueue(contact, m.CapabilityUpdate(capability=capability), kind="capability")
@@ -1584,14 +1667,17 @@ class ChatClient:
     # ------------------------------------------------------------ backup
 
     def export_backup(self) -> bytes:
-        """The backup payload (msgspec): keys, mailbox, contacts; no sessions."""
+        """The backup payload (msgspec): keys, mailbox, contacts, groups; no sessions."""
+        from chatcli.client.groups.service import export_groups
+
         with self.store.read():
             account = self.store.account()
             contacts = [BackupContact(
                 name=c.name, identity=c.identity, relay_url=c.relay_url, mailbox=c.mailbox,
                 box_key=c.box_key,
-                deposit_cap=self.sealer.open(c.deposit_cap_sealed, "contact.deposit_cap"),
-                issued_cap=(self.sealer.open(c.issued_cap_sealed, "contact.issued_cap")
+                deposit_cap=self.sealer.open(c.deposit_cap_sealed, "contact.deposit_cap",
+                                             c.id),
+                issued_cap=(self.sealer.open(c.issued_cap_sealed, "contact.issued_cap", c.id)
                             if c.issued_cap_sealed else None),
                 verified=c.verified and not c.key_changed, blocked=c.blocked,
                 restore_prekey=c.restore_prekey,
@@ -1601,8 +1687,10 @@ class ChatClient:
                 mailbox_key=self.mailbox_key.private_bytes(), mailbox=account.mailbox,
                 relay_url=account.relay_url, read_receipts=account.read_receipts,
                 presence_hidden=account.presence_hidden,
-                profile_key=self.sealer.open(account.profile_key_sealed, "account.profile_key"),
+                profile_key=self.sealer.open(account.profile_key_sealed, "account.profile_key",
+                                             account.id),
                 contacts=contacts,
+                groups=export_groups(self),
             )
         return msgspec.msgpack.encode(payload)
 
@@ -1630,19 +1718,30 @@ class ChatClient:
                             mailbox_key=MailboxKeyPair.from_private_bytes(backup.mailbox_key),
                             profile_key=backup.profile_key)
         with client.store.write():
+            # A new installation that replaces the one the backup came from:
+            # its first login tells the relay (see own_relay).
+            db.MetaEntry.replace(  # type: ignore[no-untyped-call]
+                key=SUPERSEDE_KEY, value="1").execute()
             db.Account.update(read_receipts=backup.read_receipts,
                               presence_hidden=backup.presence_hidden).execute()
             for c in backup.contacts:
+                contact_id = client.store.next_id(db.Contact)
                 db.Contact.create(
-                    name=c.name, identity=c.identity, relay_url=c.relay_url, mailbox=c.mailbox,
+                    id=contact_id, name=c.name, identity=c.identity, relay_url=c.relay_url,
+                    mailbox=c.mailbox,
                     box_key=c.box_key,
-                    deposit_cap_sealed=client.sealer.seal(c.deposit_cap, "contact.deposit_cap"),
-                    issued_cap_sealed=(client.sealer.seal(c.issued_cap, "contact.issued_cap")
+                    deposit_cap_sealed=client.sealer.seal(c.deposit_cap, "contact.deposit_cap",
+                                                            contact_id),
+                    issued_cap_sealed=(client.sealer.seal(c.issued_cap, "contact.issued_cap",
+                                                                  contact_id)
                                        if c.issued_cap else None),
                     issued_cap_hash=cap_hash(c.issued_cap) if c.issued_cap else None,
                     verified=c.verified, blocked=c.blocked, restore_prekey=c.restore_prekey,
                     created_at=now_ms(),
                 )
+            from chatcli.client.groups.service import restore_groups
+
+            restore_groups(client, backup.groups)
         return client
 
 

@@ -19,18 +19,23 @@ duration, and contains no ``await``, so Trio never switches tasks inside it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import peewee
 
 from chatcli.client import models
+from chatcli.crypto.errors import CorruptData
 from chatcli.errors import StorageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+SEALED_SCHEMA = 2  # from this version on, sealed values are bound to their rows
 BUSY_TIMEOUT_MS = 10_000
 
 
@@ -42,39 +47,264 @@ def _migrate_to_1(db: peewee.Database) -> None:
     db.create_tables(models.ALL_MODELS)
 
 
-def _migrate_to_2(db: peewee.Database) -> None:
-    # Databases made at version 1 lack the column; create_tables above has it.
+def _migrate_to_3(db: peewee.Database) -> None:
+    # Databases made before version 3 lack the column (create_tables has it).
+    # Idempotent: the reseal step (version 2) runs it first, as it reads every
+    # column of today's models.
     if "contact_cap_hash" not in {c.name for c in db.get_columns("invite")}:
         db.execute_sql(  # type: ignore[no-untyped-call]
             "ALTER TABLE invite ADD COLUMN contact_cap_hash BLOB")
 
 
-# version reached -> migration from the previous version. Append only.
-MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
+# version reached -> migration from the previous version. Append only. The
+# migration to SEALED_SCHEMA reseals every value and needs the local key: it is
+# :func:`_reseal_rows`, run by :meth:`Store._migrate` once a sealer is at hand.
+MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {1: _migrate_to_1, 3: _migrate_to_3}
+
+
+def _account_row(row: models.Account) -> object:
+    return row.id
+
+
+def _contact_row(row: models.Contact) -> object:
+    return row.id
+
+
+def _session_row(row: models.Session) -> object:
+    return row.__data__["contact"]
+
+
+def _invite_row(row: models.Invite) -> object:
+    return invite_row(row.invite_id)
+
+
+def _message_row(row: models.Message) -> object:
+    return row.uuid
+
+
+def _outbox_row(row: models.Outbox) -> object:
+    return row.id
+
+
+def invite_row(invite_id: bytes) -> str:
+    """The row identity an invite's sealed values are bound to."""
+    return invite_id.hex()
+
+
+# Every sealed column of the tables in chatcli.client.models: its context name,
+# the model, the field, and the row identity it is bound to (never changes).
+SEALED_COLUMNS: list[tuple[str, type[models.BaseModel], str, Callable[[Any], object]]] = [
+    ("account.restore_prekey", models.Account, "restore_prekey_sealed", _account_row),
+    ("account.profile_key", models.Account, "profile_key_sealed", _account_row),
+    ("account.profile", models.Account, "profile_sealed", _account_row),
+    ("account.profile_ref", models.Account, "profile_ref_sealed", _account_row),
+    ("contact.deposit_cap", models.Contact, "deposit_cap_sealed", _contact_row),
+    ("contact.issued_cap", models.Contact, "issued_cap_sealed", _contact_row),
+    ("contact.pending", models.Contact, "pending_sealed", _contact_row),
+    ("contact.profile_key", models.Contact, "profile_key_sealed", _contact_row),
+    ("contact.profile_ref", models.Contact, "profile_ref_sealed", _contact_row),
+    ("contact.profile", models.Contact, "profile_sealed", _contact_row),
+    ("session.state", models.Session, "state_sealed", _session_row),
+    ("invite.prekey", models.Invite, "prekey_sealed", _invite_row),
+    ("invite.capability", models.Invite, "capability_sealed", _invite_row),
+    ("message.text", models.Message, "text_sealed", _message_row),
+    ("message.attachment", models.Message, "attachment_sealed", _message_row),
+    ("outbox.plaintext", models.Outbox, "plaintext_sealed", _outbox_row),
+    ("outbox.payload", models.Outbox, "payload_sealed", _outbox_row),
+]
+
+
+def _v1_column(column: str, row: models.BaseModel) -> str:
+    # Incoming attachment references were sealed under their own column name.
+    if column == "message.attachment" and not row.outgoing:  # type: ignore[attr-defined]
+        return "message.attachment_ref"
+    return column
+
+
+def _reseal_rows(sealer: Sealer) -> None:
+    """Reseal every value of the first format (bound to its column only) with
+    the binding to its row and a version; inside the migration's transaction."""
+    for column, model, field, row_of in SEALED_COLUMNS:
+        for row in model.select():
+            data = getattr(row, field)
+            if not data:  # NULL, or a destroyed one-time prekey (b"")
+                continue
+            name = _v1_column(column, row)
+            value = sealer.open_v1(bytes(data), name)
+            model.update({field: sealer.seal(value, name, row_of(row))}).where(
+                model._meta.primary_key == row.get_id()).execute()  # type: ignore[no-untyped-call]
+
+
+def _live_rows(column: str) -> set[str]:
+    """The identities of the rows that exist for a versioned ``column``."""
+    for name, model, _field, row_of in SEALED_COLUMNS:
+        if name == column:
+            return {str(row_of(row)) for row in model.select()}
+    return set()
+
+
+class SealingTampered(CorruptData):
+    """A sealed value was moved from another row or rolled back to an older version."""
+
+
+# Columns written once when their row is created and never rewritten: bound to
+# their row only (there is no older version to roll back to), and kept out of
+# the manifest so that it does not grow with the message history.
+WRITE_ONCE = frozenset({"message.text", "message.attachment", "message.attachment_ref",
+                        "invite.capability", "own_prekey.private"})
+MANIFEST_KEY = "seal_manifest"
+PRUNE_MIN = 256  # manifest entries before a long-running process prunes it
+_V1 = b"chatcli/local/v1/"
+_V2 = b"chatcli/local/v2/"
+_MANIFEST_SELECT = "SELECT value FROM meta_entry WHERE key = ?"
+_MANIFEST_WRITE = "INSERT OR REPLACE INTO meta_entry (key, value) VALUES (?, ?)"
+
+
+class _Manifest(msgspec.Struct, array_like=True):
+    """The newest version of every sealed value (sealed itself, in ``meta_entry``).
+
+    ``counter`` counts every write of a versioned value in this database and
+    never goes back, so a version is never issued twice, not even to a row
+    that reuses a deleted row's id."""
+
+    counter: int
+    versions: dict[str, int]
 
 
 class Sealer:
     """Seals and opens the sensitive columns with the local storage key.
 
-    ``context`` binds a ciphertext to its column, so that one column's value
-    cannot be moved into another."""
+    Every value is bound to its column, its row (an identity that never
+    changes: the primary key, a contact's id for its session, an invite id, a
+    message uuid) and, for values that are rewritten, a version: the value of
+    a database-wide write counter when it was sealed. The newest version of
+    each (column, row) is kept in one sealed manifest, so a value copied from
+    another row, or an older value of the same row put back, does not open.
+    Putting back the whole database (manifest included) is not detected; see
+    docs/threat-model.md.
+
+    The manifest lives in the database this sealer is attached to (by
+    :class:`Store`), and is rewritten in the write transaction that seals."""
 
     def __init__(self, key: bytes) -> None:
         from chatcli.crypto.localseal import LocalSealer
 
         self._sealer = LocalSealer(key)
+        self._db: peewee.Database | None = None
+        self._cache: tuple[str, _Manifest] | None = None
+        self._prune_at = PRUNE_MIN
 
-    def seal(self, data: bytes, column: str) -> bytes:
-        return self._sealer.seal(data, context=b"chatcli/local/v1/" + column.encode())
+    def attach(self, db: peewee.Database) -> None:
+        self._db = db
 
-    def open(self, data: bytes, column: str) -> bytes:
-        return self._sealer.open(data, context=b"chatcli/local/v1/" + column.encode())
+    # ------------------------------------------------------------ manifest
 
-    def seal_text(self, text: str, column: str) -> bytes:
-        return self.seal(text.encode("utf-8"), column)
+    def _read_manifest(self) -> tuple[str | None, _Manifest]:
+        assert self._db is not None, "the sealer is not attached to a database"
+        row = self._db.execute_sql(  # type: ignore[no-untyped-call]
+            _MANIFEST_SELECT, (MANIFEST_KEY,)).fetchone()
+        if row is None:
+            return None, _Manifest(counter=0, versions={})
+        text: str = row[0]
+        if self._cache is not None and self._cache[0] == text:
+            return text, self._cache[1]
+        try:
+            plain = self._sealer.open(base64.b64decode(text, validate=True),
+                                      context=_V2 + b"manifest")
+            manifest = msgspec.msgpack.decode(plain, type=_Manifest)
+        except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
+            raise CorruptData("The local database's seal manifest is damaged.") from None
+        self._cache = (text, manifest)
+        return text, manifest
 
-    def open_text(self, data: bytes, column: str) -> str:
-        return self.open(data, column).decode("utf-8")
+    def _write_manifest(self, manifest: _Manifest) -> None:
+        assert self._db is not None
+        text = base64.b64encode(self._sealer.seal(msgspec.msgpack.encode(manifest),
+                                                  context=_V2 + b"manifest")).decode()
+        self._db.execute_sql(  # type: ignore[no-untyped-call]
+            _MANIFEST_WRITE, (MANIFEST_KEY, text))
+        self._cache = (text, manifest)
+
+    def prune(self, live: Callable[[str], set[str]]) -> None:
+        """Drop the versions of rows that no longer exist (``live(column)`` gives
+        the row identities present); inside a write transaction."""
+        _text, manifest = self._read_manifest()
+        columns = {key.split("\x00", 1)[0] for key in manifest.versions}
+        rows = {column: live(column) for column in columns}
+        kept = {key: version for key, version in manifest.versions.items()
+                if key.split("\x00", 1)[1] in rows[key.split("\x00", 1)[0]]}
+        if len(kept) != len(manifest.versions):
+            self._write_manifest(_Manifest(counter=manifest.counter, versions=kept))
+        self._prune_at = max(PRUNE_MIN, 2 * len(kept))
+
+    def needs_prune(self) -> bool:
+        """Whether the manifest last seen grew enough (outbox rows come and go)
+        to be worth pruning in a long-running process."""
+        return self._cache is not None and len(self._cache[1].versions) > self._prune_at
+
+    # ------------------------------------------------------------ values
+
+    @staticmethod
+    def _context(column: str, row: str, version: int) -> bytes:
+        return (_V2 + column.encode() + b"\x00" + row.encode() + b"\x00"
+                + version.to_bytes(8, "big"))
+
+    def seal(self, data: bytes, column: str, row: object = None) -> bytes:
+        """Seal ``data`` for ``column`` of ``row``; a rewritable column gets a new
+        version, recorded in the manifest (call inside a write transaction).
+        Without ``row`` (the group tables, for now) the value is bound to its
+        column only."""
+        if row is None:
+            return self.seal_v1(data, column)
+        row_id = str(row)
+        if column in WRITE_ONCE:
+            return self._sealer.seal(data, context=self._context(column, row_id, 0))
+        assert self._db is not None and self._db.in_transaction(), "seal outside a transaction"
+        _text, manifest = self._read_manifest()
+        version = manifest.counter + 1
+        versions = dict(manifest.versions)
+        versions[column + "\x00" + row_id] = version
+        self._write_manifest(_Manifest(counter=version, versions=versions))
+        return self._sealer.seal(data, context=self._context(column, row_id, version))
+
+    def open(self, data: bytes, column: str, row: object = None) -> bytes:
+        """Open the value of ``column`` in ``row``; raises :class:`SealingTampered`
+        when it belongs to another row or is not the newest version."""
+        if row is None:
+            return self.open_v1(data, column)
+        row_id = str(row)
+        if column in WRITE_ONCE:
+            version = 0
+        else:
+            _text, manifest = self._read_manifest()
+            found = manifest.versions.get(column + "\x00" + row_id)
+            if found is None:
+                raise SealingTampered(self._tampered(column))
+            version = found
+        try:
+            return self._sealer.open(data, context=self._context(column, row_id, version))
+        except CorruptData:
+            raise SealingTampered(self._tampered(column)) from None
+
+    @staticmethod
+    def _tampered(column: str) -> str:
+        return (f"The local database was tampered with or damaged: a sealed {column} value "
+                "does not belong to its row or is an older version. Restore the database "
+                "from a backup (`chatcli keys import`).")
+
+    def open_v1(self, data: bytes, column: str) -> bytes:
+        """Open a value sealed by the first format (bound to its column only)."""
+        return self._sealer.open(data, context=_V1 + column.encode())
+
+    def seal_v1(self, data: bytes, column: str) -> bytes:
+        """Seal with the column-only binding; for tests of the migration."""
+        return self._sealer.seal(data, context=_V1 + column.encode())
+
+    def seal_text(self, text: str, column: str, row: object = None) -> bytes:
+        return self.seal(text.encode("utf-8"), column, row)
+
+    def open_text(self, data: bytes, column: str, row: object = None) -> str:
+        return self.open(data, column, row).decode("utf-8")
 
 
 class Store:
@@ -106,6 +336,8 @@ class Store:
         if not create and not path.exists():
             raise StorageError(f"The local database {path} is missing.")
         store = cls(path, sealer)
+        if sealer is not None:
+            sealer.attach(store.db)
         try:
             store.db.connect()
             if create:
@@ -146,10 +378,27 @@ class Store:
                 raise StorageError(
                     "The local database was written by a newer chatcli; upgrade chatcli."
                 )
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                MIGRATIONS[target](self.db)
-            models.MetaEntry.replace(  # type: ignore[no-untyped-call]
-                key="schema_version", value=str(SCHEMA_VERSION)).execute()
+            # Without the key (a locked store, e.g. for shell completion), the
+            # values cannot be resealed: stop before that step, keep the version.
+            target = SCHEMA_VERSION if self._sealer is not None else SEALED_SCHEMA - 1
+            for step in range(version + 1, target + 1):
+                if step == SEALED_SCHEMA:
+                    assert self._sealer is not None
+                    _migrate_to_3(self.db)
+                    _reseal_rows(self._sealer)
+                else:
+                    MIGRATIONS[step](self.db)
+            if target > version:
+                models.MetaEntry.replace(  # type: ignore[no-untyped-call]
+                    key="schema_version", value=str(target)).execute()
+            if self._sealer is not None and version >= SEALED_SCHEMA:
+                self._sealer.prune(_live_rows)
+
+    def next_id(self, model: type[models.BaseModel]) -> int:
+        """The id the next row of ``model`` gets, so its sealed values can be
+        bound to it before it is inserted (inside a write transaction)."""
+        top = model.select(peewee.fn.MAX(model._meta.primary_key)).scalar()
+        return int(top or 0) + 1
 
     @contextlib.contextmanager
     def bound(self) -> Iterator[None]:
@@ -164,6 +413,10 @@ class Store:
             with self.bound(), self.db.atomic("IMMEDIATE"):
                 yield
             if not self.db.in_transaction():
+                if self._sealer is not None and self._sealer.needs_prune():
+                    # Separately, once the rows sealed for are all inserted.
+                    with self.bound(), self.db.atomic("IMMEDIATE"):
+                        self._sealer.prune(_live_rows)
                 self.scrub_wal()
         except peewee.OperationalError as exc:
             if "locked" in str(exc):

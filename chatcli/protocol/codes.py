@@ -23,17 +23,22 @@ BLOB_TOO_LARGE: Final = "blob_too_large"
 BAD_REQUEST: Final = "bad_request"              # e.g. blob chunk at the wrong offset
 TOO_MANY_CONNECTIONS: Final = "too_many_connections"
 HANDSHAKE_TIMEOUT: Final = "handshake_timeout"
+MESSAGE_TIMEOUT: Final = "message_timeout"      # a message was not finished in time
+IDLE_TIMEOUT: Final = "idle_timeout"            # no message nor ping within the window
 SLOW_CONSUMER: Final = "slow_consumer"
 TRY_AGAIN: Final = "try_again"                  # transient (storage down); retry later
 SHUTTING_DOWN: Final = "shutting_down"
+INSTALLATION_REPLACED: Final = "installation_replaced"  # Auth: another installation took over
 INTERNAL_ERROR: Final = "internal_error"
+RELAY_FULL: Final = "relay_full"                # the relay's storage budget is used up
 
 ALL_CODES: Final = frozenset({
     BAD_FRAME, UNSUPPORTED_VERSION, FRAME_TOO_LARGE, UNEXPECTED_FRAME,
     NOT_AUTHENTICATED, AUTH_FAILED, REGISTRATION_CLOSED, BAD_TOKEN,
     UNKNOWN_MAILBOX, BAD_CAPABILITY, QUOTA_EXCEEDED, RATE_LIMITED,
     BLOB_NOT_FOUND, BLOB_TOO_LARGE, BAD_REQUEST, TOO_MANY_CONNECTIONS,
-    HANDSHAKE_TIMEOUT, SLOW_CONSUMER, TRY_AGAIN, SHUTTING_DOWN, INTERNAL_ERROR,
+    HANDSHAKE_TIMEOUT, MESSAGE_TIMEOUT, IDLE_TIMEOUT, SLOW_CONSUMER, TRY_AGAIN,
+    SHUTTING_DOWN, INTERNAL_ERROR, INSTALLATION_REPLACED, RELAY_FULL,
 })
 
 # Codes after which retrying the same request later may succeed.

@@ -106,6 +106,7 @@ class RelayProtocol:
         "_state",
         "challenge",
         "mailbox",
+        "max_blob",
         "max_frame",
         "max_payload",
         "relay_key",
@@ -114,7 +115,8 @@ class RelayProtocol:
 
     def __init__(self, relay_key: bytes, sign: Signer, *, challenge: bytes | None = None,
                  max_frame: int = frames.MAX_FRAME_SIZE,
-                 max_payload: int = frames.MAX_PAYLOAD_SIZE) -> None:
+                 max_payload: int = frames.MAX_PAYLOAD_SIZE,
+                 max_blob: int | None = None) -> None:
         if len(relay_key) != 32:
             raise ValueError("relay_key must be 32 bytes")
         self.relay_key = relay_key
@@ -124,6 +126,7 @@ class RelayProtocol:
             raise ValueError("challenge must be 32 bytes")
         self.max_frame = max_frame
         self.max_payload = max_payload
+        self.max_blob = max_blob
         self._state = State.CONNECTING
         self.version: int | None = None
         self.mailbox: bytes | None = None
@@ -188,7 +191,8 @@ class RelayProtocol:
                                                        self.challenge, self.version))
         welcome = frames.Welcome(version=self.version, relay_key=self.relay_key,
                                  signature=signature, challenge=self.challenge,
-                                 max_frame=self.max_frame, max_payload=self.max_payload)
+                                 max_frame=self.max_frame, max_payload=self.max_payload,
+                                 max_blob=self.max_blob)
         self._nonce = None
         self._state = _transition(self._state, Event.HANDSHAKE_DONE)
         return encode(welcome)
@@ -197,9 +201,11 @@ class RelayProtocol:
         """The bytes a Register's signature must cover on this connection."""
         return transcripts.register(self.relay_key, self.challenge, auth_key)
 
-    def auth_transcript(self, mailbox: bytes) -> bytes:
+    def auth_transcript(self, mailbox: bytes, installation: bytes | None = None,
+                        supersede: bool = False) -> bytes:
         """The bytes an Auth's signature must cover on this connection."""
-        return transcripts.auth(self.relay_key, self.challenge, mailbox)
+        return transcripts.auth(self.relay_key, self.challenge, mailbox, installation,
+                                supersede and installation is not None)
 
     def login_succeeded(self, mailbox: bytes) -> None:
         """The pending Register/Auth was accepted: the connection owns ``mailbox``."""
@@ -269,6 +275,7 @@ class ClientProtocol:
         self.version: int | None = None
         self.max_frame: int | None = None
         self.max_payload: int | None = None
+        self.max_blob: int | None = None  # None: the relay does not announce it
         self.mailbox: bytes | None = None
 
     @property
@@ -303,13 +310,17 @@ class ClientProtocol:
         return self.send(frames.Register(req=self.next_request_id(), auth_key=auth_key,
                                          signature=signature, token=token))
 
-    def auth(self, mailbox: bytes, sign: Signer) -> bytes:
-        """An Auth proving ownership of ``mailbox``, signed by ``sign``."""
+    def auth(self, mailbox: bytes, sign: Signer, *, installation: bytes | None = None,
+             supersede: bool = False) -> bytes:
+        """An Auth proving ownership of ``mailbox``, signed by ``sign``, for
+        ``installation`` (taking the mailbox over with ``supersede``)."""
         challenge = self._require_challenge()
         assert self.relay_key is not None
-        signature = sign(transcripts.auth(self.relay_key, challenge, mailbox))
+        signature = sign(transcripts.auth(self.relay_key, challenge, mailbox, installation,
+                                          supersede))
         return self.send(frames.Auth(req=self.next_request_id(), mailbox=mailbox,
-                                     signature=signature))
+                                     signature=signature, installation=installation,
+                                     supersede=supersede))
 
     def _require_challenge(self) -> bytes:
         if self.challenge is None:
@@ -437,3 +448,4 @@ class ClientProtocol:
         self.version = welcome.version
         self.max_frame = min(welcome.max_frame, self._max_frame)
         self.max_payload = welcome.max_payload
+        self.max_blob = welcome.max_blob

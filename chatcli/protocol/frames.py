@@ -29,6 +29,7 @@ MAX_TEXT = 500
 
 MailboxId = Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
 BlobId = Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
+InstallationId = Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
 Key32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Nonce32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 Signature = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
@@ -61,7 +62,10 @@ class Hello(Frame, tag="hello", frozen=True):
 class Welcome(Frame, tag="welcome", frozen=True):
     """Relay, answer to Hello: the chosen version, the relay's Ed25519 key, its
     signature over the client's nonce (see :func:`transcripts.relay_hello`),
-    a challenge for Register/Auth, and the limits in force."""
+    a challenge for Register/Auth, and the limits in force. ``max_blob`` (the
+    largest blob it stores, in bytes) was added later: relays that predate it
+    send one field less, which decodes as None (not announced), and older
+    clients ignore the extra field."""
 
     version: int
     relay_key: Key32
@@ -69,6 +73,7 @@ class Welcome(Frame, tag="welcome", frozen=True):
     challenge: Nonce32
     max_frame: Count
     max_payload: Count
+    max_blob: Count | None = None
 
 
 # ------------------------------------------------------------- mailboxes
@@ -94,11 +99,19 @@ class Registered(Frame, tag="registered", frozen=True):
 class Auth(Frame, tag="auth", frozen=True):
     """Prove ownership of ``mailbox``: ``signature`` signs
     :func:`transcripts.auth` with the mailbox's auth key. Answered by Ok; then
-    the relay pushes waiting deposits (Deliver ... Synced) and new ones."""
+    the relay pushes waiting deposits (Deliver ... Synced) and new ones.
+
+    ``installation`` (added later; absent from older clients) names the
+    client installation logging in. The relay remembers the mailbox's current
+    installation: the first one to log in, or the one that sends
+    ``supersede`` (a restore from a backup on another machine). Any other
+    gets ``installation_replaced``."""
 
     req: RequestId
     mailbox: MailboxId
     signature: Signature
+    installation: InstallationId | None = None
+    supersede: bool = False
 
 
 class CapAdd(Frame, tag="cap_add", frozen=True):

@@ -56,8 +56,14 @@ def register(relay_key: bytes, challenge: bytes, auth_key: bytes) -> bytes:
                        _require("auth_key", auth_key, 32))
 
 
-def auth(relay_key: bytes, challenge: bytes, mailbox: bytes) -> bytes:
-    """What a mailbox's auth key signs in Auth."""
-    return _transcript(AUTH_LABEL, _require("relay_key", relay_key, 32),
-                       _require("challenge", challenge, 32),
-                       _require("mailbox", mailbox, 16))
+def auth(relay_key: bytes, challenge: bytes, mailbox: bytes,
+         installation: bytes | None = None, supersede: bool = False) -> bytes:
+    """What a mailbox's auth key signs in Auth; with an installation id, also
+    that id and the supersede flag (so neither can be changed in transit)."""
+    fields = [_require("relay_key", relay_key, 32), _require("challenge", challenge, 32),
+              _require("mailbox", mailbox, 16)]
+    if installation is not None:
+        fields += [_require("installation", installation, 16), bytes([int(supersede)])]
+    elif supersede:
+        raise ValueError("supersede needs an installation")
+    return _transcript(AUTH_LABEL, *fields)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import hmac
 
 from chatcli.protocol import codes
+from chatcli.relay.budget import StorageBudget
 from chatcli.relay.errors import Refused
-from chatcli.relay.mailbox import cap_hash
+from chatcli.relay.mailbox import cap_hash, require_mailbox
 from chatcli.relay.store.base import BlobInfo, Store
 
 __all__ = ["Blobs"]
@@ -27,8 +28,9 @@ _NOT_FOUND = "No such blob, or the read capability does not open it."
 
 class Blobs:
     def __init__(self, store: Store, *, max_blob_size: int, owner_quota: int,
-                 max_ttl_ms: int) -> None:
+                 max_ttl_ms: int, budget: StorageBudget | None = None) -> None:
         self.store = store
+        self.budget = budget if budget is not None else StorageBudget(store, 0)
         self.max_blob_size = max_blob_size
         self.owner_quota = owner_quota
         self.max_ttl_ms = max_ttl_ms
@@ -37,6 +39,8 @@ class Blobs:
             read_cap_hash: bytes, ttl_seconds: int, now: int) -> None:
         """Write one chunk; raise :class:`Refused`."""
         with self.store.transaction():
+            # Before reading usage: racing puts of one owner must not all pass the quota.
+            require_mailbox(self.store, owner)
             info = self.store.get_blob(blob)
             if info is not None and info.expires_at <= now:
                 self.store.delete_blob(blob)
@@ -59,12 +63,17 @@ class Blobs:
             if self.store.owner_blob_bytes(owner) + len(data) > self.owner_quota:
                 raise Refused(codes.QUOTA_EXCEEDED,
                               "The blob storage quota of this mailbox is used up.")
+            room = self.budget.room(now)
+            if room is not None and len(data) > room:
+                raise Refused(codes.RELAY_FULL,
+                              "The relay's storage is full; try again later or another relay.")
             if info is None:
                 expires_at = now + min(ttl_seconds * 1000, self.max_ttl_ms)
                 self.store.create_blob(BlobInfo(blob=blob, owner=owner,
                                                 read_cap_hash=read_cap_hash, size=0,
                                                 complete=False, expires_at=expires_at), now)
             self.store.append_blob_chunk(blob, offset, data, final)
+        self.budget.charge(len(data))
 
     def get(self, blob: bytes, read_cap: bytes, offset: int, length: int,
             now: int) -> tuple[bytes, int]:

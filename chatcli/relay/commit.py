@@ -1,12 +1,17 @@
 """Group commit: one writer task turns the deposits and acknowledgements of
 all connections into few transactions.
 
-Connections submit jobs to a bounded channel (a full channel slows the
-senders down). The writer takes every job waiting, up to a batch limit,
-commits them in one transaction in the storage worker, and only then answers
-each deposit (DepositResult) and hands the stored messages to the router for
-pushing. While one commit runs the next batch accumulates, so durability
-(``synchronous=FULL``: one fsync per commit) does not cap throughput.
+Connections submit jobs to a fair queue (fairness.py): each connection may
+have a few jobs waiting (more slows that connection down, not the others),
+and jobs are taken in fair-share order by connection and source address, so
+one flooding connection or address delays others by about one of its jobs,
+not by its backlog. The writer takes jobs waiting, up to a batch limit in
+items and in bytes (so that one commit, which everyone waits for, stays
+short), commits them in one transaction in the storage worker, and only then
+answers each deposit (DepositResult) and hands the stored messages to the
+router for pushing. While one commit runs the next batch accumulates, so
+durability (``synchronous=FULL``: one fsync per commit) does not cap
+throughput.
 
 Two commits are in flight at once (:data:`PIPELINE`): the next is sent to the
 storage worker while it still runs the previous one, so the storage process
@@ -18,7 +23,6 @@ the next is read, so messages are pushed in id order as before.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -28,8 +32,10 @@ import trio
 
 from chatcli.errors import StorageError
 from chatcli.protocol import codes
+from chatcli.relay.badcaps import BadCapabilities
 from chatcli.relay.delivery import Router
 from chatcli.relay.errors import Refused
+from chatcli.relay.fairness import FairQueue
 from chatcli.relay.mailbox import AckBatch, CommitIds, DepositBatch, Mailboxes, commit_result
 from chatcli.relay.metrics import RelayMetrics
 from chatcli.relay.storage import Pending, Worker
@@ -39,6 +45,8 @@ __all__ = ["AckJob", "CommitSink", "DepositJob", "GroupCommitter"]
 log = logging.getLogger("chatcli.relay.commit")
 
 PIPELINE = 2   # commits in flight at once
+PER_FLOW = 4   # jobs one connection may have waiting before its submit waits
+ITEM_COST = 512   # the cost of one item besides its payload bytes (fair shares)
 
 
 class CommitSink(Protocol):
@@ -49,6 +57,12 @@ class CommitSink(Protocol):
     def ack_done(self, req: int) -> None: ...
 
     def request_failed(self, req: int, code: str, message: str) -> None: ...
+
+    @property
+    def source(self) -> bytes:
+        """Where the jobs come from (an IPv4 address or IPv6 /64, as the
+        per-address limits count): one fair share each."""
+        ...
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -65,64 +79,73 @@ class AckJob:
     ack: AckBatch
 
 
-Job = DepositJob | AckJob | None   # None: flush last-seen times
+Job = DepositJob | AckJob
 
 
 class GroupCommitter:
     def __init__(self, worker: Worker, mailboxes: Mailboxes, router: Router,
                  metrics: RelayMetrics, *, max_items: int, now_ms: Callable[[], int],
-                 queue: int = 1024) -> None:
+                 max_bytes: int = 1024 * 1024, queue: int = 1024,
+                 bad_caps: BadCapabilities | None = None) -> None:
         self._worker = worker
         self._mailboxes = mailboxes
         self._router = router
         self._metrics = metrics
         self._max_items = max_items
+        self._max_cost = max_bytes
         self._now_ms = now_ms
-        self._send, self._recv = trio.open_memory_channel[Job](queue)
+        self._capacity = queue
+        self._queue: FairQueue[Job] = FairQueue()
+        self._space = trio.lowlevel.ParkingLot()   # submitters waiting for room
+        self._ready = trio.Event()                 # set when there is work or on close
+        self._closed = False
         self._last_seen: dict[bytes, int] = {}
         self._done = trio.Event()
+        self.bad_caps = bad_caps
         # Commits in flight: one running in the storage worker, the next
         # already sent behind it (see Worker.send).
         self._slots = trio.Semaphore(PIPELINE)
         self.commits = 0
 
     async def submit(self, job: DepositJob | AckJob) -> None:
-        """Queue a job; waits while the queue is full. Refused when shutting down."""
-        try:
-            await self._send.send(job)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise Refused(codes.SHUTTING_DOWN, "The relay is shutting down.") from None
+        """Queue a job; waits while this connection has PER_FLOW jobs waiting
+        or the queue is full. Refused when shutting down."""
+        flow = job.sink
+        while not self._closed and (self._queue.depth(flow) >= PER_FLOW
+                                    or len(self._queue) >= self._capacity):
+            await self._space.park()
+        if self._closed:
+            raise Refused(codes.SHUTTING_DOWN, "The relay is shutting down.")
+        self._queue.put(flow, job.sink.source, job, _cost(job))
+        self._ready.set()
 
     def note_last_seen(self, mailbox: bytes, when: int) -> None:
         """Persist a mailbox's last-seen time with the next commit."""
         self._last_seen[mailbox] = when
-        # If the queue is full a commit is coming anyway; if closed, the final flush runs.
-        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError,
-                                 trio.BrokenResourceError):
-            self._send.send_nowait(None)
+        self._ready.set()
 
     async def run(self) -> None:
         """The writer loop; returns after :meth:`close` once everything is committed."""
         try:
-            async with self._recv, trio.open_nursery() as nursery:
+            async with trio.open_nursery() as nursery:
                 while True:
                     # A free slot first, then whatever jobs wait: the batch
                     # grows while the commits ahead of it run.
                     await self._slots.acquire()
-                    try:
-                        first = await self._recv.receive()
-                    except trio.EndOfChannel:
+                    while not self._queue and not self._last_seen and not self._closed:
+                        await self._ready.wait()
+                        self._ready = trio.Event()
+                    if not self._queue and not self._last_seen:
                         self._slots.release()
                         break
-                    jobs = [first]
-                    items = _size(first)
-                    while items < self._max_items:
-                        try:
-                            job = self._recv.receive_nowait()
-                        except trio.WouldBlock:
-                            break
+                    jobs: list[Job] = []
+                    items = cost = 0
+                    while self._queue and items < self._max_items and cost < self._max_cost:
+                        job, job_cost = self._queue.pop()
                         jobs.append(job)
                         items += _size(job)
+                        cost += job_cost
+                    self._space.unpark_all()
                     commit = await self._start(jobs)
                     if commit is None:
                         self._slots.release()
@@ -141,7 +164,9 @@ class GroupCommitter:
 
     async def close(self) -> None:
         """Stop taking jobs, and wait until the queued ones are committed and answered."""
-        await self._send.aclose()
+        self._closed = True
+        self._ready.set()
+        self._space.unpark_all()
         await self._done.wait()
 
     async def _commit(self, jobs: list[Job]) -> None:
@@ -195,10 +220,13 @@ class GroupCommitter:
         m = self._metrics
         m.commit_seconds.observe(trio.current_time() - commit.started)
         m.commit_items.observe(sum(len(b.items) for b in commit.batches) + len(commit.acks))
+        now = trio.current_time()
         for job, errors in zip(commit.deposits, result.errors, strict=True):
             for code in errors:
                 if code is not None:
                     m.deposits_refused.labels(code).inc()
+            if self.bad_caps is not None:
+                self.bad_caps.learn(job.batch.items, errors, job.batch.refused, now)
             job.sink.deposit_done(job.req, errors)
         for ack in commit.acks:
             ack.sink.ack_done(ack.req)
@@ -234,6 +262,12 @@ class _Commit:
 def _size(job: Job) -> int:
     if isinstance(job, DepositJob):
         return len(job.batch.items)
-    if isinstance(job, AckJob):
-        return len(job.ack.ids)
-    return 1
+    return len(job.ack.ids)
+
+
+def _cost(job: Job) -> int:
+    """A job's share of a commit: its payload bytes and a cost per item."""
+    if isinstance(job, DepositJob):
+        return sum(len(item.payload) for item in job.batch.items) + ITEM_COST * len(
+            job.batch.items)
+    return ITEM_COST + 8 * len(job.ack.ids)

@@ -72,6 +72,15 @@ class RelayConfig:
     max_frame: int = frames.MAX_FRAME_SIZE
     max_payload: int = frames.MAX_PAYLOAD_SIZE
     handshake_timeout: float = 10.0
+    # Input bounds (inbound.py): WebSocket frames per message, seconds to
+    # finish a message once begun, bytes of unfinished input over all
+    # connections, and idle windows (no message nor ping) before and after
+    # authentication.
+    max_fragments: int = 64
+    message_timeout: float = 30.0
+    input_budget: int = 64 * 1024 * 1024
+    idle_timeout: float = 60.0
+    keepalive_timeout: float = 300.0
     # Mailbox quotas.
     mailbox_max_messages: int = 10_000
     mailbox_max_bytes: int = 100 * 1024 * 1024
@@ -84,6 +93,14 @@ class RelayConfig:
     connection_burst: float = 400.0
     capability_rate: float = 50.0
     capability_burst: float = 200.0
+    # Per source address (an IPv4 address, an IPv6 /64), in each relay process:
+    # registrations (a token bucket) and open connections.
+    registration_rate: float = 1.0
+    registration_burst: float = 60.0
+    max_connections_per_address: int = 256
+    # Everything clients can make the relay store (queued message bytes plus
+    # blob bytes), across all mailboxes; 0 for no budget.
+    storage_budget: int = 10 * 1024**3
     # Presence subscriptions per connection.
     max_subscriptions: int = 1024
     # Outgoing: frames queued per connection before it is cut off as a slow
@@ -92,6 +109,9 @@ class RelayConfig:
     send_timeout: float = 30.0
     # Group commit: the most deposit/ack items in one transaction.
     commit_batch: int = 4096
+    # ... and the most payload bytes (with 512 per item), to keep each commit
+    # short: every connection with work queued waits for the one running.
+    commit_bytes: int = 1024 * 1024
     # Database work in a child process (True) or a thread of the relay (False).
     storage_process: bool = True
     # Delivery: messages per Deliver frame.
@@ -112,8 +132,22 @@ class RelayConfig:
             raise UsageError(f"max_payload must be between 1 and {frames.MAX_PAYLOAD_SIZE}.")
         if self.max_connections < 1:
             raise UsageError("max_connections must be at least 1.")
+        if self.max_connections_per_address < 1:
+            raise UsageError("max_connections_per_address must be at least 1.")
+        if self.registration_rate <= 0 or self.registration_burst < 1:
+            raise UsageError("registration_rate must be positive and registration_burst "
+                             "at least 1.")
+        if self.storage_budget < 0:
+            raise UsageError("storage_budget cannot be negative (0: no budget).")
         if self.retention <= 0:
             raise UsageError("The retention must be positive.")
+        if self.max_fragments < 1:
+            raise UsageError("max_fragments must be at least 1.")
+        if self.input_budget < self.max_frame:
+            raise UsageError("input_budget must be at least max_frame.")
+        if min(self.message_timeout, self.idle_timeout, self.keepalive_timeout) <= 0:
+            raise UsageError("message_timeout, idle_timeout and keepalive_timeout "
+                             "must be positive.")
         if not 1 <= self.deliver_batch <= frames.MAX_BATCH:
             raise UsageError(f"deliver_batch must be between 1 and {frames.MAX_BATCH}.")
 
@@ -125,10 +159,11 @@ class RelayConfig:
         return dataclasses.replace(self, **changes)
 
 
-_DURATION_FIELDS = {"retention", "handshake_timeout", "send_timeout", "sweep_interval",
+_DURATION_FIELDS = {"retention", "handshake_timeout", "message_timeout", "idle_timeout",
+                    "keepalive_timeout", "send_timeout", "sweep_interval",
                     "shutdown_grace", "max_blob_ttl"}
-_SIZE_FIELDS = {"max_frame", "max_payload", "mailbox_max_bytes", "max_blob_size",
-                "blob_quota"}
+_SIZE_FIELDS = {"max_frame", "max_payload", "input_budget", "commit_bytes",
+                "mailbox_max_bytes", "max_blob_size", "blob_quota", "storage_budget"}
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -24,6 +24,8 @@ class DeliverySink(Protocol):
 
     def fetch_from(self, first_id: int | None) -> None: ...
 
+    def mailbox_deleted(self) -> None: ...
+
 
 class Router:
     def __init__(self) -> None:
@@ -59,6 +61,11 @@ class Router:
         connections re-read the mailbox from there (see :mod:`chatcli.relay.notify`)."""
         for sink in self._owners.get(mailbox, ()):
             sink.fetch_from(first_id)
+
+    def mailbox_deleted(self, mailbox: bytes) -> None:
+        """The mailbox was deleted (by another process): close its connections here."""
+        for sink in self._owners.get(mailbox, ()):
+            sink.mailbox_deleted()
 
     def mailboxes(self) -> list[bytes]:
         """The mailboxes with an owner connected here."""

@@ -2,9 +2,10 @@
 
 A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens per
 second; taking a token that is not there is refused. :class:`KeyedBuckets`
-keeps one bucket per key (a capability hash) in bounded memory: when full, it
-forgets the least recently used keys, which can only make a limit more
-lenient for a key that was idle anyway.
+keeps one bucket per key (a capability hash) in bounded memory. When full, it
+forgets only buckets that have refilled (a full bucket is the same as a new
+one), so that no pattern of keys can reset a depleted limit; a new key is
+refused while the oldest buckets are all still refilling.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 __all__ = ["KeyedBuckets", "TokenBucket"]
+
+EVICTION_SCAN = 16   # least recently used buckets looked at for one that refilled
 
 
 class TokenBucket:
@@ -59,13 +62,22 @@ class KeyedBuckets:
     def take(self, key: bytes, now: float, amount: float = 1.0) -> bool:
         bucket = self._buckets.get(key)
         if bucket is None:
+            if len(self._buckets) >= self.max_keys and not self._evict_one(now):
+                return False
             bucket = TokenBucket(self.rate, self.burst, now)
             self._buckets[key] = bucket
-            while len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
         return bucket.take(now, amount)
+
+    def _evict_one(self, now: float) -> bool:
+        """Forget one refilled bucket among the least recently used; False if none."""
+        for _ in range(min(EVICTION_SCAN, len(self._buckets))):
+            key, bucket = self._buckets.popitem(last=False)
+            if bucket.available(now) >= self.burst:
+                return True
+            self._buckets[key] = bucket   # still refilling: keep it, look further
+        return False
 
     def __len__(self) -> int:
         return len(self._buckets)

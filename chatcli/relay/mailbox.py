@@ -14,13 +14,15 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
 
 from chatcli.crypto.errors import BadSignature, InvalidKey
 from chatcli.crypto.keys import SigningPublicKey
 from chatcli.protocol import codes
+from chatcli.relay.budget import StorageBudget
 from chatcli.relay.errors import Refused
+from chatcli.relay.limits import KeyedBuckets
 from chatcli.relay.store.base import NewMessage, PresenceRecord, Store, StoredMessage, Usage
 
 __all__ = [
@@ -84,11 +86,16 @@ class Plan:
 
 def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[bytes, bytes]],
                   usage: dict[bytes, Usage], quota: Quota,
-                  refused: Sequence[str | None] | None = None) -> Plan:
-    """Decide each deposit, in order: unknown mailbox, bad capability, quota.
+                  refused: Sequence[str | None] | None = None,
+                  room: int | None = None,
+                  allow: Callable[[bytes], bool] | None = None) -> Plan:
+    """Decide each deposit, in order: unknown mailbox, bad capability, rate
+    limit (``allow(cap_hash)``, asked only for valid capabilities), quota, the
+    relay's storage budget (``room``: bytes left, None for no budget).
 
-    ``refused`` may carry codes decided earlier (rate limits) per item. A full
-    mailbox refuses the items that do not fit and keeps everything stored.
+    ``refused`` may carry codes decided earlier per item. A full mailbox
+    refuses the items that do not fit and keeps everything stored; so does a
+    full relay (``relay_full``).
     """
     errors: list[str | None] = []
     accepted: list[int] = []
@@ -108,9 +115,15 @@ def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[byt
             add_error(codes.UNKNOWN_MAILBOX)
         elif (item.mailbox, item.cap_hash) not in valid_caps:
             add_error(codes.BAD_CAPABILITY)
+        elif allow is not None and not allow(item.cap_hash):
+            add_error(codes.RATE_LIMITED)
         elif count[0] + 1 > max_messages or count[1] + size > max_bytes:
             add_error(codes.QUOTA_EXCEEDED)
+        elif room is not None and size > room:
+            add_error(codes.RELAY_FULL)
         else:
+            if room is not None:
+                room -= size
             count[0] += 1
             count[1] += size
             add_error(None)
@@ -174,9 +187,16 @@ class Mailboxes:
     """The mailbox rules over a store. Not thread-safe: call from the storage worker."""
 
     def __init__(self, store: Store, *, quota: Quota, retention_ms: int,
-                 invite_only: bool = False) -> None:
+                 invite_only: bool = False, budget: StorageBudget | None = None,
+                 capability_rate: float | None = None,
+                 capability_burst: float = 1.0) -> None:
         self.store = store
+        # Deposits per capability: a token bucket per valid capability only,
+        # taken after the capability is checked (so invalid ones own none).
+        self.cap_limits = (KeyedBuckets(capability_rate, capability_burst)
+                           if capability_rate is not None else None)
         self.quota = quota
+        self.budget = budget if budget is not None else StorageBudget(store, 0)
         self.retention_ms = retention_ms
         self.invite_only = invite_only
 
@@ -200,13 +220,28 @@ class Mailboxes:
             self.store.create_mailbox(mailbox, auth_key, now)
         return mailbox
 
-    def authenticate(self, mailbox: bytes, signature: bytes, transcript: bytes) -> None:
+    def authenticate(self, mailbox: bytes, signature: bytes, transcript: bytes,
+                     installation: bytes | None = None, supersede: bool = False) -> None:
         """Check that ``signature`` over ``transcript`` is by the mailbox's auth
-        key; raise :class:`Refused` (``auth_failed``, also for unknown mailboxes)."""
+        key; raise :class:`Refused` (``auth_failed``, also for unknown mailboxes).
+
+        Then the installation: the mailbox's first one to name itself, or one
+        that supersedes (restored from a backup), becomes its current
+        installation; any other (or one that names none once there is one) is
+        refused with ``installation_replaced``. Both installations hold the
+        mailbox key, so this is what tells the old one it was replaced."""
         auth_key = self.store.mailbox_auth_key(mailbox)
         if auth_key is None:
             raise Refused(codes.AUTH_FAILED, "Authentication failed.")
         verify_signature(auth_key, transcript, signature)
+        current = self.store.mailbox_installation(mailbox)
+        if installation is not None and (supersede or current is None):
+            if current != installation:
+                self.store.set_mailbox_installation(mailbox, installation)
+        elif current is not None and current != installation:
+            raise Refused(codes.INSTALLATION_REPLACED,
+                          "This installation was replaced by another one (a backup restored "
+                          "elsewhere).")
 
     def create_token(self, uses: int, expires_at: int | None, now: int) -> str:
         if uses < 1:
@@ -218,10 +253,21 @@ class Mailboxes:
     # ------------------------------------------------------------ capabilities
 
     def add_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
-        self.store.add_caps(mailbox, cap_hashes, now)
+        with self.store.transaction():
+            require_mailbox(self.store, mailbox)
+            self.store.add_caps(mailbox, cap_hashes, now)
 
     def revoke_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
-        self.store.revoke_caps(mailbox, cap_hashes, now)
+        with self.store.transaction():
+            require_mailbox(self.store, mailbox)
+            self.store.revoke_caps(mailbox, cap_hashes, now)
+
+    def set_hidden(self, mailbox: bytes, hidden: bool) -> PresenceRecord:
+        """Hide or show the mailbox's presence; its presence record after."""
+        with self.store.transaction():
+            require_mailbox(self.store, mailbox)
+            self.store.set_presence_hidden(mailbox, hidden)
+        return self.store.presence_records([mailbox]).get(mailbox, PresenceRecord(hidden, None))
 
     # ------------------------------------------------------------ deposits
 
@@ -244,10 +290,15 @@ class Mailboxes:
             pairs = {(item.mailbox, item.cap_hash) for item, code in zip(
                 all_items, all_refused, strict=True) if code is None and item.mailbox in usage}
             valid = self.store.valid_caps(pairs) if pairs else set()
-            plan = plan_deposits(all_items, valid, usage, self.quota, all_refused)
+            room = self.budget.room(now) if plan_needs_room(all_refused) else None
+            limits = self.cap_limits
+            allow = None if limits is None else (
+                lambda hashed: limits.take(hashed, now / 1000))
+            plan = plan_deposits(all_items, valid, usage, self.quota, all_refused, room, allow)
             new = [NewMessage(all_items[i].mailbox, all_items[i].payload, now)
                    for i in plan.accepted]
             ids = self.store.insert_messages(new) if new else []
+            self.budget.charge(sum(len(m.payload) for m in new))
             acked = (self.store.delete_messages_many([(a.mailbox, a.ids) for a in acks])
                      if acks else 0)
             for mailbox, when in last_seen.items():
@@ -287,6 +338,21 @@ class Mailboxes:
 
     def delete_account(self, mailbox: bytes) -> bool:
         return self.store.delete_mailbox(mailbox)
+
+
+def plan_needs_room(refused: Sequence[str | None]) -> bool:
+    """Whether any deposit is still undecided (the budget is read only then)."""
+    return any(code is None for code in refused)
+
+
+def require_mailbox(store: Store, mailbox: bytes) -> None:
+    """Inside a transaction: refuse writes for a mailbox that no longer exists
+    (deleted through another connection or relay process), so that nothing is
+    left behind tied to no mailbox. Takes the writers' lock first, so that a
+    deletion cannot slip in before the write commits."""
+    store.lock_writes()
+    if store.mailbox_auth_key(mailbox) is None:
+        raise Refused(codes.UNKNOWN_MAILBOX, "The mailbox was deleted.")
 
 
 def verify_signature(auth_key: bytes, transcript: bytes, signature: bytes) -> None:

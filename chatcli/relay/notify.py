@@ -83,6 +83,9 @@ class WakeTarget(Protocol):
     def mailboxes(self) -> Iterable[bytes]:
         """The mailboxes with an owner connected to this process."""
 
+    def mailbox_deleted(self, mailbox: bytes) -> None:
+        """Another process deleted ``mailbox``: close its connections here."""
+
 
 class Hub(abc.ABC):
     """Wake-ups and presence across the processes of one relay."""
@@ -525,3 +528,5 @@ class PgHub(Hub):
                 return
             for event in events.split(";"):
                 self.presence.on_event(origin, event, now)
+                if event.startswith("f,"):
+                    target.mailbox_deleted(bytes.fromhex(event[2:]))

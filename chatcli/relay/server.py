@@ -16,6 +16,7 @@ whole server when a handler raises.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import json
 import logging
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from chatcli.crypto.keys import RelayKeyPair
 from chatcli.errors import StorageError
@@ -34,11 +35,14 @@ from chatcli.protocol import State, codes, frames
 from chatcli.protocol.address import RelayAddress
 from chatcli.protocol.codec import LocalProtocolError, RemoteProtocolError, encode
 from chatcli.protocol.connection import RelayProtocol
+from chatcli.relay.badcaps import BadCapabilities
 from chatcli.relay.blobs import Blobs
+from chatcli.relay.budget import StorageBudget
 from chatcli.relay.commit import AckJob, DepositJob, GroupCommitter
 from chatcli.relay.config import RelayConfig
 from chatcli.relay.delivery import Router
 from chatcli.relay.errors import Refused
+from chatcli.relay.inbound import GuardedWebSocketServer, InputBudget
 from chatcli.relay.limits import KeyedBuckets, TokenBucket
 from chatcli.relay.mailbox import AckBatch, DepositBatch, DepositItem, Mailboxes, Quota, cap_hash
 from chatcli.relay.metrics import RelayMetrics, serve_metrics
@@ -47,11 +51,13 @@ from chatcli.relay.presence import Presence, entry_for
 from chatcli.relay.storage import StorageWorker, Worker
 from chatcli.relay.storage_process import StorageProcess
 from chatcli.relay.store import make_store
-from chatcli.relay.store.base import PresenceRecord, Store, StoredMessage
+from chatcli.relay.store.base import Store, StoredMessage
+from chatcli.relay.wsclose import install as _install_ws_close_codes
 
 __all__ = ["Connection", "Relay", "serve_relay"]
 
 log = logging.getLogger("chatcli.relay")
+_install_ws_close_codes()   # 1007 for a non-UTF-8 text message, not a silent drop
 
 # WebSocket close codes.
 CLOSE_NORMAL: Final = 1000
@@ -69,13 +75,27 @@ STATUS_INTERVAL: Final = 10.0
 _ids = itertools.count(1)
 
 
+def source_key(peer: str) -> bytes:
+    """What per-address limits count by: an IPv4 address, or an IPv6 /64 (one
+    host usually has a whole /64 to pick addresses from)."""
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer.encode()
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return ipaddress.IPv6Network((address, 64), strict=False).network_address.packed
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.packed
+    return address.packed
+
+
 class Connection:
     """One client connection (see the module docstring)."""
 
     __slots__ = ("_dispatching", "_scope", "_wake", "bucket", "close_code", "cursor",
-                 "fetch_needed", "finished", "id", "inflight", "live", "mailbox", "outbox",
-                 "outbox_bytes", "peer", "proto", "recv_scope", "relay", "rewind", "stopping",
-                 "subscriptions", "synced", "wakes", "ws")
+                 "fetch_needed", "finished", "id", "inflight", "installation", "live",
+                 "mailbox", "outbox", "outbox_bytes", "peer", "proto", "recv_scope", "relay",
+                 "rewind", "source", "stopping", "subscriptions", "synced", "wakes", "ws")
 
     def __init__(self, relay: Relay, ws: WebSocketConnection) -> None:
         cfg = relay.config
@@ -85,8 +105,10 @@ class Connection:
         self.id = next(_ids)
         remote = ws.remote
         self.peer = str(getattr(remote, "address", remote))
+        self.source = source_key(self.peer)
         self.proto = RelayProtocol(relay.key.public.raw, relay.key.sign,
-                                   max_frame=cfg.max_frame, max_payload=cfg.max_payload)
+                                   max_frame=cfg.max_frame, max_payload=cfg.max_payload,
+                                   max_blob=cfg.max_blob_size)
         self.outbox: list[bytes] = []
         self.outbox_bytes = 0
         self._wake = trio.Event()
@@ -99,6 +121,7 @@ class Connection:
         self.bucket = TokenBucket(cfg.connection_rate, cfg.connection_burst,
                                   trio.current_time())
         self.mailbox: bytes | None = None
+        self.installation: bytes | None = None  # named in Auth (None: not named)
         self.cursor = 0
         self.fetch_needed = False
         self.synced = False
@@ -239,20 +262,24 @@ class Connection:
         self._wake.set()
 
     def fetch_more(self) -> None:
-        """Re-read the mailbox from the store (deposits from elsewhere)."""
-        self.fetch_from(None)
-
-    def fetch_from(self, first_id: int | None) -> None:
-        """Another process stored messages from ``first_id`` on: read them,
-        going back below the cursor if need be."""
+        """Re-read the mailbox from the store after the cursor."""
         if self.live is None:
             return
-        if first_id is not None and first_id - 1 < self.cursor:
-            back = first_id - 1
-            self.rewind = back if self.rewind is None else min(self.rewind, back)
         self.wakes += 1
         self.fetch_needed = True
         self._wake.set()
+
+    def fetch_from(self, first_id: int | None) -> None:
+        """Another process stored messages from ``first_id`` on: read them,
+        going back below the cursor if need be. None (the listener
+        reconnected: wake-ups may have been lost, for ids below the cursor
+        too) re-reads the whole mailbox; what is in flight is not sent twice."""
+        if self.live is None:
+            return
+        back = 0 if first_id is None else first_id - 1
+        if back < self.cursor:
+            self.rewind = back if self.rewind is None else min(self.rewind, back)
+        self.fetch_more()
 
     async def _deliver_step(self) -> None:
         assert self.mailbox is not None
@@ -317,6 +344,15 @@ class Connection:
         if isinstance(frame, frames.Deliver):
             self.relay.metrics.delivered.inc(len(frame.messages))
 
+    def mailbox_deleted(self) -> None:
+        """The mailbox was deleted through another connection (of this or
+        another relay process): say so and close; nothing more is read."""
+        self.send_error(None, codes.UNKNOWN_MAILBOX, "The mailbox was deleted.")
+        self.live = None
+        self.finish(CLOSE_NORMAL)
+        if not self._dispatching:
+            self.recv_scope.cancel()
+
     # ------------------------------------------------------------ callbacks
 
     def deposit_done(self, req: int, errors: list[str | None]) -> None:
@@ -343,11 +379,46 @@ class Connection:
                 self.finish(CLOSE_POLICY)
                 return
             while await self._on_message(data) and not self.stopping:
-                data = await self.ws.get_message()
+                next_data = await self._next_message()
+                if next_data is None:
+                    return
+                data = next_data
         except ConnectionClosed:
             self.finished = True
             self.outbox = []
             self.abort()
+
+    async def _next_message(self) -> bytes | str | None:
+        """The next message, or None after closing a connection that took too
+        long to finish a message or stayed idle past its window."""
+        cfg = self.relay.config
+        ws = self.ws
+        while True:
+            since = getattr(ws, "partial_since", None)
+            idle = cfg.idle_timeout if self.mailbox is None else cfg.keepalive_timeout
+            deadline = getattr(ws, "last_activity", trio.current_time()) + idle
+            if since is not None:
+                deadline = min(deadline, since + cfg.message_timeout)
+            else:
+                # A message begun while waiting is noticed at the next look:
+                # its deadline holds to within half of message_timeout.
+                deadline = min(deadline, trio.current_time() + cfg.message_timeout / 2)
+            with trio.move_on_at(deadline):
+                return await ws.get_message()
+            since = getattr(ws, "partial_since", None)
+            now = trio.current_time()
+            if since is not None and now >= since + cfg.message_timeout:
+                self.relay.metrics.refused_connections.labels(codes.MESSAGE_TIMEOUT).inc()
+                self.send_error(None, codes.MESSAGE_TIMEOUT,
+                                "A message was not finished in time.")
+                self.finish(CLOSE_POLICY)
+                return None
+            if now >= getattr(ws, "last_activity", now) + idle:
+                self.relay.metrics.refused_connections.labels(codes.IDLE_TIMEOUT).inc()
+                self.send_error(None, codes.IDLE_TIMEOUT,
+                                "The connection was idle too long.")
+                self.finish(CLOSE_NORMAL)
+                return None
 
     async def _on_message(self, data: bytes | str) -> bool:
         """Handle one message; False when the connection must end."""
@@ -397,6 +468,9 @@ class Connection:
             self._wake.set()
         elif isinstance(frame, frames.Register):
             transcript = self.proto.register_transcript(frame.auth_key)
+            if not relay.registration_buckets.take(self.source, trio.current_time()):
+                raise Refused(codes.RATE_LIMITED,
+                              "Too many new mailboxes from this address; try again later.")
             mailbox = await relay.worker.run(relay.mailboxes.register, frame.auth_key,
                                              frame.signature, transcript, frame.token,
                                              relay.now_ms())
@@ -405,12 +479,17 @@ class Connection:
             self._become_owner(mailbox, hidden=False)
             log.info("mailbox registered", extra={"fields": {"conn": self.id}})
         elif isinstance(frame, frames.Auth):
-            transcript = self.proto.auth_transcript(frame.mailbox)
+            transcript = self.proto.auth_transcript(frame.mailbox, frame.installation,
+                                                    frame.supersede)
             await relay.worker.run(relay.mailboxes.authenticate, frame.mailbox,
-                                   frame.signature, transcript)
+                                   frame.signature, transcript, frame.installation,
+                                   frame.supersede)
             records = await relay.worker.run(relay.store.presence_records, [frame.mailbox])
             record = records.get(frame.mailbox)
             self.proto.login_succeeded(frame.mailbox)
+            self.installation = frame.installation
+            if frame.supersede and frame.installation is not None:
+                self._close_replaced(frame.mailbox, frame.installation)
             self.send_frame(frames.Ok(req=frame.req))
             self._become_owner(frame.mailbox, hidden=bool(record and record.hidden))
         elif isinstance(frame, frames.Deposit):
@@ -425,6 +504,7 @@ class Connection:
             assert self.mailbox is not None
             await relay.worker.run(relay.mailboxes.add_caps, self.mailbox,
                                    set(frame.cap_hashes), relay.now_ms())
+            relay.bad_caps.forget(self.mailbox, frame.cap_hashes)
             self.send_frame(frames.Ok(req=frame.req))
         elif isinstance(frame, frames.CapRevoke):
             assert self.mailbox is not None
@@ -439,9 +519,8 @@ class Connection:
             await self._presence_query(frame)
         elif isinstance(frame, frames.PresenceSettings):
             assert self.mailbox is not None
-            await relay.worker.run(relay.store.set_presence_hidden, self.mailbox, frame.hidden)
-            records = await relay.worker.run(relay.store.presence_records, [self.mailbox])
-            record = records.get(self.mailbox, PresenceRecord(frame.hidden, None))
+            record = await relay.worker.run(relay.mailboxes.set_hidden, self.mailbox,
+                                            frame.hidden)
             relay.presence.set_hidden(self.mailbox, frame.hidden, record.last_seen)
             self.send_frame(frames.Ok(req=frame.req))
         elif isinstance(frame, frames.BlobPut):
@@ -478,31 +557,51 @@ class Connection:
 
     async def _deposit(self, frame: frames.Deposit) -> None:
         relay = self.relay
-        now = trio.current_time()
         items: list[DepositItem] = []
-        refused: list[str | None] = []
         hashes: dict[bytes, bytes] = {}   # a frame's items mostly share one capability
-        take = relay.cap_buckets.take
         for item in frame.items:
             hashed = hashes.get(item.cap)
             if hashed is None:
                 hashed = hashes[item.cap] = cap_hash(item.cap)
             items.append(DepositItem(item.mailbox, hashed, item.payload))
-            refused.append(None if take(hashed, now) else codes.RATE_LIMITED)
+        # Capabilities refused moments ago are refused again without storage
+        # work. The per-capability rate limit is applied in the commit, once
+        # the capability is known to be valid (Mailboxes.cap_limits).
+        refused = relay.bad_caps.check(items, trio.current_time())
+        if all(code is not None for code in refused):
+            for code in refused:
+                relay.metrics.deposits_refused.labels(code).inc()
+            self.deposit_done(frame.req, refused)
+            return
         await relay.committer.submit(DepositJob(self, frame.req, DepositBatch(items, refused)))
+
+    def _close_replaced(self, mailbox: bytes, installation: bytes) -> None:
+        """Close this process's connections of the installation just superseded,
+        so that it stops fetching (and acknowledging) the new one's messages.
+        Other relay processes' connections learn it at their next login."""
+        for other in self.relay.router.connections(mailbox):
+            if (other is not self and isinstance(other, Connection)
+                    and other.installation != installation):
+                other.send_error(None, codes.INSTALLATION_REPLACED,
+                                 "This installation was replaced by another one.")
+                other.finish(CLOSE_NORMAL)
 
     async def _delete_account(self, frame: frames.AccountDelete) -> None:
         relay = self.relay
         mailbox = self.mailbox
         assert mailbox is not None
         await relay.worker.run(relay.mailboxes.delete_account, mailbox)
+        # The deleted rows' old pages leave the SQLite WAL too (if this fails,
+        # housekeeping's next checkpoint does it).
+        with contextlib.suppress(StorageError):
+            await relay.worker.run(relay.store.checkpoint)
         log.info("mailbox deleted", extra={"fields": {"conn": self.id}})
         self.send_frame(frames.Ok(req=frame.req))
+        # Other processes close their connections to it when they hear of it (notify.py).
         relay.presence.forget(mailbox)
         for other in relay.router.connections(mailbox):
-            if other is not self and isinstance(other, Connection):
-                other.send_error(None, codes.UNKNOWN_MAILBOX, "The mailbox was deleted.")
-                other.finish(CLOSE_NORMAL)
+            if other is not self:
+                other.mailbox_deleted()
         self.proto.close()
         self.finish(CLOSE_NORMAL)
 
@@ -549,14 +648,17 @@ class Relay:
         self.multi_process = not isinstance(self.hub, LocalHub)
         self.presence: Presence = self.hub.presence
         self.router = Router()
+        budget = StorageBudget(self.store, config.storage_budget)
         self.mailboxes = Mailboxes(self.store,
                                    quota=Quota(config.mailbox_max_messages,
                                                config.mailbox_max_bytes),
                                    retention_ms=int(config.retention * 1000),
-                                   invite_only=config.invite_only)
+                                   invite_only=config.invite_only, budget=budget,
+                                   capability_rate=config.capability_rate,
+                                   capability_burst=config.capability_burst)
         self.blobs = Blobs(self.store, max_blob_size=config.max_blob_size,
                            owner_quota=config.blob_quota,
-                           max_ttl_ms=int(config.max_blob_ttl * 1000))
+                           max_ttl_ms=int(config.max_blob_ttl * 1000), budget=budget)
         # A store handed in (tests) is used in a thread; otherwise the
         # database work runs in a child process with its own copies.
         self.storage_process: StorageProcess | None = None
@@ -569,9 +671,15 @@ class Relay:
         else:
             self.worker = StorageWorker(self.store)
         self.storage_failure: str | None = None
+        self.bad_caps = BadCapabilities()
         self.committer = GroupCommitter(self.worker, self.mailboxes, self.router, self.metrics,
-                                        max_items=config.commit_batch, now_ms=self.now_ms)
-        self.cap_buckets = KeyedBuckets(config.capability_rate, config.capability_burst)
+                                        max_items=config.commit_batch,
+                                        max_bytes=config.commit_bytes, now_ms=self.now_ms,
+                                        bad_caps=self.bad_caps)
+        self.input_budget = InputBudget(config.input_budget)
+        self.registration_buckets = KeyedBuckets(config.registration_rate,
+                                                 config.registration_burst)
+        self.per_address: dict[bytes, int] = {}   # open connections per source
         self.connections: set[Connection] = set()
         self.key: RelayKeyPair | None = None
         self.port: int | None = None
@@ -645,10 +753,11 @@ class Relay:
                     listeners = await self._listeners()
                     sock = getattr(listeners[0], "transport_listener", listeners[0]).socket
                     self.port = int(sock.getsockname()[1])
-                    server = WebSocketServer(self._handle, listeners, handler_nursery=handlers,
-                                             max_message_size=cfg.max_frame + WS_SLACK,
-                                             connect_timeout=cfg.handshake_timeout,
-                                             disconnect_timeout=2.0)
+                    server = GuardedWebSocketServer(
+                        self._handle, listeners, handler_nursery=handlers,
+                        budget=self.input_budget, max_fragments=cfg.max_fragments,
+                        max_message_size=cfg.max_frame + WS_SLACK,
+                        connect_timeout=cfg.handshake_timeout, disconnect_timeout=2.0)
                     listen_scope = trio.CancelScope()
 
                     async def listen() -> None:
@@ -713,24 +822,35 @@ class Relay:
                 await self._refuse(ws)
                 return
             conn = Connection(self, ws)
+            if self.per_address.get(conn.source, 0) >= self.config.max_connections_per_address:
+                await self._refuse(ws, per_address=True)
+                return
+            self.per_address[conn.source] = self.per_address.get(conn.source, 0) + 1
             self.connections.add(conn)
             self.metrics.connections.set(len(self.connections))
             try:
                 await conn.run()
             finally:
                 self.connections.discard(conn)
+                left = self.per_address.pop(conn.source, 1) - 1
+                if left > 0:
+                    self.per_address[conn.source] = left
                 self.metrics.connections.set(len(self.connections))
         except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
             log.exception("connection handler failed")
 
-    async def _refuse(self, ws: WebSocketConnection) -> None:
+    async def _refuse(self, ws: WebSocketConnection, *, per_address: bool = False) -> None:
         code = codes.SHUTTING_DOWN if self.stopping else codes.TOO_MANY_CONNECTIONS
         self.metrics.refused_connections.labels(code).inc()
-        frame = frames.Error(req=None, code=code, message="The relay is full; try again later."
-                             if code == codes.TOO_MANY_CONNECTIONS else
-                             "The relay is shutting down.")
+        if self.stopping:
+            message = "The relay is shutting down."
+        elif per_address:
+            message = "Too many connections from this address; close some and try again."
+        else:
+            message = "The relay is full; try again later."
+        frame = frames.Error(req=None, code=code, message=message)
         with trio.move_on_after(2):
             try:
                 await ws.send_message(encode(frame))
@@ -753,6 +873,8 @@ class Relay:
                         log.info("expired", extra={"fields": {"messages": expired,
                                                               "blobs": blobs}})
                 await self._write_status()
+                # Acknowledged and expired messages' old pages leave the WAL.
+                await self.worker.run(self.store.checkpoint)
             except StorageError:
                 pass
             except Exception:

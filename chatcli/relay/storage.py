@@ -25,7 +25,7 @@ import trio
 from chatcli.errors import StorageError
 from chatcli.relay.store.base import Store
 
-__all__ = ["Pending", "StorageWorker", "Worker"]
+__all__ = ["Pending", "StorageWorker", "Worker", "log_database_error"]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -70,6 +70,19 @@ class _Done(Generic[T]):
         return self._value  # type: ignore[return-value]
 
 
+def log_database_error(kind: str, error: str) -> None:
+    """Log a failed database call, naming the causes an operator must fix
+    (clients are only told to try again later)."""
+    text = error.lower()
+    if "readonly" in text or "read-only" in text:
+        message = "storage error: the relay database is read-only; nothing can be stored"
+    elif "disk is full" in text or "no space left" in text:
+        message = "storage error: the disk of the relay database is full"
+    else:
+        message = f"storage error: {kind}"
+    log.error(message, extra={"fields": {"error": error[:200]}})
+
+
 class StorageWorker:
     """:class:`Worker` in a thread."""
 
@@ -85,8 +98,7 @@ class StorageWorker:
             return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
         except (peewee.PeeweeException, sqlite3.Error) as exc:
             self.failures += 1
-            log.error("storage error: %s", type(exc).__name__,
-                      extra={"fields": {"error": str(exc)[:200]}})
+            log_database_error(type(exc).__name__, str(exc))
             raise StorageError("The relay's storage is unavailable; try again later.") from None
 
     async def send(self, fn: Callable[..., T], *args: Any) -> Pending[T]:

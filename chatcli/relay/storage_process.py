@@ -47,6 +47,7 @@ import trio
 from chatcli.errors import StorageError
 from chatcli.relay.config import RelayConfig
 from chatcli.relay.errors import Refused
+from chatcli.relay.storage import log_database_error
 
 __all__ = ["PendingCall", "StorageProcess", "child_main"]
 
@@ -185,7 +186,7 @@ class StorageProcess:
             raise StorageError(reply[1])
         self.failures += 1
         if kind == _DATABASE:
-            log.error("storage error: %s", reply[1], extra={"fields": {"error": reply[2]}})
+            log_database_error(reply[1], reply[2])
             raise StorageError("The relay's storage is unavailable; try again later.")
         raise RuntimeError(f"storage call {pending.name} failed: {reply[1]}: {reply[2]}")
 
@@ -251,21 +252,25 @@ class PendingCall(Generic[T]):
 
 def _build_targets(config: RelayConfig, origin: str | None) -> dict[str, object]:
     from chatcli.relay.blobs import Blobs
+    from chatcli.relay.budget import StorageBudget
     from chatcli.relay.mailbox import Mailboxes, Quota
     from chatcli.relay.store import make_store
 
     store = make_store(config.db)
     if origin is not None and hasattr(store, "origin"):
         store.origin = origin
+    budget = StorageBudget(store, config.storage_budget)
     return {
         "store": store,
         "mailboxes": Mailboxes(store, quota=Quota(config.mailbox_max_messages,
                                                   config.mailbox_max_bytes),
                                retention_ms=int(config.retention * 1000),
-                               invite_only=config.invite_only),
+                               invite_only=config.invite_only, budget=budget,
+                               capability_rate=config.capability_rate,
+                               capability_burst=config.capability_burst),
         "blobs": Blobs(store, max_blob_size=config.max_blob_size,
                        owner_quota=config.blob_quota,
-                       max_ttl_ms=int(config.max_blob_ttl * 1000)),
+                       max_ttl_ms=int(config.max_blob_ttl * 1000), budget=budget),
     }
 
 

@@ -40,6 +40,8 @@ class FakeRelay:
         self.ids = itertools.count(1)
         self.port = 0
         self.deposits = 0
+        # Every stored deposit (mailbox, payload), as a relay could record them.
+        self.recorded: list[tuple[bytes, bytes]] = []
 
     @property
     def url(self) -> str:
@@ -105,8 +107,9 @@ class FakeRelay:
             try:
                 if box is None:
                     raise BadSignature()
-                SigningPublicKey(box.auth_key).verify(proto.auth_transcript(frame.mailbox),
-                                                      frame.signature)
+                SigningPublicKey(box.auth_key).verify(
+                    proto.auth_transcript(frame.mailbox, frame.installation, frame.supersede),
+                    frame.signature)
             except BadSignature:
                 proto.login_failed()
                 await out.send(frames.Error(req=frame.req, code=codes.AUTH_FAILED, message="no"))
@@ -141,6 +144,7 @@ class FakeRelay:
                     stamp = int(trio.current_time() * 1000) + 1
                     box.queue[msg_id] = (item.payload, stamp)
                     self.deposits += 1
+                    self.recorded.append((item.mailbox, item.payload))
                     errors.append(None)
                     for conn in list(box.online):
                         conn.send_nowait(frames.Deliver(messages=[frames.Delivered(

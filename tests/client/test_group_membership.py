@@ -139,3 +139,54 @@ def test_replay_needs_one_create_and_departed() -> None:
         Membership.replay([Add(seq=1, member=PEOPLE[0], record=b"")])
     before = frozenset(PEOPLE[:3])
     assert departed(before, frozenset(PEOPLE[1:4])) == {PEOPLE[0]}
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), ops=histories())
+def test_a_message_is_judged_the_same_in_any_delivery_order(data: st.DataObject,
+                                                           ops: list[Op]) -> None:
+    """Messages (sender, version) interleaved with the operations in any order:
+    each replica decides a message as soon as it can, and every replica decides
+    it as the in-order history does; a decision never changes later."""
+    in_order = Membership.replay(ops)
+    top = in_order.next_seq
+    messages = data.draw(st.lists(st.tuples(st.sampled_from([ADMIN, *PEOPLE]),
+                                            st.integers(0, top + 1)), max_size=8))
+    expected = {msg: in_order.member_at(*msg) for msg in messages}
+    for msg, verdict in expected.items():
+        assert verdict is not None or msg[1] > top
+    for _replica in range(2):
+        events: list[Op | tuple[bytes, int]] = data.draw(st.permutations([*ops, *messages]))
+        replica = Membership.start(CREATE)
+        waiting: list[tuple[bytes, int]] = []
+        decided: dict[tuple[bytes, int], bool] = {}
+        for event in events:
+            if isinstance(event, tuple):
+                waiting.append(event)
+            else:
+                replica.apply(event)
+            for msg in list(waiting):
+                verdict = replica.member_at(*msg)
+                if verdict is not None:
+                    waiting.remove(msg)
+                    decided[msg] = verdict
+            for msg, verdict in decided.items():
+                assert replica.member_at(*msg) is verdict
+        for msg in waiting:
+            assert expected[msg] is None
+        assert decided == {msg: v for msg, v in expected.items() if v is not None}
+
+
+def test_messages_sent_before_a_removal_count_and_after_it_do_not() -> None:
+    bob = PEOPLE[0]
+    ops: list[Op] = [CREATE, Add(seq=1, member=bob, record=b"1"), Remove(seq=2, member=bob),
+                     Add(seq=3, member=PEOPLE[1], record=b"3")]
+    state = Membership.replay(ops)
+    assert state.member_at(bob, 1) is False   # before its add
+    assert state.member_at(bob, 2) is True    # sent before it learnt of its removal
+    assert state.member_at(bob, 3) is False   # sent after it
+    assert state.member_at(bob, 5) is None    # a version this member has not reached
+    assert state.member_at(ADMIN, 1) is True and state.member_at(ADMIN, 0) is False
+    # A leave does not retract what the member sent before it.
+    state.apply(Leave(member=PEOPLE[1], since=3))
+    assert state.member_at(PEOPLE[1], 4) is True

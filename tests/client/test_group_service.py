@@ -424,3 +424,214 @@ async def test_non_contact_members_are_marked_with_a_fingerprint(trio_of: Trio) 
     assert not stranger.from_contact
     assert stranger.display_name == f"~carol [{short}]"
     assert not NAME_RE.fullmatch(stranger.display_name)
+
+
+def _notices(events: list[object]) -> list[str]:
+    return [e.text for e in events if isinstance(e, NoticeEvent)]
+
+
+def _marked(client: ChatClient, name: str) -> str:
+    return f"~{name} [{' '.join(client.identity.public.fingerprint().split()[:2])}]"
+
+
+async def test_message_in_flight_during_a_removal_is_shown_by_everyone(trio_of: Trio) -> None:
+    """Bob sends while alice removes him: carol and alice process the removal
+    before bob's message arrives, and both still show it (it was sent while
+    bob was a member); a message claiming a later version is refused by both."""
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    await settle(alice, bob, carol)
+    async with alice.online():
+        GroupService(alice).remove("team", "bob")
+        await alice.flush_outbox()
+    await settle(carol)  # carol knows bob is gone; bob has not heard of it yet
+    assert {i.name for i in GroupService(carol).members("team")} == {"alice", "carol"}
+    # Bob's own (hacked) view: the version after his removal, for the forgery below.
+    with bob.store.read(), gdb.bound(bob.store):
+        group = gdb.Group.get(gdb.Group.name == "team")
+        state = GroupService(bob)._membership(group)
+        key = SenderKeyState.from_bytes(bob.sealer.open(group.sender_sealed, "group.sender"))
+        records = {who: wire.decode_record(state.record(c.identity.public.raw) or b"")
+                   for who, c in (("alice", alice), ("carol", carol))}
+        version = state.next_seq
+    await send(bob, "team", "sent before bob knew")
+    got_carol, got_alice = await drain(carol), await drain(alice)
+    for got in (got_carol, got_alice):
+        assert [e.text for e in got if isinstance(e, MessageEvent)] == ["sent before bob knew"]
+    assert not [n for n in _notices(got_carol) + _notices(got_alice) if "refused" in n]
+    # A message that claims to be sent after the removal (version + 1) is refused,
+    # whoever receives it, with a notice that names bob (marked for carol).
+    key.encrypt(b"")  # bob's client used this iteration for the message above
+    forged = key.encrypt(wire.encode(wire.GroupText(
+        id="00000000-0000-4000-8000-00000000000f", sent_at=1, text="after removal",
+        version=version + 1)))
+    body = m.encode(m.GroupBody(v=1, message=wire.encode(wire.Cipher(message=forged))))
+    for who, client, shown in (("alice", alice, "bob"), ("carol", carol, _marked(bob, "bob"))):
+        events = client.process_deliveries([frames.Delivered(
+            id=88_000, received_at=2,
+            payload=seal_envelope(records[who].box_key, bob.identity.public, body))])
+        assert not [e for e in events if isinstance(e, MessageEvent)]
+        assert any(f"from {shown}, sent when {shown} was not a member, was refused" in n
+                   for n in _notices(events)), _notices(events)
+    notices = _notices(await drain(bob))
+    assert any("removed from the group team" in n for n in notices)
+
+
+async def test_unknown_chain_notice_names_sender_and_group(trio_of: Trio, relay: FakeRelay
+                                                           ) -> None:
+    """Bob's message reaches carol before his new key: carol is told who and where
+    (bob marked: he is not her contact), and the message is shown when the key comes."""
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    with bob.store.write(), gdb.bound(bob.store):
+        group = gdb.Group.get(gdb.Group.name == "team")
+        group.sender_sealed = None
+        group.save()
+    await send(bob, "team", "after a new key")
+    box = next(b for b in relay.mailboxes.values() if _owner(b, carol))
+    items = sorted(box.queue.items())
+    box.queue = {items[1][0]: items[1][1]}  # the message alone first
+    events = await drain(carol)
+    assert [n for n in _notices(events) if "cannot be read yet" in n] == [
+        f"A message from {_marked(bob, 'bob')} in team cannot be read yet: the key it needs "
+        f"has not arrived. It is kept and shown if the key comes; if it does not, ask "
+        f"{_marked(bob, 'bob')} to send it again."]
+    box.queue = {items[0][0]: items[0][1]}
+    assert await texts(carol) == [("team", "bob", "after a new key")]
+
+
+async def test_member_restored_from_backup_is_told_and_gets_back_in(
+        trio_of: Trio, tmp_path: Path) -> None:
+    """Bob imports his backup on a new machine: group messages he cannot read
+    give notices naming the sender; once alice adds him again, keys are
+    re-announced both ways and everyone reads everyone."""
+    import msgspec
+
+    from chatcli.client.home import Home
+    from chatcli.client.service import BackupV1
+    from tests.client.conftest import PASS
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    await settle(alice, bob, carol)
+    # A backup without the group (made before it, or by an older chatcli).
+    full = msgspec.msgpack.decode(bob.export_backup(), type=BackupV1)
+    assert [g.name for g in full.groups] == ["team"]
+    backup = msgspec.msgpack.encode(msgspec.structs.replace(full, groups=[]))
+    bob.close()
+    bob2 = ChatClient.import_backup(Home(tmp_path / "bob2"), backup, PASS)
+    try:
+        await send(carol, "team", "carol to all")
+        notices = _notices(await drain(bob2))
+        # Bob's new machine does not know carol (not a contact): her fingerprint.
+        unknown = f"~[{carol.identity.public.fingerprint()}]"
+        assert any(f"A message from {unknown} in a group this device does "
+                   "not know cannot be read" in n and "restored this identity" in n
+                   for n in notices), notices
+        # Bob tells alice (any message sets up a new session and gives his new prekey).
+        async with bob2.online():
+            await bob2.send_text("alice", "I restored my backup, add me again to team")
+        await drain(alice)
+        async with alice.online():
+            GroupService(alice).add("team", "bob")
+            await alice.flush_outbox()
+        await settle(bob2, alice, carol, bob2, alice, carol)
+        assert [g["status"] for g in GroupService(bob2).groups()] == ["active"]
+        await send(bob2, "team", "bob is back")
+        await send(carol, "team", "welcome back")
+        await send(alice, "team", "hi again")
+        assert [t for *_, t in await texts(bob2)] == ["welcome back", "hi again"]
+        assert [t for *_, t in await texts(carol)] == ["bob is back", "hi again"]
+        assert [t for *_, t in await texts(alice)] == ["bob is back", "welcome back"]
+    finally:
+        bob2.close()
+
+
+def test_group_tables_made_in_a_rolled_back_transaction_are_made_again(
+        tmp_path: Path) -> None:
+    """The first group message of a new database (e.g. just restored) creates the
+    tables inside the receive transaction; if that message is refused and its
+    savepoint rolled back, the next one must not find the tables missing."""
+    from chatcli.client.store import Sealer, Store
+
+    store = Store.open(tmp_path / "fresh.db", Sealer(bytes(32)), create=True)
+    with store.write(), pytest.raises(RuntimeError), store.db.atomic():
+        gdb.ensure_tables(store)
+        raise RuntimeError("the message was refused")
+    with store.write(), gdb.bound(store):
+        assert gdb.Group.select().count() == 0
+    store.close()
+
+
+async def test_member_restored_from_backup_rejoins_by_itself(
+        trio_of: Trio, tmp_path: Path) -> None:
+    """The backup carries the group: after the import, bob's client asks alice
+    (the creator) to renew his record, and keys are exchanged again both ways
+    with nobody doing anything."""
+    from chatcli.client.home import Home
+    from tests.client.conftest import PASS
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    await settle(alice, bob, carol)
+    backup = bob.export_backup()
+    bob.close()
+    bob2 = ChatClient.import_backup(Home(tmp_path / "bob2"), backup, PASS)
+    try:
+        assert [g["status"] for g in GroupService(bob2).groups()] == ["joining"]
+        async with bob2.online():
+            await bob2.flush_outbox()   # the join goes to alice
+        await settle(alice, carol, bob2, alice, carol, bob2)
+        assert [g["status"] for g in GroupService(bob2).groups()] == ["active"]
+        assert {i.name for i in GroupService(bob2).members("team")} == {
+            "alice", "bob", "carol"}
+        await send(bob2, "team", "bob is back")
+        await send(carol, "team", "welcome back")
+        await send(alice, "team", "hi again")
+        assert [t for *_, t in await texts(bob2)] == ["welcome back", "hi again"]
+        assert [t for *_, t in await texts(carol)] == ["bob is back", "hi again"]
+        assert [t for *_, t in await texts(alice)] == ["bob is back", "welcome back"]
+    finally:
+        bob2.close()
+
+
+async def test_creator_restored_from_backup_renews_its_own_record(
+        trio_of: Trio, tmp_path: Path) -> None:
+    from chatcli.client.home import Home
+    from tests.client.conftest import PASS
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    await settle(alice, bob, carol)
+    backup = alice.export_backup()
+    alice.close()
+    alice2 = ChatClient.import_backup(Home(tmp_path / "alice2"), backup, PASS)
+    try:
+        async with alice2.online():
+            await alice2.flush_outbox()
+        await settle(bob, carol, alice2, bob, carol, alice2)
+        await send(alice2, "team", "alice is back")
+        await send(carol, "team", "carol here")
+        assert [t for *_, t in await texts(bob)] == ["alice is back", "carol here"]
+        assert [t for *_, t in await texts(alice2)] == ["carol here"]
+    finally:
+        alice2.close()
+
+
+async def test_dropping_waiting_messages_beyond_the_bound_is_announced(
+        trio_of: Trio, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatcli.client.groups import service as group_service
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    await settle(alice, bob, carol)
+    monkeypatch.setattr(group_service, "MAX_PENDING", 1)
+    service = GroupService(carol)
+    events: list[object] = []
+    with carol.store.write(), gdb.bound(carol.store):
+        for n in range(2):  # two messages on chains carol never got
+            events += service._on_cipher(SenderKeyState.generate().encrypt(wire.encode(
+                wire.GroupText(id=f"00000000-0000-4000-8000-00000000010{n}", sent_at=1,
+                               text="lost"))), n)
+    assert any("1 group message(s) waiting for their keys were dropped" in n
+               for n in _notices(events)), _notices(events)

@@ -44,11 +44,13 @@ async def test_crash_after_encryption_resends_same_bytes(tmp_path: Path, relay: 
     alice.enqueue_text("bob", "encrypted, not sent")
     alice._encrypt_pending()
     with alice.store.read():
-        payload = alice.sealer.open(db.Outbox.get().payload_sealed, "outbox.payload")
+        payload = alice.sealer.open(db.Outbox.get().payload_sealed, "outbox.payload",
+                                    db.Outbox.get().id)
     alice = reopen(alice)
     alice._encrypt_pending()  # nothing new to encrypt: the payload is kept
     with alice.store.read():
-        assert alice.sealer.open(db.Outbox.get().payload_sealed, "outbox.payload") == payload
+        assert alice.sealer.open(db.Outbox.get().payload_sealed, "outbox.payload",
+                                    db.Outbox.get().id) == payload
     async with alice.online():
         await alice.deliver_outbox()
     assert texts(await drain(bob)) == ["encrypted, not sent"]

@@ -169,8 +169,9 @@ async def test_invite_capability_is_replaced_then_revoked(
         await bob.send_text("alice", "early")
     assert texts(await drain(alice)) == ["early"]
     await drain(bob)  # bob switches to his own capability and says so
-    assert bob.sealer.open(contact(bob, "alice").deposit_cap_sealed,
-                           "contact.deposit_cap") != invite.capability
+    row = contact(bob, "alice")
+    assert bob.sealer.open(row.deposit_cap_sealed, "contact.deposit_cap",
+                           row.id) != invite.capability
     async with bob.online():
         await bob.send_text("alice", "after the switch")
     assert texts(await drain(alice)) == ["after the switch"]
@@ -181,8 +182,7 @@ async def test_invite_capability_is_replaced_then_revoked(
         answer = await conn.request(lambda req: frames.Deposit(req=req, items=[
             frames.DepositItem(mailbox=invite.mailbox, cap=invite.capability, payload=b"x")]))
         assert isinstance(answer, frames.DepositResult) and answer.errors == ["bad_capability"]
-        own_cap = bob.sealer.open(contact(bob, "alice").deposit_cap_sealed,
-                                  "contact.deposit_cap")
+        own_cap = bob.sealer.open(row.deposit_cap_sealed, "contact.deposit_cap", row.id)
         answer = await conn.request(lambda req: frames.PresenceQuery(req=req, targets=[
             frames.PresenceTarget(mailbox=invite.mailbox, cap=invite.capability),
             frames.PresenceTarget(mailbox=invite.mailbox, cap=own_cap)]))
@@ -238,16 +238,17 @@ async def test_block_before_the_switch_also_revokes_the_invite_capability(
 async def test_version_1_database_gains_the_invite_link_column(tmp_path: Path) -> None:
     import sqlite3
 
-    from chatcli.client.store import SCHEMA_VERSION, Store
+    from chatcli.client.store import SCHEMA_VERSION, Sealer, Store
 
     path = tmp_path / "old.db"
-    Store.open(path, None, create=True).close()
+    key = bytes(range(32))
+    Store.open(path, Sealer(key), create=True).close()
     raw = sqlite3.connect(path)
     raw.execute("ALTER TABLE invite DROP COLUMN contact_cap_hash")
     raw.execute("UPDATE meta_entry SET value = '1' WHERE key = 'schema_version'")
     raw.commit()
     raw.close()
-    Store.open(path, None).close()
+    Store.open(path, Sealer(key)).close()
     raw = sqlite3.connect(path)
     columns = {row[1] for row in raw.execute("PRAGMA table_info(invite)")}
     version = raw.execute("SELECT value FROM meta_entry WHERE key = 'schema_version'").fetchone()

@@ -39,14 +39,16 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 class RelayProcess:
     """A `chatcli relay serve` process on loopback."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, *args: str) -> None:
         self.db = db
+        self.args = args  # more `relay serve` options
         self.port = 0
         self.url = ""
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> RelayProcess:
-        cmd = [CHATCLI, "relay", "serve", "--port", str(self.port), "--db", str(self.db)]
+        cmd = [CHATCLI, "relay", "serve", "--port", str(self.port), "--db", str(self.db),
+               *self.args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True, env=_env())
         assert self.proc.stdout is not None

@@ -240,3 +240,52 @@ def test_group_chat_in_a_pty(tmp_path: Path, relay: RelayProcess, users: Any) ->
         finally:
             assert leave(chat) == 0
     assert ("team", "bob", "hello from the group chat") in group_texts(carol)
+
+
+def test_message_in_flight_during_removal_is_shown_by_everyone(
+        trio_users: tuple[User, User, User]) -> None:
+    """Bob sends before he hears of his removal; carol and alice applied the
+    removal first, and both show bob's message all the same."""
+    alice, bob, carol = trio_users
+    make_group(alice, bob, carol)
+    alice.run("group", "remove", "team", "bob")
+    carol.receive()          # applies the removal before bob's message arrives
+    assert {m["name"] for m in carol.json("group", "members", "team")} == {"alice", "carol"}
+    bob.run("send", "team", "sent while still a member")
+    for user in (carol, alice):
+        assert group_texts(user) == [("team", "bob", "sent while still a member")], user.name
+    removed = bob.run("receive")
+    assert "removed from the group team" in removed.stderr
+    assert bob.run("send", "team", "after removal", check=False).returncode == 2
+
+
+def test_member_restored_from_backup_is_told_and_rejoins_by_itself(
+        trio_users: tuple[User, User, User], users: Any, tmp_path: Path) -> None:
+    """Bob moves to a new machine with `keys export` / `keys import`: a group
+    message sent on his lost keys is a notice naming its sender (marked: carol
+    is not his contact) and the group, not silence; his client rejoins the group
+    by itself and all three read each other again."""
+    alice, bob, carol = trio_users
+    make_group(alice, bob, carol)
+    backup = tmp_path / "bob.chatkey"
+    bob.run("keys", "export", str(backup))
+    (moved,) = users("bob-new")
+    moved.name = "bob"
+    moved.run("keys", "import", str(backup))
+    carol.run("send", "team", "carol to all")
+    notices = " ".join(moved.run("receive").stderr.split())  # notices go to stderr
+    carol_fp = next(m["fingerprint"] for m in carol.json("group", "members", "team")
+                    if m["me"])
+    marked = f"~carol [{' '.join(carol_fp.split()[:2])}]"
+    assert f"A message from {marked} in team cannot be read yet" in notices, notices
+    assert f"ask {marked} to send it again" in notices
+    alice.receive()          # renews bob's record (his join went out with that receive)
+    carol.receive()          # gives bob her key again
+    moved.receive()          # active again; announces his new key
+    alice.receive()
+    carol.receive()
+    moved.run("send", "team", "bob is back")
+    carol.run("send", "team", "welcome back")
+    assert [t for *_, t in group_texts(moved)] == ["welcome back"]
+    assert [t for *_, t in group_texts(carol)] == ["bob is back"]
+    assert [t for *_, t in group_texts(alice)] == ["bob is back", "welcome back"]

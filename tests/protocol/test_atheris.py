@@ -51,7 +51,10 @@ def test_fuzz_target(target: str, tmp_path: Path) -> None:
                f"-artifact_prefix={artifacts}/", "-print_final_stats=1", str(corpus)]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                           timeout=60 + runs // 500, check=False)
-    crashes = {path.name: path.read_bytes()[:300].hex() for path in artifacts.iterdir()}
+    # A "slow unit" is only a report that one input took long, which a loaded
+    # machine makes of any input; hangs are -timeout's job (they fail the run).
+    crashes = {path.name: path.read_bytes()[:300].hex() for path in artifacts.iterdir()
+               if not path.name.startswith("slow-unit-")}
     # atheris prints the Python traceback on stdout, libFuzzer its report on stderr.
     log = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines()
                     if not line.startswith(("INFO: Instrumenting", "#")))

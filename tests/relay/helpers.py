@@ -147,9 +147,11 @@ class Client:
         self.mailbox = answer.mailbox
         return answer.mailbox
 
-    async def auth(self, mailbox: bytes, key: MailboxKeyPair) -> frames.Frame:
+    async def auth(self, mailbox: bytes, key: MailboxKeyPair, *,
+                   installation: bytes | None = None, supersede: bool = False) -> frames.Frame:
         self.key = key
-        await self.ws.send_message(self.proto.auth(mailbox, key.sign))
+        await self.ws.send_message(self.proto.auth(mailbox, key.sign, installation=installation,
+                                                   supersede=supersede))
         answer = await self.answer(self.proto._next_req - 1)
         if isinstance(answer, frames.Ok):
             self.mailbox = mailbox

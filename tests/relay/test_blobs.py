@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
+import threading
+from typing import Any
 
 import pytest
 
@@ -69,6 +73,7 @@ def test_others_cannot_write_or_delete(store: Store) -> None:
     blob, cap = os.urandom(16), cap_hash(os.urandom(32))
     b.put(OWNER, blob, 0, b"a", False, cap, 60, T0)
     intruder = os.urandom(16)
+    store.create_mailbox(intruder, os.urandom(32), T0)
     assert refused(lambda: b.put(intruder, blob, 1, b"b", True, cap, 60, T0)) == codes.BAD_REQUEST
     assert refused(lambda: b.delete(intruder, blob)) == codes.BLOB_NOT_FOUND
     b.delete(OWNER, blob)
@@ -97,3 +102,57 @@ def test_many_chunks_read_across_boundaries(store: Store) -> None:
         b.put(OWNER, blob, offset, chunk, offset + 700 >= 5000, cap_hash(cap), 60, T0)
     assert b.get(blob, cap, 0, 5000, T0)[0] == data
     assert b.get(blob, cap, 650, 1500, T0)[0] == data[650:2150]
+
+
+
+def _racing_put(url: str, barrier: Any, results: Any) -> None:
+    """One relay process putting a 10-byte blob of OWNER (quota 10); it
+    pauses after reading the owner's usage until the other has read it too
+    (or 1 s passes)."""
+    from chatcli.relay.store.postgres import PostgresStore
+
+    store = PostgresStore(url)
+    store.open(T0)
+    read = store.owner_blob_bytes
+
+    def owner_blob_bytes(owner: bytes) -> int:
+        used = read(owner)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(1.0)
+        return used
+
+    store.owner_blob_bytes = owner_blob_bytes  # type: ignore[method-assign]
+    b = Blobs(store, max_blob_size=100, owner_quota=10, max_ttl_ms=86_400_000)
+    try:
+        b.put(OWNER, os.urandom(16), 0, b"x" * 10, True, cap_hash(b"c" * 32), 60, T0)
+        results.put("ok")
+    except Refused as exc:
+        results.put(exc.code)
+    finally:
+        store.close()
+
+
+def test_racing_puts_of_one_owner_respect_the_quota_on_postgres(
+        pg_database: tuple[str, str]) -> None:
+    """Two relay processes putting blobs of one owner at once: the quota
+    holds. Without the writers' lock taken before usage is read, both read 0
+    and both are accepted."""
+    from chatcli.relay.store.postgres import PostgresStore
+
+    url = pg_database[1]
+    store = PostgresStore(url)
+    store.open(T0)
+    try:
+        store.create_mailbox(OWNER, os.urandom(32), T0)
+        ctx = multiprocessing.get_context("fork")
+        barrier, results = ctx.Barrier(2), ctx.Queue()
+        procs = [ctx.Process(target=_racing_put, args=(url, barrier, results))
+                 for _ in range(2)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(20)
+        assert sorted(results.get(timeout=5) for _ in procs) == ["ok", codes.QUOTA_EXCEEDED]
+        assert store.owner_blob_bytes(OWNER) == 10
+    finally:
+        store.close()

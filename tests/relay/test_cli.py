@@ -108,3 +108,18 @@ def test_bad_config_is_a_usage_error(tmp_path: Path) -> None:
     config.write_text("nonsense = 1\n")
     code, _, err = run("relay", "serve", "--config", str(config))
     assert code == 2 and "Unknown setting" in err
+
+
+def test_an_empty_database_file_is_refused_not_made_a_new_relay(tmp_path: Path) -> None:
+    """A truncated relay.db (0 bytes) must not quietly become a new relay with
+    a new key: one clear line, the file left alone; deleting it makes a new one."""
+    db = tmp_path / "relay.db"
+    db.write_bytes(b"")
+    code, out, err = run("relay", "fingerprint", "--db", str(db))
+    assert code != 0 and out == ""
+    errors = [line for line in err.splitlines() if line.startswith("chatcli: error:")]
+    assert len(errors) == 1 and "empty file" in errors[0] and "delete the file" in errors[0]
+    assert db.stat().st_size == 0
+    db.unlink()
+    code, out, _ = run("relay", "fingerprint", "--db", str(db))
+    assert code == 0 and out.strip()

@@ -33,4 +33,26 @@ def test_keyed_buckets_are_independent_and_bounded() -> None:
     for key in (b"c", b"d", b"e"):
         buckets.take(key, 0)
     assert len(buckets) == 3
-    assert buckets.take(b"a", 0)   # forgotten: starts full again
+    # "a" is depleted: it is kept, and keys arriving while every bucket
+    # still refills are refused rather than evicting it.
+    assert not buckets.take(b"a", 0)
+    assert buckets.take(b"f", 10)   # by t=10 the old ones refilled: one is forgotten
+    assert len(buckets) == 3
+
+
+def test_interleaved_keys_cannot_reset_a_depleted_limit() -> None:
+    """Issue 16 item 3: interleaving many fresh keys used to evict (and so
+    refill) a depleted bucket, multiplying the limit."""
+    buckets = KeyedBuckets(rate=0.01, burst=5, max_keys=100)
+    allowed = 0
+    now = 0.0
+    fresh = 0
+    for _ in range(20):
+        while buckets.take(b"victim", now):
+            allowed += 1
+        for _ in range(100):    # enough fresh keys to push the victim out of an LRU
+            now += 0.001
+            fresh += 1
+            buckets.take(fresh.to_bytes(4, "big"), now)
+    assert allowed <= 5 + 0.01 * now + 1
+    assert len(buckets) <= 100

@@ -244,3 +244,28 @@ def test_presence_lookup_needs_a_valid_capability(store: Store) -> None:
     mb.revoke_caps(mailbox, [cap], T0)
     valid, records = mb.presence_lookup([(mailbox, cap)])
     assert valid == set() and records == {}
+
+
+def test_writes_for_a_deleted_mailbox_are_refused_and_leave_nothing(store: Store) -> None:
+    """A connection that was authenticated before its mailbox was deleted
+    (through another connection or relay process) cannot tie new rows to it."""
+    from chatcli.relay.blobs import Blobs
+
+    mb = service(store)
+    mailbox, _ = register(mb)
+    with_cap(mb, mailbox)
+    blobs = Blobs(store, max_blob_size=1000, owner_quota=1000, max_ttl_ms=DAY)
+    assert mb.delete_account(mailbox)
+    calls = [lambda: mb.add_caps(mailbox, [os.urandom(32)], T0),
+             lambda: mb.revoke_caps(mailbox, [os.urandom(32)], T0),
+             lambda: mb.set_hidden(mailbox, True),
+             lambda: blobs.put(mailbox, os.urandom(16), 0, b"data", True, os.urandom(32),
+                               60, T0)]
+    for call in calls:
+        with pytest.raises(Refused) as info:
+            call()
+        assert info.value.code == codes.UNKNOWN_MAILBOX
+    stats = store.stats()
+    assert (stats.mailboxes, stats.blobs, stats.blob_bytes) == (0, 0, 0)
+    assert store.valid_caps([(mailbox, os.urandom(32))]) == set()
+    assert store.owner_blob_bytes(mailbox) == 0

@@ -41,6 +41,9 @@ class Target:
     def mailboxes(self) -> Iterable[bytes]:
         return self.owned
 
+    def mailbox_deleted(self, mailbox: bytes) -> None:
+        self.owned.discard(mailbox)
+
 
 class Sink:
     def __init__(self) -> None:

@@ -25,6 +25,13 @@ Operations (``docs/protocol.md``, part 3, "Groups"):
 The member list is therefore a function of two things that every member
 eventually holds identically: the prefix of admin operations without gaps,
 and the set of leaves.
+
+Group messages name the *version* they were sent under: how many admin
+operations their sender had applied (:attr:`Membership.next_seq`).
+:meth:`Membership.member_at` answers whether the sender was a member at that
+version, from the admin operations alone, so every member decides the same
+way whatever the order in which messages and operations arrive; a member
+whose prefix is shorter than the version waits (``None``).
 """
 
 from __future__ import annotations
@@ -167,6 +174,25 @@ class Membership:
         """The sequence number of ``member``'s current instance (for its Leave)."""
         instance = self._instances.get(member)
         return instance[0] if instance else None
+
+    def member_at(self, member: bytes, version: int) -> bool | None:
+        """Whether ``member`` was a member once admin operations ``0 .. version-1``
+        were applied; None while this member has not applied them all yet.
+
+        Leaves do not count here: they are not ordered with the admin's operations,
+        and a member's own client stops sending when it leaves, so what it sent
+        before leaving counts, like what a member sent before its removal."""
+        if version < 1 or version > self.next_seq:
+            return None if version > self.next_seq else False
+        present = False
+        for op in self._applied:
+            if op.seq >= version:
+                break
+            if isinstance(op, Create):
+                present = op.admin == member
+            elif op.member == member:
+                present = isinstance(op, Add)
+        return present
 
     @property
     def waiting(self) -> int:

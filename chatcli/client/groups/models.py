@@ -100,10 +100,11 @@ class GroupDistributed(BaseModel):
 
 
 class GroupPeer(BaseModel):
-    """The pairwise sessions with another member, whether or not a contact.
+    """Another member, whether or not a contact: its announced name and whether
+    it was verified. Its sessions are :class:`GroupSession` rows.
 
-    ``out``: the session this identity started (it only encrypts in it), with
-    its X3DH header; ``in``: the session the peer started (only decrypts)."""
+    ``out_*`` and ``in_*`` held the one-way sessions of databases made before
+    two-way sessions; :func:`ensure_tables` moves them out (see there)."""
 
     id = peewee.AutoField()
     identity = peewee.BlobField(unique=True)
@@ -114,6 +115,36 @@ class GroupPeer(BaseModel):
     in_sealed = peewee.BlobField(null=True)
     in_ephemeral = peewee.BlobField(null=True)
     verified = peewee.BooleanField(default=False)
+    # The peer's session this side could not open (its signed prekey was gone):
+    # named by the next session this side starts to the peer.
+    refused = peewee.BlobField(null=True)
+    # The signed prekeys seen in this member's records (32 bytes each, newest
+    # last): a record naming one never seen means the member may have lost its
+    # sessions (restored from a backup), so the next message starts a new one.
+    prekeys_seen = peewee.BlobField(null=True)
+
+
+class GroupSession(BaseModel):
+    """A two-way Double Ratchet session with another member (``docs/protocol.md``,
+    "Group pairwise sessions"), named by the X3DH that started it: the
+    responder's signed prekey and the initiator's ephemeral key.
+
+    At most one per peer is ``active`` (sent on); the others are kept, a few per
+    peer, to read messages still in flight in them."""
+
+    id = peewee.AutoField()
+    peer = peewee.BlobField(index=True)          # the member's identity key
+    ephemeral = peewee.BlobField()               # the initiator's X3DH ephemeral key
+    prekey = peewee.BlobField(null=True)         # the responder's signed prekey used
+    state_sealed = peewee.BlobField()
+    initiator = peewee.BooleanField()            # this identity started it
+    confirmed = peewee.BooleanField()            # a message of the peer was read in it
+    active = peewee.BooleanField()
+    refused = peewee.BlobField(null=True)        # a session of the peer this one replaces
+    created_at = peewee.IntegerField()
+
+    class Meta:
+        indexes = ((("peer", "ephemeral"), True),)
 
 
 class GroupPending(BaseModel):
@@ -160,7 +191,7 @@ class GroupOutbox(BaseModel):
 
 GROUP_MODELS: list[type[BaseModel]] = [
     Group, GroupOp, GroupOpSent, GroupInvitee, GroupSenderKey, GroupDistributed, GroupPeer,
-    GroupPending, GroupMessage, GroupOutbox,
+    GroupSession, GroupPending, GroupMessage, GroupOutbox,
 ]
 
 _ready: WeakSet[Store] = WeakSet()
@@ -175,6 +206,38 @@ def _create(store: Store) -> None:
             store.db.execute_sql(f"DROP INDEX {row[1]}")  # type: ignore[no-untyped-call]
     with store.db.bind_ctx(GROUP_MODELS, bind_refs=False, bind_backrefs=False):
         store.db.create_tables(GROUP_MODELS, safe=True)
+        peers = GroupPeer._meta.table_name
+        columns = {row[1] for row in store.db.execute_sql(  # type: ignore[no-untyped-call]
+            f"PRAGMA table_info({peers})").fetchall()}
+        for column in ("refused", "prekeys_seen"):
+            if column not in columns:
+                store.db.execute_sql(  # type: ignore[no-untyped-call]
+                    f"ALTER TABLE {peers} ADD COLUMN {column} BLOB")
+        _migrate_one_way_sessions(store)
+
+
+def _migrate_one_way_sessions(store: Store) -> None:
+    """Databases made before two-way sessions: a peer's old incoming session is
+    kept as an inactive session (its messages still in flight stay readable);
+    the old outgoing one is dropped, so the next message to that member starts
+    a two-way session with a fresh X3DH."""
+    old = list(GroupPeer.select().where(GroupPeer.out_sealed.is_null(False)
+                                        | GroupPeer.in_sealed.is_null(False)))
+    if not old or store._sealer is None:
+        return
+    sealer = store.sealer
+    for peer in old:
+        if peer.in_sealed is not None and peer.in_ephemeral is not None and \
+                GroupSession.get_or_none(GroupSession.peer == peer.identity,
+                                         GroupSession.ephemeral == peer.in_ephemeral) is None:
+            GroupSession.create(
+                peer=peer.identity, ephemeral=peer.in_ephemeral, prekey=None,
+                state_sealed=sealer.seal(sealer.open(peer.in_sealed, "group.peer_in"),
+                                         "group.session"),
+                initiator=False, confirmed=True, active=False, created_at=0)
+        peer.out_sealed = peer.out_prekey = peer.out_ephemeral = None
+        peer.in_sealed = peer.in_ephemeral = None
+        peer.save()
 
 
 def ensure_tables(store: Store) -> None:
@@ -183,7 +246,12 @@ def ensure_tables(store: Store) -> None:
     if store in _ready:
         return
     if store.db.in_transaction():
+        # Tables made inside a transaction vanish if it rolls back (a refused
+        # message's savepoint): only tables that were already there count as ready.
+        existed = bool(store.db.table_exists(Group._meta.table_name))
         _create(store)
+        if not existed:
+            return
     else:
         with store.write():
             _create(store)

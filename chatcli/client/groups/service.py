@@ -11,8 +11,9 @@ the receive path); the ``async`` ones need the client to be online.
   carrying its member record (address, a deposit capability it issued for the
   group, its signed restore prekey); the admin orders it into an ``add``
   operation and sends it to every member.
-* Members who are not contacts reach each other from those records: X3DH
-  against the signed restore prekey, a Double Ratchet session per direction.
+* Members (contacts or not) reach each other from those records: X3DH against
+  the signed prekey, then one two-way Double Ratchet session per pair
+  (:mod:`chatcli.client.groups.pairwise`).
 * Every member sends its sender-key distribution to every other member over
   those sessions; a group text is encrypted once with the sender key and the
   same ciphertext is sealed to each member's mailbox key, deposited per relay
@@ -36,16 +37,17 @@ import trio
 
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client import sessions
+from chatcli.client import prekeys, sessions
 from chatcli.client.groups import models as gdb
 from chatcli.client.groups import wire
+from chatcli.client.groups.backup import BackupGroup
 from chatcli.client.groups.membership import Create, Membership, MembershipError, Op, Outcome
+from chatcli.client.groups.pairwise import PairwiseSessions
 from chatcli.client.service import MessageEvent, NoticeEvent
 from chatcli.client.store import Store, now_ms
 from chatcli.crypto.envelope import seal_envelope
-from chatcli.crypto.errors import BadSignature, DecryptionFailed
-from chatcli.crypto.keys import DHKeyPair, IdentityPublicKey
-from chatcli.crypto.ratchet import RatchetSession
+from chatcli.crypto.errors import BadSignature, ReplayedMessage
+from chatcli.crypto.keys import IdentityPublicKey
 from chatcli.crypto.sender_keys import SenderKeyReceiver, SenderKeyState, message_chain_id
 from chatcli.errors import CryptoError, RelayError, UsageError
 from chatcli.protocol import codes, frames
@@ -53,7 +55,6 @@ from chatcli.protocol import codes, frames
 if TYPE_CHECKING:
     from chatcli.client.service import ChatClient, Event
 
-PEER_HANDSHAKE_LABEL = b"chatcli/group-peer-handshake/v1"
 OPS_PER_MESSAGE = 64  # keeps an ``ops`` message well inside one envelope
 FRAME_BUDGET = 512 * 1024  # bytes of payload per Deposit frame (the limit is 1 MiB)
 MAX_PENDING = 5000
@@ -126,6 +127,7 @@ class GroupService:
         self.sealer = client.sealer
         self.me = client.identity.public.raw
         gdb.ensure_tables(self.store)
+        self.pairwise = PairwiseSessions(self.store, client.identity)
 
     # ================================================================== helpers
 
@@ -246,7 +248,8 @@ class GroupService:
         return wire.MemberRecord(
             identity=contact.identity, name=contact.name, relay_url=contact.relay_url,
             mailbox=contact.mailbox, box_key=contact.box_key,
-            cap=self.sealer.open(contact.deposit_cap_sealed, "contact.deposit_cap"),
+            cap=self.sealer.open(contact.deposit_cap_sealed, "contact.deposit_cap",
+                                 contact.id),
             restore_prekey=contact.restore_prekey[:32],
             restore_prekey_signature=contact.restore_prekey[32:],
         )
@@ -264,6 +267,19 @@ class GroupService:
         if peer is not None and peer.name:
             return peer.name, False
         return IdentityPublicKey.from_bytes(identity).fingerprint(), False
+
+    def _display(self, identity: bytes, state: Membership | None = None) -> str:
+        """How a notice names a member: a contact's name as it is; anyone else with
+        ``~``, the name it announced and the start of its fingerprint (the form
+        of :attr:`GroupMessageEvent.display_name`), so that no member's chosen
+        name passes for a contact's."""
+        name, is_contact = self._label(identity, state)
+        if is_contact or identity == self.me:
+            return name
+        fingerprint = IdentityPublicKey.from_bytes(identity).fingerprint()
+        if name == fingerprint:
+            return f"~[{fingerprint}]"
+        return f"~{name} [{' '.join(fingerprint.split()[:2])}]"
 
     def _unique_group_name(self, wanted: str) -> str:
         from chatcli.client.service import NAME_RE
@@ -296,63 +312,26 @@ class GroupService:
     # ================================================================== pairwise
 
     def _send_direct(self, record: wire.MemberRecord, content: wire.DirectContent) -> None:
-        """Encrypt ``content`` in the pairwise session to ``record``'s member and queue it."""
-        their = IdentityPublicKey.from_bytes(record.identity)
+        """Encrypt ``content`` in the pairwise session with ``record``'s member and queue it."""
         peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == record.identity)
         if peer is None:
-            peer = gdb.GroupPeer.create(identity=record.identity, name=record.name)
-        plaintext = wire.encode(content)
-        if peer.out_sealed is None or peer.out_prekey != record.restore_prekey:
-            sessions.verify_restore_prekey(their, record.restore_prekey,
-                                           record.restore_prekey_signature)
-            session, body = sessions.start_restore(self.client.identity, their,
-                                                   record.restore_prekey, plaintext)
-            peer.out_prekey = record.restore_prekey
-            peer.out_ephemeral = body.ephemeral
-            message = body.message
-        else:
-            session = RatchetSession.from_bytes(self.sealer.open(peer.out_sealed,
-                                                                 "group.peer_out"))
-            message = session.encrypt(plaintext)
-        peer.out_sealed = self.sealer.seal(session.to_bytes(), "group.peer_out")
-        if record.name and not peer.name:
+            gdb.GroupPeer.create(identity=record.identity, name=record.name)
+        elif record.name and not peer.name:
             peer.name = record.name
-        peer.save()
-        assert peer.out_prekey is not None and peer.out_ephemeral is not None
-        layer = wire.Direct(identity=self.me, restore_prekey=peer.out_prekey,
-                            ephemeral=peer.out_ephemeral, message=message)
+            peer.save()
+        layer = self.pairwise.seal(record, wire.encode(content), now=now_ms())
         self._deposit(record, layer, kind="direct")
 
-    def _open_direct(self, sender: IdentityPublicKey, layer: wire.Direct
-                     ) -> wire.DirectContent | None:
-        if layer.identity != sender.raw:
-            raise wire.InvalidGroupMessage("A group message names a sender different from "
-                                           "its envelope.")
-        peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == sender.raw)
-        if peer is not None and peer.in_sealed is not None and peer.in_ephemeral == layer.ephemeral:
-            session = RatchetSession.from_bytes(self.sealer.open(peer.in_sealed, "group.peer_in"))
-            plaintext = session.decrypt(layer.message)
-        else:
-            digest = _digest(PEER_HANDSHAKE_LABEL + layer.ephemeral)
-            if db.SeenHandshake.get_or_none(db.SeenHandshake.digest == digest) is not None:
-                return None
-            account = self.store.account()
-            if layer.restore_prekey != account.restore_prekey_public:
-                raise DecryptionFailed("A group member used an old prekey of this device.")
-            prekey = DHKeyPair.from_private_bytes(
-                self.sealer.open(account.restore_prekey_sealed, "account.restore_prekey"))
-            body = m.PrekeyBody(v=m.BODY_VERSION, invite_id=None,
-                                restore_prekey=layer.restore_prekey, identity=layer.identity,
-                                ephemeral=layer.ephemeral, message=layer.message)
-            session, plaintext = sessions.answer_prekey(self.client.identity, prekey, sender,
-                                                        body)
-            db.SeenHandshake.create(digest=digest, seen_at=now_ms())
-            if peer is None:
-                peer = gdb.GroupPeer.create(identity=sender.raw, name="")
-            peer.in_ephemeral = layer.ephemeral
-        peer.in_sealed = self.sealer.seal(session.to_bytes(), "group.peer_in")
-        peer.save()
-        return wire.decode_direct(plaintext)
+    def _resend_sender_keys(self, peer: bytes) -> None:
+        """Give ``peer`` the own sender key again in every group both are members
+        of (what a session the peer could not open carried)."""
+        for group in gdb.Group.select().where(gdb.Group.status == ACTIVE):
+            state = self._membership(group)
+            if state.is_member(peer) and state.is_member(self.me):
+                gdb.GroupDistributed.delete().where(gdb.GroupDistributed.group == group,
+                                                    gdb.GroupDistributed.member == peer
+                                                    ).execute()
+                self._ensure_sender_key(group, state)
 
     def _send_ops(self, record: wire.MemberRecord, group: gdb.Group, ops: list[bytes]) -> None:
         """Operations to one member, in messages of at most OPS_PER_MESSAGE."""
@@ -408,21 +387,64 @@ class GroupService:
                      received_at: int) -> list[Event]:
         with gdb.bound(self.store):
             layer = wire.decode_layer(message)
-            if isinstance(layer, wire.Cipher):
-                return self._on_cipher(layer.message, received_at)
-            content = self._open_direct(sender, layer)
-            if content is None:
-                return [NoticeEvent("A replayed group handshake was refused.", warning=True)]
-            if isinstance(content, wire.Invite):
-                return self._on_invite(sender, content)
-            group = gdb.Group.get_or_none(gdb.Group.group_id == content.group_id)
-            if group is None:
-                return []
-            if isinstance(content, wire.Join):
-                return self._on_join(group, sender, content)
-            if isinstance(content, wire.Ops):
-                return self._on_ops(group, sender, content.ops)
-            return self._on_sender_key(group, sender, content, received_at)
+            try:
+                # A savepoint: what failed half-way is undone, and the notice
+                # below names who sent it and where.
+                with self.store.db.atomic():
+                    return self._handle_layer(sender, layer, received_at)
+            except (ReplayedMessage, wire.InvalidGroupMessage):
+                raise
+            except CryptoError as exc:
+                return [self._unreadable(sender.raw, layer, exc)]
+
+    def _unreadable(self, sender: bytes, layer: wire.AnyLayer, exc: CryptoError) -> NoticeEvent:
+        """A notice for a group message that cannot be read: who sent it, in which
+        group, and what to do."""
+        group = (gdb.Group.get_or_none(gdb.Group.group_id == layer.group_id)
+                 if isinstance(layer, wire.Cipher) and layer.group_id is not None else None)
+        state = self._membership(group) if group is not None else None
+        who = self._display(sender, state)
+        where = f" in {group.name}" if group is not None else ""
+        reason = str(exc).rstrip(".")
+        if isinstance(layer, wire.Cipher):
+            advice = f"ask {who} to send it again."
+        else:
+            advice = (f"if you restored this identity from a backup, ask the group's creator "
+                      f"to add you again; otherwise ask {who} to send it again.")
+        return NoticeEvent(f"A group message from {who}{where} could not be read and was "
+                           f"dropped ({reason}): {advice}", warning=True)
+
+    def _handle_layer(self, sender: IdentityPublicKey, layer: wire.AnyLayer,
+                      received_at: int) -> list[Event]:
+        if isinstance(layer, wire.Cipher):
+            return self._on_cipher(layer.message, received_at, sender=sender.raw,
+                                   group_id=layer.group_id)
+        opened = self.pairwise.open(sender, layer, now=now_ms())
+        if opened.refused:
+            # Its session used a signed prekey whose private key is gone; ours
+            # (started now, or with the next message to it) replaces it.
+            if opened.resend:
+                self._resend_sender_keys(sender.raw)
+            return [NoticeEvent("A group member started a session with an expired "
+                                "prekey of this device; a new session is being set up.",
+                                warning=True)]
+        if opened.plaintext is None:
+            return [NoticeEvent("A replayed group handshake was refused.", warning=True)]
+        if gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == sender.raw) is None:
+            gdb.GroupPeer.create(identity=sender.raw, name="")
+        if opened.resend:
+            self._resend_sender_keys(sender.raw)
+        content = wire.decode_direct(opened.plaintext)
+        if isinstance(content, wire.Invite):
+            return self._on_invite(sender, content)
+        group = gdb.Group.get_or_none(gdb.Group.group_id == content.group_id)
+        if group is None:
+            return []
+        if isinstance(content, wire.Join):
+            return self._on_join(group, sender, content)
+        if isinstance(content, wire.Ops):
+            return self._on_ops(group, sender, content.ops)
+        return self._on_sender_key(group, sender, content, received_at)
 
     def _on_invite(self, sender: IdentityPublicKey, invite: wire.Invite) -> list[Event]:
         contact = db.Contact.get_or_none(db.Contact.identity == sender.raw)
@@ -469,26 +491,45 @@ class GroupService:
                  ) -> list[Event]:
         if group.admin != self.me or group.status != ACTIVE:
             return []
-        if self._membership(group).is_member(sender.raw):
+        before = self._membership(group)
+        if before.is_member(sender.raw) and before.record(sender.raw) == wire.encode(
+                join.record):
             return []  # a repeated join
+        # A member who joins again (invited again, e.g. after restoring from a
+        # backup on a new machine) gets its record renewed: new prekey and keys.
         invited = gdb.GroupInvitee.get_or_none(gdb.GroupInvitee.group == group,
                                                gdb.GroupInvitee.identity == sender.raw)
-        if invited is None or join.record.identity != sender.raw:
+        # A current member may renew its own record (restored from a backup): the
+        # pairwise session authenticates it as that member.
+        if (invited is None and not before.is_member(sender.raw)) or \
+                join.record.identity != sender.raw:
             return [NoticeEvent(f"Someone who was not invited tried to join the group "
                                 f"{group.name}; refused.", warning=True)]
         sessions.verify_restore_prekey(sender, join.record.restore_prekey,
                                        join.record.restore_prekey_signature)
-        invited.delete_instance()
-        before = self._membership(group)
+        if invited is not None:
+            invited.delete_instance()
         self._add_op(group, wire.AddOp(seq=before.next_seq, record=join.record))
         # The operation reaches every member with the next flush (_broadcast_ops).
-        return self._reconcile(group, self._membership(group), before.members())
+        state = self._membership(group)
+        self._renewed(group, before, state)
+        return self._reconcile(group, state, before.members())
+
+    def _renewed(self, group: gdb.Group, before: Membership, state: Membership) -> None:
+        """Members whose record changed (they joined again, e.g. from a restored
+        backup, and lost their keys) are given this member's sender key again."""
+        for member in before.members() & state.members() - {self.me}:
+            if before.record(member) != state.record(member):
+                gdb.GroupDistributed.delete().where(gdb.GroupDistributed.group == group,
+                                                    gdb.GroupDistributed.member == member
+                                                    ).execute()
 
     def _on_ops(self, group: gdb.Group, sender: IdentityPublicKey, ops: list[bytes]
                 ) -> list[Event]:
         before = self._membership(group)
         events = self._store_ops(group, ops)
         state = self._membership(group)
+        self._renewed(group, before, state)
         # Leaves reach the admin, which passes them on to every member with its next
         # flush (_broadcast_ops), so that a member added meanwhile learns them too.
         events.extend(self._reconcile(group, state, before.members()))
@@ -502,46 +543,52 @@ class GroupService:
             gdb.GroupSenderKey.chain_id == receiver.chain_id)
         if existing is not None:
             return []
-        state = self._membership(group)
-        if state.was_member(sender.raw) and not state.is_member(sender.raw):
-            return []  # a former member's key: it would never be used
-        # A key from someone not (yet) known as a member is kept: its add may
-        # still be on its way; its messages are only shown once it is a member.
+        # A key from someone not (yet) known as a member, or not any more, is
+        # kept: its add may still be on its way, or messages it sent while it was
+        # a member may still come; each message's version decides (_on_cipher).
         gdb.GroupSenderKey.create(
             group=group, sender=sender.raw, chain_id=receiver.chain_id,
             state_sealed=self.sealer.seal(receiver.to_bytes(), "group.receiver"),
             created_at=now_ms())
         return self._retry_pending([receiver.chain_id])
 
-    def _on_cipher(self, message: bytes, received_at: int, *, buffer: bool = True
-                   ) -> list[Event]:
+    def _on_cipher(self, message: bytes, received_at: int, *, sender: bytes | None = None,
+                   group_id: bytes | None = None, retry: bool = False) -> list[Event]:
+        """A sender-key message: shown when its sender was a member at the version
+        it names, refused when not, kept while this member cannot tell yet.
+
+        ``sender`` and ``group_id`` (from the envelope and the unauthenticated
+        layer) only name them in a notice when the message cannot be read yet."""
         chain_id = message_chain_id(message)
         found = self._chain_for(chain_id, message)
         if found is None:
-            if buffer:
-                self._buffer(chain_id, message, received_at)
-            return []
+            missing = [] if retry else self._missing_key(chain_id, sender, group_id)
+            return missing + self._buffer(chain_id, message, received_at)
         row, receiver = found
         group = row.group
         if group.status not in (ACTIVE, JOINING):
             return []
         state = self._membership(group)
-        if not state.is_member(row.sender):
-            if state.was_member(row.sender):
-                name, _ = self._label(row.sender, state)
-                return [NoticeEvent(f"A message in {group.name} from {name}, who is not a "
-                                    "member any more, was dropped.", warning=True)]
-            # Its sender's joining has not reached this member yet.
-            if buffer:
-                self._buffer(chain_id, message, received_at)
-            return []
         expected = receiver.iteration
         iteration = int.from_bytes(message[17:21], "big")
-        plaintext = receiver.decrypt(message)
+        # Decrypted in memory only: the chain's state is kept only once decided.
+        content = wire.decode_cipher(receiver.decrypt(message))
+        name = self._display(row.sender, state)
+        if content.version is not None:
+            verdict = state.member_at(row.sender, content.version)
+        elif state.is_member(row.sender):
+            verdict = True  # an older client's message: judged by today's list
+        else:
+            verdict = False if state.was_member(row.sender) else None
+        if verdict is None:
+            # The membership changes it was sent after have not reached this member yet.
+            return self._buffer(chain_id, message, received_at)
         row.state_sealed = self.sealer.seal(receiver.to_bytes(), "group.receiver")
         row.save()
-        content = wire.decode_cipher(plaintext)
-        name, is_contact = self._label(row.sender, state)
+        if not verdict:
+            return [NoticeEvent(f"A message in {group.name} from {name}, sent when {name} was "
+                                "not a member, was refused.", warning=True)]
+        _, is_contact = self._label(row.sender, state)
         events: list[Event] = []
         if iteration > expected:
             events.append(NoticeEvent(
@@ -553,12 +600,13 @@ class GroupService:
                 warning=True))
         if gdb.GroupMessage.get_or_none(gdb.GroupMessage.uuid == content.id) is not None:
             return events
+        contact_name, _ = self._label(row.sender, state)
         gdb.GroupMessage.create(
             uuid=content.id, group=group, sender=row.sender, outgoing=False,
             text_sealed=self.sealer.seal_text(content.text, "group.message_text"),
             sent_at=content.sent_at, received_at=received_at)
         events.append(GroupMessageEvent(
-            id=content.id, contact=name, text=content.text, sent_at=content.sent_at,
+            id=content.id, contact=contact_name, text=content.text, sent_at=content.sent_at,
             received_at=received_at, group=group.name,
             attachment=({"name": content.attachment.name, "size": content.attachment.size}
                         if content.attachment is not None else None),
@@ -566,6 +614,26 @@ class GroupService:
             fingerprint=IdentityPublicKey.from_bytes(row.sender).fingerprint(),
             from_contact=is_contact))
         return events
+
+    def _missing_key(self, chain_id: bytes, sender: bytes | None, group_id: bytes | None
+                     ) -> list[Event]:
+        """A notice, once per chain, for a message whose sender key is unknown."""
+        if sender is None or gdb.GroupPending.select().where(
+                gdb.GroupPending.chain_id == chain_id).exists():
+            return []
+        group = (gdb.Group.get_or_none(gdb.Group.group_id == group_id)
+                 if group_id is not None else None)
+        if group is None:
+            who = self._display(sender)
+            return [NoticeEvent(
+                f"A message from {who} in a group this device does not know cannot be read. "
+                "If you restored this identity from a backup, ask the group's creator to add "
+                f"you again, then ask {who} to send it again.", warning=True)]
+        who = self._display(sender, self._membership(group))
+        return [NoticeEvent(
+            f"A message from {who} in {group.name} cannot be read yet: the key it needs has "
+            f"not arrived. It is kept and shown if the key comes; if it does not, ask {who} "
+            "to send it again.", warning=True)]
 
     def _chain_for(self, chain_id: bytes, message: bytes
                    ) -> tuple[gdb.GroupSenderKey, SenderKeyReceiver] | None:
@@ -590,12 +658,9 @@ class GroupService:
         assert failure is not None
         raise failure
 
-    def _known_member(self, chain: gdb.GroupSenderKey) -> bool:
-        """Whether the chain's sender is, or was, a member of its group."""
-        state = self._membership(chain.group)
-        return state.is_member(chain.sender) or state.was_member(chain.sender)
-
-    def _buffer(self, chain_id: bytes, message: bytes, received_at: int) -> None:
+    def _buffer(self, chain_id: bytes, message: bytes, received_at: int) -> list[Event]:
+        """Keep a message that cannot be decided yet; a notice if the oldest kept
+        ones had to go (at most MAX_PENDING are kept)."""
         iteration = int.from_bytes(message[17:21], "big")
         gdb.GroupPending.create(chain_id=chain_id, iteration=iteration,
                                 message_sealed=self.sealer.seal(message, "group.pending"),
@@ -604,7 +669,13 @@ class GroupService:
         if count > MAX_PENDING:
             oldest = gdb.GroupPending.select(gdb.GroupPending.id).order_by(
                 gdb.GroupPending.id).limit(count - MAX_PENDING)
-            gdb.GroupPending.delete().where(gdb.GroupPending.id.in_(oldest)).execute()
+            dropped = gdb.GroupPending.delete().where(
+                gdb.GroupPending.id.in_(oldest)).execute()
+            return [NoticeEvent(
+                f"{dropped} group message(s) waiting for their keys were dropped: more than "
+                f"{MAX_PENDING} were waiting. Ask the members who wrote recently to send "
+                "again what you did not see.", warning=True)]
+        return []
 
     def _retry_pending(self, chain_ids: list[bytes] | None = None) -> list[Event]:
         """Open buffered messages whose sender key (or sender's membership) is now known,
@@ -615,20 +686,23 @@ class GroupService:
         events: list[Event] = []
         for row in list(query.order_by(gdb.GroupPending.chain_id, gdb.GroupPending.iteration,
                                        gdb.GroupPending.id)):
-            known = list(gdb.GroupSenderKey.select().where(
-                gdb.GroupSenderKey.chain_id == row.chain_id))
-            if not known:
+            if not gdb.GroupSenderKey.select().where(
+                    gdb.GroupSenderKey.chain_id == row.chain_id).exists():
                 continue
-            if not any(self._known_member(k) for k in known):
-                continue  # still waiting for its sender's joining
             message = self.sealer.open(row.message_sealed, "group.pending")
             row.delete_instance()
             try:
                 with self.store.db.atomic():
-                    events.extend(self._on_cipher(message, row.received_at, buffer=False))
+                    # Kept again (a new row) while its sender's membership is unknown.
+                    events.extend(self._on_cipher(message, row.received_at, retry=True))
             except (CryptoError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-                events.append(NoticeEvent(f"A group message could not be read and was "
-                                          f"dropped: {exc}", warning=True))
+                chain = gdb.GroupSenderKey.select().where(
+                    gdb.GroupSenderKey.chain_id == row.chain_id).first()
+                who = self._display(chain.sender, self._membership(chain.group))
+                reason = str(exc).rstrip(".") if isinstance(exc, CryptoError) else "malformed"
+                events.append(NoticeEvent(
+                    f"A group message from {who} in {chain.group.name} could not be read "
+                    f"and was dropped ({reason}): ask {who} to send it again.", warning=True))
         return events
 
     def _reconcile(self, group: gdb.Group, state: Membership, before: frozenset[bytes]
@@ -639,8 +713,8 @@ class GroupService:
         members = state.members()
         for gone in sorted(before - members):
             if gone != self.me:
-                name, _ = self._label(gone, state)
-                events.append(NoticeEvent(f"{name} is no longer a member of {group.name}."))
+                events.append(NoticeEvent(
+                    f"{self._display(gone, state)} is no longer a member of {group.name}."))
         if self.me not in members:
             if group.status == ACTIVE:
                 group.status = LEFT if state.since(self.me) is not None else REMOVED
@@ -653,16 +727,16 @@ class GroupService:
                                               warning=True))
             return events
         for new in sorted(members - before - {self.me}):
-            name, is_contact = self._label(new, state)
+            _, is_contact = self._label(new, state)
             if group.status == ACTIVE:
-                shown = name if is_contact else (
-                    f"{name} (not a contact; fingerprint "
-                    f"{IdentityPublicKey.from_bytes(new).fingerprint()})")
+                shown = self._display(new, state) + ("" if is_contact else (
+                    " (not a contact; fingerprint "
+                    f"{IdentityPublicKey.from_bytes(new).fingerprint()})"))
                 events.append(NoticeEvent(f"{shown} joined the group {group.name}."))
         if group.status != ACTIVE:
             group.status = ACTIVE
             group.save()
-            others = sorted(self._label(m, state)[0] for m in members - {self.me})
+            others = sorted(self._display(m, state) for m in members - {self.me})
             events.append(NoticeEvent(f"You are now a member of the group {group.name}, "
                                       f"with {', '.join(others) or 'nobody else yet'}."))
         for member in members - before - {self.me}:
@@ -734,15 +808,15 @@ class GroupService:
             group = self._group(name)
             self._require_admin(group, "add")
             contact = self._invitable(contact_name)
-            if self._membership(group).is_member(contact.identity):
-                raise UsageError(f"{contact_name} is already a member of {name}.")
+            # A current member is invited again: when it answers, its record is
+            # renewed (how a member restored from a backup gets back in).
             self._invite(group, contact)
 
     def _require_admin(self, group: gdb.Group, verb: str) -> None:
         if group.status != ACTIVE:
             raise UsageError(f"You are not a member of {group.name} any more.")
         if group.admin != self.me:
-            admin, _ = self._label(group.admin)
+            admin = self._display(group.admin, self._membership(group))
             raise UsageError(f"Only the group's creator ({admin}) can {verb} members.")
 
     def _find_member(self, state: Membership, who: str, group_name: str) -> bytes:
@@ -809,12 +883,14 @@ class GroupService:
             state = self._membership(group)
             sender = self._ensure_sender_key(group, state)
             ciphertext = sender.encrypt(wire.encode(wire.GroupText(
-                id=message_id, sent_at=sent_at, text=text, attachment=attachment)))
+                id=message_id, sent_at=sent_at, text=text, attachment=attachment,
+                version=state.next_seq)))
             group.sender_sealed = self.sealer.seal(sender.to_bytes(), "group.sender")
             group.save()
             others = sorted(state.members() - {self.me})
             self._deposit_many([self._record(state, member) for member in others],
-                               wire.Cipher(message=ciphertext), kind="text",
+                               wire.Cipher(message=ciphertext, group_id=group.group_id),
+                               kind="text",
                                message_uuid=message_id)
             gdb.GroupMessage.create(
                 uuid=message_id, group=group, sender=self.me, outgoing=True,
@@ -1118,8 +1194,60 @@ def group_copies_stored(client: ChatClient, message_id: str) -> tuple[int, int] 
             return None if row is None else (row.stored, row.recipients)
 
 
+def export_groups(client: ChatClient) -> list[BackupGroup]:
+    """The active groups, for a key backup (inside or outside a transaction)."""
+    store = client.store
+    if not gdb.has_tables(store):
+        return []
+    service = GroupService(client)
+    with gdb.bound(store):
+        return [BackupGroup(group_id=g.group_id, name=g.name, creator_name=g.creator_name,
+                            admin=g.admin, ops=service._ops(g))
+                for g in gdb.Group.select().where(gdb.Group.status == ACTIVE)
+                .order_by(gdb.Group.id)]
+
+
+def restore_groups(client: ChatClient, groups: list[BackupGroup]) -> None:
+    """After ``keys import`` (inside its write transaction): take the groups back
+    and rejoin each with a new member record (new restore prekey and capability).
+
+    A member asks the creator to renew its record (``join``); the creator renews
+    its own at once. Either way every member then gets this member's new sender
+    key and sends it theirs (:meth:`GroupService._renewed`)."""
+    if not groups:
+        return
+    service = GroupService(client)
+    with gdb.bound(client.store):
+        for saved in groups:
+            if gdb.Group.get_or_none(gdb.Group.group_id == saved.group_id) is not None:
+                continue
+            group = gdb.Group.create(
+                group_id=saved.group_id, name=service._unique_group_name(saved.name),
+                creator_name=saved.creator_name, admin=saved.admin, status=JOINING,
+                own_cap_sealed=service.sealer.seal(os.urandom(32), "group.own_cap"),
+                created_at=now_ms())
+            service._store_ops(group, saved.ops)
+            if not gdb.GroupOp.select().where(gdb.GroupOp.group == group).exists():
+                group.delete_instance()
+                continue
+            state = service._membership(group)
+            if not state.is_member(service.me):
+                group.delete_instance()
+                continue
+            if group.admin == service.me:
+                service._add_op(group, wire.AddOp(seq=state.next_seq,
+                                                  record=service._own_record(group)))
+                renewed = service._membership(group)
+                service._reconcile(group, renewed, renewed.members())
+            else:
+                service._send_direct(service._record(state, group.admin), wire.Join(
+                    group_id=group.group_id, record=service._own_record(group)))
+
+
 async def flush_groups(client: ChatClient) -> None:
-    """Deliver queued group deposits (best effort; the client's outbox flush calls it)."""
+    """Deliver queued group deposits (best effort; the client's outbox flush calls
+    it). First applies the signed prekey schedule (:func:`prekeys.rotate`)."""
+    prekeys.apply_schedule(client, now=now_ms())
     with client.store.read():
         if not gdb.has_tables(client.store):
             return

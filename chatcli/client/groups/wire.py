@@ -6,10 +6,11 @@ their conversion into :mod:`chatcli.client.groups.membership` operations.
 
 Layers, inside a sealed deposit whose body is a ``GroupBody`` (tag ``group``):
 
-* :class:`Direct`: a pairwise Double Ratchet message between two members.
-  Every one carries the X3DH header of its session (the sender's identity,
-  the recipient's signed restore prekey it used, the ephemeral key), so two
-  members who are not contacts can start a session from a member record.
+* :class:`Direct`: a pairwise Double Ratchet message between two members, in
+  a two-way session (:mod:`chatcli.client.groups.pairwise`). Every one names
+  its session by the X3DH that started it (the responder's signed prekey and
+  the initiator's ephemeral key), in both directions, so two members who are
+  not contacts can start a session from a member record.
   Its plaintext is a :data:`DirectContent`: :class:`Invite`, :class:`Join`,
   :class:`Ops` or :class:`SenderKey`.
 * :class:`Cipher`: a sender-key message (``chatcli.crypto.sender_keys``), the
@@ -96,14 +97,25 @@ class SignedOp(msgspec.Struct, array_like=True, frozen=True):
 
 
 class Direct(_Tagged, frozen=True, tag="direct"):
+    """``identity``: the sender. ``restore_prekey`` and ``ephemeral`` name the
+    session: the responder's signed prekey and the initiator's X3DH ephemeral
+    key. ``refused``: in a session that is not confirmed yet, the ephemeral key
+    of the recipient's session the sender could not open, which this one
+    replaces."""
+
     identity: Bytes32
     restore_prekey: Bytes32
     ephemeral: Bytes32
     message: bytes
+    refused: Bytes32 | None = None
 
 
 class Cipher(_Tagged, frozen=True, tag="cipher"):
+    """``group_id`` (absent from older clients) only names the group in a notice
+    when the message cannot be read; it is not authenticated."""
+
     message: bytes
+    group_id: Bytes16 | None = None
 
 
 AnyLayer = Direct | Cipher
@@ -142,12 +154,16 @@ DirectContent = Invite | Join | Ops | SenderKey
 
 class GroupText(_Tagged, frozen=True, tag="text"):
     """A group chat message; ``id`` is a UUID members de-duplicate by. A file is
-    an attachment blob on the sender's relay, its key and read capability here."""
+    an attachment blob on the sender's relay, its key and read capability here.
+    ``version`` is the membership version it was sent under (how many admin
+    operations its sender had applied; absent from older clients): members show
+    it if and only if its sender was a member at that version."""
 
     id: Uuid
     sent_at: Millis
     text: Annotated[str, msgspec.Meta(max_length=MAX_GROUP_TEXT)]
     attachment: AttachmentRef | None = None
+    version: Seq | None = None
 
 
 CipherContent = GroupText

@@ -104,6 +104,18 @@ class Store(abc.ABC):
         """A context manager making the calls inside it one atomic, durable
         transaction (nested uses join the outer one)."""
 
+    def lock_writes(self) -> None:
+        """Inside :meth:`transaction`: serialise this transaction with every
+        other relay writer *before* it reads what its writes depend on (a
+        quota's usage), so that the decision still holds at commit. A no-op
+        where one process is the only writer (SQLite)."""
+        return
+
+    def checkpoint(self) -> None:
+        """Make deleted data leave the database's logs (the SQLite WAL) now;
+        a no-op where the server manages its own log (PostgreSQL)."""
+        return
+
     @property
     def description(self) -> str:
         """Where the data lives, for logs (no passwords)."""
@@ -154,6 +166,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def mailbox_auth_key(self, mailbox: bytes) -> bytes | None:
         """The auth key of a mailbox, or None if it does not exist."""
+
+    @abc.abstractmethod
+    def mailbox_installation(self, mailbox: bytes) -> bytes | None:
+        """The client installation that owns the mailbox now (None: not known yet)."""
+
+    @abc.abstractmethod
+    def set_mailbox_installation(self, mailbox: bytes, installation: bytes) -> None: ...
 
     @abc.abstractmethod
     def delete_mailbox(self, mailbox: bytes) -> bool:

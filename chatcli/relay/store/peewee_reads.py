@@ -17,8 +17,8 @@ from chatcli.relay.store import schema
 from chatcli.relay.store.base import BlobInfo, PresenceRecord
 from chatcli.relay.store.schema import Blob, BlobChunk, Mailbox
 
-SHARED_READS = ("schema_version", "mailbox_auth_key", "presence_records", "get_blob",
-                "owner_blob_bytes", "read_blob")
+SHARED_READS = ("schema_version", "mailbox_auth_key", "mailbox_installation",
+                "presence_records", "get_blob", "owner_blob_bytes", "read_blob")
 """The methods of :class:`PeeweeReads`, for backends that wrap them."""
 
 
@@ -43,6 +43,10 @@ class PeeweeReads:
     def mailbox_auth_key(self, mailbox: bytes) -> bytes | None:
         row = Mailbox.select(Mailbox.auth_key).where(Mailbox.id == mailbox).first()
         return bytes(row.auth_key) if row else None
+
+    def mailbox_installation(self, mailbox: bytes) -> bytes | None:
+        row = Mailbox.select(Mailbox.installation).where(Mailbox.id == mailbox).first()
+        return bytes(row.installation) if row and row.installation is not None else None
 
     def presence_records(self, mailboxes: Collection[bytes]) -> dict[bytes, PresenceRecord]:
         out: dict[bytes, PresenceRecord] = {}

@@ -227,6 +227,10 @@ class PostgresStore(PeeweeReads, Store):
             self._sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             self._locked = True
 
+    @_guarded
+    def lock_writes(self) -> None:
+        self._write_lock()
+
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         """A write: inside the caller's transaction, or a transaction of its own."""
@@ -497,6 +501,11 @@ class PostgresStore(PeeweeReads, Store):
     def set_presence_hidden(self, mailbox: bytes, hidden: bool) -> None:
         with self._writing():
             Mailbox.update(hidden=hidden).where(Mailbox.id == mailbox).execute()
+
+    @_guarded
+    def set_mailbox_installation(self, mailbox: bytes, installation: bytes) -> None:
+        with self._writing():
+            Mailbox.update(installation=installation).where(Mailbox.id == mailbox).execute()
 
     @_guarded
     def set_last_seen(self, mailbox: bytes, when: int) -> None:

@@ -108,6 +108,7 @@ class Mailbox(_Model):
     msg_bytes = peewee.BigIntegerField(default=0)      # with the messages table
     hidden = peewee.BooleanField(default=False)        # presence hidden by the owner
     last_seen = peewee.BigIntegerField(null=True)      # last disconnect
+    installation = peewee.BlobField(null=True)         # current client installation (16)
 
 
 class Capability(_Model):
@@ -173,8 +174,18 @@ def _initial(db: peewee.Database) -> None:
     db.create_tables([m for m in ALL_MODELS if m is not SchemaMigration], safe=False)
 
 
+def _mailbox_installation(db: peewee.Database) -> None:
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    table = Mailbox._meta.table_name
+    if "installation" not in {c.name for c in db.get_columns(table)}:
+        migrate(SchemaMigrator.from_database(db).add_column(
+            table, "installation", peewee.BlobField(null=True)))
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "mailboxes, capabilities, messages, blobs, tokens, meta", _initial),
+    Migration(2, "the current client installation of each mailbox", _mailbox_installation),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 

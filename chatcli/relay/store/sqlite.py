@@ -114,6 +114,20 @@ def _ack_delete_sql(rows: int) -> str:
             'WHERE ("mailbox", "id") IN (SELECT "mb", "id" FROM "ack")')
 
 
+def _is_rollback_failure(exc: BaseException) -> bool:
+    text = str(exc)
+    return "cannot rollback" in text or "no such savepoint" in text
+
+
+def _make_private(path: str) -> None:
+    """Mode 0600 for an existing database and its ``-wal`` and ``-shm`` (they
+    hold the relay's key): a copy or a restore may have left them readable."""
+    for name in (path, path + "-wal", path + "-shm"):
+        with contextlib.suppress(OSError):   # gone, or not ours to change
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+
+
 def _rows(query: Any) -> list[tuple[Any, ...]]:
     """The rows of a query as plain tuples."""
     return [tuple(row) for row in query.tuples()]
@@ -194,6 +208,10 @@ class SqliteStore(PeeweeReads, Store):
             if not parent.is_dir():
                 raise StorageError(f"The directory of the relay database {self.path} "
                                    "does not exist.")
+        if not new_file and self.path != ":memory:":
+            self._refuse_empty_file()
+            self._refuse_read_only()
+            _make_private(self.path)
         if new_file:
             # Created private before SQLite opens it, so that the -wal and -shm
             # files (same mode) are private too: they hold the relay's key.
@@ -205,14 +223,57 @@ class SqliteStore(PeeweeReads, Store):
         except peewee.DatabaseError as exc:
             raise StorageError(f"Cannot open the relay database {self.path}: {exc}.") from None
 
+    def _refuse_read_only(self) -> None:
+        """A relay must write (every deposit, every acknowledgement): say so at
+        start-up rather than answering every request with "try again later"."""
+        directory = str(Path(self.path).resolve().parent)
+        if not os.access(self.path, os.W_OK) or not os.access(directory, os.W_OK):
+            raise StorageError(
+                f"The relay database {self.path} is read-only (the file or its directory "
+                "cannot be written by this user); the relay needs to write it.")
+
+    def _refuse_empty_file(self) -> None:
+        """An existing file of zero bytes (and no WAL) is a relay database that
+        lost its contents (truncated, a failed copy): opening it would quietly
+        start a new relay with a new key. Only a missing file makes a new relay."""
+        try:
+            empty = os.path.getsize(self.path) == 0
+            wal = os.path.getsize(self.path + "-wal") if os.path.exists(self.path + "-wal") else 0
+        except OSError:
+            return   # unreadable: SQLite's own error says why
+        if empty and not wal:
+            raise StorageError(
+                f"The relay database {self.path} is an empty file, not a relay database "
+                "(truncated or a failed copy?); refusing to start a new relay in its place. "
+                "Restore it from a backup, or delete the file to start a new relay with a "
+                "new key on purpose.")
+
     def close(self) -> None:
         if not self.db.is_closed():
             self.db.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        with self.db.atomic():
-            yield
+        try:
+            with self.db.atomic():
+                yield
+        except peewee.OperationalError as exc:
+            # After SQLITE_FULL (disk full) SQLite has rolled back already, and
+            # peewee's own rollbacks fail ("cannot rollback - no transaction is
+            # active", "no such savepoint"), hiding the cause: report the cause.
+            cause: BaseException = exc
+            while _is_rollback_failure(cause) and isinstance(
+                    cause.__context__, peewee.DatabaseError | sqlite3.DatabaseError):
+                cause = cause.__context__
+            if cause is exc:
+                raise
+            raise cause from None
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it, so that the old pages
+        of deleted rows do not stay in ``-wal`` (``secure_delete`` only zeroes
+        them in the database file)."""
+        self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[no-untyped-call]
 
     # ------------------------------------------------------------ relay key
 
@@ -429,6 +490,9 @@ class SqliteStore(PeeweeReads, Store):
 
     def set_presence_hidden(self, mailbox: bytes, hidden: bool) -> None:
         Mailbox.update(hidden=hidden).where(Mailbox.id == mailbox).execute()
+
+    def set_mailbox_installation(self, mailbox: bytes, installation: bytes) -> None:
+        Mailbox.update(installation=installation).where(Mailbox.id == mailbox).execute()
 
     def set_last_seen(self, mailbox: bytes, when: int) -> None:
         Mailbox.update(last_seen=when).where(Mailbox.id == mailbox).execute()
