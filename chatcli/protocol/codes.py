@@ -11,6 +11,7 @@ UNSUPPORTED_VERSION: Final = "unsupported_version"
 FRAME_TOO_LARGE: Final = "frame_too_large"
 UNEXPECTED_FRAME: Final = "unexpected_frame"    # valid frame, wrong moment
 NOT_AUTHENTICATED: Final = "not_authenticated"
+ANONYMOUS_ONLY: Final = "anonymous_only"        # deposit/presence on a logged-in connection
 AUTH_FAILED: Final = "auth_failed"
 REGISTRATION_CLOSED: Final = "registration_closed"
 BAD_TOKEN: Final = "bad_token"  # noqa: S105 - an error code, not a secret
@@ -30,7 +31,7 @@ INTERNAL_ERROR: Final = "internal_error"
 
 ALL_CODES: Final = frozenset({
     BAD_FRAME, UNSUPPORTED_VERSION, FRAME_TOO_LARGE, UNEXPECTED_FRAME,
-    NOT_AUTHENTICATED, AUTH_FAILED, REGISTRATION_CLOSED, BAD_TOKEN,
+    NOT_AUTHENTICATED, ANONYMOUS_ONLY, AUTH_FAILED, REGISTRATION_CLOSED, BAD_TOKEN,
     UNKNOWN_MAILBOX, BAD_CAPABILITY, QUOTA_EXCEEDED, RATE_LIMITED,
     BLOB_NOT_FOUND, BLOB_TOO_LARGE, BAD_REQUEST, TOO_MANY_CONNECTIONS,
     HANDSHAKE_TIMEOUT, SLOW_CONSUMER, TRY_AGAIN, SHUTTING_DOWN, INTERNAL_ERROR,
