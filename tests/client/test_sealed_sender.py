@@ -56,8 +56,8 @@ async def test_sends_receipts_and_presence_go_on_anonymous_connections(
     assert counts["PresenceSubscribe"] == 1
 
 
-async def test_group_sends_go_on_anonymous_connections(trio_of: Trio, relay: FakeRelay
-                                                       ) -> None:
+async def test_group_sends_go_on_anonymous_connections(
+        trio_of: Trio, relay: FakeRelay) -> None:  # noqa: F811 - the imported fixture
     alice, bob, carol = trio_of
     await make_group(alice, bob, carol)
     relay.seen.clear()

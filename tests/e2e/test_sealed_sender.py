@@ -22,8 +22,8 @@ def test_chat_receipts_presence_and_group_on_one_relay(relay: RelayProcess, user
     assert bob.texts() == ["hello bob"]          # bob's read receipt goes out here
     bob.run("send", "alice", "hi alice")
     assert alice.texts() == ["hi alice"]         # alice also takes in bob's receipt
-    out = alice.lines("messages", "bob")
-    assert [(m["direction"], m["state"]) for m in out][0] == ("out", "read")
+    first = alice.lines("messages", "bob")[0]
+    assert (first["direction"], first["state"]) == ("out", "read")
 
     # Presence: bob is online while his `receive --wait` holds his owner connection.
     env = _env({"CHATCLI_HOME": str(bob.home), "CHATCLI_PASSPHRASE": bob.passphrase})
