@@ -268,12 +268,18 @@ async def _open(address: RelayAddress | str, cls: type[C], relay_key: bytes | No
     proto = ClientProtocol(relay_key=relay_key, fingerprint=address.fingerprint)
     try:
         async with contextlib.AsyncExitStack() as stack:
+            opened: list[trio_websocket.WebSocketConnection] = []
+            # Runs after open_websocket's exit: its aclose() returns early when
+            # the peer closed first (or on cancellation), leaving the TCP
+            # stream open; a client holds two connections per relay, so close it.
+            stack.push_async_callback(_close_streams, opened)
             try:
                 ws = await stack.enter_async_context(trio_websocket.open_websocket(
                     address.host, address.port, "/", use_ssl=address.tls,
                     max_message_size=frames.MAX_FRAME_SIZE + 1024,
                     connect_timeout=time_limit, disconnect_timeout=2,
                     message_queue_size=64))
+                opened.append(ws)
                 with trio.fail_after(time_limit):
                     await ws.send_message(proto.start())
                     data = await ws.get_message()
@@ -307,6 +313,11 @@ async def _open(address: RelayAddress | str, cls: type[C], relay_key: bytes | No
         raise RelayError(f"The relay at {address} closed the connection.") from None
     except BaseExceptionGroup as group:
         raise unwrap(group) from None
+
+
+async def _close_streams(opened: list[trio_websocket.WebSocketConnection]) -> None:
+    for ws in opened:
+        await trio.aclose_forcefully(ws._stream)
 
 
 def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
