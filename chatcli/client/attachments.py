@@ -166,7 +166,7 @@ async def download_attachment(client: ChatClient, ref: m.AttachmentRef, save_dir
     """Download, verify and decrypt an attachment into ``save_dir``."""
     import trio
 
-    conn = await client._require_pool().get(ref.relay_url)
+    conn = await client.anonymous(ref.relay_url)
     tmp, out = _open_download(save_dir)
     try:
         with out:

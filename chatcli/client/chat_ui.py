@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from chatcli.client import models as db
-from chatcli.client.relay_client import RelayConnection, unwrap
+from chatcli.client.relay_client import OwnerConnection, unwrap
 from chatcli.client.service import (
     ChatClient,
     Event,
@@ -285,7 +285,6 @@ class ChatSession:
         self._typing_sent_at = -math.inf
         self._connected = False
         self._dropped = False
-        self._own_relay_url = ""
 
     # ------------------------------------------------------------ input (sync, in Trio)
 
@@ -309,7 +308,6 @@ class ChatSession:
 
     async def run(self) -> None:
         """Show the opening screen, then chat until the input is closed or /quit."""
-        self._own_relay_url = self.client.relay_url
         self._show_header()
         self._show_history()
         try:
@@ -468,7 +466,7 @@ class ChatSession:
             nursery.start_soon(self._presence_task)
             await self._push_loop(conn)
 
-    async def _push_loop(self, conn: RelayConnection) -> None:
+    async def _push_loop(self, conn: OwnerConnection) -> None:
         while True:
             try:
                 frame = await conn.pushes.receive()
@@ -490,8 +488,6 @@ class ChatSession:
                     if self._dropped:
                         self.view.show("reconnected.")
                     self.view.refresh()
-            elif isinstance(frame, frames.PresenceUpdate):
-                self._presence_entries(frame.entries)
             elif isinstance(frame, frames.Bye | frames.Error):
                 raise RelayError(conn.close_reason)
 
@@ -644,25 +640,19 @@ class ChatSession:
         while True:
             info = (await self.client.subscribe_presence([name])).get(name)
             self._set_presence(info)
-            if self._same_relay():
-                return  # updates arrive on the own connection (see _push_loop)
             try:
                 async for event in self.client.presence_updates(name):
                     self.status.online = event.online
                     self.status.last_seen = event.last_seen
                     self.status.presence_known = True
+                    if not event.online:
+                        self.status.typing_until = 0.0
                     self.view.refresh()
             except RelayError:
                 pass
             self.status.presence_known = False
             self.view.refresh()
             await trio.sleep(self.retry_max)
-
-    def _same_relay(self) -> bool:
-        from chatcli.protocol.address import parse_relay_url
-
-        own = parse_relay_url(self._own_relay_url).url_without_fragment
-        return parse_relay_url(self.target.relay_url).url_without_fragment == own
 
     def _set_presence(self, info: PresenceInfo | None) -> None:
         if info is None:
@@ -673,15 +663,6 @@ class ChatSession:
             self.status.presence_known = info.known
         self.view.refresh()
 
-    def _presence_entries(self, entries: list[frames.PresenceEntry]) -> None:
-        for entry in entries:
-            if entry.mailbox == self.target.mailbox:
-                self.status.online = entry.online
-                self.status.last_seen = entry.last_seen
-                self.status.presence_known = True
-                if not entry.online:
-                    self.status.typing_until = 0.0
-                self.view.refresh()
 
     async def _ticker(self) -> None:
         """Redraw the status line when the typing indicator runs out."""

@@ -68,7 +68,7 @@ async def upload_blob(client: ChatClient, data: bytes, ttl: int) -> tuple[bytes,
 
 async def download_blob(client: ChatClient, relay_url: str, blob: bytes, read_cap: bytes
                         ) -> bytes:
-    conn = await client._require_pool().get(relay_url)
+    conn = await client.anonymous(relay_url)
     parts: list[bytes] = []
     offset, size = 0, None
     while size is None or offset < size:

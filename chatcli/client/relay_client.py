@@ -6,8 +6,17 @@ task that hands answers to the request that waits for them (by request id)
 and everything else (Deliver, Synced, PresenceUpdate, Bye) to
 :attr:`RelayConnection.pushes`. Sends go through one lock.
 
-:class:`RelayPool` keeps one connection per relay for the length of a
-command, so that deposits to many contacts on one relay share it.
+Sealed sender: there are two kinds of connection, and a frame goes only on the
+kind made for it. An :class:`OwnerConnection` logs in as this identity's
+mailbox and fetches, acknowledges and manages it (capabilities, presence
+settings, own blobs). An :class:`AnonymousConnection` never logs in; it carries
+every frame that names someone else's mailbox (deposits, receipts being
+deposits, presence queries and subscriptions) and reads others' blobs. Were
+they one connection, the relay would see which mailbox writes to which.
+
+:class:`RelayPool` keeps, for the length of a command (or a ``chat``
+session), one owner connection to the own relay and one anonymous connection
+per relay, so that deposits to many contacts on one relay share it.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import contextlib
 import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import trio
 import trio_websocket
@@ -24,8 +33,9 @@ import trio_websocket
 from chatcli.client.errors import RelayRequestError
 from chatcli.errors import ChatcliError, RelayError
 from chatcli.protocol import codes, frames
+from chatcli.protocol._state import CLIENT_FRAME_KIND, Kind
 from chatcli.protocol.address import RelayAddress, parse_relay_url
-from chatcli.protocol.codec import RemoteProtocolError
+from chatcli.protocol.codec import LocalProtocolError, RemoteProtocolError
 from chatcli.protocol.connection import ClientProtocol
 
 CONNECT_TIMEOUT = 10.0
@@ -36,7 +46,8 @@ KEEPALIVE_INTERVAL = 25.0
 
 F = TypeVar("F", bound=frames.Frame)
 
-__all__ = ["RelayConnection", "RelayPool", "RelayRequestError", "connect", "unwrap"]
+__all__ = ["AnonymousConnection", "OwnerConnection", "RelayConnection", "RelayPool",
+           "RelayRequestError", "connect", "connect_anonymous", "unwrap"]
 
 
 _FRIENDLY = {
@@ -68,7 +79,10 @@ class _Waiter:
 
 class RelayConnection:
     """One handshaken connection. Use :meth:`request` for request/answer pairs,
-    and read :attr:`pushes` for frames the relay sends unasked."""
+    and read :attr:`pushes` for frames the relay sends unasked. Use one of the
+    two subclasses: each sends only the kinds of frame in its ``KINDS``."""
+
+    KINDS: ClassVar[frozenset[Kind]] = frozenset()
 
     def __init__(self, ws: trio_websocket.WebSocketConnection, proto: ClientProtocol,
                  address: RelayAddress) -> None:
@@ -149,6 +163,10 @@ class RelayConnection:
             raise RelayError(f"The connection to the relay at {self.address} is closed: "
                              f"{self.close_reason}.")
         frame = make if isinstance(make, frames.Frame) else make(self.proto.next_request_id())
+        if CLIENT_FRAME_KIND[type(frame)] not in self.KINDS:
+            # A bug, not a user error: it would tell the relay who writes to whom.
+            raise LocalProtocolError(f"A {type(frame).__name__} frame must not be sent on "
+                                     f"{self.describe()}.")
         data = self.proto.send(frame)  # type: ignore[arg-type]
         req: int = getattr(frame, "req")  # noqa: B009
         waiter = _Waiter()
@@ -169,6 +187,30 @@ class RelayConnection:
                 answer.code,
             )
         return answer
+
+    def describe(self) -> str:
+        return "this connection"
+
+
+class AnonymousConnection(RelayConnection):
+    """A connection that never logs in: deposits (messages and receipts),
+    presence queries and subscriptions, reading others' blobs."""
+
+    KINDS = frozenset({Kind.ANONYMOUS, Kind.OPEN})
+
+    def describe(self) -> str:
+        return "an anonymous connection (it never logs in)"
+
+
+class OwnerConnection(RelayConnection):
+    """The connection that logs in as the own mailbox: fetch, acknowledge,
+    capabilities, presence settings, own blobs. Never a deposit or a
+    presence query: those would link this mailbox to the recipient's."""
+
+    KINDS = frozenset({Kind.LOGIN, Kind.OWNER, Kind.OPEN})
+
+    def describe(self) -> str:
+        return "the mailbox owner's connection"
 
     async def authenticate(self, mailbox: bytes, sign: Callable[[bytes], bytes], *,
                            installation: bytes | None = None, supersede: bool = False) -> None:
@@ -219,25 +261,48 @@ def _unreachable(address: RelayAddress, why: str) -> RelayError:
     return RelayError(f"The relay at {address.url_without_fragment} cannot be reached: {why}.")
 
 
-@contextlib.asynccontextmanager
-async def connect(address: RelayAddress | str, *, relay_key: bytes | None = None,
-                  time_limit: float = CONNECT_TIMEOUT) -> AsyncIterator[RelayConnection]:
-    """Open a verified connection to a relay for the duration of the block.
+C = TypeVar("C", bound=RelayConnection)
+
+
+def connect(address: RelayAddress | str, *, relay_key: bytes | None = None,
+            time_limit: float = CONNECT_TIMEOUT
+            ) -> contextlib.AbstractAsyncContextManager[OwnerConnection]:
+    """Open a verified connection to a relay for the duration of the block,
+    to log in (or register) as a mailbox owner.
 
     The relay's key is checked against ``relay_key`` when given, else against
     the address's fingerprint; with neither it is accepted (the caller warns
     and pins ``conn.relay_key``)."""
+    return _open(address, OwnerConnection, relay_key, time_limit)
+
+
+def connect_anonymous(address: RelayAddress | str, *, relay_key: bytes | None = None,
+                      time_limit: float = CONNECT_TIMEOUT
+                      ) -> contextlib.AbstractAsyncContextManager[AnonymousConnection]:
+    """Like :func:`connect`, for a connection that never logs in."""
+    return _open(address, AnonymousConnection, relay_key, time_limit)
+
+
+@contextlib.asynccontextmanager
+async def _open(address: RelayAddress | str, cls: type[C], relay_key: bytes | None,
+                time_limit: float) -> AsyncIterator[C]:
     if isinstance(address, str):
         address = parse_relay_url(address)
     proto = ClientProtocol(relay_key=relay_key, fingerprint=address.fingerprint)
     try:
         async with contextlib.AsyncExitStack() as stack:
+            opened: list[trio_websocket.WebSocketConnection] = []
+            # Runs after open_websocket's exit: its aclose() returns early when
+            # the peer closed first (or on cancellation), leaving the TCP
+            # stream open; a client holds two connections per relay, so close it.
+            stack.push_async_callback(_close_streams, opened)
             try:
                 ws = await stack.enter_async_context(trio_websocket.open_websocket(
                     address.host, address.port, "/", use_ssl=address.tls,
                     max_message_size=frames.MAX_FRAME_SIZE + 1024,
                     connect_timeout=time_limit, disconnect_timeout=2,
                     message_queue_size=64))
+                opened.append(ws)
                 with trio.fail_after(time_limit):
                     await ws.send_message(proto.start())
                     data = await ws.get_message()
@@ -257,7 +322,7 @@ async def connect(address: RelayAddress | str, *, relay_key: bytes | None = None
             except RemoteProtocolError as exc:
                 raise _unreachable(address, f"it does not speak the chatcli protocol ({exc})"
                                    ) from None
-            conn = RelayConnection(ws, proto, address)
+            conn = cls(ws, proto, address)
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(conn.reader)
@@ -272,6 +337,11 @@ async def connect(address: RelayAddress | str, *, relay_key: bytes | None = None
         raise RelayError(f"The relay at {address} closed the connection.") from None
     except BaseExceptionGroup as group:
         raise unwrap(group) from None
+
+
+async def _close_streams(opened: list[trio_websocket.WebSocketConnection]) -> None:
+    for ws in opened:
+        await trio.aclose_forcefully(ws._stream)
 
 
 def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -299,33 +369,52 @@ def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 class RelayPool:
-    """One connection per relay URL, opened on first use by a task of
-    ``nursery`` (so callers may sit in any cancel scope), closed with it."""
+    """Connections per relay URL, opened on first use by a task of ``nursery``
+    (so callers may sit in any cancel scope), closed with it: at most one owner
+    connection and one anonymous connection per relay.
+
+    One anonymous connection per relay for the length of the block, not a
+    fresh one per deposit: a fresh connection would come from the same IP
+    address moments later, so it would hide little from the relay, and cost a
+    handshake each time. What it does not hide is written in
+    docs/threat-model.md ("What the relay learns")."""
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
-        self._conns: dict[str, RelayConnection] = {}
-        self._locks: dict[str, trio.Lock] = {}
+        self._owners: dict[str, OwnerConnection] = {}
+        self._anonymous: dict[str, AnonymousConnection] = {}
+        self._locks: dict[tuple[str, bool], trio.Lock] = {}
 
-    async def get(self, url: str, relay_key: bytes | None = None) -> RelayConnection:
+    async def owner(self, url: str, relay_key: bytes | None = None) -> OwnerConnection:
+        """The connection on which to log in as the own mailbox (the caller
+        logs in: see ``ChatClient.own_relay``)."""
+        return await self._get(url, relay_key, self._owners, OwnerConnection)
+
+    async def anonymous(self, url: str, relay_key: bytes | None = None
+                        ) -> AnonymousConnection:
+        """The connection for deposits, presence and others' blobs on ``url``."""
+        return await self._get(url, relay_key, self._anonymous, AnonymousConnection)
+
+    async def _get(self, url: str, relay_key: bytes | None, conns: dict[str, C],
+                   cls: type[C]) -> C:
         address = parse_relay_url(url)
         key = address.url_without_fragment
-        # One lock per relay: a slow relay does not hold up connections to others.
-        async with self._locks.setdefault(key, trio.Lock()):
-            conn = self._conns.get(key)
+        # One lock per relay and kind: a slow relay does not hold up the others.
+        async with self._locks.setdefault((key, cls is OwnerConnection), trio.Lock()):
+            conn = conns.get(key)
             if conn is None or conn.closed.is_set():
-                conn = await self._nursery.start(self._hold, address, relay_key)
-                self._conns[key] = conn
+                conn = await self._nursery.start(self._hold, address, relay_key, cls)
+                conns[key] = conn
             return conn
 
     @staticmethod
-    async def _hold(address: RelayAddress, relay_key: bytes | None,
-                    task_status: trio.TaskStatus[RelayConnection] = trio.TASK_STATUS_IGNORED
-                    ) -> None:
-        async with connect(address, relay_key=relay_key) as conn:
+    async def _hold(address: RelayAddress, relay_key: bytes | None, cls: type[C],
+                    task_status: trio.TaskStatus[C] = trio.TASK_STATUS_IGNORED) -> None:
+        async with _open(address, cls, relay_key, CONNECT_TIMEOUT) as conn:
             task_status.started(conn)
             await conn.closed.wait()
 
     def drop(self, url: str) -> None:
-        """Forget a connection (after an error) so the next get() reconnects."""
-        self._conns.pop(parse_relay_url(url).url_without_fragment, None)
+        """Forget the anonymous connection to ``url`` (after an error) so that
+        the next :meth:`anonymous` reconnects."""
+        self._anonymous.pop(parse_relay_url(url).url_without_fragment, None)

@@ -60,7 +60,7 @@ from chatcli.protocol import codes, frames
 if TYPE_CHECKING:
     import trio
 
-    from chatcli.client.relay_client import RelayConnection, RelayPool
+    from chatcli.client.relay_client import AnonymousConnection, OwnerConnection, RelayPool
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 DEFAULT_INVITE_SECONDS = 7 * 86400
@@ -277,7 +277,7 @@ class ChatClient:
         self.sealer = store.sealer
         self._pool: RelayPool | None = None
         self._nursery: trio.Nursery | None = None
-        self._own: RelayConnection | None = None
+        self._own: OwnerConnection | None = None
         self._authenticated = False
         self._installation_checked = False
         self.auto_read = False  # mark incoming messages read (and say so) at once
@@ -381,10 +381,11 @@ class ChatClient:
     def relay_url(self) -> str:
         return str(self.account().relay_url)
 
-    async def own_relay(self, *, authenticate: bool = True) -> RelayConnection:
-        """The connection to this identity's relay, authenticated as the mailbox owner."""
+    async def own_relay(self, *, authenticate: bool = True) -> OwnerConnection:
+        """The connection to this identity's relay, authenticated as the mailbox
+        owner. It refuses deposits and presence queries: use :meth:`anonymous`."""
         account = self.account()
-        conn = await self._require_pool().get(account.relay_url)
+        conn = await self._require_pool().owner(account.relay_url)
         if authenticate and (conn is not self._own or not self._authenticated):
             self._own = conn
             installation, supersede = self._installation()
@@ -433,6 +434,11 @@ class ChatClient:
             raise
         except RelayError:
             pass
+
+    async def anonymous(self, url: str) -> AnonymousConnection:
+        """The connection to the relay at ``url`` that never logs in: for
+        deposits, presence of contacts and others' blobs (sealed sender)."""
+        return await self._require_pool().anonymous(url)
 
     async def set_presence_hidden(self, hidden: bool) -> None:
         conn = await self.own_relay()
@@ -898,7 +904,7 @@ class ChatClient:
             by_relay.setdefault(row.contact.relay_url, []).append(row)
         for url, items in by_relay.items():
             try:
-                conn = await self._require_pool().get(url)
+                conn = await self.anonymous(url)
                 for start in range(0, len(items), DEPOSIT_CHUNK):
                     chunk = items[start:start + DEPOSIT_CHUNK]
                     deposit = [frames.DepositItem(
@@ -1016,9 +1022,10 @@ class ChatClient:
     async def events(self, *, wait: float | None = None, stop_at_synced: bool = True
                      ) -> AsyncIterator[Event]:
         """Authenticate to the own relay and yield what arrives: messages,
-        receipts, typing, presence of contacts on this relay, notices, and one
-        :class:`SyncedEvent`. Stops after Synced when ``stop_at_synced`` (then
-        ``wait`` seconds more if given), or when the connection ends."""
+        receipts, typing, notices, and one :class:`SyncedEvent` (presence comes
+        from :meth:`presence_updates`, on another connection). Stops after
+        Synced when ``stop_at_synced`` (then ``wait`` seconds more if given), or
+        when the connection ends."""
         import trio
 
         conn = await self.own_relay()
@@ -1053,9 +1060,6 @@ class ChatClient:
                         await self.flush_outbox()
                         return
                     deadline = trio.current_time() + wait
-            elif isinstance(frame, frames.PresenceUpdate):
-                for event in self._presence_events(frame.entries):
-                    yield event
             elif isinstance(frame, frames.Bye | frames.Error):
                 raise RelayError(f"The relay ended the connection: {conn.close_reason}.")
 
@@ -1526,7 +1530,7 @@ class ChatClient:
                                                         "contact.deposit_cap", c.id))
                 for c in group]
             try:
-                conn = await self._require_pool().get(url)
+                conn = await self.anonymous(url)
                 answer = await conn.request(
                     lambda req: frames.PresenceQuery(req=req, targets=targets),
                     time_limit=time_limit)
@@ -1547,14 +1551,14 @@ class ChatClient:
 
     async def subscribe_presence(self, names: list[str]) -> dict[str, PresenceInfo]:
         """Like :meth:`presence`, and later changes arrive as :class:`PresenceEvent`
-        from :meth:`events` (contacts on the own relay) or :meth:`presence_updates`."""
+        from :meth:`presence_updates`."""
         contacts = [c for c in self.contacts() if c.name in names]
         result: dict[str, PresenceInfo] = {}
         for contact in contacts:
             target = frames.PresenceTarget(mailbox=contact.mailbox, cap=self.sealer.open(
                 contact.deposit_cap_sealed, "contact.deposit_cap", contact.id))
             try:
-                conn = await self._require_pool().get(contact.relay_url)
+                conn = await self.anonymous(contact.relay_url)
                 answer = await conn.request(
                     lambda req, t=target: frames.PresenceSubscribe(req=req, targets=[t]),  # type: ignore[misc]
                     time_limit=5)
@@ -1569,16 +1573,11 @@ class ChatClient:
 
     async def presence_updates(self, name: str) -> AsyncIterator[PresenceEvent]:
         """The presence changes of contact ``name`` that its relay pushes after
-        :meth:`subscribe_presence`, when that relay is not this identity's own
-        (those arrive from :meth:`events`: nothing is yielded here). Ends when the
-        connection to that relay closes. (Added for ``chatcli chat``.)"""
-        from chatcli.protocol.address import parse_relay_url
-
+        :meth:`subscribe_presence`, on the anonymous connection to that relay
+        (also when it is this identity's own relay). Ends when that connection
+        closes. (Added for ``chatcli chat``.)"""
         contact = self.get_contact(name, allow_key_changed=True)
-        own = parse_relay_url(self.relay_url).url_without_fragment
-        if parse_relay_url(contact.relay_url).url_without_fragment == own:
-            return
-        conn = await self._require_pool().get(contact.relay_url)
+        conn = await self.anonymous(contact.relay_url)
         async for frame in conn.pushes:
             if isinstance(frame, frames.PresenceUpdate):
                 for event in self._presence_events(frame.entries):

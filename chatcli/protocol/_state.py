@@ -35,7 +35,8 @@ class Kind(enum.Enum):
 
     HELLO = "hello"      # the handshake opener
     LOGIN = "login"      # Register / Auth
-    OPEN = "open"        # anyone after the handshake: deposits, presence, blob reads, ping
+    OPEN = "open"        # anyone after the handshake: blob reads, ping
+    ANONYMOUS = "anonymous"  # only a connection that never logged in: deposits, presence watching
     OWNER = "owner"      # only an authenticated owner
 
 
@@ -43,9 +44,9 @@ CLIENT_FRAME_KIND: Final[dict[type[frames.Frame], Kind]] = {
     frames.Hello: Kind.HELLO,
     frames.Register: Kind.LOGIN,
     frames.Auth: Kind.LOGIN,
-    frames.Deposit: Kind.OPEN,
-    frames.PresenceQuery: Kind.OPEN,
-    frames.PresenceSubscribe: Kind.OPEN,
+    frames.Deposit: Kind.ANONYMOUS,
+    frames.PresenceQuery: Kind.ANONYMOUS,
+    frames.PresenceSubscribe: Kind.ANONYMOUS,
     frames.BlobGet: Kind.OPEN,
     frames.Ping: Kind.OPEN,
     frames.CapAdd: Kind.OWNER,
@@ -60,26 +61,35 @@ CLIENT_FRAME_KIND: Final[dict[type[frames.Frame], Kind]] = {
 # (state, kind) -> None when allowed, else the error code the relay answers.
 # A refused frame with a request id gets an Error for that request and the
 # connection continues; a refused Hello (it has no id) closes the connection.
+# Sealed sender: a frame that names someone else's mailbox with a capability
+# (a deposit, a presence query or subscription) is refused with
+# ``anonymous_only`` once the connection has logged in (or is logging in), so
+# the relay never sees a sender's mailbox and a recipient's on one connection.
 ADMISSION: Final[dict[tuple[State, Kind], str | None]] = {
     (State.CONNECTING, Kind.HELLO): None,
     (State.CONNECTING, Kind.LOGIN): codes.UNEXPECTED_FRAME,
     (State.CONNECTING, Kind.OPEN): codes.UNEXPECTED_FRAME,
+    (State.CONNECTING, Kind.ANONYMOUS): codes.UNEXPECTED_FRAME,
     (State.CONNECTING, Kind.OWNER): codes.UNEXPECTED_FRAME,
     (State.READY, Kind.HELLO): codes.UNEXPECTED_FRAME,
     (State.READY, Kind.LOGIN): None,
     (State.READY, Kind.OPEN): None,
+    (State.READY, Kind.ANONYMOUS): None,
     (State.READY, Kind.OWNER): codes.NOT_AUTHENTICATED,
     (State.AUTHENTICATING, Kind.HELLO): codes.UNEXPECTED_FRAME,
     (State.AUTHENTICATING, Kind.LOGIN): codes.UNEXPECTED_FRAME,
     (State.AUTHENTICATING, Kind.OPEN): None,
+    (State.AUTHENTICATING, Kind.ANONYMOUS): codes.ANONYMOUS_ONLY,
     (State.AUTHENTICATING, Kind.OWNER): codes.NOT_AUTHENTICATED,
     (State.AUTHENTICATED, Kind.HELLO): codes.UNEXPECTED_FRAME,
     (State.AUTHENTICATED, Kind.LOGIN): codes.UNEXPECTED_FRAME,
     (State.AUTHENTICATED, Kind.OPEN): None,
+    (State.AUTHENTICATED, Kind.ANONYMOUS): codes.ANONYMOUS_ONLY,
     (State.AUTHENTICATED, Kind.OWNER): None,
     (State.CLOSED, Kind.HELLO): codes.UNEXPECTED_FRAME,
     (State.CLOSED, Kind.LOGIN): codes.UNEXPECTED_FRAME,
     (State.CLOSED, Kind.OPEN): codes.UNEXPECTED_FRAME,
+    (State.CLOSED, Kind.ANONYMOUS): codes.UNEXPECTED_FRAME,
     (State.CLOSED, Kind.OWNER): codes.UNEXPECTED_FRAME,
 }
 

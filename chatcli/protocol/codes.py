@@ -11,6 +11,7 @@ UNSUPPORTED_VERSION: Final = "unsupported_version"
 FRAME_TOO_LARGE: Final = "frame_too_large"
 UNEXPECTED_FRAME: Final = "unexpected_frame"    # valid frame, wrong moment
 NOT_AUTHENTICATED: Final = "not_authenticated"
+ANONYMOUS_ONLY: Final = "anonymous_only"        # deposit/presence on a logged-in connection
 AUTH_FAILED: Final = "auth_failed"
 REGISTRATION_CLOSED: Final = "registration_closed"
 BAD_TOKEN: Final = "bad_token"  # noqa: S105 - an error code, not a secret
@@ -34,7 +35,7 @@ RELAY_FULL: Final = "relay_full"                # the relay's storage budget is 
 
 ALL_CODES: Final = frozenset({
     BAD_FRAME, UNSUPPORTED_VERSION, FRAME_TOO_LARGE, UNEXPECTED_FRAME,
-    NOT_AUTHENTICATED, AUTH_FAILED, REGISTRATION_CLOSED, BAD_TOKEN,
+    NOT_AUTHENTICATED, ANONYMOUS_ONLY, AUTH_FAILED, REGISTRATION_CLOSED, BAD_TOKEN,
     UNKNOWN_MAILBOX, BAD_CAPABILITY, QUOTA_EXCEEDED, RATE_LIMITED,
     BLOB_NOT_FOUND, BLOB_TOO_LARGE, BAD_REQUEST, TOO_MANY_CONNECTIONS,
     HANDSHAKE_TIMEOUT, MESSAGE_TIMEOUT, IDLE_TIMEOUT, SLOW_CONSUMER, TRY_AGAIN,

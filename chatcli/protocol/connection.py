@@ -89,6 +89,39 @@ def _transition(state: State, event: Event) -> State:
             f"Event {event.value} is not allowed in state {state.value}.") from None
 
 
+_ANONYMOUS_ONLY_WHY = ("deposits and presence go on a connection that never logs in; "
+                       "owners log in on another")
+
+
+class _Role:
+    """Which of the two kinds of connection this one became (sealed sender).
+
+    A connection that sent Register or Auth (even a failed one: it named a
+    mailbox) is an owner's and never carries a deposit or a presence query; one
+    that deposited or watched presence is anonymous and never logs in. The
+    state table refuses anonymous frames while logged in; this remembers the
+    rest for the life of the connection."""
+
+    __slots__ = ("anonymous", "owner")
+
+    def __init__(self) -> None:
+        self.owner = False
+        self.anonymous = False
+
+    def refusal(self, kind: Kind) -> str | None:
+        if kind is Kind.ANONYMOUS and self.owner:
+            return codes.ANONYMOUS_ONLY
+        if kind is Kind.LOGIN and self.anonymous:
+            return codes.ANONYMOUS_ONLY
+        return None
+
+    def admit(self, kind: Kind) -> None:
+        if kind is Kind.LOGIN:
+            self.owner = True
+        elif kind is Kind.ANONYMOUS:
+            self.anonymous = True
+
+
 class RelayProtocol:
     """The relay's end of one connection.
 
@@ -102,6 +135,7 @@ class RelayProtocol:
 
     __slots__ = (
         "_nonce",
+        "_role",
         "_sign",
         "_state",
         "challenge",
@@ -131,6 +165,7 @@ class RelayProtocol:
         self.version: int | None = None
         self.mailbox: bytes | None = None
         self._nonce: bytes | None = None
+        self._role = _Role()
 
     @property
     def state(self) -> State:
@@ -153,14 +188,18 @@ class RelayProtocol:
         refusal = ADMISSION[(self._state, kind)]
         if kind is Kind.HELLO and refusal is None and self._nonce is not None:
             refusal = codes.UNEXPECTED_FRAME  # a second Hello before Welcome
+        if refusal is None:
+            refusal = self._role.refusal(kind)
         req: int | None = getattr(frame, "req", None)
         if refusal is not None:
             fatal = req is None or self._state in FATAL_STATES
             if fatal:
                 self._state = State.CLOSED
+            why = (_ANONYMOUS_ONLY_WHY if refusal == codes.ANONYMOUS_ONLY
+                   else f"connection {self._state.value}")
             raise RemoteProtocolError(
-                f"A {type(frame).__name__} frame is not allowed now "
-                f"(connection {self._state.value}).", code=refusal, req=req, fatal=fatal)
+                f"A {type(frame).__name__} frame is not allowed now ({why}).",
+                code=refusal, req=req, fatal=fatal)
         if isinstance(frame, frames.Hello):
             version = negotiate_version(frame.versions)
             if version is None:
@@ -171,7 +210,9 @@ class RelayProtocol:
                     code=codes.UNSUPPORTED_VERSION)
             self.version = version
             self._nonce = frame.nonce
-        elif isinstance(frame, frames.Register | frames.Auth):
+            return frame
+        self._role.admit(kind)
+        if isinstance(frame, frames.Register | frames.Auth):
             self._state = _transition(self._state, Event.LOGIN_SENT)
         elif isinstance(frame, frames.Deposit):
             for item in frame.items:
@@ -270,6 +311,7 @@ class ClientProtocol:
         self._pending: dict[int, type[frames.Frame]] = {}
         self._login_req: int | None = None
         self._login_mailbox: bytes | None = None
+        self._role = _Role()
         self.relay_key: bytes | None = None
         self.challenge: bytes | None = None
         self.version: int | None = None
@@ -332,7 +374,7 @@ class ClientProtocol:
         kind = CLIENT_FRAME_KIND[type(frame)]
         if kind is Kind.HELLO:
             raise LocalProtocolError("Use start() to send Hello.")
-        refusal = ADMISSION[(self._state, kind)]
+        refusal = ADMISSION[(self._state, kind)] or self._role.refusal(kind)
         if refusal is not None:
             raise LocalProtocolError(
                 f"A {type(frame).__name__} frame cannot be sent in state {self._state.value}"
@@ -343,6 +385,7 @@ class ClientProtocol:
         data = encode(frame)
         if len(data) > (self.max_frame or self._max_frame):
             raise LocalProtocolError(f"The frame is {len(data)} bytes, over the relay's limit.")
+        self._role.admit(kind)
         if kind is Kind.LOGIN:
             self._state = _transition(self._state, Event.LOGIN_SENT)
             self._login_req = req

@@ -8,6 +8,7 @@ is exercised by the end-to-end tests in ``tests/e2e``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -19,8 +20,19 @@ import trio_websocket
 from chatcli.crypto.errors import BadSignature
 from chatcli.crypto.keys import RelayKeyPair, SigningPublicKey
 from chatcli.protocol import codes, frames
-from chatcli.protocol.codec import RemoteProtocolError
+from chatcli.protocol.codec import RemoteProtocolError, decode_client_frame
 from chatcli.protocol.connection import RelayProtocol
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One client frame as the relay saw it: on which connection, and whether
+    that connection had sent Register or Auth before it (sealed-sender checks)."""
+
+    conn: int
+    frame: str
+    after_login: bool
+    refused: str | None = None
 
 
 @dataclass
@@ -42,6 +54,8 @@ class FakeRelay:
         self.deposits = 0
         # Every stored deposit (mailbox, payload), as a relay could record them.
         self.recorded: list[tuple[bytes, bytes]] = []
+        self.seen: list[Seen] = []
+        self._conn_ids = itertools.count(1)
 
     @property
     def url(self) -> str:
@@ -60,6 +74,8 @@ class FakeRelay:
         proto = RelayProtocol(self.key.public.raw, self.key.sign)
         out_send, out_recv = trio.open_memory_channel[frames.Frame](1000)
         owned: Mailbox | None = None
+        conn_id = next(self._conn_ids)
+        logged_in = False
 
         async def writer() -> None:
             async for frame in out_recv:
@@ -76,8 +92,13 @@ class FakeRelay:
                     try:
                         frame = proto.receive_data(data)  # type: ignore[arg-type]
                     except RemoteProtocolError as exc:
+                        with contextlib.suppress(RemoteProtocolError):
+                            name = type(decode_client_frame(data)).__name__  # type: ignore[arg-type]
+                            self.seen.append(Seen(conn_id, name, logged_in, exc.code))
                         await out_send.send(exc.error_frame())
                         continue
+                    self.seen.append(Seen(conn_id, type(frame).__name__, logged_in))
+                    logged_in = logged_in or isinstance(frame, frames.Register | frames.Auth)
                     owned = await self._dispatch(proto, frame, out_send, owned)
         except* (trio_websocket.ConnectionClosed, trio.BrokenResourceError):
             pass

@@ -168,7 +168,7 @@ async def _forge_as(home: Path, victim: str, target: str) -> None:
         payload = seal_envelope(record.box_key, IdentityPublicKey.from_bytes(victim_id),
                                 m.encode(body))
         async with client.online():
-            conn = await client._require_pool().get(record.relay_url)
+            conn = await client.anonymous(record.relay_url)
             answer = await conn.request(lambda req: frames.Deposit(req=req, items=[
                 frames.DepositItem(mailbox=record.mailbox, cap=record.cap, payload=payload)]))
             assert isinstance(answer, frames.DepositResult) and answer.errors == [None]

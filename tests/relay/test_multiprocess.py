@@ -76,11 +76,13 @@ async def test_two_processes_deliver_both_ways_in_real_time(
             await bob.ready.wait()
             assert alice.mailbox is not None and bob.mailbox is not None
 
-            # Presence across processes: alice (process 1) watches bob (process 2).
-            assert alice.conn is not None
-            await alice.conn.send(frames.PresenceSubscribe(
-                req=alice.conn.proto.next_request_id(),
+            # Presence across processes: alice (process 1) watches bob (process 2),
+            # on a connection of her own that never logs in (sealed sender).
+            watcher = await Conn.open(nursery, one.host, one.port, one.fingerprint)
+            await watcher.send(frames.PresenceSubscribe(
+                req=watcher.proto.next_request_id(),
                 targets=[frames.PresenceTarget(mailbox=bob.mailbox, cap=bob.cap)]))
+            nursery.start_soon(alice._receive, watcher)  # records presence entries
             await alice.wait_until(lambda: any(e.online for e in alice.presence))
 
             # A deposit through process 1 reaches bob on process 2 at once, and back.
@@ -101,6 +103,8 @@ async def test_two_processes_deliver_both_ways_in_real_time(
             assert alice.presence[-1].mailbox == bob.mailbox
             assert alice.presence[-1].last_seen is not None
             nursery.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await watcher.close()
 
 
 async def test_sigkill_one_worker_under_load(

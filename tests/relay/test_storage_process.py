@@ -76,8 +76,9 @@ async def test_the_relay_runs_its_storage_in_a_child_process(tmp_path: Path) -> 
         # Refusals decided in the child arrive as their typed errors.
         bad = await sender.deposit(mailbox, os.urandom(32), b"no capability")
         assert bad == [codes.BAD_CAPABILITY]
-        error = await sender.request(frames.Auth(req=sender.req(), mailbox=mailbox,
-                                                 signature=bytes(64)))
+        stranger = await h.connect()  # a depositing connection may not log in
+        error = await stranger.request(frames.Auth(req=stranger.req(), mailbox=mailbox,
+                                                   signature=bytes(64)))
         assert isinstance(error, frames.Error) and error.code == codes.AUTH_FAILED
         pid = process.pid
     # The relay closed the socket: the child finished and exited.

@@ -919,7 +919,7 @@ class GroupService:
         pool = self.client._require_pool()
         for url, items in by_relay.items():
             try:
-                conn = await pool.get(url)
+                conn = await pool.anonymous(url)
                 for chunk, deposit in self._batches(items):
                     answer = await conn.request(
                         lambda req, d=deposit: frames.Deposit(req=req, items=d))  # type: ignore[misc]
