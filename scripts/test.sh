@@ -18,4 +18,6 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
-exec .venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist): end-to-end tests spend much of their time
+# waiting on the processes they start, so two at a time fit two cores.
+exec .venv/bin/python -m pytest -n 2 "$@"
