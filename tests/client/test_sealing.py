@@ -16,6 +16,7 @@ from chatcli.client.home import Home
 from chatcli.client.service import ChatClient, MessageEvent
 from chatcli.client.store import (
     MANIFEST_KEY,
+    SCHEMA_VERSION,
     SEALED_COLUMNS,
     SEALED_SCHEMA,
     SealingTampered,
@@ -162,7 +163,7 @@ async def test_a_database_of_the_column_bound_format_is_migrated(tmp_path: Path,
     alice = reopen(alice)
     with alice.store.read():
         version = db.MetaEntry.get(db.MetaEntry.key == "schema_version").value
-        assert int(version) == SEALED_SCHEMA
+        assert int(version) == SCHEMA_VERSION
         assert db.MetaEntry.get_or_none(db.MetaEntry.key == MANIFEST_KEY) is not None
     assert [m["text"] for m in alice.history("bob")] == ["before", "queued across the upgrade"]
     async with alice.online():

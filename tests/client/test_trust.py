@@ -178,7 +178,7 @@ async def test_invite_capability_is_replaced_then_revoked(
     # The invite's capability no longer deposits nor watches presence.
     assert cap_hash(invite.capability) not in alice_box.caps
     async with bob.online():
-        conn = await bob._require_pool().get(invite.relay_url)
+        conn = await bob.anonymous(invite.relay_url)
         answer = await conn.request(lambda req: frames.Deposit(req=req, items=[
             frames.DepositItem(mailbox=invite.mailbox, cap=invite.capability, payload=b"x")]))
         assert isinstance(answer, frames.DepositResult) and answer.errors == ["bad_capability"]
