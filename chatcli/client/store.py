@@ -34,7 +34,7 @@ from chatcli.client import models
 from chatcli.crypto.errors import CorruptData
 from chatcli.errors import StorageError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SEALED_SCHEMA = 2  # from this version on, sealed values are bound to their rows
 BUSY_TIMEOUT_MS = 10_000
 
@@ -60,6 +60,34 @@ def _migrate_to_3(db: peewee.Database) -> None:
 # migration to SEALED_SCHEMA reseals every value and needs the local key: it is
 # :func:`_reseal_rows`, run by :meth:`Store._migrate` once a sealer is at hand.
 MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {1: _migrate_to_1, 3: _migrate_to_3}
+GROUP_SEALED_SCHEMA = 4  # from this version on, the group tables' values are bound too
+
+
+def _group_columns() -> list[tuple[str, type[models.BaseModel], str, Callable[[Any], object]]]:
+    # Imported here: the group tables are defined on top of this module.
+    from chatcli.client.groups.models import SEALED_GROUP_COLUMNS
+
+    return SEALED_GROUP_COLUMNS
+
+
+def _reseal_group_rows(db: peewee.Database, sealer: Sealer) -> None:
+    """Reseal the group tables' values of the first format with the binding to
+    their rows (the migration to version 4). Idempotent: a value that no longer
+    opens in the first format was resealed already and is left alone."""
+    for column, model, field, row_of in _group_columns():
+        if not db.table_exists(model._meta.table_name):
+            continue
+        with db.bind_ctx([model], bind_refs=False, bind_backrefs=False):
+            for row in model.select():
+                data = getattr(row, field)
+                if not data:
+                    continue
+                try:
+                    value = sealer.open_v1(bytes(data), column)
+                except CorruptData:
+                    continue
+                model.update({field: sealer.seal(value, column, row_of(row))}).where(
+                    model._meta.primary_key == row.get_id()).execute()  # type: ignore[no-untyped-call]
 
 
 def _account_row(row: models.Account) -> object:
@@ -135,12 +163,20 @@ def _reseal_rows(sealer: Sealer) -> None:
                 model._meta.primary_key == row.get_id()).execute()  # type: ignore[no-untyped-call]
 
 
-def _live_rows(column: str) -> set[str]:
-    """The identities of the rows that exist for a versioned ``column``."""
-    for name, model, _field, row_of in SEALED_COLUMNS:
-        if name == column:
-            return {str(row_of(row)) for row in model.select()}
-    return set()
+def _live_rows(db: peewee.Database) -> Callable[[str], set[str]]:
+    """The identities of the rows that exist for a versioned ``column`` of ``db``."""
+    def live(column: str) -> set[str]:
+        for name, model, _field, row_of in SEALED_COLUMNS:
+            if name == column:
+                return {str(row_of(row)) for row in model.select()}
+        for name, model, _field, row_of in _group_columns():
+            if name == column:
+                if not db.table_exists(model._meta.table_name):
+                    return set()
+                with db.bind_ctx([model], bind_refs=False, bind_backrefs=False):
+                    return {str(row_of(row)) for row in model.select()}
+        return set()
+    return live
 
 
 class SealingTampered(CorruptData):
@@ -151,7 +187,8 @@ class SealingTampered(CorruptData):
 # their row only (there is no older version to roll back to), and kept out of
 # the manifest so that it does not grow with the message history.
 WRITE_ONCE = frozenset({"message.text", "message.attachment", "message.attachment_ref",
-                        "invite.capability", "own_prekey.private"})
+                        "invite.capability", "own_prekey.private", "group.op",
+                        "group.message_text"})
 MANIFEST_KEY = "seal_manifest"
 PRUNE_MIN = 256  # manifest entries before a long-running process prunes it
 _V1 = b"chatcli/local/v1/"
@@ -249,13 +286,9 @@ class Sealer:
         return (_V2 + column.encode() + b"\x00" + row.encode() + b"\x00"
                 + version.to_bytes(8, "big"))
 
-    def seal(self, data: bytes, column: str, row: object = None) -> bytes:
+    def seal(self, data: bytes, column: str, row: object) -> bytes:
         """Seal ``data`` for ``column`` of ``row``; a rewritable column gets a new
-        version, recorded in the manifest (call inside a write transaction).
-        Without ``row`` (the group tables, for now) the value is bound to its
-        column only."""
-        if row is None:
-            return self.seal_v1(data, column)
+        version, recorded in the manifest (call inside a write transaction)."""
         row_id = str(row)
         if column in WRITE_ONCE:
             return self._sealer.seal(data, context=self._context(column, row_id, 0))
@@ -267,11 +300,9 @@ class Sealer:
         self._write_manifest(_Manifest(counter=version, versions=versions))
         return self._sealer.seal(data, context=self._context(column, row_id, version))
 
-    def open(self, data: bytes, column: str, row: object = None) -> bytes:
+    def open(self, data: bytes, column: str, row: object) -> bytes:
         """Open the value of ``column`` in ``row``; raises :class:`SealingTampered`
         when it belongs to another row or is not the newest version."""
-        if row is None:
-            return self.open_v1(data, column)
         row_id = str(row)
         if column in WRITE_ONCE:
             version = 0
@@ -300,10 +331,10 @@ class Sealer:
         """Seal with the column-only binding; for tests of the migration."""
         return self._sealer.seal(data, context=_V1 + column.encode())
 
-    def seal_text(self, text: str, column: str, row: object = None) -> bytes:
+    def seal_text(self, text: str, column: str, row: object) -> bytes:
         return self.seal(text.encode("utf-8"), column, row)
 
-    def open_text(self, data: bytes, column: str, row: object = None) -> str:
+    def open_text(self, data: bytes, column: str, row: object) -> str:
         return self.open(data, column, row).decode("utf-8")
 
 
@@ -386,13 +417,16 @@ class Store:
                     assert self._sealer is not None
                     _migrate_to_3(self.db)
                     _reseal_rows(self._sealer)
+                elif step == GROUP_SEALED_SCHEMA:
+                    assert self._sealer is not None
+                    _reseal_group_rows(self.db, self._sealer)
                 else:
                     MIGRATIONS[step](self.db)
             if target > version:
                 models.MetaEntry.replace(  # type: ignore[no-untyped-call]
                     key="schema_version", value=str(target)).execute()
             if self._sealer is not None and version >= SEALED_SCHEMA:
-                self._sealer.prune(_live_rows)
+                self._sealer.prune(_live_rows(self.db))
 
     def next_id(self, model: type[models.BaseModel]) -> int:
         """The id the next row of ``model`` gets, so its sealed values can be
@@ -416,7 +450,7 @@ class Store:
                 if self._sealer is not None and self._sealer.needs_prune():
                     # Separately, once the rows sealed for are all inserted.
                     with self.bound(), self.db.atomic("IMMEDIATE"):
-                        self._sealer.prune(_live_rows)
+                        self._sealer.prune(_live_rows(self.db))
                 self.scrub_wal()
         except peewee.OperationalError as exc:
             if "locked" in str(exc):

@@ -88,9 +88,11 @@ def steal(client: ChatClient) -> Stolen:
         stolen.prekeys += [DHKeyPair.from_private_bytes(
             sealer.open(row.private_sealed, "own_prekey.private", row.public.hex()))
             for row in prekeys.OwnPrekey.select()]
-        stolen.sessions += [sealer.open(row.state_sealed, "group.session")
+        stolen.sessions += [sealer.open(row.state_sealed, "group.session",
+                                        gdb.session_row(row.peer, row.ephemeral))
                             for row in gdb.GroupSession.select()]
-        stolen.receivers += [sealer.open(row.state_sealed, "group.receiver")
+        stolen.receivers += [sealer.open(row.state_sealed, "group.receiver",
+                                         gdb.sealed_row("group.receiver", row))
                              for row in gdb.GroupSenderKey.select()]
     return stolen
 
@@ -296,10 +298,11 @@ async def test_a_database_with_one_way_sessions_is_migrated(trio_of: Trio) -> No
     with store.write(), gdb.bound(store):
         row = gdb.GroupSession.get(gdb.GroupSession.peer == c, gdb.GroupSession.active == True)  # noqa: E712
         # Rewrite Bob's side as the old schema had it: in_* / out_* columns only.
-        state = sealer.open(row.state_sealed, "group.session")
-        gdb.GroupPeer.update(in_sealed=sealer.seal(state, "group.peer_in"),
+        state = sealer.open(row.state_sealed, "group.session",
+                            gdb.session_row(row.peer, row.ephemeral))
+        gdb.GroupPeer.update(in_sealed=sealer.seal_v1(state, "group.peer_in"),
                              in_ephemeral=row.ephemeral,
-                             out_sealed=sealer.seal(state, "group.peer_out"),
+                             out_sealed=sealer.seal_v1(state, "group.peer_out"),
                              out_prekey=row.prekey, out_ephemeral=row.ephemeral).where(
             gdb.GroupPeer.identity == c).execute()
         gdb.GroupSession.delete().where(gdb.GroupSession.peer == c).execute()

@@ -205,8 +205,8 @@ async def test_forged_member_message_is_rejected(trio_of: Trio, relay: FakeRelay
     # Carol holds bob's chain key (as every member does) but not his signing key.
     with carol.store.read(), gdb.bound(carol.store):
         row = gdb.GroupSenderKey.get(gdb.GroupSenderKey.sender == bob.identity.public.raw)
-        receiver = SenderKeyReceiver.from_bytes(carol.sealer.open(row.state_sealed,
-                                                                  "group.receiver"))
+        receiver = SenderKeyReceiver.from_bytes(carol.sealer.open(
+            row.state_sealed, "group.receiver", gdb.sealed_row("group.receiver", row)))
         record_cap = wire.decode_record(
             GroupService(carol)._membership(row.group).record(alice.identity.public.raw)
             or b"")
@@ -450,7 +450,8 @@ async def test_message_in_flight_during_a_removal_is_shown_by_everyone(trio_of: 
     with bob.store.read(), gdb.bound(bob.store):
         group = gdb.Group.get(gdb.Group.name == "team")
         state = GroupService(bob)._membership(group)
-        key = SenderKeyState.from_bytes(bob.sealer.open(group.sender_sealed, "group.sender"))
+        key = SenderKeyState.from_bytes(bob.sealer.open(
+            group.sender_sealed, "group.sender", gdb.group_row(group.group_id)))
         records = {who: wire.decode_record(state.record(c.identity.public.raw) or b"")
                    for who, c in (("alice", alice), ("carol", carol))}
         version = state.next_seq

@@ -156,8 +156,8 @@ async def _forge_as(home: Path, victim: str, target: str) -> None:
             row = gdb.GroupSenderKey.select().where(
                 gdb.GroupSenderKey.sender == victim_id).order_by(
                 gdb.GroupSenderKey.id.desc()).first()
-            fields = msgspec.msgpack.decode(client.sealer.open(row.state_sealed,
-                                                               "group.receiver"))
+            fields = msgspec.msgpack.decode(client.sealer.open(
+                row.state_sealed, "group.receiver", gdb.sealed_row("group.receiver", row)))
             record = wire.decode_record(state.record(by_name[target]) or b"")
         forged = SenderKeyState(fields[1], fields[2], fields[3], os.urandom(32)).encrypt(
             wire.encode(wire.GroupText(id="00000000-0000-4000-8000-000000000001",

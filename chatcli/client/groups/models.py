@@ -13,7 +13,8 @@ a schema migration.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from weakref import WeakSet
 
 import peewee
@@ -194,6 +195,49 @@ GROUP_MODELS: list[type[BaseModel]] = [
     GroupSession, GroupPending, GroupMessage, GroupOutbox,
 ]
 
+def group_row(group_id: bytes) -> str:
+    """The row identity a group's sealed values are bound to (its group id)."""
+    return group_id.hex()
+
+
+def op_row(group: int, digest: bytes) -> str:
+    return f"{group}:{digest.hex()}"
+
+
+def sender_key_row(group: int, sender: bytes, chain_id: bytes) -> str:
+    return f"{group}:{sender.hex()}:{chain_id.hex()}"
+
+
+def session_row(peer: bytes, ephemeral: bytes) -> str:
+    return f"{peer.hex()}:{ephemeral.hex()}"
+
+
+# Every sealed column of the group tables, as ``store.SEALED_COLUMNS``: its
+# context name, the model, the field, and the row identity it is bound to (a
+# natural key or a primary key assigned before sealing; never changes).
+SEALED_GROUP_COLUMNS: list[tuple[str, type[BaseModel], str, Callable[[Any], object]]] = [
+    ("group.own_cap", Group, "own_cap_sealed", lambda r: group_row(r.group_id)),
+    ("group.sender", Group, "sender_sealed", lambda r: group_row(r.group_id)),
+    ("group.op", GroupOp, "signed_sealed", lambda r: op_row(r.__data__["group"], r.digest)),
+    ("group.receiver", GroupSenderKey, "state_sealed",
+     lambda r: sender_key_row(r.__data__["group"], r.sender, r.chain_id)),
+    ("group.session", GroupSession, "state_sealed", lambda r: session_row(r.peer, r.ephemeral)),
+    ("group.pending", GroupPending, "message_sealed", lambda r: r.id),
+    ("group.message_text", GroupMessage, "text_sealed", lambda r: r.uuid),
+    ("group.outbox_cap", GroupOutbox, "cap_sealed", lambda r: r.id),
+    ("group.outbox_payload", GroupOutbox, "payload_sealed", lambda r: r.id),
+]
+
+
+
+def sealed_row(column: str, row: BaseModel) -> object:
+    """The row identity ``column``'s value in ``row`` is bound to."""
+    for name, _model, _field, row_of in SEALED_GROUP_COLUMNS:
+        if name == column:
+            return row_of(row)
+    raise KeyError(column)
+
+
 _ready: WeakSet[Store] = WeakSet()
 
 
@@ -232,8 +276,9 @@ def _migrate_one_way_sessions(store: Store) -> None:
                                          GroupSession.ephemeral == peer.in_ephemeral) is None:
             GroupSession.create(
                 peer=peer.identity, ephemeral=peer.in_ephemeral, prekey=None,
-                state_sealed=sealer.seal(sealer.open(peer.in_sealed, "group.peer_in"),
-                                         "group.session"),
+                state_sealed=sealer.seal(sealer.open_v1(peer.in_sealed, "group.peer_in"),
+                                         "group.session",
+                                         session_row(peer.identity, peer.in_ephemeral)),
                 initiator=False, confirmed=True, active=False, created_at=0)
         peer.out_sealed = peer.out_prekey = peer.out_ephemeral = None
         peer.in_sealed = peer.in_ephemeral = None

@@ -87,10 +87,12 @@ class PairwiseSessions:
                                             gdb.GroupSession.active == True)  # noqa: E712
 
     def _load(self, row: gdb.GroupSession) -> RatchetSession:
-        return RatchetSession.from_bytes(self.sealer.open(row.state_sealed, "group.session"))
+        return RatchetSession.from_bytes(self.sealer.open(
+            row.state_sealed, "group.session", gdb.session_row(row.peer, row.ephemeral)))
 
     def _store(self, row: gdb.GroupSession, session: RatchetSession) -> None:
-        row.state_sealed = self.sealer.seal(session.to_bytes(), "group.session")
+        row.state_sealed = self.sealer.seal(session.to_bytes(), "group.session",
+                                            gdb.session_row(row.peer, row.ephemeral))
 
     def _deactivate(self, peer: bytes) -> None:
         gdb.GroupSession.update(active=False).where(gdb.GroupSession.peer == peer).execute()

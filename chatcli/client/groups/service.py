@@ -139,7 +139,8 @@ class GroupService:
 
     def _ops(self, group: gdb.Group) -> list[bytes]:
         rows = gdb.GroupOp.select().where(gdb.GroupOp.group == group).order_by(gdb.GroupOp.id)
-        return [self.sealer.open(r.signed_sealed, "group.op") for r in rows]
+        return [self.sealer.open(r.signed_sealed, "group.op",
+                                 gdb.op_row(group.id, r.digest)) for r in rows]
 
     def _membership(self, group: gdb.Group) -> Membership:
         """The group's membership from its stored operations (a private copy).
@@ -175,7 +176,8 @@ class GroupService:
         return state.copy()
 
     def _stored_op(self, group: gdb.Group, row: gdb.GroupOp) -> Op:
-        signed = self.sealer.open(row.signed_sealed, "group.op")
+        signed = self.sealer.open(row.signed_sealed, "group.op",
+                                  gdb.op_row(group.id, row.digest))
         # Verified before it was stored; the local seal keeps it intact.
         author, op = wire.open_op(signed, group.group_id, verify=False)
         return wire.to_membership_op(author, op, group.admin)
@@ -204,7 +206,8 @@ class GroupService:
                     continue
                 state = Membership.start(mop)
                 gdb.GroupOp.create(group=group, digest=digest,
-                                   signed_sealed=self.sealer.seal(data, "group.op"))
+                                   signed_sealed=self.sealer.seal(
+                                       data, "group.op", gdb.op_row(group.id, digest)))
                 continue
             result = state.apply(mop)
             if result.outcome is Outcome.CONFLICT:
@@ -216,13 +219,16 @@ class GroupService:
             if result.outcome is Outcome.DUPLICATE:
                 continue
             gdb.GroupOp.create(group=group, digest=digest,
-                               signed_sealed=self.sealer.seal(data, "group.op"))
+                               signed_sealed=self.sealer.seal(
+                                       data, "group.op", gdb.op_row(group.id, digest)))
         return events
 
     def _add_op(self, group: gdb.Group, op: wire.AnyOp) -> bytes:
         signed = wire.sign_op(self.client.identity, group.group_id, op)
-        gdb.GroupOp.create(group=group, digest=_digest(signed),
-                           signed_sealed=self.sealer.seal(signed, "group.op"))
+        digest = _digest(signed)
+        gdb.GroupOp.create(group=group, digest=digest,
+                           signed_sealed=self.sealer.seal(
+                               signed, "group.op", gdb.op_row(group.id, digest)))
         return signed
 
     def _own_record(self, group: gdb.Group) -> wire.MemberRecord:
@@ -230,7 +236,8 @@ class GroupService:
         return wire.MemberRecord(
             identity=self.me, name=account.name, relay_url=account.relay_url,
             mailbox=account.mailbox, box_key=self.client.mailbox_key.box_public,
-            cap=self.sealer.open(group.own_cap_sealed, "group.own_cap"),
+            cap=self.sealer.open(group.own_cap_sealed, "group.own_cap",
+                                 gdb.group_row(group.group_id)),
             restore_prekey=account.restore_prekey_public,
             restore_prekey_signature=account.restore_prekey_signature,
         )
@@ -298,14 +305,15 @@ class GroupService:
         """Queue ``layer`` once per member: the same body, sealed to each."""
         body = m.encode(m.GroupBody(v=m.BODY_VERSION, message=wire.encode(layer)))
         stamp = now_ms()
+        first = self.store.next_id(gdb.GroupOutbox)
         rows = [{
-            "relay_url": record.relay_url, "mailbox": record.mailbox,
-            "cap_sealed": self.sealer.seal(record.cap, "group.outbox_cap"),
+            "id": first + n, "relay_url": record.relay_url, "mailbox": record.mailbox,
+            "cap_sealed": self.sealer.seal(record.cap, "group.outbox_cap", first + n),
             "payload_sealed": self.sealer.seal(
                 seal_envelope(record.box_key, self.client.identity.public, body),
-                "group.outbox_payload"),
+                "group.outbox_payload", first + n),
             "message_uuid": message_uuid, "kind": kind, "created_at": stamp,
-        } for record in records]
+        } for n, record in enumerate(records)]
         for start in range(0, len(rows), 200):
             gdb.GroupOutbox.insert_many(rows[start:start + 200]).execute()
 
@@ -361,7 +369,8 @@ class GroupService:
                     rows = list(gdb.GroupOp.select().where(gdb.GroupOp.group == group)
                                 .order_by(gdb.GroupOp.id))
                 after = mark.last_op if mark is not None else 0
-                ops = [self.sealer.open(r.signed_sealed, "group.op") for r in rows
+                ops = [self.sealer.open(r.signed_sealed, "group.op",
+                                 gdb.op_row(group.id, r.digest)) for r in rows
                        if r.id > after]
                 self._send_ops(self._record(state, member), group, ops)
                 if mark is None:
@@ -463,7 +472,8 @@ class GroupService:
             group = gdb.Group.create(
                 group_id=invite.group_id, name=name, creator_name=create.name,
                 admin=sender.raw, status=JOINING,
-                own_cap_sealed=self.sealer.seal(os.urandom(32), "group.own_cap"),
+                own_cap_sealed=self.sealer.seal(os.urandom(32), "group.own_cap",
+                                                gdb.group_row(invite.group_id)),
                 created_at=now_ms())
             text = f"{contact.name} added you to the group {create.name!r}"
             if name != create.name:
@@ -474,7 +484,8 @@ class GroupService:
             return self._store_ops(group, invite.ops)
         elif group.status in (LEFT, REMOVED):
             group.status = JOINING
-            group.own_cap_sealed = self.sealer.seal(os.urandom(32), "group.own_cap")
+            group.own_cap_sealed = self.sealer.seal(os.urandom(32), "group.own_cap",
+                                                    gdb.group_row(group.group_id))
             group.own_cap_registered = False
             group.save()
             events.append(NoticeEvent(f"{contact.name} added you to the group {group.name} "
@@ -548,7 +559,9 @@ class GroupService:
         # a member may still come; each message's version decides (_on_cipher).
         gdb.GroupSenderKey.create(
             group=group, sender=sender.raw, chain_id=receiver.chain_id,
-            state_sealed=self.sealer.seal(receiver.to_bytes(), "group.receiver"),
+            state_sealed=self.sealer.seal(
+                receiver.to_bytes(), "group.receiver",
+                gdb.sender_key_row(group.id, sender.raw, receiver.chain_id)),
             created_at=now_ms())
         return self._retry_pending([receiver.chain_id])
 
@@ -583,7 +596,9 @@ class GroupService:
         if verdict is None:
             # The membership changes it was sent after have not reached this member yet.
             return self._buffer(chain_id, message, received_at)
-        row.state_sealed = self.sealer.seal(receiver.to_bytes(), "group.receiver")
+        row.state_sealed = self.sealer.seal(
+            receiver.to_bytes(), "group.receiver",
+            gdb.sender_key_row(row.__data__["group"], row.sender, row.chain_id))
         row.save()
         if not verdict:
             return [NoticeEvent(f"A message in {group.name} from {name}, sent when {name} was "
@@ -603,7 +618,8 @@ class GroupService:
         contact_name, _ = self._label(row.sender, state)
         gdb.GroupMessage.create(
             uuid=content.id, group=group, sender=row.sender, outgoing=False,
-            text_sealed=self.sealer.seal_text(content.text, "group.message_text"),
+            text_sealed=self.sealer.seal_text(content.text, "group.message_text",
+                                              content.id),
             sent_at=content.sent_at, received_at=received_at)
         events.append(GroupMessageEvent(
             id=content.id, contact=contact_name, text=content.text, sent_at=content.sent_at,
@@ -647,8 +663,9 @@ class GroupService:
             return None
         failure: BadSignature | None = None
         for row in rows:
-            receiver = SenderKeyReceiver.from_bytes(self.sealer.open(row.state_sealed,
-                                                                     "group.receiver"))
+            receiver = SenderKeyReceiver.from_bytes(self.sealer.open(
+                row.state_sealed, "group.receiver",
+                gdb.sender_key_row(row.__data__["group"], row.sender, row.chain_id)))
             try:
                 receiver.verify(message)
             except BadSignature as exc:
@@ -662,8 +679,10 @@ class GroupService:
         """Keep a message that cannot be decided yet; a notice if the oldest kept
         ones had to go (at most MAX_PENDING are kept)."""
         iteration = int.from_bytes(message[17:21], "big")
-        gdb.GroupPending.create(chain_id=chain_id, iteration=iteration,
-                                message_sealed=self.sealer.seal(message, "group.pending"),
+        pending_id = self.store.next_id(gdb.GroupPending)
+        gdb.GroupPending.create(id=pending_id, chain_id=chain_id, iteration=iteration,
+                                message_sealed=self.sealer.seal(message, "group.pending",
+                                                                pending_id),
                                 received_at=received_at)
         count = gdb.GroupPending.select().count()
         if count > MAX_PENDING:
@@ -689,7 +708,7 @@ class GroupService:
             if not gdb.GroupSenderKey.select().where(
                     gdb.GroupSenderKey.chain_id == row.chain_id).exists():
                 continue
-            message = self.sealer.open(row.message_sealed, "group.pending")
+            message = self.sealer.open(row.message_sealed, "group.pending", row.id)
             row.delete_instance()
             try:
                 with self.store.db.atomic():
@@ -750,15 +769,16 @@ class GroupService:
         members = state.members()
         given = {row.member for row in gdb.GroupDistributed.select().where(
             gdb.GroupDistributed.group == group)}
-        sender = (SenderKeyState.from_bytes(self.sealer.open(group.sender_sealed,
-                                                             "group.sender"))
+        sender = (SenderKeyState.from_bytes(self.sealer.open(
+                      group.sender_sealed, "group.sender", gdb.group_row(group.group_id)))
                   if group.sender_sealed is not None else None)
         if sender is None or given - members:
             # Someone who holds the current key is gone: a new key, for those who remain.
             sender = SenderKeyState.generate()
             gdb.GroupDistributed.delete().where(gdb.GroupDistributed.group == group).execute()
             given = set()
-            group.sender_sealed = self.sealer.seal(sender.to_bytes(), "group.sender")
+            group.sender_sealed = self.sealer.seal(sender.to_bytes(), "group.sender",
+                                                   gdb.group_row(group.group_id))
             group.save()
         for member in sorted(members - given - {self.me}):
             self._send_direct(self._record(state, member), wire.SenderKey(
@@ -778,9 +798,11 @@ class GroupService:
                 raise UsageError(f"The name {name!r} is already used by a contact or a group; "
                                  "choose another.")
             contacts = [self._invitable(c) for c in dict.fromkeys(contact_names)]
+            group_id = os.urandom(16)
             group = gdb.Group.create(
-                group_id=os.urandom(16), name=name, creator_name=name, admin=self.me,
-                status=ACTIVE, own_cap_sealed=self.sealer.seal(os.urandom(32), "group.own_cap"),
+                group_id=group_id, name=name, creator_name=name, admin=self.me,
+                status=ACTIVE, own_cap_sealed=self.sealer.seal(os.urandom(32), "group.own_cap",
+                                                               gdb.group_row(group_id)),
                 created_at=now_ms())
             self._add_op(group, wire.CreateOp(name=name, record=self._own_record(group)))
             for contact in contacts:
@@ -885,7 +907,8 @@ class GroupService:
             ciphertext = sender.encrypt(wire.encode(wire.GroupText(
                 id=message_id, sent_at=sent_at, text=text, attachment=attachment,
                 version=state.next_seq)))
-            group.sender_sealed = self.sealer.seal(sender.to_bytes(), "group.sender")
+            group.sender_sealed = self.sealer.seal(sender.to_bytes(), "group.sender",
+                                                   gdb.group_row(group.group_id))
             group.save()
             others = sorted(state.members() - {self.me})
             self._deposit_many([self._record(state, member) for member in others],
@@ -894,7 +917,7 @@ class GroupService:
                                message_uuid=message_id)
             gdb.GroupMessage.create(
                 uuid=message_id, group=group, sender=self.me, outgoing=True,
-                text_sealed=self.sealer.seal_text(text, "group.message_text"),
+                text_sealed=self.sealer.seal_text(text, "group.message_text", message_id),
                 sent_at=sent_at, recipients=len(others))
         return SendReport(id=message_id, recipients=len(others))
 
@@ -941,14 +964,15 @@ class GroupService:
         items: list[frames.DepositItem] = []
         size = 0
         for row in rows:
-            payload = self.sealer.open(row.payload_sealed, "group.outbox_payload")
+            payload = self.sealer.open(row.payload_sealed, "group.outbox_payload", row.id)
             cost = len(payload) + 64
             if chunk and (len(chunk) >= frames.MAX_BATCH or size + cost > FRAME_BUDGET):
                 yield chunk, items
                 chunk, items, size = [], [], 0
             chunk.append(row)
             items.append(frames.DepositItem(
-                mailbox=row.mailbox, cap=self.sealer.open(row.cap_sealed, "group.outbox_cap"),
+                mailbox=row.mailbox,
+                cap=self.sealer.open(row.cap_sealed, "group.outbox_cap", row.id),
                 payload=payload))
             size += cost
         if chunk:
@@ -981,7 +1005,8 @@ class GroupService:
                                                (revoke, frames.CapRevoke, False)):
             for start in range(0, len(groups), frames.MAX_BATCH):
                 chunk = groups[start:start + frames.MAX_BATCH]
-                hashes = [_cap_hash(self.sealer.open(g.own_cap_sealed, "group.own_cap"))
+                hashes = [_cap_hash(self.sealer.open(g.own_cap_sealed, "group.own_cap",
+                                                        gdb.group_row(g.group_id)))
                           for g in chunk]
                 await conn.request(lambda req, h=hashes, f=frame_type: f(  # type: ignore[misc]
                     req=req, cap_hashes=h))
@@ -1112,7 +1137,8 @@ class GroupService:
                     "from": "me" if row.outgoing else sender,
                     "to": group.name if row.outgoing else "me",
                     "direction": "out" if row.outgoing else "in",
-                    "text": self.sealer.open_text(row.text_sealed, "group.message_text"),
+                    "text": self.sealer.open_text(row.text_sealed, "group.message_text",
+                                                  row.uuid),
                     "sent_at": row.sent_at, "received_at": row.received_at,
                     "state": (("sent" if row.stored >= row.recipients else "queued")
                               if row.outgoing else "received"),
@@ -1224,7 +1250,8 @@ def restore_groups(client: ChatClient, groups: list[BackupGroup]) -> None:
             group = gdb.Group.create(
                 group_id=saved.group_id, name=service._unique_group_name(saved.name),
                 creator_name=saved.creator_name, admin=saved.admin, status=JOINING,
-                own_cap_sealed=service.sealer.seal(os.urandom(32), "group.own_cap"),
+                own_cap_sealed=service.sealer.seal(os.urandom(32), "group.own_cap",
+                                                   gdb.group_row(saved.group_id)),
                 created_at=now_ms())
             service._store_ops(group, saved.ops)
             if not gdb.GroupOp.select().where(gdb.GroupOp.group == group).exists():
