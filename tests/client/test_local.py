@@ -72,12 +72,14 @@ def test_session_glue_invite_and_restore() -> None:
 def test_store_seals_and_refuses_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "chatcli.db"
     store = Store.open(path, Sealer(bytes(32)), create=True)
-    sealed = store.sealer.seal(b"secret", "message.text")
-    assert store.sealer.open(sealed, "message.text") == b"secret"
+    sealed = store.sealer.seal(b"secret", "message.text", "uuid-1")
+    assert store.sealer.open(sealed, "message.text", "uuid-1") == b"secret"
     with pytest.raises(CorruptData):
-        store.sealer.open(sealed, "contact.deposit_cap")  # bound to its column
+        store.sealer.open(sealed, "contact.deposit_cap", "uuid-1")  # bound to its column
     with pytest.raises(CorruptData):
-        Sealer(bytes([1]) * 32).open(sealed, "message.text")
+        store.sealer.open(sealed, "message.text", "uuid-2")  # and to its row
+    with pytest.raises(CorruptData):
+        Sealer(bytes([1]) * 32).open(sealed, "message.text", "uuid-1")
     with store.write():
         db.MetaEntry.update(value=str(SCHEMA_VERSION + 1)).where(
             db.MetaEntry.key == "schema_version").execute()
