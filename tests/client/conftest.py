@@ -65,3 +65,19 @@ async def clients(tmp_path: Path, relay: FakeRelay) -> AsyncIterator[tuple[ChatC
     yield alice, bob
     alice.close()
     bob.close()
+
+
+Trio = tuple[ChatClient, ChatClient, ChatClient]
+
+
+@pytest.fixture
+async def trio_of(tmp_path: Path, relay: FakeRelay) -> AsyncIterator[Trio]:
+    """alice knows bob and carol; bob and carol are not each other's contacts."""
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    carol = await make_client(tmp_path, "carol", relay)
+    await pair(alice, bob, "bob", "alice")
+    await pair(alice, carol, "carol", "alice")
+    yield alice, bob, carol
+    for client in (alice, bob, carol):
+        client.close()

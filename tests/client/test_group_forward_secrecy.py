@@ -4,12 +4,10 @@ do not open earlier sender-key distributions or group messages."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-import pytest
 
 from chatcli.client import messages as m
 from chatcli.client import prekeys
@@ -24,23 +22,8 @@ from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair, IdentityPublicKey, M
 from chatcli.crypto.ratchet import RatchetSession
 from chatcli.crypto.sender_keys import SenderKeyReceiver
 from chatcli.errors import CryptoError
-from tests.client.conftest import drain, make_client, pair
+from tests.client.conftest import Trio, drain, make_client, pair
 from tests.client.fakerelay import FakeRelay
-
-Trio = tuple[ChatClient, ChatClient, ChatClient]
-
-
-@pytest.fixture
-async def trio_of(tmp_path: Path, relay: FakeRelay) -> AsyncIterator[Trio]:
-    """alice knows bob and carol; bob and carol are not each other's contacts."""
-    alice = await make_client(tmp_path, "alice", relay)
-    bob = await make_client(tmp_path, "bob", relay)
-    carol = await make_client(tmp_path, "carol", relay)
-    await pair(alice, bob, "bob", "alice")
-    await pair(alice, carol, "carol", "alice")
-    yield alice, bob, carol
-    for client in (alice, bob, carol):
-        client.close()
 
 
 async def settle(*clients: ChatClient, rounds: int = 3) -> None:

@@ -14,10 +14,9 @@ from chatcli.client.groups.pairwise import PairwiseSessions
 from chatcli.client.groups.service import GroupService
 from chatcli.client.service import ChatClient
 from chatcli.client.store import GROUP_SEALED_SCHEMA, SCHEMA_VERSION, SealingTampered, Store
-from tests.client.test_group_service import Trio, make_group, send, texts, trio_of
+from tests.client.conftest import Trio
+from tests.client.test_group_service import make_group, send, texts
 from tests.client.test_sealing import reopen
-
-__all__ = ["trio_of"]
 
 
 def raw_rows(store: Store, table: str, field: str) -> list[tuple[int, bytes]]:

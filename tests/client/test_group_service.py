@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,23 +15,8 @@ from chatcli.crypto.envelope import open_envelope, seal_envelope
 from chatcli.crypto.sender_keys import SenderKeyReceiver, SenderKeyState
 from chatcli.errors import UsageError
 from chatcli.protocol import frames
-from tests.client.conftest import drain, make_client, pair
+from tests.client.conftest import Trio, drain, make_client, pair
 from tests.client.fakerelay import FakeRelay
-
-Trio = tuple[ChatClient, ChatClient, ChatClient]
-
-
-@pytest.fixture
-async def trio_of(tmp_path: Path, relay: FakeRelay) -> AsyncIterator[Trio]:
-    """alice knows bob and carol; bob and carol are not each other's contacts."""
-    alice = await make_client(tmp_path, "alice", relay)
-    bob = await make_client(tmp_path, "bob", relay)
-    carol = await make_client(tmp_path, "carol", relay)
-    await pair(alice, bob, "bob", "alice")
-    await pair(alice, carol, "carol", "alice")
-    yield alice, bob, carol
-    for client in (alice, bob, carol):
-        client.close()
 
 
 async def texts(client: ChatClient) -> list[tuple[str | None, str, str]]:
