@@ -9,15 +9,13 @@ import pytest
 from chatcli.client.groups.service import GroupService
 from chatcli.client.service import ChatClient, ReceiptEvent
 from chatcli.protocol import LocalProtocolError, frames
-from tests.client.conftest import drain, pair
+from tests.client.conftest import Trio, drain, pair
 from tests.client.fakerelay import FakeRelay
-from tests.client.test_group_service import (  # noqa: F401 - trio_of is a fixture
-    Trio,
+from tests.client.test_group_service import (
     make_group,
     send,
     settle,
     texts,
-    trio_of,
 )
 
 ANONYMOUS_FRAMES = {"Deposit", "PresenceQuery", "PresenceSubscribe"}
@@ -57,7 +55,7 @@ async def test_sends_receipts_and_presence_go_on_anonymous_connections(
 
 
 async def test_group_sends_go_on_anonymous_connections(
-        trio_of: Trio, relay: FakeRelay) -> None:  # noqa: F811 - the imported fixture
+        trio_of: Trio, relay: FakeRelay) -> None:
     alice, bob, carol = trio_of
     await make_group(alice, bob, carol)
     relay.seen.clear()
