@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from chatcli.client import messages as m
+from chatcli.client.core import ClientCore
 from chatcli.client.errors import RelayRequestError
-from chatcli.client.service import ChatClient, MessageEvent
+from chatcli.client.events import MessageEvent
 from chatcli.errors import TooLargeError, UsageError
 from chatcli.protocol import codes, frames
 
@@ -77,7 +78,7 @@ def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-async def upload_attachment(client: ChatClient, path: Path) -> m.AttachmentRef:
+async def upload_attachment(client: ClientCore, path: Path) -> m.AttachmentRef:
     """Encrypt ``path`` and upload it as a blob on the own relay."""
     import trio
 
@@ -162,7 +163,7 @@ def _decrypt_into(tmp: Path, save_dir: Path, ref: m.AttachmentRef) -> Path:
     return target
 
 
-async def download_attachment(client: ChatClient, ref: m.AttachmentRef, save_dir: Path) -> Path:
+async def download_attachment(client: ClientCore, ref: m.AttachmentRef, save_dir: Path) -> Path:
     """Download, verify and decrypt an attachment into ``save_dir``."""
     import trio
 
@@ -199,7 +200,7 @@ async def download_attachment(client: ChatClient, ref: m.AttachmentRef, save_dir
         _remove(tmp)
 
 
-async def download_for_event(client: ChatClient, event: MessageEvent, save_dir: Path | None
+async def download_for_event(client: ClientCore, event: MessageEvent, save_dir: Path | None
                              ) -> MessageEvent:
     """The event with ``attachment["path"]`` set once the file is saved (or
     ``attachment["error"]`` when it could not be fetched)."""

@@ -38,7 +38,7 @@ from chatcli.client.store import Store
 from chatcli.crypto.keys import DHKeyPair
 
 if TYPE_CHECKING:
-    from chatcli.client.service import ChatClient
+    from chatcli.client.core import ClientCore
 
 DAY_MS = 86_400_000
 ROTATE_AFTER_MS = 7 * DAY_MS   # a new signed prekey every week
@@ -88,7 +88,7 @@ def _seal_own(store: Store, public: bytes, private: bytes) -> bytes:
     return store.sealer.seal(private, "own_prekey.private", public.hex())
 
 
-def rotate(client: ChatClient, *, now: int) -> bool:
+def rotate(client: ClientCore, *, now: int) -> bool:
     """Apply the schedule (inside a write transaction); True when a new signed
     prekey was made. Contacts are told the new one in their sessions."""
     store = client.store
@@ -131,7 +131,7 @@ def due(store: Store, *, now: int) -> bool:
                                              OwnPrekey.retired_at <= now - GRACE_MS).exists())
 
 
-def apply_schedule(client: ChatClient, *, now: int) -> bool:
+def apply_schedule(client: ClientCore, *, now: int) -> bool:
     """:func:`rotate` in its own write transaction, when it is due."""
     if not due(client.store, now=now):
         return False
@@ -139,7 +139,7 @@ def apply_schedule(client: ChatClient, *, now: int) -> bool:
         return rotate(client, now=now)
 
 
-def _announce(client: ChatClient) -> None:
+def _announce(client: ClientCore) -> None:
     """Queue the new signed prekey (in a ContactInfo) to every contact with a session."""
     for contact in db.Contact.select().where(db.Contact.issued_cap_sealed.is_null(False),
                                              db.Contact.blocked == False):  # noqa: E712

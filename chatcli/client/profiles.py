@@ -18,7 +18,7 @@ import msgspec
 
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client.service import ChatClient
+from chatcli.client.core import ClientCore
 from chatcli.crypto.profile import Profile, ProfileKey, open_profile, seal_profile
 from chatcli.errors import CryptoError, RelayError, UsageError
 from chatcli.protocol import frames
@@ -43,14 +43,14 @@ def _decode(data: bytes) -> Profile:
     return Profile(stored.display_name, stored.status, stored.avatar)
 
 
-def own_profile(client: ChatClient) -> Profile | None:
+def own_profile(client: ClientCore) -> Profile | None:
     account = client.account()
     if account.profile_sealed is None:
         return None
     return _decode(client.sealer.open(account.profile_sealed, "account.profile", account.id))
 
 
-async def upload_blob(client: ChatClient, data: bytes, ttl: int) -> tuple[bytes, bytes]:
+async def upload_blob(client: ClientCore, data: bytes, ttl: int) -> tuple[bytes, bytes]:
     """Store ``data`` as a new blob on the own relay; returns (blob id, read capability)."""
     conn = await client.own_relay()
     blob_id, read_cap = os.urandom(16), os.urandom(32)
@@ -66,7 +66,7 @@ async def upload_blob(client: ChatClient, data: bytes, ttl: int) -> tuple[bytes,
             return blob_id, read_cap
 
 
-async def download_blob(client: ChatClient, relay_url: str, blob: bytes, read_cap: bytes
+async def download_blob(client: ClientCore, relay_url: str, blob: bytes, read_cap: bytes
                         ) -> bytes:
     conn = await client.anonymous(relay_url)
     parts: list[bytes] = []
@@ -83,7 +83,7 @@ async def download_blob(client: ChatClient, relay_url: str, blob: bytes, read_ca
     return b"".join(parts)
 
 
-async def publish_profile(client: ChatClient, profile: Profile | None, *,
+async def publish_profile(client: ClientCore, profile: Profile | None, *,
                           new_key: bool = False) -> int:
     """Seal and upload ``profile`` (the current one when None), then send the key
     to every contact that is not blocked. Returns how many contacts were told."""
@@ -128,7 +128,7 @@ async def publish_profile(client: ChatClient, profile: Profile | None, *,
     return told
 
 
-async def contact_profile(client: ChatClient, name: str) -> Profile | None:
+async def contact_profile(client: ClientCore, name: str) -> Profile | None:
     """The contact's profile: fetched from its relay when possible, else the
     last copy seen; None when the contact never shared one."""
     contact = client.get_contact(name)

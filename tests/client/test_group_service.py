@@ -605,7 +605,7 @@ async def test_creator_restored_from_backup_renews_its_own_record(
 
 async def test_dropping_waiting_messages_beyond_the_bound_is_announced(
         trio_of: Trio, monkeypatch: pytest.MonkeyPatch) -> None:
-    from chatcli.client.groups import service as group_service
+    from chatcli.client.groups import inbox as group_service
 
     alice, bob, carol = trio_of
     await make_group(alice, bob, carol)

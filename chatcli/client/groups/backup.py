@@ -9,7 +9,19 @@ record (``join``), and keys are exchanged again (``docs/protocol.md``, part 3,
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
+
 import msgspec
+
+from chatcli.client.groups import models as gdb
+from chatcli.client.groups import wire
+from chatcli.client.groups.core import ACTIVE, JOINING, GroupCore
+from chatcli.client.groups.inbox import GroupInbox
+from chatcli.client.store import now_ms
+
+if TYPE_CHECKING:
+    from chatcli.client.core import ClientCore
 
 
 class BackupGroup(msgspec.Struct, array_like=True, frozen=True):
@@ -20,4 +32,55 @@ class BackupGroup(msgspec.Struct, array_like=True, frozen=True):
     ops: list[bytes]
 
 
-__all__ = ["BackupGroup"]
+__all__ = ["BackupGroup", "export_groups", "restore_groups"]
+
+
+def export_groups(client: ClientCore) -> list[BackupGroup]:
+    """The active groups, for a key backup (inside or outside a transaction)."""
+    store = client.store
+    if not gdb.has_tables(store):
+        return []
+    service = GroupCore(client)
+    with gdb.bound(store):
+        return [BackupGroup(group_id=g.group_id, name=g.name, creator_name=g.creator_name,
+                            admin=g.admin, ops=service._ops(g))
+                for g in gdb.Group.select().where(gdb.Group.status == ACTIVE)
+                .order_by(gdb.Group.id)]
+
+
+def restore_groups(client: ClientCore, groups: list[BackupGroup]) -> None:
+    """After ``keys import`` (inside its write transaction): take the groups back
+    and rejoin each with a new member record (new restore prekey and capability).
+
+    A member asks the creator to renew its record (``join``); the creator renews
+    its own at once. Either way every member then gets this member's new sender
+    key and sends it theirs (:meth:`GroupService._renewed`)."""
+    if not groups:
+        return
+    service = GroupInbox(client)
+    with gdb.bound(client.store):
+        for saved in groups:
+            if gdb.Group.get_or_none(gdb.Group.group_id == saved.group_id) is not None:
+                continue
+            group = gdb.Group.create(
+                group_id=saved.group_id, name=service._unique_group_name(saved.name),
+                creator_name=saved.creator_name, admin=saved.admin, status=JOINING,
+                own_cap_sealed=service.sealer.seal(os.urandom(32), "group.own_cap",
+                                                   gdb.group_row(saved.group_id)),
+                created_at=now_ms())
+            service._store_ops(group, saved.ops)
+            if not gdb.GroupOp.select().where(gdb.GroupOp.group == group).exists():
+                group.delete_instance()
+                continue
+            state = service._membership(group)
+            if not state.is_member(service.me):
+                group.delete_instance()
+                continue
+            if group.admin == service.me:
+                service._add_op(group, wire.AddOp(seq=state.next_seq,
+                                                  record=service._own_record(group)))
+                renewed = service._membership(group)
+                service._reconcile(group, renewed, renewed.members())
+            else:
+                service._send_direct(service._record(state, group.admin), wire.Join(
+                    group_id=group.group_id, record=service._own_record(group)))

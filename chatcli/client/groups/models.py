@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 from weakref import WeakSet
 
 import peewee
@@ -323,3 +323,24 @@ def group_names(store: Store) -> list[str]:
         return []
     with store.db.bind_ctx(GROUP_MODELS, bind_refs=False, bind_backrefs=False):
         return [g.name for g in Group.select(Group.name)]
+
+
+class HasStore(Protocol):
+    """Anything with a local store (an unlocked identity)."""
+
+    store: Store
+
+
+def name_in_use(client: HasStore, name: str) -> bool:
+    """Whether a group is called ``name`` locally (for name uniqueness)."""
+    store = client.store
+    if not has_tables(store):
+        return False
+    with bound(store):
+        return bool(Group.select().where(Group.name == name).exists())
+
+
+def is_group(client: HasStore, name: str) -> bool:
+    """Whether ``name`` is a group of this identity (reads the local database)."""
+    with client.store.read():
+        return name_in_use(client, name)

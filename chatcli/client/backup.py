@@ -1,0 +1,121 @@
+"""Key backups: what ``keys export`` writes (keys, mailbox, contacts, groups;
+no sessions) and how ``keys import`` makes a new installation from it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Self
+
+import msgspec
+
+from chatcli.client import models as db
+from chatcli.client.capabilities import cap_hash
+from chatcli.client.core import SUPERSEDE_KEY, ClientCore
+from chatcli.client.groups.backup import BackupGroup, export_groups, restore_groups
+from chatcli.client.home import Home
+from chatcli.client.store import now_ms
+from chatcli.crypto.keys import IdentityKeyPair, MailboxKeyPair
+from chatcli.errors import StorageError
+
+
+class BackupContact(msgspec.Struct, array_like=True, frozen=True):
+    name: str
+    identity: bytes
+    relay_url: str
+    mailbox: bytes
+    box_key: bytes
+    deposit_cap: bytes
+    issued_cap: bytes | None
+    verified: bool
+    blocked: bool
+    restore_prekey: bytes | None
+
+
+class BackupV1(msgspec.Struct, array_like=True, frozen=True, tag="chatcli-backup-v1"):
+    name: str
+    identity: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+    mailbox_key: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+    mailbox: Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
+    relay_url: str
+    read_receipts: bool
+    presence_hidden: bool
+    profile_key: bytes
+    contacts: list[BackupContact]
+    groups: list[BackupGroup] = []  # absent from backups made before groups were in them
+
+
+class Backup(ClientCore):
+    """Exporting and importing key backups."""
+
+    def export_backup(self) -> bytes:
+        """The backup payload (msgspec): keys, mailbox, contacts, groups; no sessions."""
+        with self.store.read():
+            account = self.store.account()
+            contacts = [BackupContact(
+                name=c.name, identity=c.identity, relay_url=c.relay_url, mailbox=c.mailbox,
+                box_key=c.box_key,
+                deposit_cap=self.sealer.open(c.deposit_cap_sealed, "contact.deposit_cap",
+                                             c.id),
+                issued_cap=(self.sealer.open(c.issued_cap_sealed, "contact.issued_cap", c.id)
+                            if c.issued_cap_sealed else None),
+                verified=c.verified and not c.key_changed, blocked=c.blocked,
+                restore_prekey=c.restore_prekey,
+            ) for c in db.Contact.select().order_by(db.Contact.id)]
+            payload = BackupV1(
+                name=account.name, identity=self.identity.private_bytes(),
+                mailbox_key=self.mailbox_key.private_bytes(), mailbox=account.mailbox,
+                relay_url=account.relay_url, read_receipts=account.read_receipts,
+                presence_hidden=account.presence_hidden,
+                profile_key=self.sealer.open(account.profile_key_sealed, "account.profile_key",
+                                             account.id),
+                contacts=contacts,
+                groups=export_groups(self),
+            )
+        return msgspec.msgpack.encode(payload)
+
+    @staticmethod
+    def identity_of_backup(payload: bytes) -> IdentityKeyPair:
+        """The identity key pair inside a backup payload (for a signed key change)."""
+        try:
+            backup = msgspec.msgpack.decode(payload, type=BackupV1)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise StorageError("The backup's content is not understood by this chatcli."
+                               ) from None
+        return IdentityKeyPair.from_private_bytes(backup.identity)
+
+    @classmethod
+    def import_backup(cls, home: Home, payload: bytes, passphrase: str) -> Self:
+        """Create this home from a backup payload (the home must be empty)."""
+        try:
+            backup = msgspec.msgpack.decode(payload, type=BackupV1)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise StorageError("The backup's content is not understood by this chatcli."
+                               ) from None
+        identity = IdentityKeyPair.from_private_bytes(backup.identity)
+        client = cls.create(home, passphrase, name=backup.name, relay_url=backup.relay_url,
+                            mailbox=backup.mailbox, identity=identity,
+                            mailbox_key=MailboxKeyPair.from_private_bytes(backup.mailbox_key),
+                            profile_key=backup.profile_key)
+        with client.store.write():
+            # A new installation that replaces the one the backup came from:
+            # its first login tells the relay (see own_relay).
+            db.MetaEntry.replace(  # type: ignore[no-untyped-call]
+                key=SUPERSEDE_KEY, value="1").execute()
+            db.Account.update(read_receipts=backup.read_receipts,
+                              presence_hidden=backup.presence_hidden).execute()
+            for c in backup.contacts:
+                contact_id = client.store.next_id(db.Contact)
+                db.Contact.create(
+                    id=contact_id, name=c.name, identity=c.identity, relay_url=c.relay_url,
+                    mailbox=c.mailbox,
+                    box_key=c.box_key,
+                    deposit_cap_sealed=client.sealer.seal(c.deposit_cap, "contact.deposit_cap",
+                                                            contact_id),
+                    issued_cap_sealed=(client.sealer.seal(c.issued_cap, "contact.issued_cap",
+                                                                  contact_id)
+                                       if c.issued_cap else None),
+                    issued_cap_hash=cap_hash(c.issued_cap) if c.issued_cap else None,
+                    verified=c.verified, blocked=c.blocked, restore_prekey=c.restore_prekey,
+                    created_at=now_ms(),
+                )
+            restore_groups(client, backup.groups)
+        return client

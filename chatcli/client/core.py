@@ -1,0 +1,207 @@
+"""The local core of an unlocked identity: keys, the local store, and the few
+helpers every concern shares (the account, names, stored sessions, queueing
+a message). Synchronous; the network operations it names are provided by
+the shell, :class:`chatcli.client.service.ChatClient`.
+
+Every database change runs in one ``BEGIN IMMEDIATE`` transaction without
+``await`` inside (see ``store.py``).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+from chatcli.client import messages as m
+from chatcli.client import models as db
+from chatcli.client import sessions
+from chatcli.client.groups.models import name_in_use
+from chatcli.client.home import Home
+from chatcli.client.keys import KeystoreSecrets, encode_secrets, read_secrets, write_keys
+from chatcli.client.names import NAME_RE
+from chatcli.client.store import Sealer, Store, now_ms
+from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair, MailboxKeyPair
+from chatcli.crypto.ratchet import RatchetSession
+from chatcli.errors import KeyChangedError, UsageError
+
+if TYPE_CHECKING:
+    from chatcli.client.events import DeliveryReport
+    from chatcli.client.relay_client import AnonymousConnection, OwnerConnection, RelayPool
+
+INSTALLATION_KEY = "installation"      # meta_entry: this installation's id (hex)
+SUPERSEDE_KEY = "supersede_pending"    # meta_entry: restored, not yet announced to the relay
+
+
+class ClientCore(abc.ABC):
+    """An unlocked identity: keys and local store. The relay connections are
+    the shell's: :meth:`own_relay`, :meth:`anonymous` and :meth:`flush_outbox`
+    are declared here so that every concern can name them."""
+
+    def __init__(self, home: Home, identity: IdentityKeyPair, mailbox: MailboxKeyPair,
+                 store: Store) -> None:
+        self.home = home
+        self.identity = identity
+        self.mailbox_key = mailbox
+        self.store = store
+        self.sealer = store.sealer
+        self.auto_read = False  # mark incoming messages read (and say so) at once
+        self._failed: dict[str, str] = {}  # message uuid -> why it cannot be sent
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def unlock(cls, home: Home, passphrase: str) -> Self:
+        """Open the keystore with ``passphrase`` and the local database."""
+        home.require()
+        return cls.from_secrets(home, read_secrets(home.keystore, passphrase))
+
+    @classmethod
+    def from_secrets(cls, home: Home, secrets: KeystoreSecrets) -> Self:
+        """Open the local database with keys already read from the keystore."""
+        store = Store.open(home.database, Sealer(secrets.local_key))
+        return cls(home, IdentityKeyPair.from_private_bytes(secrets.identity),
+                   MailboxKeyPair.from_private_bytes(secrets.mailbox), store)
+
+    @classmethod
+    def create(cls, home: Home, passphrase: str, *, name: str, relay_url: str,
+               mailbox: bytes, identity: IdentityKeyPair, mailbox_key: MailboxKeyPair,
+               profile_key: bytes | None = None) -> Self:
+        """Write a new keystore and database for an identity whose mailbox exists."""
+        home.create()
+        local_key = os.urandom(32)
+        store = Store.open(home.database, Sealer(local_key), create=True)
+        try:
+            client = cls(home, identity, mailbox_key, store)
+            restore = DHKeyPair.generate()
+            with store.write():
+                account_id = store.next_id(db.Account)
+                db.Account.create(
+                    id=account_id, name=name, relay_url=relay_url, mailbox=mailbox,
+                    created_at=now_ms(),
+                    restore_prekey_sealed=client.sealer.seal(restore.private_bytes(),
+                                                             "account.restore_prekey", account_id),
+                    restore_prekey_public=restore.public,
+                    restore_prekey_signature=sessions.sign_restore_prekey(identity,
+                                                                          restore.public),
+                    profile_key_sealed=client.sealer.seal(profile_key or os.urandom(32),
+                                                          "account.profile_key", account_id),
+                )
+            write_keys(home.keystore, encode_secrets(identity.private_bytes(),
+                                                     mailbox_key.private_bytes(), local_key),
+                       passphrase)
+        except BaseException:
+            store.close()
+            home.database.unlink(missing_ok=True)
+            for suffix in ("-wal", "-shm"):
+                Path(str(home.database) + suffix).unlink(missing_ok=True)
+            raise
+        return client
+
+    def close(self) -> None:
+        self.store.close()
+
+    def wipe_local(self) -> None:
+        self.close()
+        for path in (self.home.keystore, self.home.database,
+                     Path(str(self.home.database) + "-wal"),
+                     Path(str(self.home.database) + "-shm")):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.home.downloads, ignore_errors=True)
+
+    # ------------------------------------------------------------ account
+
+    def account(self) -> db.Account:
+        with self.store.read():
+            return self.store.account()
+
+    @property
+    def relay_url(self) -> str:
+        return str(self.account().relay_url)
+
+    def set_read_receipts(self, enabled: bool) -> None:
+        with self.store.write():
+            db.Account.update(read_receipts=enabled).execute()
+
+    # ------------------------------------------------------------ shared helpers
+
+    def name_taken(self, name: str) -> bool:
+        """Whether a contact or a group already uses ``name``."""
+        return bool(db.Contact.select().where(db.Contact.name == name).exists()
+                    or name_in_use(self, name))
+
+    def _unique_name(self, wanted: str) -> str:
+        base = wanted if NAME_RE.fullmatch(wanted) else "contact"
+        name, n = base, 2
+        while self.name_taken(name):
+            name, n = f"{base[:60]}-{n}", n + 1
+        return name
+
+    def get_contact(self, name: str, *, allow_key_changed: bool = False) -> db.Contact:
+        """The contact called ``name``; ``UsageError`` if none, ``KeyChangedError``
+        if its key changed and the change was not accepted."""
+        with self.store.read():
+            contact = db.Contact.get_or_none(db.Contact.name == name)
+        if contact is None:
+            raise UsageError(f"No contact is called {name!r}; see `chatcli contacts`.")
+        if contact.key_changed and not allow_key_changed:
+            raise KeyChangedError(
+                f"The identity key of {name} has changed. Compare the new safety number "
+                f"with them (`chatcli verify {name}`), then accept it with "
+                f"`chatcli verify {name} --confirm`."
+            )
+        return contact
+
+    def _load_session(self, contact: db.Contact) -> RatchetSession | None:
+        row = db.Session.get_or_none(db.Session.contact == contact)
+        if row is None:
+            return None
+        return RatchetSession.from_bytes(self.sealer.open(row.state_sealed, "session.state",
+                                                          contact.id))
+
+    def _save_session(self, contact: db.Contact, session: RatchetSession) -> None:
+        sealed = self.sealer.seal(session.to_bytes(), "session.state", contact.id)
+        updated = db.Session.update(state_sealed=sealed, updated_at=now_ms()).where(
+            db.Session.contact == contact).execute()
+        if not updated:
+            db.Session.create(contact=contact, state_sealed=sealed, updated_at=now_ms())
+
+    def _own_info(self, capability: bytes) -> m.ContactInfo:
+        account = self.store.account()
+        return m.ContactInfo(
+            relay_url=account.relay_url, mailbox=account.mailbox, capability=capability,
+            box_key=self.mailbox_key.box_public, name=account.name,
+            restore_prekey=account.restore_prekey_public,
+            restore_prekey_signature=account.restore_prekey_signature,
+        )
+
+    def _enqueue(self, contact: db.Contact, content: m.Content, *, kind: str,
+                 message_uuid: str | None = None) -> None:
+        """Queue a content message for a contact (inside a write transaction)."""
+        outbox_id = self.store.next_id(db.Outbox)
+        db.Outbox.create(
+            id=outbox_id, contact=contact, kind=kind, message_uuid=message_uuid,
+            created_at=now_ms(),
+            plaintext_sealed=self.sealer.seal(m.encode(content), "outbox.plaintext",
+                                              outbox_id),
+        )
+
+    # ------------------------------------------------------------ the shell's
+
+    @abc.abstractmethod
+    def _require_pool(self) -> RelayPool:
+        """The pool of relay connections (only inside ``online()``)."""
+
+    @abc.abstractmethod
+    async def own_relay(self, *, authenticate: bool = True) -> OwnerConnection:
+        """The connection to this identity's relay, logged in as the mailbox owner."""
+
+    @abc.abstractmethod
+    async def anonymous(self, url: str) -> AnonymousConnection:
+        """The connection to the relay at ``url`` that never logs in."""
+
+    @abc.abstractmethod
+    async def flush_outbox(self, time_limit: float = 5.0) -> DeliveryReport | None:
+        """Best effort: deliver what is queued."""

@@ -1,0 +1,181 @@
+"""What the group commands show: the list of groups, members (with safety
+numbers and verification), invitations, history and send states."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from chatcli.client import models as db
+from chatcli.client.groups import models as gdb
+from chatcli.crypto.keys import IdentityPublicKey
+from chatcli.errors import UsageError
+
+if TYPE_CHECKING:
+    from chatcli.client.core import ClientCore
+    pass
+
+from chatcli.client.groups.core import ACTIVE, GroupCore
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    identity: bytes
+    name: str             # contact name, or the name the member announced
+    contact: str | None   # local contact name when the member is a contact
+    fingerprint: str
+    admin: bool
+    me: bool
+    verified: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "contact": self.contact, "fingerprint": self.fingerprint,
+                "admin": self.admin, "me": self.me, "verified": self.verified}
+
+
+class GroupQueries(GroupCore):
+    """Reading groups (and marking a member verified)."""
+
+    def groups(self) -> list[dict[str, Any]]:
+        with self.store.read(), gdb.bound(self.store):
+            out = []
+            for group in gdb.Group.select().order_by(gdb.Group.name):
+                state = self._membership(group)
+                admin, _ = self._label(group.admin, state)
+                out.append({"name": group.name, "creator_name": group.creator_name,
+                            "admin": admin, "is_admin": group.admin == self.me,
+                            "status": group.status, "members": len(state.members()),
+                            "invited": gdb.GroupInvitee.select().where(
+                                gdb.GroupInvitee.group == group).count()})
+            return out
+
+    def members(self, name: str) -> list[MemberInfo]:
+        with self.store.read(), gdb.bound(self.store):
+            group = self._group(name)
+            state = self._membership(group)
+            out = []
+            for member in state.members():
+                label, is_contact = self._label(member, state)
+                contact = db.Contact.get_or_none(db.Contact.identity == member)
+                peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == member)
+                verified = bool(contact.verified and not contact.key_changed) if contact \
+                    else bool(peer is not None and peer.verified)
+                out.append(MemberInfo(
+                    identity=member,
+                    name=self.store.account().name if member == self.me else label,
+                    contact=label if is_contact else None,
+                    fingerprint=IdentityPublicKey.from_bytes(member).fingerprint(),
+                    admin=member == group.admin, me=member == self.me, verified=verified))
+            return sorted(out, key=lambda i: (not i.me, not i.admin, i.name))
+
+    def invited(self, name: str) -> list[str]:
+        with self.store.read(), gdb.bound(self.store):
+            group = self._group(name)
+            return sorted(self._label(r.identity)[0] for r in gdb.GroupInvitee.select().where(
+                gdb.GroupInvitee.group == group))
+
+    def safety_number(self, name: str, who: str) -> tuple[str, bytes, MemberInfo]:
+        """The safety number with a member (contact or not)."""
+        from chatcli.crypto.safety import safety_number, safety_qr_payload
+
+        with self.store.read(), gdb.bound(self.store):
+            group = self._group(name)
+            member = self._find_member(self._membership(group), who, name)
+        if member == self.me:
+            raise UsageError("That is you.")
+        info = next(i for i in self.members(name) if i.identity == member)
+        theirs = IdentityPublicKey.from_bytes(member)
+        return (safety_number(self.client.identity.public, theirs),
+                safety_qr_payload(self.client.identity.public, theirs), info)
+
+    def confirm_member(self, name: str, who: str) -> None:
+        """Mark a member verified (its contact entry when it is a contact)."""
+        with self.store.write(), gdb.bound(self.store):
+            group = self._group(name)
+            member = self._find_member(self._membership(group), who, name)
+            contact = db.Contact.get_or_none(db.Contact.identity == member)
+            if contact is not None:
+                if contact.key_changed:
+                    raise UsageError(f"The key of {contact.name} changed: use "
+                                     f"`chatcli verify {contact.name}`.")
+                contact.verified = True
+                contact.save()
+                return
+            peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == member)
+            if peer is None:
+                peer = gdb.GroupPeer.create(identity=member,
+                                            name=self._label(member)[0])
+            peer.verified = True
+            peer.save()
+
+    def history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        with self.store.read(), gdb.bound(self.store):
+            group = self._group(name)
+            state = self._membership(group)
+            rows = list(gdb.GroupMessage.select().where(gdb.GroupMessage.group == group)
+                        .order_by(gdb.GroupMessage.sent_at.desc(), gdb.GroupMessage.id.desc())
+                        .limit(limit))
+            out = []
+            for row in reversed(rows):
+                sender, _ = self._label(row.sender, state)
+                out.append({
+                    "id": row.uuid, "group": group.name,
+                    "from": "me" if row.outgoing else sender,
+                    "to": group.name if row.outgoing else "me",
+                    "direction": "out" if row.outgoing else "in",
+                    "text": self.sealer.open_text(row.text_sealed, "group.message_text",
+                                                  row.uuid),
+                    "sent_at": row.sent_at, "received_at": row.received_at,
+                    "state": (("sent" if row.stored >= row.recipients else "queued")
+                              if row.outgoing else "received"),
+                })
+            return out
+
+
+def group_of_member(client: ClientCore, who: str) -> str | None:
+    """The first active group (by name) with a member called ``who`` who is not a
+    contact, so that ``chatcli verify WHO`` can show its safety number."""
+    with client.store.read():
+        if not gdb.has_tables(client.store) or db.Contact.get_or_none(
+                db.Contact.name == who) is not None:
+            return None
+        with gdb.bound(client.store):
+            names = [g.name for g in gdb.Group.select().where(gdb.Group.status == ACTIVE)
+                     .order_by(gdb.Group.name)]
+    service = GroupQueries(client)
+    for name in names:
+        with client.store.read(), gdb.bound(client.store):
+            try:
+                member = service._find_member(service._membership(service._group(name)), who,
+                                              name)
+            except UsageError:
+                continue
+            if member != service.me:
+                return name
+    return None
+
+
+def group_message_states(client: ClientCore, ids: list[str]) -> dict[str, str]:
+    """uuid -> "sent" (every member's relay stored it) or "pending", for own group
+    messages among ``ids`` (for the chat's marks)."""
+    with client.store.read():
+        if not gdb.has_tables(client.store):
+            return {}
+        with gdb.bound(client.store):
+            rows = gdb.GroupMessage.select().where(gdb.GroupMessage.uuid.in_(ids),
+                                                   gdb.GroupMessage.outgoing == True)  # noqa: E712
+            return {row.uuid: "sent" if row.stored >= row.recipients else "pending"
+                    for row in rows}
+
+
+def group_copies_stored(client: ClientCore, message_id: str) -> tuple[int, int] | None:
+    """(copies stored by members' relays, members) of an own group message, or
+    None when ``message_id`` is not one. Fewer stored than members after a send
+    means some members' relays refused their copy for good."""
+    with client.store.read():
+        if not gdb.has_tables(client.store):
+            return None
+        with gdb.bound(client.store):
+            row = gdb.GroupMessage.get_or_none(gdb.GroupMessage.uuid == message_id,
+                                               gdb.GroupMessage.outgoing == True)  # noqa: E712
+            return None if row is None else (row.stored, row.recipients)

@@ -1,0 +1,295 @@
+"""The inbox: a batch of deliveries from the own relay opened, decrypted and
+stored in one transaction, turned into events and the receipts and answers
+to send (queued in the outbox). No relay connection: the shell fetches the
+batch and acknowledges it."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import msgspec
+
+from chatcli.client import messages as m
+from chatcli.client import models as db
+from chatcli.client import prekeys, sessions
+from chatcli.client.capabilities import cap_hash
+from chatcli.client.events import (
+    Event,
+    MessageEvent,
+    NoticeEvent,
+    ReceiptEvent,
+    TypingEvent,
+)
+from chatcli.client.groups.inbox import GroupInbox
+from chatcli.client.groups.models import is_group
+from chatcli.client.groups.queries import GroupQueries
+from chatcli.client.invites import Invites
+from chatcli.client.names import NAME_RE
+from chatcli.client.outbox import Outbox
+from chatcli.client.store import now_ms
+from chatcli.crypto.envelope import open_envelope
+from chatcli.crypto.errors import ReplayedMessage
+from chatcli.crypto.keys import IdentityPublicKey
+from chatcli.crypto.ratchet import RatchetSession
+from chatcli.errors import ChatcliError, CryptoError
+from chatcli.protocol import frames
+
+PROCESSED_KEEP_MS = 400 * 86400 * 1000
+
+
+class Inbox(Invites, Outbox):
+    """Incoming messages: processing, reading, history."""
+
+    def process_deliveries(self, delivered: Iterable[frames.Delivered]) -> list[Event]:
+        """Open, decrypt and store a batch of deposits in one transaction.
+
+        De-duplicates by relay message id (a delivery seen twice, e.g. by two
+        processes) and by message uuid; queues receipts and handshake answers.
+        """
+        events: list[Event] = []
+        receipts: dict[int, list[str]] = {}
+        with self.store.write():
+            read_receipts = self.store.account().read_receipts
+            # Relay ids matter only while a delivery may come twice (two
+            # processes, a lost Ack); forget them after the longest retention.
+            db.Processed.delete().where(
+                db.Processed.processed_at < now_ms() - PROCESSED_KEEP_MS).execute()
+            for item in delivered:
+                if db.Processed.get_or_none(db.Processed.relay_id == item.id) is not None:
+                    continue
+                db.Processed.create(relay_id=item.id, processed_at=now_ms())
+                try:
+                    with self.store.db.atomic():
+                        events.extend(self._process_one(item, receipts))
+                except ReplayedMessage:
+                    # Delivery is at-least-once: a sender's retry after a lost
+                    # answer deposits the same ciphertext again. It was shown once.
+                    continue
+                except (CryptoError, msgspec.DecodeError, msgspec.ValidationError,
+                        UnicodeDecodeError) as exc:
+                    reason = str(exc) if isinstance(exc, ChatcliError) else "it is malformed"
+                    events.append(NoticeEvent(
+                        f"A message could not be read and was dropped: {reason}", warning=True))
+            kind: Literal["delivered", "read"] = (
+                "read" if self.auto_read and read_receipts else "delivered")
+            for contact_id, ids in receipts.items():
+                contact = db.Contact.get_by_id(contact_id)
+                for start in range(0, len(ids), 500):
+                    self._enqueue(contact, m.Receipt(kind=kind, ids=ids[start:start + 500]),
+                                  kind="receipt")
+        return events
+
+    def _process_one(self, item: frames.Delivered, receipts: dict[int, list[str]]
+                     ) -> list[Event]:
+        opened = open_envelope(self.mailbox_key, item.payload)
+        body = m.decode_body(opened.body)
+        sender = opened.sender
+        if isinstance(body, m.GroupBody):
+            return GroupInbox(self).handle_body(sender, body.message, item.received_at)
+        if isinstance(body, m.PrekeyBody):
+            return self._handle_prekey(sender, body, item, receipts)
+        contact = db.Contact.get_or_none(db.Contact.identity == sender.raw)
+        if contact is not None:
+            session = self._load_session(contact)
+            if session is None:
+                return self._no_session(contact)
+            plaintext = session.decrypt(body.message)
+            self._save_session(contact, session)
+            return self._handle_content(contact, m.decode_content(plaintext), item, receipts)
+        pending_contact = self._pending_from(sender)
+        if pending_contact is not None:
+            return self._decrypt_pending(pending_contact, body, item, receipts)
+        return [NoticeEvent("A message from an unknown sender was dropped.", warning=True)]
+
+    def _decrypt_pending(self, contact: db.Contact, body: m.RatchetBody, item: frames.Delivered,
+                         receipts: dict[int, list[str]]) -> list[Event]:
+        pending = self._open_pending(contact)
+        session = RatchetSession.from_bytes(pending.session)
+        content = m.decode_content(session.decrypt(body.message))
+        contact.pending_sealed = self.sealer.seal(msgspec.msgpack.encode(msgspec.structs.replace(
+            pending, session=session.to_bytes())), "contact.pending", contact.id)
+        contact.save()
+        if isinstance(content, m.Text):
+            return self._store_text(contact, content, item, None, unverified=True)
+        return []
+
+    def _no_session(self, contact: db.Contact) -> list[Event]:
+        # We were restored from a backup and the contact still uses the old
+        # session: start a new one so that their next messages can be read.
+        if contact.issued_cap_sealed is not None and contact.restore_prekey is not None:
+            capability = self.sealer.open(contact.issued_cap_sealed, "contact.issued_cap",
+                                            contact.id)
+            if not db.Outbox.select().where(db.Outbox.contact == contact).exists():
+                self._enqueue(contact, self._own_info(capability), kind="info")
+        return [NoticeEvent(
+            f"A message from {contact.name} was sent in a session this device does not have "
+            "(restored from a backup?); a new session is being set up: ask them to resend.",
+            warning=True, contact=contact.name)]
+
+    def _handle_prekey(self, sender: IdentityPublicKey, body: m.PrekeyBody,
+                       item: frames.Delivered, receipts: dict[int, list[str]]) -> list[Event]:
+        digest = sessions.handshake_digest(body)
+        if db.SeenHandshake.get_or_none(db.SeenHandshake.digest == digest) is not None:
+            # The same handshake deposited twice (a retry after a lost answer) or
+            # replayed by the relay: it was handled the first time; nothing to say.
+            return []
+        if body.invite_id is None:
+            return self._handle_restore(sender, body, digest, item, receipts)
+        return self._answer_invite(sender, body, digest)
+
+    def _handle_restore(self, sender: IdentityPublicKey, body: m.PrekeyBody, digest: bytes,
+                        item: frames.Delivered, receipts: dict[int, list[str]]) -> list[Event]:
+        contact = db.Contact.get_or_none(db.Contact.identity == sender.raw)
+        if contact is None:
+            return [NoticeEvent("A session request from an unknown sender was refused.",
+                                warning=True)]
+        # The current signed prekey, or a rotated one still in its grace period.
+        prekey = (prekeys.private_for(self.store, body.restore_prekey)
+                  if body.restore_prekey is not None else None)
+        if prekey is None:
+            return [NoticeEvent(f"A session request from {contact.name} named an old prekey; "
+                                "refused.", warning=True, contact=contact.name)]
+        session, plaintext = sessions.answer_prekey(self.identity, prekey, sender, body)
+        db.SeenHandshake.create(digest=digest, seen_at=now_ms())
+        self._save_session(contact, session)
+        # Queued but not yet sent messages were encrypted for the old session.
+        stale = db.Outbox.select().where(db.Outbox.contact == contact,
+                                         db.Outbox.payload_sealed.is_null(False))
+        db.Message.update(failed="session_reset").where(
+            db.Message.uuid.in_([row.message_uuid for row in stale if row.message_uuid])
+        ).execute()
+        db.Outbox.delete().where(db.Outbox.id.in_([row.id for row in stale])).execute()
+        events: list[Event] = [NoticeEvent(
+            f"{contact.name} set up a new session (restored from a backup); the safety number "
+            "is unchanged.", contact=contact.name)]
+        events.extend(self._handle_content(contact, m.decode_content(plaintext), item, receipts))
+        return events
+
+    def _handle_content(self, contact: db.Contact, content: m.AnyContent, item: frames.Delivered,
+                        receipts: dict[int, list[str]]) -> list[Event]:
+        if isinstance(content, m.Text):
+            return self._store_text(contact, content, item, receipts)
+        if isinstance(content, m.Receipt):
+            column = db.Message.delivered_at if content.kind == "delivered" else db.Message.read_at
+            updates: dict[Any, Any] = {column: item.received_at}
+            if content.kind == "read":
+                updates[db.Message.delivered_at] = item.received_at
+            (db.Message.update(updates)
+             .where(db.Message.contact == contact, db.Message.outgoing == True,  # noqa: E712
+                    db.Message.uuid.in_(content.ids), column.is_null())
+             .execute())
+            return [ReceiptEvent(contact.name, content.kind, list(content.ids))]
+        if isinstance(content, m.Typing):
+            return [TypingEvent(contact.name, content.active)]
+        if isinstance(content, m.ContactInfo):
+            sessions.verify_restore_prekey(IdentityPublicKey.from_bytes(contact.identity),
+                                           content.restore_prekey,
+                                           content.restore_prekey_signature)
+            previous = self.sealer.open(contact.deposit_cap_sealed, "contact.deposit_cap",
+                                         contact.id)
+            self._update_address(contact, content)
+            if not hmac.compare_digest(previous, content.capability):
+                # From now on every deposit uses the new capability: say so, so
+                # that the old one (an invite's) can be revoked.
+                self._enqueue(contact, m.CapabilitySwitched(replaced=cap_hash(previous)),
+                              kind="capability")
+            if contact.auto_named and content.name != contact.name:
+                wanted = content.name
+                if NAME_RE.fullmatch(wanted) and not self.name_taken(wanted):
+                    old = contact.name
+                    contact.name = wanted
+                    contact.auto_named = False
+                    contact.save()
+                    return [NoticeEvent(f"{old} calls themselves {wanted}; renamed.",
+                                        contact=wanted)]
+            contact.save()
+            return []
+        if isinstance(content, m.ProfileKeyUpdate):
+            contact.profile_key_sealed = self.sealer.seal(content.key, "contact.profile_key",
+                                                          contact.id)
+            contact.profile_ref_sealed = self.sealer.seal(m.encode(content), "contact.profile_ref",
+                                                          contact.id)
+            contact.profile_sealed = None
+            contact.save()
+            return []
+        if isinstance(content, m.CapabilityUpdate):
+            contact.deposit_cap_sealed = self.sealer.seal(content.capability,
+                                                          "contact.deposit_cap", contact.id)
+            contact.save()
+            return [NoticeEvent(f"{contact.name} can be written to again.", contact=contact.name)]
+        if isinstance(content, m.CapabilitySwitched):
+            # Naming the hash needs the invite's capability, which only those
+            # who saw its link know; a used invite is all that can be retired.
+            (db.Invite.update(expires_at_s=0)
+             .where(db.Invite.cap_hash == content.replaced, db.Invite.used_at.is_null(False),
+                    db.Invite.capability_sealed != b"")
+             .execute())
+            return []
+        return []
+
+    def _store_text(self, contact: db.Contact, content: m.Text, item: frames.Delivered,
+                    receipts: dict[int, list[str]] | None, *, unverified: bool = False
+                    ) -> list[Event]:
+        if db.Message.get_or_none(db.Message.uuid == content.id) is not None:
+            return []
+        if contact.blocked:
+            return []
+        attachment = None
+        if content.attachment is not None:
+            attachment = {"name": content.attachment.name, "size": content.attachment.size}
+        db.Message.create(
+            uuid=content.id, contact=contact, outgoing=False,
+            text_sealed=self.sealer.seal_text(content.text, "message.text", content.id),
+            attachment_sealed=(self.sealer.seal(msgspec.msgpack.encode(content.attachment),
+                                                "message.attachment_ref", content.id)
+                               if content.attachment else None),
+            sent_at=content.sent_at, received_at=item.received_at,
+            read_at=now_ms() if self.auto_read else None,
+        )
+        if receipts is not None:
+            receipts.setdefault(contact.id, []).append(content.id)
+        return [MessageEvent(id=content.id, contact=contact.name, text=content.text,
+                             sent_at=content.sent_at, received_at=item.received_at,
+                             attachment=attachment, unverified_key=unverified,
+                             attachment_ref=content.attachment)]
+
+    def mark_read(self, name: str, ids: list[str]) -> None:
+        """Record that messages were shown and queue a read receipt (if enabled)."""
+        if not ids:
+            return
+        contact = self.get_contact(name, allow_key_changed=True)
+        with self.store.write():
+            db.Message.update(read_at=now_ms()).where(
+                db.Message.uuid.in_(ids), db.Message.read_at.is_null()).execute()
+            if self.store.account().read_receipts and not contact.key_changed:
+                self._enqueue(contact, m.Receipt(kind="read", ids=ids), kind="receipt")
+
+    def history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The last ``limit`` messages with ``name`` (a contact or a group), oldest first."""
+        if is_group(self, name):
+            return GroupQueries(self).history(name, limit)
+        contact = self.get_contact(name)
+        with self.store.read():
+            rows = list(db.Message.select().where(db.Message.contact == contact)
+                        .order_by(db.Message.sent_at.desc(), db.Message.id.desc()).limit(limit))
+        out = []
+        for row in reversed(rows):
+            if row.outgoing:
+                state = ("failed" if row.failed else "read" if row.read_at else
+                         "delivered" if row.delivered_at else "sent" if row.stored_at
+                         else "queued")
+            else:
+                state = "read" if row.read_at else "received"
+            entry: dict[str, Any] = {
+                "id": row.uuid, "from": "me" if row.outgoing else contact.name,
+                "to": contact.name if row.outgoing else "me",
+                "direction": "out" if row.outgoing else "in",
+                "text": self.sealer.open_text(row.text_sealed, "message.text",
+                                                 row.uuid),
+                "sent_at": row.sent_at, "received_at": row.received_at, "state": state,
+                "group": None,
+            }
+            out.append(entry)
+        return out

@@ -1,0 +1,149 @@
+"""The outbox: outgoing messages queued durably, encrypted in order (each with
+its ratchet step, so that a retry sends the very same bytes), and what a
+deposit's answer means for each of them. The relay connection that carries
+the deposits is the shell's (:mod:`chatcli.client.service`)."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+
+import msgspec
+
+from chatcli.client import messages as m
+from chatcli.client import models as db
+from chatcli.client import sessions
+from chatcli.client.core import ClientCore
+from chatcli.client.events import DeliveryReport
+from chatcli.client.groups.commands import GroupCommands
+from chatcli.client.groups.models import is_group
+from chatcli.client.store import now_ms
+from chatcli.crypto.envelope import seal_envelope
+from chatcli.crypto.keys import IdentityPublicKey
+from chatcli.errors import KeyChangedError, UsageError
+from chatcli.protocol import codes
+
+DEPOSIT_CHUNK = 64
+PERMANENT_DEPOSIT_ERRORS = frozenset({codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX})
+
+
+class _AttachmentRecord(msgspec.Struct, frozen=True):
+    name: str
+    size: int
+    path: str | None = None
+
+
+class Outbox(ClientCore):
+    """Queueing and encrypting what is sent; recording what the relays answered."""
+
+    def enqueue_text(self, name: str, text: str,
+                     attachment: m.AttachmentRef | None = None) -> str:
+        """Store an outgoing message in history and outbox; returns its uuid."""
+        if is_group(self, name):
+            return GroupCommands(self).enqueue_text(name, text, attachment).id
+        contact = self.get_contact(name)
+        if contact.blocked:
+            raise UsageError(f"{name} is blocked; `chatcli unblock {name}` first.")
+        if len(text) > m.MAX_TEXT:
+            raise UsageError(f"The message is too long (the limit is {m.MAX_TEXT} characters).")
+        message_id = str(uuidlib.uuid4())
+        sent_at = now_ms()
+        content = m.Text(id=message_id, sent_at=sent_at, text=text, attachment=attachment)
+        with self.store.write():
+            contact = db.Contact.get_by_id(contact.id)
+            if contact.key_changed:
+                raise KeyChangedError(f"The identity key of {name} has changed; run "
+                                      f"`chatcli verify {name}`.")
+            record = None
+            if attachment is not None:
+                record = self.sealer.seal(msgspec.json.encode(_AttachmentRecord(
+                    name=attachment.name, size=attachment.size)), "message.attachment", message_id)
+            db.Message.create(
+                uuid=message_id, contact=contact, outgoing=True,
+                text_sealed=self.sealer.seal_text(text, "message.text", message_id),
+                attachment_sealed=record, sent_at=sent_at,
+            )
+            self._enqueue(contact, content, kind="text", message_uuid=message_id)
+        return message_id
+
+    def queue_typing(self, name: str, active: bool) -> None:
+        contact = self.get_contact(name)
+        with self.store.write():
+            self._enqueue(contact, m.Typing(active=active), kind="typing")
+
+    def _encrypt_pending(self) -> None:
+        """Encrypt every queued plaintext in order, each in one transaction with
+        its ratchet update, so that a retry re-sends the very same bytes."""
+        skipped: set[int] = set()
+        while True:
+            with self.store.write():
+                query = (db.Outbox.select().join(db.Contact)
+                         .where(db.Outbox.payload_sealed.is_null(),
+                                db.Contact.key_changed == False)  # noqa: E712
+                         .order_by(db.Outbox.id))
+                if skipped:
+                    query = query.where(db.Outbox.id.not_in(list(skipped)))
+                row = query.first()
+                if row is None:
+                    return
+                contact = row.contact
+                plaintext = self.sealer.open(row.plaintext_sealed, "outbox.plaintext",
+                                             row.id)
+                session = self._load_session(contact)
+                body: m.Body
+                if session is None:
+                    if contact.restore_prekey is None:
+                        # No session and no way to start one (the contact never
+                        # sent its restore prekey): the message cannot be sent.
+                        if row.message_uuid:
+                            db.Message.update(failed="no_session").where(
+                                db.Message.uuid == row.message_uuid).execute()
+                            self._failed[row.message_uuid] = (
+                                f"there is no session with {contact.name} and none can be "
+                                "set up; ask them for a new invite")
+                        row.delete_instance()
+                        continue
+                    their = IdentityPublicKey.from_bytes(contact.identity)
+                    session, body = sessions.start_restore(
+                        self.identity, their, contact.restore_prekey[:32], plaintext)
+                    # Tell the contact our (possibly new) restore prekey in the new session.
+                    if contact.issued_cap_sealed is not None:
+                        capability = self.sealer.open(contact.issued_cap_sealed,
+                                                      "contact.issued_cap", contact.id)
+                        self._enqueue(contact, self._own_info(capability), kind="info")
+                elif not session.can_send:
+                    skipped.add(row.id)
+                    continue
+                else:
+                    body = m.RatchetBody(v=m.BODY_VERSION, message=session.encrypt(plaintext))
+                payload = seal_envelope(contact.box_key, self.identity.public, m.encode(body))
+                row.payload_sealed = self.sealer.seal(payload, "outbox.payload", row.id)
+                row.plaintext_sealed = None
+                row.save()
+                self._save_session(contact, session)
+
+    def _record_deposit(self, chunk: list[db.Outbox], errors: list[str | None],
+                        report: DeliveryReport) -> None:
+        stamp = now_ms()
+        with self.store.write():
+            for row, error in zip(chunk, errors, strict=False):
+                if error is None:
+                    db.Outbox.delete().where(db.Outbox.id == row.id).execute()
+                    if row.message_uuid:
+                        db.Message.update(stored_at=stamp).where(
+                            db.Message.uuid == row.message_uuid).execute()
+                        report.stored.append(row.message_uuid)
+                elif error in PERMANENT_DEPOSIT_ERRORS or row.kind == "typing":
+                    db.Outbox.delete().where(db.Outbox.id == row.id).execute()
+                    reason = (f"{row.contact.name}'s relay refused the message ({error}): "
+                              "they may have blocked you or deleted their account")
+                    if row.kind == "handshake" and error == codes.BAD_CAPABILITY:
+                        reason = "This invite was already used or revoked; ask for a new one"
+                    if row.message_uuid:
+                        db.Message.update(failed=error).where(
+                            db.Message.uuid == row.message_uuid).execute()
+                        report.refused[row.message_uuid] = reason
+                    elif row.kind == "handshake":
+                        report.refused["handshake"] = reason
+                else:
+                    db.Outbox.update(attempts=db.Outbox.attempts + 1, last_error=error).where(
+                        db.Outbox.id == row.id).execute()
