@@ -4,6 +4,9 @@ waits for the user's word)."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 import msgspec
 
 from chatcli.client import messages as m
@@ -15,16 +18,193 @@ from chatcli.client.events import (
     Event,
     NoticeEvent,
 )
+from chatcli.client.groups.models import name_in_use
+from chatcli.client.names import validate_name
 from chatcli.client.store import invite_row, now_ms
+from chatcli.crypto.envelope import seal_envelope
 from chatcli.crypto.errors import BadSignature
-from chatcli.crypto.keychange import KeyChange, verify_key_change
-from chatcli.crypto.keys import DHKeyPair, IdentityPublicKey
+from chatcli.crypto.invite import Invite
+from chatcli.crypto.keychange import KeyChange, sign_key_change, verify_key_change
+from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair, IdentityPublicKey
+from chatcli.errors import UsageError
 
 DEFAULT_INVITE_SECONDS = 7 * 86400
 
 
+@dataclass(frozen=True)
+class NewInvite:
+    """An invite made but not kept yet: the shell registers :attr:`cap_hashes`
+    with the own relay, then :meth:`Invites._keep_invite` stores it."""
+
+    invite: Invite
+    label: str | None
+    prekey: DHKeyPair
+    capability: bytes
+    contact_cap: bytes  # the accepter's own capability, registered with the invite's
+
+    @property
+    def cap_hashes(self) -> list[bytes]:
+        return [cap_hash(self.capability), cap_hash(self.contact_cap)]
+
+
 class Invites(Contacts):
-    """The invites of an unlocked identity and the handshakes that answer them."""
+    """The invites of an unlocked identity and the handshakes that answer them.
+
+    Making one: :meth:`_new_invite`, (the shell registers its capabilities),
+    :meth:`_keep_invite`. Accepting one: :meth:`_check_acceptable`, (the shell
+    registers a capability for the inviter), :meth:`_add_inviter`, (the shell
+    delivers the handshake), and :meth:`_forget_refused_inviter` when its relay
+    refused it. Retiring: :meth:`_invites_to_retire`, (the shell revokes),
+    :meth:`_mark_retired`."""
+
+    # ------------------------------------------------------------ making
+
+    def _new_invite(self, label: str | None, expires_in: int, *, now: int) -> NewInvite:
+        """A fresh invite (one-time prekey, capability) expiring ``expires_in``
+        seconds after ``now``."""
+        from chatcli.crypto.invite import create_invite
+
+        if label is not None:
+            validate_name(label)
+            with self.store.read():
+                if name_in_use(self, label):
+                    raise UsageError(f"The name {label!r} is already used by a group; "
+                                     "choose another.")
+        account = self.account()
+        capability = os.urandom(32)
+        prekey = DHKeyPair.generate()
+        invite = create_invite(
+            self.identity, relay_url=account.relay_url, mailbox=account.mailbox,
+            capability=capability, mailbox_key=self.mailbox_key.box_public,
+            prekey_public=prekey.public, expires_at=now + expires_in,
+        )
+        # The acceptor's own capability is registered now, with the invite's: it
+        # must work when the acceptor switches to it after the first exchange.
+        return NewInvite(invite=invite, label=label, prekey=prekey, capability=capability,
+                         contact_cap=invite_contact_capability(prekey.private_bytes()))
+
+    def _keep_invite(self, new: NewInvite) -> str:
+        """Store an invite whose capabilities the relay registered; its link."""
+        invite = new.invite
+        with self.store.write():
+            db.Invite.create(
+                invite_id=invite.invite_id, label=new.label,
+                prekey_sealed=self.sealer.seal(new.prekey.private_bytes(), "invite.prekey",
+                                               invite_row(invite.invite_id)),
+                capability_sealed=self.sealer.seal(new.capability, "invite.capability",
+                                                   invite_row(invite.invite_id)),
+                cap_hash=cap_hash(new.capability), created_at=now_ms(),
+                expires_at_s=invite.expires_at, contact_cap_hash=cap_hash(new.contact_cap),
+            )
+        return invite.to_link()
+
+    def _invites_to_retire(self, *, now: int) -> tuple[list[db.Invite], list[bytes]]:
+        """Invites whose capabilities are to be revoked at ``now`` (seconds), and
+        those capabilities' hashes: invites that expired unused (with the
+        accepter's capability registered with them), and used invites whose
+        acceptor switched to its own capability (``expires_at_s`` 0, set when
+        its :class:`CapabilitySwitched` arrived or the key it brought was
+        rejected)."""
+        with self.store.read():
+            expired = list(db.Invite.select().where(
+                db.Invite.expires_at_s < now,
+                db.Invite.capability_sealed != b"",
+                db.Invite.used_at.is_null() | (db.Invite.expires_at_s == 0)))
+        hashes = [row.cap_hash for row in expired]
+        for row in expired:
+            if row.used_at is None and row.prekey_sealed:
+                hashes.append(cap_hash(invite_contact_capability(
+                    self.sealer.open(row.prekey_sealed, "invite.prekey",
+                                     invite_row(row.invite_id)))))
+        return expired, hashes
+
+    def _mark_retired(self, rows: list[db.Invite]) -> None:
+        """After the relay revoked them: the invites' prekeys are destroyed and
+        ``capability_sealed`` emptied (how a revoked invite is known)."""
+        from peewee import fn
+
+        with self.store.write():
+            db.Invite.update(used_at=fn.COALESCE(db.Invite.used_at, now_ms()),
+                             prekey_sealed=b"", capability_sealed=b"").where(
+                db.Invite.id.in_([row.id for row in rows])).execute()
+
+    # ------------------------------------------------------------ accepting
+
+    def _check_acceptable(self, link: str, name: str | None, *, now: int
+                          ) -> tuple[Invite, str]:
+        """The invite behind ``link`` (checked at ``now``, seconds) and the local
+        name its maker will have; ``UsageError`` for one's own invite, a known
+        person or a name in use."""
+        from chatcli.crypto.invite import parse_invite
+
+        invite = parse_invite(link, now=now)
+        if invite.identity == self.identity.public:
+            raise UsageError("This invite is your own; give it to the person you invite.")
+        with self.store.read():
+            known = db.Contact.get_or_none(db.Contact.identity == invite.identity.raw)
+            if known is not None:
+                raise UsageError(f"The person who made this invite is already your contact "
+                                 f"{known.name}.")
+            if name is not None:
+                validate_name(name)
+                if self.name_taken(name):
+                    raise UsageError(f"The name {name!r} is already taken; choose another "
+                                     "with --name.")
+                return invite, name
+            return invite, self._unique_name(
+                "contact-" + invite.identity.fingerprint().replace(" ", "")[:8])
+
+    def _add_inviter(self, invite: Invite, name: str, *, auto_named: bool, capability: bytes,
+                     previous_identity: IdentityKeyPair | None, now: int) -> int:
+        """Add the invite's maker as contact ``name`` (it deposits with
+        ``capability``, registered by the shell), start the session and queue
+        the handshake; returns the contact's id. With ``previous_identity``, the
+        handshake carries that key's statement, signed at ``now``, that the
+        current key replaces it."""
+        with self.store.write():
+            if self.name_taken(name):
+                raise UsageError(f"The name {name!r} is already taken.")
+            info = self._own_info(capability)
+            if previous_identity is not None:
+                change = sign_key_change(previous_identity, self.identity.public, now=now)
+                info = msgspec.structs.replace(info, key_change=m.KeyChangeRecord(
+                    old_identity=change.old.raw, issued_at=change.issued_at,
+                    signature=change.signature))
+            session, body = sessions.start_from_invite(
+                self.identity, invite.identity, invite.invite_id, invite.prekey, m.encode(info))
+            contact_id = self.store.next_id(db.Contact)
+            contact = db.Contact.create(
+                id=contact_id, name=name, identity=invite.identity.raw,
+                relay_url=invite.relay_url,
+                mailbox=invite.mailbox, box_key=invite.mailbox_key,
+                deposit_cap_sealed=self.sealer.seal(invite.capability, "contact.deposit_cap",
+                                                    contact_id),
+                issued_cap_sealed=self.sealer.seal(capability, "contact.issued_cap", contact_id),
+                issued_cap_hash=cap_hash(capability), auto_named=auto_named,
+                created_at=now_ms(),
+            )
+            self._save_session(contact, session)
+            payload = seal_envelope(invite.mailbox_key, self.identity.public, m.encode(body))
+            outbox_id = self.store.next_id(db.Outbox)
+            db.Outbox.create(id=outbox_id, contact=contact, kind="handshake", created_at=now_ms(),
+                             payload_sealed=self.sealer.seal(payload, "outbox.payload", outbox_id))
+        return contact_id
+
+    def _forget_refused_inviter(self, contact_id: int) -> bool:
+        """After the handshake could not be delivered: when it is no longer queued
+        (refused for good), delete the contact and say so (the shell then revokes
+        the capability it registered). A contact nobody will ever read would look
+        usable while every message to it is lost."""
+        with self.store.read():
+            queued = db.Outbox.select().where(db.Outbox.contact == contact_id,
+                                              db.Outbox.kind == "handshake").exists()
+        if queued:
+            return False
+        with self.store.write():
+            db.Contact.delete().where(db.Contact.id == contact_id).execute()
+        return True
+
+    # ------------------------------------------------------------ answering
 
     def _answer_invite(self, sender: IdentityPublicKey, body: m.PrekeyBody, digest: bytes
                        ) -> list[Event]:

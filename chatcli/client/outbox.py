@@ -20,7 +20,7 @@ from chatcli.client.store import now_ms
 from chatcli.crypto.envelope import seal_envelope
 from chatcli.crypto.keys import IdentityPublicKey
 from chatcli.errors import KeyChangedError, UsageError
-from chatcli.protocol import codes
+from chatcli.protocol import codes, frames
 
 DEPOSIT_CHUNK = 64
 PERMANENT_DEPOSIT_ERRORS = frozenset({codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX})
@@ -147,3 +147,69 @@ class Outbox(ClientCore):
                 else:
                     db.Outbox.update(attempts=db.Outbox.attempts + 1, last_error=error).where(
                         db.Outbox.id == row.id).execute()
+
+    # ------------------------------------------------------------ one delivery pass
+
+    def _start_delivery(self) -> DeliveryReport:
+        """Encrypt what is queued; a report that starts with the messages found
+        unsendable meanwhile."""
+        self._encrypt_pending()
+        report = DeliveryReport()
+        report.refused.update(self._failed)
+        self._failed.clear()
+        return report
+
+    def _deposits_by_relay(self, contact_id: int | None = None) -> dict[str, list[db.Outbox]]:
+        """The encrypted items to deposit (all, or those for ``contact_id``), in
+        queue order, grouped by the relay of their contact."""
+        with self.store.read():
+            query = (db.Outbox.select(db.Outbox, db.Contact).join(db.Contact)
+                     .where(db.Outbox.payload_sealed.is_null(False))
+                     .order_by(db.Outbox.id))
+            if contact_id is not None:
+                query = query.where(db.Outbox.contact == contact_id)
+            rows = list(query)
+        by_relay: dict[str, list[db.Outbox]] = {}
+        for row in rows:
+            by_relay.setdefault(row.contact.relay_url, []).append(row)
+        return by_relay
+
+    def _deposit_items(self, chunk: list[db.Outbox]) -> list[frames.DepositItem]:
+        """The items of one ``Deposit`` frame for these outbox rows."""
+        return [frames.DepositItem(
+            mailbox=row.contact.mailbox,
+            cap=self.sealer.open(row.contact.deposit_cap_sealed, "contact.deposit_cap",
+                                 row.contact.id),
+            payload=self.sealer.open(row.payload_sealed or b"", "outbox.payload", row.id),
+        ) for row in chunk]
+
+    def _record_unreachable(self, items: list[db.Outbox], reason: str) -> None:
+        """Their relay could not be reached (or failed for now): one attempt more."""
+        with self.store.write():
+            for row in items:
+                db.Outbox.update(attempts=db.Outbox.attempts + 1,
+                                 last_error=reason[:500]).where(
+                    db.Outbox.id == row.id).execute()
+
+    def _pending_count(self) -> int:
+        with self.store.read():
+            return int(db.Outbox.select().count())
+
+    def _contact_of_message(self, message_id: str) -> int | None:
+        """The contact an outgoing message is for (None if unknown)."""
+        with self.store.read():
+            row = db.Message.get_or_none(db.Message.uuid == message_id)
+            return row.contact.id if row is not None and row.contact else None
+
+    def _waiting(self, *, message_id: str | None, kinds: set[str] | None,
+                 contact_id: int | None) -> bool:
+        """Whether ``message_id`` (or, without it, any item of ``kinds`` for
+        ``contact_id``) is still in the outbox."""
+        with self.store.read():
+            if message_id is not None:
+                return bool(db.Outbox.select().where(
+                    db.Outbox.message_uuid == message_id).exists())
+            query = db.Outbox.select().where(db.Outbox.kind.in_(list(kinds or ())))
+            if contact_id is not None:
+                query = query.where(db.Outbox.contact == contact_id)
+            return bool(query.exists())

@@ -32,11 +32,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client import sessions
 from chatcli.client.backup import Backup, BackupContact, BackupV1
 from chatcli.client.capabilities import cap_hash, invite_contact_capability
 from chatcli.client.core import INSTALLATION_KEY, SUPERSEDE_KEY
@@ -57,10 +54,8 @@ from chatcli.client.invites import DEFAULT_INVITE_SECONDS
 from chatcli.client.names import NAME_RE, validate_name
 from chatcli.client.outbox import DEPOSIT_CHUNK
 from chatcli.client.presence import Presence, PresenceInfo
-from chatcli.client.store import Store, invite_row, now_ms
-from chatcli.crypto.envelope import seal_envelope
-from chatcli.crypto.keychange import sign_key_change
-from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair, MailboxKeyPair
+from chatcli.client.store import Store
+from chatcli.crypto.keys import IdentityKeyPair, MailboxKeyPair
 from chatcli.errors import RelayError, ReplacedError, UsageError
 from chatcli.protocol import codes, frames
 
@@ -232,74 +227,24 @@ class ChatClient(Backup, Inbox, Presence):
     async def create_invite(self, label: str | None, expires_in: int = DEFAULT_INVITE_SECONDS
                             ) -> str:
         """Register a fresh capability, make a one-time prekey, return the link."""
-        from chatcli.crypto.invite import create_invite
-
-        if label is not None:
-            validate_name(label)
-            from chatcli.client.groups.service import name_in_use
-
-            with self.store.read():
-                if name_in_use(self, label):
-                    raise UsageError(f"The name {label!r} is already used by a group; "
-                                     "choose another.")
-        account = self.account()
-        capability = os.urandom(32)
-        prekey = DHKeyPair.generate()
-        expires_at = int(time.time()) + expires_in
-        invite = create_invite(
-            self.identity, relay_url=account.relay_url, mailbox=account.mailbox,
-            capability=capability, mailbox_key=self.mailbox_key.box_public,
-            prekey_public=prekey.public, expires_at=expires_at,
-        )
-        # The acceptor's own capability is registered now, with the invite's: it
-        # must work when the acceptor switches to it after the first exchange.
-        contact_cap = invite_contact_capability(prekey.private_bytes())
+        new = self._new_invite(label, expires_in, now=int(time.time()))
         conn = await self.own_relay()
-        await conn.request(lambda req: frames.CapAdd(
-            req=req, cap_hashes=[cap_hash(capability), cap_hash(contact_cap)]))
+        await conn.request(lambda req: frames.CapAdd(req=req, cap_hashes=new.cap_hashes))
         await self._retire_expired_invites()
-        with self.store.write():
-            db.Invite.create(
-                invite_id=invite.invite_id, label=label,
-                prekey_sealed=self.sealer.seal(prekey.private_bytes(), "invite.prekey",
-                                                 invite_row(invite.invite_id)),
-                capability_sealed=self.sealer.seal(capability, "invite.capability",
-                                                     invite_row(invite.invite_id)),
-                cap_hash=cap_hash(capability), created_at=now_ms(), expires_at_s=expires_at,
-                contact_cap_hash=cap_hash(contact_cap),
-            )
-        return invite.to_link()
+        return self._keep_invite(new)
 
     async def _retire_expired_invites(self) -> None:
-        """Revoke the capabilities of invites that expired unused (and destroy
-        their prekeys), and of used invites whose acceptor switched to its own
-        capability (``expires_at_s`` 0, set when its :class:`CapabilitySwitched`
-        arrived or the key it brought was rejected). A revoked invite keeps
-        ``capability_sealed`` empty."""
-        with self.store.read():
-            expired = list(db.Invite.select().where(
-                db.Invite.expires_at_s < int(time.time()),
-                db.Invite.capability_sealed != b"",
-                db.Invite.used_at.is_null() | (db.Invite.expires_at_s == 0)))
+        """Revoke the capabilities of invites that expired unused or whose
+        acceptor switched to its own (see :meth:`Invites._invites_to_retire`)."""
+        expired, hashes = self._invites_to_retire(now=int(time.time()))
         if not expired:
             return
-        hashes = [row.cap_hash for row in expired]
-        for row in expired:
-            if row.used_at is None and row.prekey_sealed:
-                hashes.append(cap_hash(invite_contact_capability(
-                    self.sealer.open(row.prekey_sealed, "invite.prekey",
-                                     invite_row(row.invite_id)))))
         conn = await self.own_relay()
         for start in range(0, len(hashes), frames.MAX_BATCH):
             chunk = hashes[start:start + frames.MAX_BATCH]
             await conn.request(lambda req, c=chunk: frames.CapRevoke(  # type: ignore[misc]
                 req=req, cap_hashes=c))
-        from peewee import fn
-
-        with self.store.write():
-            db.Invite.update(used_at=fn.COALESCE(db.Invite.used_at, now_ms()),
-                             prekey_sealed=b"", capability_sealed=b"").where(
-                db.Invite.id.in_([row.id for row in expired])).execute()
+        self._mark_retired(expired)
 
     async def accept_invite(self, link: str, name: str | None, *,
                             previous_identity: IdentityKeyPair | None = None) -> str:
@@ -312,67 +257,18 @@ class ChatClient(Backup, Inbox, Presence):
 
         A handshake the inviter's relay refuses (the invite was used or revoked)
         raises :class:`InviteRefusedError` and leaves no contact behind."""
-        from chatcli.crypto.invite import parse_invite
-
-        invite = parse_invite(link, now=int(time.time()))
-        if invite.identity == self.identity.public:
-            raise UsageError("This invite is your own; give it to the person you invite.")
-        with self.store.read():
-            known = db.Contact.get_or_none(db.Contact.identity == invite.identity.raw)
-            if known is not None:
-                raise UsageError(f"The person who made this invite is already your contact "
-                                 f"{known.name}.")
-            if name is not None:
-                validate_name(name)
-                if self.name_taken(name):
-                    raise UsageError(f"The name {name!r} is already taken; choose another "
-                                     "with --name.")
-                final_name = name
-            else:
-                final_name = self._unique_name(
-                    "contact-" + invite.identity.fingerprint().replace(" ", "")[:8])
+        invite, final_name = self._check_acceptable(link, name, now=int(time.time()))
         capability = os.urandom(32)
         conn = await self.own_relay()
         await conn.request(lambda req: frames.CapAdd(req=req, cap_hashes=[cap_hash(capability)]))
-        with self.store.write():
-            if self.name_taken(final_name):
-                raise UsageError(f"The name {final_name!r} is already taken.")
-            info = self._own_info(capability)
-            if previous_identity is not None:
-                change = sign_key_change(previous_identity, self.identity.public,
-                                         now=int(time.time()))
-                info = msgspec.structs.replace(info, key_change=m.KeyChangeRecord(
-                    old_identity=change.old.raw, issued_at=change.issued_at,
-                    signature=change.signature))
-            session, body = sessions.start_from_invite(
-                self.identity, invite.identity, invite.invite_id, invite.prekey, m.encode(info))
-            contact_id = self.store.next_id(db.Contact)
-            contact = db.Contact.create(
-                id=contact_id, name=final_name, identity=invite.identity.raw,
-                relay_url=invite.relay_url,
-                mailbox=invite.mailbox, box_key=invite.mailbox_key,
-                deposit_cap_sealed=self.sealer.seal(invite.capability, "contact.deposit_cap",
-                                                    contact_id),
-                issued_cap_sealed=self.sealer.seal(capability, "contact.issued_cap", contact_id),
-                issued_cap_hash=cap_hash(capability), auto_named=name is None,
-                created_at=now_ms(),
-            )
-            self._save_session(contact, session)
-            payload = seal_envelope(invite.mailbox_key, self.identity.public, m.encode(body))
-            outbox_id = self.store.next_id(db.Outbox)
-            db.Outbox.create(id=outbox_id, contact=contact, kind="handshake", created_at=now_ms(),
-                             payload_sealed=self.sealer.seal(payload, "outbox.payload", outbox_id))
+        contact_id = self._add_inviter(invite, final_name, auto_named=name is None,
+                                       capability=capability,
+                                       previous_identity=previous_identity,
+                                       now=int(time.time()))
         try:
-            await self.deliver_until_stored(kinds={"handshake"}, contact_id=contact.id)
+            await self.deliver_until_stored(kinds={"handshake"}, contact_id=contact_id)
         except RelayError:
-            with self.store.read():
-                queued = db.Outbox.select().where(db.Outbox.contact == contact.id,
-                                                  db.Outbox.kind == "handshake").exists()
-            if not queued:
-                # Refused for good: a contact nobody will ever read would look
-                # usable while every message to it is lost.
-                with self.store.write():
-                    db.Contact.delete().where(db.Contact.id == contact.id).execute()
+            if self._forget_refused_inviter(contact_id):
                 with contextlib.suppress(RelayError):
                     await conn.request(lambda req: frames.CapRevoke(
                         req=req, cap_hashes=[cap_hash(capability)]))
@@ -402,32 +298,13 @@ class ChatClient(Backup, Inbox, Presence):
 
         await self._check_installation()
         await flush_groups(self)
-        self._encrypt_pending()
-        report = DeliveryReport()
-        report.refused.update(self._failed)
-        self._failed.clear()
-        with self.store.read():
-            query = (db.Outbox.select(db.Outbox, db.Contact).join(db.Contact)
-                     .where(db.Outbox.payload_sealed.is_null(False))
-                     .order_by(db.Outbox.id))
-            if contact_id is not None:
-                query = query.where(db.Outbox.contact == contact_id)
-            rows = list(query)
-        by_relay: dict[str, list[db.Outbox]] = {}
-        for row in rows:
-            by_relay.setdefault(row.contact.relay_url, []).append(row)
-        for url, items in by_relay.items():
+        report = self._start_delivery()
+        for url, items in self._deposits_by_relay(contact_id).items():
             try:
                 conn = await self.anonymous(url)
                 for start in range(0, len(items), DEPOSIT_CHUNK):
                     chunk = items[start:start + DEPOSIT_CHUNK]
-                    deposit = [frames.DepositItem(
-                        mailbox=row.contact.mailbox,
-                        cap=self.sealer.open(row.contact.deposit_cap_sealed,
-                                             "contact.deposit_cap", row.contact.id),
-                        payload=self.sealer.open(row.payload_sealed or b"", "outbox.payload",
-                                                  row.id),
-                    ) for row in chunk]
+                    deposit = self._deposit_items(chunk)
                     answer = await conn.request(
                         lambda req, d=deposit: frames.Deposit(req=req, items=d))  # type: ignore[misc]
                     assert isinstance(answer, frames.DepositResult)
@@ -437,13 +314,8 @@ class ChatClient(Backup, Inbox, Presence):
                     raise
                 self._require_pool().drop(url)
                 report.unreachable[url] = str(exc)
-                with self.store.write():
-                    for row in items:
-                        db.Outbox.update(attempts=db.Outbox.attempts + 1,
-                                         last_error=str(exc)[:500]).where(
-                            db.Outbox.id == row.id).execute()
-        with self.store.read():
-            report.pending = db.Outbox.select().count()
+                self._record_unreachable(items, str(exc))
+        report.pending = self._pending_count()
         return report
 
     async def deliver_until_stored(self, *, message_id: str | None = None,
@@ -456,9 +328,7 @@ class ChatClient(Backup, Inbox, Presence):
         delay = 0.25
         last = "the relay did not store it in time"
         if message_id is not None and contact_id is None:
-            with self.store.read():
-                row = db.Message.get_or_none(db.Message.uuid == message_id)
-                contact_id = row.contact.id if row is not None and row.contact else None
+            contact_id = self._contact_of_message(message_id)
         with trio.move_on_after(time_limit):
             while True:
                 # Only this contact's relay: another unreachable relay must not
@@ -467,18 +337,10 @@ class ChatClient(Backup, Inbox, Presence):
                 if message_id is not None:
                     if message_id in report.refused:
                         raise RelayError(report.refused[message_id] + ".")
-                    with self.store.read():
-                        waiting = db.Outbox.select().where(
-                            db.Outbox.message_uuid == message_id).exists()
-                else:
-                    if "handshake" in report.refused:
-                        raise InviteRefusedError(report.refused["handshake"] + ".")
-                    with self.store.read():
-                        query = db.Outbox.select().where(db.Outbox.kind.in_(list(kinds or ())))
-                        if contact_id is not None:
-                            query = query.where(db.Outbox.contact == contact_id)
-                        waiting = query.exists()
-                if not waiting:
+                elif "handshake" in report.refused:
+                    raise InviteRefusedError(report.refused["handshake"] + ".")
+                if not self._waiting(message_id=message_id, kinds=kinds,
+                                     contact_id=contact_id):
                     return
                 if report.unreachable:
                     last = next(iter(report.unreachable.values())).rstrip(".")

@@ -9,8 +9,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from chatcli.client import invites as service_module
 from chatcli.client import models as db
-from chatcli.client import service as service_module
 from chatcli.client.errors import InviteRefusedError
 from chatcli.client.service import ChatClient, MessageEvent, NoticeEvent, cap_hash
 from chatcli.crypto.invite import parse_invite
