@@ -11,6 +11,7 @@ from chatcli.client.capabilities import cap_hash
 from chatcli.client.core import ClientCore
 from chatcli.crypto.keys import IdentityPublicKey
 from chatcli.crypto.ratchet import RatchetSession
+from chatcli.errors import UsageError
 
 
 class _Pending(msgspec.Struct, array_like=True, frozen=True):
@@ -129,6 +130,15 @@ class Contacts(ClientCore):
         ).execute()
         db.Outbox.delete().where(db.Outbox.id.in_([row.id for row in stale])).execute()
 
+    # ------------------------------------------------------------ capabilities
+
+    def _capabilities_of(self, contact: db.Contact) -> tuple[list[db.Invite], list[bytes]]:
+        """The used invites ``contact`` may still deposit with and the hashes of
+        every capability it may deposit with: what blocking or removing it revokes."""
+        invites = self._invites_of(contact)
+        revoked = [h for h in [contact.issued_cap_hash, *(i.cap_hash for i in invites)] if h]
+        return invites, revoked
+
     def _invites_of(self, contact: db.Contact) -> list[db.Invite]:
         """Used invites whose capability ``contact`` may still deposit with
         (it has not said it switched to its own yet)."""
@@ -144,3 +154,54 @@ class Contacts(ClientCore):
             with self.store.write():
                 db.Invite.update(capability_sealed=b"", expires_at_s=0).where(
                     db.Invite.id.in_([row.id for row in invites])).execute()
+
+    def _mark_blocked(self, contact: db.Contact, invites: list[db.Invite]) -> None:
+        """After its capabilities were revoked: blocked, and nothing but texts
+        kept queued for it."""
+        self._mark_invites_revoked(invites)
+        with self.store.write():
+            db.Contact.update(blocked=True).where(db.Contact.id == contact.id).execute()
+            db.Outbox.delete().where(db.Outbox.contact == contact.id,
+                                     db.Outbox.kind != "text").execute()
+
+    def _mark_unblocked(self, contact: db.Contact, capability: bytes) -> None:
+        """Unblocked with a new ``capability`` (registered by the shell), which is
+        queued for it."""
+        with self.store.write():
+            contact = db.Contact.get_by_id(contact.id)
+            contact.blocked = False
+            contact.issued_cap_sealed = self.sealer.seal(capability, "contact.issued_cap",
+                                                         contact.id)
+            contact.issued_cap_hash = cap_hash(capability)
+            contact.save()
+            self._enqueue(contact, m.CapabilityUpdate(capability=capability), kind="capability")
+
+    def _forget_contact(self, contact: db.Contact, invites: list[db.Invite]) -> None:
+        """After its capabilities were revoked: the contact and its history go."""
+        self._mark_invites_revoked(invites)
+        with self.store.write():
+            db.Contact.delete().where(db.Contact.id == contact.id).execute()
+
+    # ------------------------------------------------------------ a changed key refused
+
+    def _pending_to_reject(self, contact: db.Contact) -> _Pending | None:
+        """The new identity ``contact`` brought (None if it carried no record);
+        ``UsageError`` when its key did not change."""
+        if not contact.key_changed:
+            raise UsageError(f"The identity key of {contact.name} has not changed; there is "
+                             "nothing to reject.")
+        return self._open_pending(contact) if contact.pending_sealed else None
+
+    def _reject_pending(self, contact: db.Contact, pending: _Pending | None) -> None:
+        """The old key stays (verified again if it was); the invite the new key
+        used is marked for retiring."""
+        with self.store.write():
+            contact = db.Contact.get_by_id(contact.id)
+            contact.key_changed = False
+            contact.pending_sealed = None
+            contact.verified = bool(pending is not None and pending.was_verified)
+            contact.save()
+            if pending is not None and pending.invite_cap_hash is not None:
+                db.Invite.update(expires_at_s=0).where(
+                    db.Invite.cap_hash == pending.invite_cap_hash,
+                    db.Invite.used_at.is_null(False)).execute()

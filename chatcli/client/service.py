@@ -56,7 +56,7 @@ from chatcli.client.outbox import DEPOSIT_CHUNK
 from chatcli.client.presence import Presence, PresenceInfo
 from chatcli.client.store import Store
 from chatcli.crypto.keys import IdentityKeyPair, MailboxKeyPair
-from chatcli.errors import RelayError, ReplacedError, UsageError
+from chatcli.errors import RelayError, ReplacedError
 from chatcli.protocol import codes, frames
 
 if TYPE_CHECKING:
@@ -204,24 +204,12 @@ class ChatClient(Backup, Inbox, Presence):
         one's session is discarded, and the capabilities it was given (ours and
         its invite's) are revoked on the own relay."""
         contact = self.get_contact(name, allow_key_changed=True)
-        if not contact.key_changed:
-            raise UsageError(f"The identity key of {name} has not changed; there is nothing "
-                             "to reject.")
-        pending = self._open_pending(contact) if contact.pending_sealed else None
+        pending = self._pending_to_reject(contact)
         if pending is not None and pending.issued_cap is not None:
             revoked = cap_hash(pending.issued_cap)
             conn = await self.own_relay()
             await conn.request(lambda req: frames.CapRevoke(req=req, cap_hashes=[revoked]))
-        with self.store.write():
-            contact = db.Contact.get_by_id(contact.id)
-            contact.key_changed = False
-            contact.pending_sealed = None
-            contact.verified = bool(pending is not None and pending.was_verified)
-            contact.save()
-            if pending is not None and pending.invite_cap_hash is not None:
-                db.Invite.update(expires_at_s=0).where(
-                    db.Invite.cap_hash == pending.invite_cap_hash,
-                    db.Invite.used_at.is_null(False)).execute()
+        self._reject_pending(contact, pending)
         await self._retire_expired_invites()
 
     async def create_invite(self, label: str | None, expires_in: int = DEFAULT_INVITE_SECONDS
@@ -445,18 +433,10 @@ class ChatClient(Backup, Inbox, Presence):
         within ``time_limit`` seconds gives ``known=False``, not an error."""
         import trio
 
-        contacts = [c for c in self.contacts() if names is None or c.name in names]
-        by_relay: dict[str, list[db.Contact]] = {}
-        for contact in contacts:
-            by_relay.setdefault(contact.relay_url, []).append(contact)
-        result: dict[str, PresenceInfo] = {
-            c.name: PresenceInfo(None, None, known=False) for c in contacts}
+        by_relay, result = self._presence_queries(names)
 
         async def ask(url: str, group: list[db.Contact]) -> None:
-            targets = [frames.PresenceTarget(
-                mailbox=c.mailbox, cap=self.sealer.open(c.deposit_cap_sealed,
-                                                        "contact.deposit_cap", c.id))
-                for c in group]
+            targets = self._presence_targets(group)
             try:
                 conn = await self.anonymous(url)
                 answer = await conn.request(
@@ -465,11 +445,7 @@ class ChatClient(Backup, Inbox, Presence):
             except RelayError:
                 return
             assert isinstance(answer, frames.PresenceResult)
-            by_mailbox = {entry.mailbox: entry for entry in answer.entries}
-            for contact in group:
-                entry = by_mailbox.get(contact.mailbox)
-                if entry is not None:
-                    result[contact.name] = PresenceInfo(entry.online, entry.last_seen, True)
+            result.update(self._presence_answer(group, answer))
 
         with trio.move_on_after(time_limit):
             async with trio.open_nursery() as nursery:
@@ -483,8 +459,7 @@ class ChatClient(Backup, Inbox, Presence):
         contacts = [c for c in self.contacts() if c.name in names]
         result: dict[str, PresenceInfo] = {}
         for contact in contacts:
-            target = frames.PresenceTarget(mailbox=contact.mailbox, cap=self.sealer.open(
-                contact.deposit_cap_sealed, "contact.deposit_cap", contact.id))
+            target, = self._presence_targets([contact])
             try:
                 conn = await self.anonymous(contact.relay_url)
                 answer = await conn.request(
@@ -516,16 +491,11 @@ class ChatClient(Backup, Inbox, Presence):
         """Revoke the capabilities ``name`` deposits with (its own and, before it
         switched, its invite's); their messages are refused."""
         contact = self.get_contact(name, allow_key_changed=True)
-        invites = self._invites_of(contact)
-        revoked = [h for h in [contact.issued_cap_hash, *(i.cap_hash for i in invites)] if h]
+        invites, revoked = self._capabilities_of(contact)
         if revoked:
             conn = await self.own_relay()
             await conn.request(lambda req: frames.CapRevoke(req=req, cap_hashes=revoked))
-        self._mark_invites_revoked(invites)
-        with self.store.write():
-            db.Contact.update(blocked=True).where(db.Contact.id == contact.id).execute()
-            db.Outbox.delete().where(db.Outbox.contact == contact.id,
-                                     db.Outbox.kind != "text").execute()
+        self._mark_blocked(contact, invites)
         await self._roll_profile_key()
 
     async def unblock(self, name: str) -> None:
@@ -534,28 +504,18 @@ class ChatClient(Backup, Inbox, Presence):
         capability = os.urandom(32)
         conn = await self.own_relay()
         await conn.request(lambda req: frames.CapAdd(req=req, cap_hashes=[cap_hash(capability)]))
-        with self.store.write():
-            contact = db.Contact.get_by_id(contact.id)
-            contact.blocked = False
-            contact.issued_cap_sealed = self.sealer.seal(capability, "contact.issued_cap",
-                                                      contact.id)
-            contact.issued_cap_hash = cap_hash(capability)
-            contact.save()
-            self._enqueue(contact, m.CapabilityUpdate(capability=capability), kind="capability")
+        self._mark_unblocked(contact, capability)
         await self.deliver_until_stored(kinds={"capability"}, contact_id=contact.id)
 
     async def remove_contact(self, name: str) -> None:
         """Revoke ``name``'s capability and delete the contact and its history."""
         contact = self.get_contact(name, allow_key_changed=True)
-        invites = self._invites_of(contact)
-        revoked = [h for h in [contact.issued_cap_hash, *(i.cap_hash for i in invites)] if h]
+        invites, revoked = self._capabilities_of(contact)
         if revoked:
             conn = await self.own_relay()
             with contextlib.suppress(RelayRequestError):
                 await conn.request(lambda req: frames.CapRevoke(req=req, cap_hashes=revoked))
-        self._mark_invites_revoked(invites)
-        with self.store.write():
-            db.Contact.delete().where(db.Contact.id == contact.id).execute()
+        self._forget_contact(contact, invites)
         await self._roll_profile_key()
 
     async def _roll_profile_key(self) -> None:
