@@ -4,24 +4,19 @@ shell's (:mod:`chatcli.client.groups.service`)."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from chatcli.client.capabilities import cap_hash
 from chatcli.client.groups import models as gdb
+from chatcli.client.groups.core import ACTIVE, JOINING, LEFT, REMOVED, GroupCore
 from chatcli.protocol import codes, frames
 
 if TYPE_CHECKING:
-    pass
-
-from chatcli.client.groups.core import GroupCore
+    from chatcli.client.core import ClientCore
 
 FRAME_BUDGET = 512 * 1024  # bytes of payload per Deposit frame (the limit is 1 MiB)
 PERMANENT_ERRORS = frozenset({codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX})
-
-
-def _cap_hash(capability: bytes) -> bytes:
-    return hashlib.sha256(capability).digest()
 
 
 class GroupDelivery(GroupCore):
@@ -60,3 +55,72 @@ class GroupDelivery(GroupCore):
                     gdb.GroupOutbox.update(attempts=gdb.GroupOutbox.attempts + 1,
                                            last_error=error).where(
                         gdb.GroupOutbox.id == row.id).execute()
+
+    def _deposits_by_relay(self) -> dict[str, list[gdb.GroupOutbox]]:
+        """The admin's operations owed to members queued first, then every queued
+        deposit, in order, grouped by relay."""
+        with self.store.write(), gdb.bound(self.store):
+            self._broadcast_ops()
+        with self.store.read(), gdb.bound(self.store):
+            rows = list(gdb.GroupOutbox.select().order_by(gdb.GroupOutbox.id))
+        by_relay: dict[str, list[gdb.GroupOutbox]] = {}
+        for row in rows:
+            by_relay.setdefault(row.relay_url, []).append(row)
+        return by_relay
+
+    def _record_unreachable(self, rows: list[gdb.GroupOutbox], reason: str) -> None:
+        """Their relay could not be reached: one attempt more."""
+        with self.store.write(), gdb.bound(self.store):
+            gdb.GroupOutbox.update(attempts=gdb.GroupOutbox.attempts + 1,
+                                   last_error=reason[:500]).where(
+                gdb.GroupOutbox.id.in_([r.id for r in rows])).execute()
+
+    def _first_waiting(self, message_id: str | None) -> gdb.GroupOutbox | None:
+        """The first queued deposit (of ``message_id``, when given), if any."""
+        with self.store.read(), gdb.bound(self.store):
+            query = gdb.GroupOutbox.select()
+            if message_id is not None:
+                query = query.where(gdb.GroupOutbox.message_uuid == message_id)
+            first: gdb.GroupOutbox | None = query.first()
+            return first
+
+    def _copies_stored(self, message_id: str) -> int:
+        """How many members' relays stored an own group message."""
+        with self.store.read(), gdb.bound(self.store):
+            return int(gdb.GroupMessage.get(gdb.GroupMessage.uuid == message_id).stored)
+
+    # ------------------------------------------------------------ own capabilities
+
+    def _caps_to_sync(self) -> tuple[list[gdb.Group], list[gdb.Group]]:
+        """Groups whose own capability the relay must register (joined) and
+        those whose capability it must revoke (left or removed)."""
+        with self.store.read(), gdb.bound(self.store):
+            todo = list(gdb.Group.select().where(
+                gdb.Group.own_cap_registered == (gdb.Group.status.in_([LEFT, REMOVED]))))
+        return ([g for g in todo if g.status in (ACTIVE, JOINING)],
+                [g for g in todo if g.status in (LEFT, REMOVED)])
+
+    def _cap_hashes(self, groups: list[gdb.Group]) -> list[bytes]:
+        return [cap_hash(self.sealer.open(g.own_cap_sealed, "group.own_cap",
+                                           gdb.group_row(g.group_id)))
+                for g in groups]
+
+    def _caps_synced(self, groups: list[gdb.Group], *, registered: bool) -> None:
+        with self.store.write(), gdb.bound(self.store):
+            gdb.Group.update(own_cap_registered=registered).where(
+                gdb.Group.id.in_([g.id for g in groups])).execute()
+
+
+def groups_idle(client: ClientCore) -> bool:
+    """Whether a group flush has nothing to do: no group this identity is the
+    admin of (it may owe members operations), nothing queued, no capability to
+    register or revoke."""
+    with client.store.read():
+        if not gdb.has_tables(client.store):
+            return True
+        with gdb.bound(client.store):
+            admin = gdb.Group.select().where(gdb.Group.admin == client.identity.public.raw,
+                                             gdb.Group.status == ACTIVE).exists()
+            return bool(not admin and not gdb.GroupOutbox.select().exists() and not (
+                gdb.Group.select().where(gdb.Group.own_cap_registered == (
+                    gdb.Group.status.in_([LEFT, REMOVED]))).exists()))

@@ -31,10 +31,8 @@ import trio
 from chatcli.client import messages as m
 from chatcli.client import prekeys
 from chatcli.client.events import GroupMessageEvent
-from chatcli.client.groups import models as gdb
 from chatcli.client.groups.commands import GroupCommands, SendReport
-from chatcli.client.groups.core import ACTIVE, JOINING, LEFT, REMOVED
-from chatcli.client.groups.delivery import GroupDelivery, _cap_hash
+from chatcli.client.groups.delivery import GroupDelivery, groups_idle
 from chatcli.client.groups.models import is_group, name_in_use
 from chatcli.client.groups.queries import (
     GroupQueries,
@@ -72,13 +70,7 @@ class GroupService(GroupCommands, GroupQueries, GroupDelivery):
         except RelayError as exc:
             unreachable[self.client.relay_url] = str(exc)
             return unreachable
-        with self.store.write(), gdb.bound(self.store):
-            self._broadcast_ops()
-        with self.store.read(), gdb.bound(self.store):
-            rows = list(gdb.GroupOutbox.select().order_by(gdb.GroupOutbox.id))
-        by_relay: dict[str, list[gdb.GroupOutbox]] = {}
-        for row in rows:
-            by_relay.setdefault(row.relay_url, []).append(row)
+        by_relay = self._deposits_by_relay()
         pool = self.client._require_pool()
         for url, items in by_relay.items():
             try:
@@ -91,34 +83,23 @@ class GroupService(GroupCommands, GroupQueries, GroupDelivery):
             except RelayError as exc:
                 pool.drop(url)
                 unreachable[url] = str(exc)
-                with self.store.write(), gdb.bound(self.store):
-                    gdb.GroupOutbox.update(attempts=gdb.GroupOutbox.attempts + 1,
-                                           last_error=str(exc)[:500]).where(
-                        gdb.GroupOutbox.id.in_([r.id for r in items])).execute()
+                self._record_unreachable(items, str(exc))
         return unreachable
 
     async def _sync_caps(self) -> None:
         """CapAdd the capabilities of groups joined; CapRevoke those of groups left."""
-        with self.store.read(), gdb.bound(self.store):
-            todo = list(gdb.Group.select().where(
-                gdb.Group.own_cap_registered == (gdb.Group.status.in_([LEFT, REMOVED]))))
-        if not todo:
+        add, revoke = self._caps_to_sync()
+        if not add and not revoke:
             return
-        add = [g for g in todo if g.status in (ACTIVE, JOINING)]
-        revoke = [g for g in todo if g.status in (LEFT, REMOVED)]
         conn = await self.client.own_relay()
         for groups, frame_type, registered in ((add, frames.CapAdd, True),
                                                (revoke, frames.CapRevoke, False)):
             for start in range(0, len(groups), frames.MAX_BATCH):
                 chunk = groups[start:start + frames.MAX_BATCH]
-                hashes = [_cap_hash(self.sealer.open(g.own_cap_sealed, "group.own_cap",
-                                                        gdb.group_row(g.group_id)))
-                          for g in chunk]
+                hashes = self._cap_hashes(chunk)
                 await conn.request(lambda req, h=hashes, f=frame_type: f(  # type: ignore[misc]
                     req=req, cap_hashes=h))
-                with self.store.write(), gdb.bound(self.store):
-                    gdb.Group.update(own_cap_registered=registered).where(
-                        gdb.Group.id.in_([g.id for g in chunk])).execute()
+                self._caps_synced(chunk, registered=registered)
 
     async def deliver(self, *, message_id: str | None = None, time_limit: float = 20.0) -> None:
         """Retry until nothing (or nothing of ``message_id``) waits; RelayError otherwise."""
@@ -127,16 +108,12 @@ class GroupService(GroupCommands, GroupQueries, GroupDelivery):
         with trio.move_on_after(time_limit):
             while True:
                 unreachable = await self.flush()
-                with self.store.read(), gdb.bound(self.store):
-                    query = gdb.GroupOutbox.select()
-                    if message_id is not None:
-                        query = query.where(gdb.GroupOutbox.message_uuid == message_id)
-                    if not query.exists():
-                        return
-                    failing = query.first()
+                failing = self._first_waiting(message_id)
+                if failing is None:
+                    return
                 if unreachable:
                     last = next(iter(unreachable.values())).rstrip(".")
-                elif failing is not None and failing.last_error:
+                elif failing.last_error:
                     last = f"a member's relay answered {failing.last_error}"
                 await trio.sleep(delay)
                 delay = min(delay * 2, 4.0)
@@ -149,9 +126,7 @@ class GroupService(GroupCommands, GroupQueries, GroupDelivery):
         rest stays queued)."""
         report = self.enqueue_text(name, text, attachment)
         await self.deliver(message_id=report.id, time_limit=time_limit)
-        with self.store.read(), gdb.bound(self.store):
-            row = gdb.GroupMessage.get(gdb.GroupMessage.uuid == report.id)
-            report.stored = row.stored
+        report.stored = self._copies_stored(report.id)
         return report
 
 
@@ -159,14 +134,5 @@ async def flush_groups(client: ClientCore) -> None:
     """Deliver queued group deposits (best effort; the client's outbox flush calls
     it). First applies the signed prekey schedule (:func:`prekeys.rotate`)."""
     prekeys.apply_schedule(client, now=now_ms())
-    with client.store.read():
-        if not gdb.has_tables(client.store):
-            return
-        with gdb.bound(client.store):
-            admin = gdb.Group.select().where(gdb.Group.admin == client.identity.public.raw,
-                                             gdb.Group.status == ACTIVE).exists()
-            idle = not admin and not gdb.GroupOutbox.select().exists() and not (
-                gdb.Group.select().where(gdb.Group.own_cap_registered == (
-                    gdb.Group.status.in_([LEFT, REMOVED]))).exists())
-    if not idle:
+    if not groups_idle(client):
         await GroupService(client).flush()
