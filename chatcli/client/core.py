@@ -125,6 +125,24 @@ class ClientCore(abc.ABC):
         with self.store.write():
             db.Account.update(read_receipts=enabled).execute()
 
+    # ------------------------------------------------------------ installation
+
+    def _installation(self) -> tuple[bytes, bool]:
+        """This installation's id (made on first use) and whether it still has to
+        take the mailbox over from the one it was restored from."""
+        with self.store.write():
+            row = db.MetaEntry.get_or_none(db.MetaEntry.key == INSTALLATION_KEY)
+            if row is None:
+                row = db.MetaEntry.create(key=INSTALLATION_KEY, value=os.urandom(16).hex())
+            supersede = db.MetaEntry.get_or_none(db.MetaEntry.key == SUPERSEDE_KEY)
+        return bytes.fromhex(row.value), supersede is not None
+
+    def _took_over(self) -> None:
+        """The relay accepted this installation in place of the one it was
+        restored from: nothing left to take over."""
+        with self.store.write():
+            db.MetaEntry.delete().where(db.MetaEntry.key == SUPERSEDE_KEY).execute()
+
     # ------------------------------------------------------------ shared helpers
 
     def name_taken(self, name: str) -> bool:

@@ -42,12 +42,19 @@ PROCESSED_KEEP_MS = 400 * 86400 * 1000
 class Inbox(Invites, Outbox):
     """Incoming messages: processing, reading, history."""
 
-    def process_deliveries(self, delivered: Iterable[frames.Delivered]) -> list[Event]:
-        """Open, decrypt and store a batch of deposits in one transaction.
+    def process_deliveries(self, delivered: Iterable[frames.Delivered], *,
+                           now: int | None = None) -> list[Event]:
+        """Open, decrypt and store a batch of deposits in one transaction, at
+        ``now`` (milliseconds; the clock's when not given); the events for the
+        user.
 
         De-duplicates by relay message id (a delivery seen twice, e.g. by two
-        processes) and by message uuid; queues receipts and handshake answers.
+        processes) and by message uuid; queues receipts and handshake answers
+        in the outbox. Needs no relay connection: the shell fetched the batch
+        and acknowledges it afterwards.
         """
+        if now is None:
+            now = now_ms()
         events: list[Event] = []
         receipts: dict[int, list[str]] = {}
         with self.store.write():
@@ -55,14 +62,14 @@ class Inbox(Invites, Outbox):
             # Relay ids matter only while a delivery may come twice (two
             # processes, a lost Ack); forget them after the longest retention.
             db.Processed.delete().where(
-                db.Processed.processed_at < now_ms() - PROCESSED_KEEP_MS).execute()
+                db.Processed.processed_at < now - PROCESSED_KEEP_MS).execute()
             for item in delivered:
                 if db.Processed.get_or_none(db.Processed.relay_id == item.id) is not None:
                     continue
-                db.Processed.create(relay_id=item.id, processed_at=now_ms())
+                db.Processed.create(relay_id=item.id, processed_at=now)
                 try:
                     with self.store.db.atomic():
-                        events.extend(self._process_one(item, receipts))
+                        events.extend(self._process_one(item, receipts, now))
                 except ReplayedMessage:
                     # Delivery is at-least-once: a sender's retry after a lost
                     # answer deposits the same ciphertext again. It was shown once.
@@ -81,7 +88,7 @@ class Inbox(Invites, Outbox):
                                   kind="receipt")
         return events
 
-    def _process_one(self, item: frames.Delivered, receipts: dict[int, list[str]]
+    def _process_one(self, item: frames.Delivered, receipts: dict[int, list[str]], now: int
                      ) -> list[Event]:
         opened = open_envelope(self.mailbox_key, item.payload)
         body = m.decode_body(opened.body)
@@ -89,7 +96,7 @@ class Inbox(Invites, Outbox):
         if isinstance(body, m.GroupBody):
             return GroupInbox(self).handle_body(sender, body.message, item.received_at)
         if isinstance(body, m.PrekeyBody):
-            return self._handle_prekey(sender, body, item, receipts)
+            return self._handle_prekey(sender, body, item, receipts, now)
         contact = db.Contact.get_or_none(db.Contact.identity == sender.raw)
         if contact is not None:
             session = self._load_session(contact)
@@ -97,14 +104,15 @@ class Inbox(Invites, Outbox):
                 return self._no_session(contact)
             plaintext = session.decrypt(body.message)
             self._save_session(contact, session)
-            return self._handle_content(contact, m.decode_content(plaintext), item, receipts)
+            return self._handle_content(contact, m.decode_content(plaintext), item, receipts,
+                                        now)
         pending_contact = self._pending_from(sender)
         if pending_contact is not None:
-            return self._decrypt_pending(pending_contact, body, item, receipts)
+            return self._decrypt_pending(pending_contact, body, item, receipts, now)
         return [NoticeEvent("A message from an unknown sender was dropped.", warning=True)]
 
     def _decrypt_pending(self, contact: db.Contact, body: m.RatchetBody, item: frames.Delivered,
-                         receipts: dict[int, list[str]]) -> list[Event]:
+                         receipts: dict[int, list[str]], now: int) -> list[Event]:
         pending = self._open_pending(contact)
         session = RatchetSession.from_bytes(pending.session)
         content = m.decode_content(session.decrypt(body.message))
@@ -112,7 +120,7 @@ class Inbox(Invites, Outbox):
             pending, session=session.to_bytes())), "contact.pending", contact.id)
         contact.save()
         if isinstance(content, m.Text):
-            return self._store_text(contact, content, item, None, unverified=True)
+            return self._store_text(contact, content, item, None, now, unverified=True)
         return []
 
     def _no_session(self, contact: db.Contact) -> list[Event]:
@@ -129,18 +137,20 @@ class Inbox(Invites, Outbox):
             warning=True, contact=contact.name)]
 
     def _handle_prekey(self, sender: IdentityPublicKey, body: m.PrekeyBody,
-                       item: frames.Delivered, receipts: dict[int, list[str]]) -> list[Event]:
+                       item: frames.Delivered, receipts: dict[int, list[str]], now: int
+                       ) -> list[Event]:
         digest = sessions.handshake_digest(body)
         if db.SeenHandshake.get_or_none(db.SeenHandshake.digest == digest) is not None:
             # The same handshake deposited twice (a retry after a lost answer) or
             # replayed by the relay: it was handled the first time; nothing to say.
             return []
         if body.invite_id is None:
-            return self._handle_restore(sender, body, digest, item, receipts)
-        return self._answer_invite(sender, body, digest)
+            return self._handle_restore(sender, body, digest, item, receipts, now)
+        return self._answer_invite(sender, body, digest, now=now)
 
     def _handle_restore(self, sender: IdentityPublicKey, body: m.PrekeyBody, digest: bytes,
-                        item: frames.Delivered, receipts: dict[int, list[str]]) -> list[Event]:
+                        item: frames.Delivered, receipts: dict[int, list[str]], now: int
+                        ) -> list[Event]:
         contact = db.Contact.get_or_none(db.Contact.identity == sender.raw)
         if contact is None:
             return [NoticeEvent("A session request from an unknown sender was refused.",
@@ -152,7 +162,7 @@ class Inbox(Invites, Outbox):
             return [NoticeEvent(f"A session request from {contact.name} named an old prekey; "
                                 "refused.", warning=True, contact=contact.name)]
         session, plaintext = sessions.answer_prekey(self.identity, prekey, sender, body)
-        db.SeenHandshake.create(digest=digest, seen_at=now_ms())
+        db.SeenHandshake.create(digest=digest, seen_at=now)
         self._save_session(contact, session)
         # Queued but not yet sent messages were encrypted for the old session.
         stale = db.Outbox.select().where(db.Outbox.contact == contact,
@@ -164,13 +174,14 @@ class Inbox(Invites, Outbox):
         events: list[Event] = [NoticeEvent(
             f"{contact.name} set up a new session (restored from a backup); the safety number "
             "is unchanged.", contact=contact.name)]
-        events.extend(self._handle_content(contact, m.decode_content(plaintext), item, receipts))
+        events.extend(self._handle_content(contact, m.decode_content(plaintext), item, receipts,
+                                           now))
         return events
 
     def _handle_content(self, contact: db.Contact, content: m.AnyContent, item: frames.Delivered,
-                        receipts: dict[int, list[str]]) -> list[Event]:
+                        receipts: dict[int, list[str]], now: int) -> list[Event]:
         if isinstance(content, m.Text):
-            return self._store_text(contact, content, item, receipts)
+            return self._store_text(contact, content, item, receipts, now)
         if isinstance(content, m.Receipt):
             column = db.Message.delivered_at if content.kind == "delivered" else db.Message.read_at
             updates: dict[Any, Any] = {column: item.received_at}
@@ -230,8 +241,8 @@ class Inbox(Invites, Outbox):
         return []
 
     def _store_text(self, contact: db.Contact, content: m.Text, item: frames.Delivered,
-                    receipts: dict[int, list[str]] | None, *, unverified: bool = False
-                    ) -> list[Event]:
+                    receipts: dict[int, list[str]] | None, now: int, *,
+                    unverified: bool = False) -> list[Event]:
         if db.Message.get_or_none(db.Message.uuid == content.id) is not None:
             return []
         if contact.blocked:
@@ -246,7 +257,7 @@ class Inbox(Invites, Outbox):
                                                 "message.attachment_ref", content.id)
                                if content.attachment else None),
             sent_at=content.sent_at, received_at=item.received_at,
-            read_at=now_ms() if self.auto_read else None,
+            read_at=now if self.auto_read else None,
         )
         if receipts is not None:
             receipts.setdefault(contact.id, []).append(content.id)

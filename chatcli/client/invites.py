@@ -206,17 +206,18 @@ class Invites(Contacts):
 
     # ------------------------------------------------------------ answering
 
-    def _answer_invite(self, sender: IdentityPublicKey, body: m.PrekeyBody, digest: bytes
-                       ) -> list[Event]:
+    def _answer_invite(self, sender: IdentityPublicKey, body: m.PrekeyBody, digest: bytes, *,
+                       now: int) -> list[Event]:
         """The handshake of someone who used one of our invites (``body.invite_id``
-        is set; ``digest`` is the handshake's, not seen before)."""
+        is set; ``digest`` is the handshake's, not seen before), received at
+        ``now`` (milliseconds)."""
         invite = db.Invite.get_or_none(db.Invite.invite_id == body.invite_id)
         if invite is None:
             return [NoticeEvent("A handshake for an unknown invite was refused.", warning=True)]
         label = f" ({invite.label})" if invite.label else ""
         # Our own clock decides, not the relay's received_at: a relay that
         # backdates a deposit must not revive an expired invite.
-        if invite.expires_at_s * 1000 < now_ms():
+        if invite.expires_at_s * 1000 < now:
             return [NoticeEvent(f"An expired invite{label} was used; refused.", warning=True)]
         if invite.used_at is not None:
             return [NoticeEvent(f"Someone tried to use an invite{label} a second time; "
@@ -230,8 +231,8 @@ class Invites(Contacts):
         if not isinstance(info, m.ContactInfo):
             raise sessions.HandshakeRefused("A handshake did not carry the sender's address.")
         sessions.verify_restore_prekey(sender, info.restore_prekey, info.restore_prekey_signature)
-        vouched = self._vouched_contact(sender, info)
-        db.SeenHandshake.create(digest=digest, seen_at=now_ms())
+        vouched = self._vouched_contact(sender, info, now=now)
+        db.SeenHandshake.create(digest=digest, seen_at=now)
         # One-time: the prekey's private key is destroyed now (forward secrecy).
         # The acceptor gets a capability of its own in our answer; the invite's
         # is revoked once it says it switched (CapabilitySwitched).
@@ -241,7 +242,7 @@ class Invites(Contacts):
             # the accepter keeps the invite's (as it always did).
             issued = self.sealer.open(invite.capability_sealed, "invite.capability",
                                        invite_row(invite.invite_id))
-        invite.used_at = now_ms()
+        invite.used_at = now
         invite.prekey_sealed = b""
         invite.contact_cap_hash = cap_hash(issued)
         invite.save()
@@ -302,7 +303,7 @@ class Invites(Contacts):
                                                     contact_id),
                 issued_cap_sealed=self.sealer.seal(issued, "contact.issued_cap", contact_id),
                 issued_cap_hash=cap_hash(issued), restore_prekey=restore,
-                auto_named=invite.label is None, created_at=now_ms(),
+                auto_named=invite.label is None, created_at=now,
             )
             self._save_session(contact, session)
             lookalike = db.Contact.get_or_none(
@@ -321,7 +322,7 @@ class Invites(Contacts):
         self._enqueue(contact, self._own_info(issued), kind="info")
         return events
 
-    def _vouched_contact(self, sender: IdentityPublicKey, info: m.ContactInfo
+    def _vouched_contact(self, sender: IdentityPublicKey, info: m.ContactInfo, *, now: int
                          ) -> db.Contact | None:
         """The contact whose old identity key signed ``info``'s key change to
         ``sender``, if it carries one that verifies; ``HandshakeRefused`` if it
@@ -335,7 +336,7 @@ class Invites(Contacts):
         try:
             verify_key_change(KeyChange(
                 old=IdentityPublicKey.from_bytes(record.old_identity), new=sender,
-                issued_at=record.issued_at, signature=record.signature), now=now_ms() // 1000)
+                issued_at=record.issued_at, signature=record.signature), now=now // 1000)
         except BadSignature as exc:
             raise sessions.HandshakeRefused(
                 f"A handshake claims a key change of {contact.name} that does not verify "

@@ -36,7 +36,6 @@ from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client.backup import Backup, BackupContact, BackupV1
 from chatcli.client.capabilities import cap_hash, invite_contact_capability
-from chatcli.client.core import INSTALLATION_KEY, SUPERSEDE_KEY
 from chatcli.client.errors import InviteRefusedError, RelayRequestError
 from chatcli.client.events import (
     DeliveryReport,
@@ -146,20 +145,9 @@ class ChatClient(Backup, Inbox, Presence):
                     raise ReplacedError(REPLACED_MESSAGE) from None
                 raise
             if supersede:
-                with self.store.write():
-                    db.MetaEntry.delete().where(db.MetaEntry.key == SUPERSEDE_KEY).execute()
+                self._took_over()
             self._authenticated = True
         return conn
-
-    def _installation(self) -> tuple[bytes, bool]:
-        """This installation's id (made on first use) and whether it still has to
-        take the mailbox over from the one it was restored from."""
-        with self.store.write():
-            row = db.MetaEntry.get_or_none(db.MetaEntry.key == INSTALLATION_KEY)
-            if row is None:
-                row = db.MetaEntry.create(key=INSTALLATION_KEY, value=os.urandom(16).hex())
-            supersede = db.MetaEntry.get_or_none(db.MetaEntry.key == SUPERSEDE_KEY)
-        return bytes.fromhex(row.value), supersede is not None
 
     async def take_over_mailbox(self) -> None:
         """Log in to the own relay once, so that an installation restored from a
