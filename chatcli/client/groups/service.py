@@ -1,10 +1,17 @@
-"""Group chats: the glue between the membership machine, sender keys, pairwise
-sessions, the local store and the relays (``docs/protocol.md``, part 3, "Groups").
+"""Group chats: :class:`GroupService`, the groups of an unlocked identity, and
+the network shell over the group core (``docs/protocol.md``, part 3, "Groups").
 
-:class:`GroupService` wraps an unlocked :class:`~chatcli.client.service.ChatClient`.
-Its synchronous methods run inside one ``BEGIN IMMEDIATE`` transaction each
-(or inside the client's, for :meth:`GroupService.handle_body`, called from
-the receive path); the ``async`` ones need the client to be online.
+:class:`GroupService` wraps an unlocked identity
+(:class:`~chatcli.client.core.ClientCore`, in practice a
+:class:`~chatcli.client.service.ChatClient`). It is made of the synchronous
+group core, one module per concern: :mod:`~chatcli.client.groups.core`
+(rows, membership, member records, sender key, queueing),
+:mod:`~chatcli.client.groups.inbox` (receiving, inside the client's receive
+transaction), :mod:`~chatcli.client.groups.commands` (create, add, remove,
+leave, send), :mod:`~chatcli.client.groups.queries` (what the commands
+show) and :mod:`~chatcli.client.groups.delivery` (deposit batches and
+their answers). Its synchronous methods run inside one ``BEGIN IMMEDIATE``
+transaction each; the ``async`` ones, here, need the client to be online.
 
 * The creator (admin) sends an :class:`~wire.Invite` to each invited contact
   over a pairwise session; the contact answers with a :class:`~wire.Join`
