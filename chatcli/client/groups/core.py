@@ -299,6 +299,8 @@ class GroupCore:
                     mark.last_op = last.id
                     mark.save()
 
+    # ================================================================== own sender key
+
     def _ensure_sender_key(self, group: gdb.Group, state: Membership) -> SenderKeyState:
         members = state.members()
         given = {row.member for row in gdb.GroupDistributed.select().where(
@@ -319,6 +321,8 @@ class GroupCore:
                 group_id=group.group_id, distribution=sender.distribution()))
             gdb.GroupDistributed.create(group=group, member=member, chain_id=sender.chain_id)
         return sender
+
+    # ================================================================== members
 
     def _require_admin(self, group: gdb.Group, verb: str) -> None:
         if group.status != ACTIVE:
