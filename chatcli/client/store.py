@@ -31,6 +31,7 @@ import msgspec
 import peewee
 
 from chatcli.client import models
+from chatcli.client.groups.tables import SEALED_GROUP_COLUMNS
 from chatcli.crypto.errors import CorruptData
 from chatcli.errors import StorageError
 
@@ -63,18 +64,11 @@ MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {1: _migrate_to_1, 3:
 GROUP_SEALED_SCHEMA = 4  # from this version on, the group tables' values are bound too
 
 
-def _group_columns() -> list[tuple[str, type[models.BaseModel], str, Callable[[Any], object]]]:
-    # Imported here: the group tables are defined on top of this module.
-    from chatcli.client.groups.models import SEALED_GROUP_COLUMNS
-
-    return SEALED_GROUP_COLUMNS
-
-
 def _reseal_group_rows(db: peewee.Database, sealer: Sealer) -> None:
     """Reseal the group tables' values of the first format with the binding to
     their rows (the migration to version 4). Idempotent: a value that no longer
     opens in the first format was resealed already and is left alone."""
-    for column, model, field, row_of in _group_columns():
+    for column, model, field, row_of in SEALED_GROUP_COLUMNS:
         if not db.table_exists(model._meta.table_name):
             continue
         with db.bind_ctx([model], bind_refs=False, bind_backrefs=False):
@@ -169,7 +163,7 @@ def _live_rows(db: peewee.Database) -> Callable[[str], set[str]]:
         for name, model, _field, row_of in SEALED_COLUMNS:
             if name == column:
                 return {str(row_of(row)) for row in model.select()}
-        for name, model, _field, row_of in _group_columns():
+        for name, model, _field, row_of in SEALED_GROUP_COLUMNS:
             if name == column:
                 if not db.table_exists(model._meta.table_name):
                     return set()
