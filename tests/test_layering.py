@@ -92,3 +92,38 @@ def test_client_core_never_imports_a_shell(module: str) -> None:
                        for shell in CLIENT_SHELLS), f"{module} imports {name}"
         if name.startswith("chatcli.client.relay_client"):
             assert typing_only, f"{module} imports {name} at run time"
+
+
+def test_client_modules_import_each_other_in_no_circle() -> None:
+    """Counting every import: lazy ones inside functions and those only for
+    type checking too."""
+    import pkgutil
+
+    import chatcli.client
+
+    modules = {info.name for info in pkgutil.walk_packages(chatcli.client.__path__,
+                                                           "chatcli.client.")}
+    graph: dict[str, set[str]] = {}
+    for module in modules:
+        targets = set()
+        for name, _typing_only in _imports(module):
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                targets.add(name)
+        graph[module] = targets
+
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            circle = [*path[path.index(module):], module]
+            raise AssertionError("import circle: " + " -> ".join(circle))
+        if module in done:
+            return
+        for target in sorted(graph[module]):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
