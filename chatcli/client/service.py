@@ -91,6 +91,8 @@ class ChatClient(Backup, Inbox, Presence):
         self._authenticated = False
         self._installation_checked = False
 
+    # ------------------------------------------------------------ connections
+
     @contextlib.asynccontextmanager
     async def online(self, *, resume: bool = False) -> AsyncIterator[ChatClient]:
         """Relay connections and background tasks for the length of the block.
@@ -174,6 +176,8 @@ class ChatClient(Backup, Inbox, Presence):
         deposits, presence of contacts and others' blobs (sealed sender)."""
         return await self._require_pool().anonymous(url)
 
+    # ------------------------------------------------------------ account
+
     async def set_presence_hidden(self, hidden: bool) -> None:
         conn = await self.own_relay()
         await conn.request(lambda req: frames.PresenceSettings(req=req, hidden=hidden))
@@ -186,6 +190,8 @@ class ChatClient(Backup, Inbox, Presence):
         # The relay answers Ok, then closes: a failure here leaves everything in place.
         await conn.request(lambda req: frames.AccountDelete(req=req))
         self.wipe_local()
+
+    # ------------------------------------------------------------ contacts and invites
 
     async def reject_key_change(self, name: str) -> None:
         """Refuse ``name``'s pending new identity key: the old key stays, the new
@@ -250,6 +256,8 @@ class ChatClient(Backup, Inbox, Presence):
                         req=req, cap_hashes=[cap_hash(capability)]))
             raise
         return final_name
+
+    # ------------------------------------------------------------ sending
 
     async def send_text(self, name: str, text: str, *, time_limit: float = 20.0,
                         attachment: m.AttachmentRef | None = None) -> str:
@@ -342,6 +350,8 @@ class ChatClient(Backup, Inbox, Presence):
                 return None
         return None
 
+    # ------------------------------------------------------------ receiving
+
     async def events(self, *, wait: float | None = None, stop_at_synced: bool = True
                      ) -> AsyncIterator[Event]:
         """Authenticate to the own relay and yield what arrives: messages,
@@ -414,6 +424,8 @@ class ChatClient(Backup, Inbox, Presence):
                 await trio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    # ------------------------------------------------------------ presence
+
     async def presence(self, names: list[str] | None = None, *, time_limit: float = 5.0
                        ) -> dict[str, PresenceInfo]:
         """Ask each contact's relay whether they are online (their capability
@@ -474,6 +486,8 @@ class ChatClient(Backup, Inbox, Presence):
                 for event in self._presence_events(frame.entries):
                     if isinstance(event, PresenceEvent) and event.contact == name:
                         yield event
+
+    # ------------------------------------------------------------ block, remove
 
     async def block(self, name: str) -> None:
         """Revoke the capabilities ``name`` deposits with (its own and, before it
