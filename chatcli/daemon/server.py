@@ -1,0 +1,190 @@
+"""The daemon's Unix socket server: JSON-RPC 2.0 lines, peer uid check, subscriptions.
+
+Requests on one connection are answered in order. ``subscribe`` and
+``unsubscribe`` are served here from the :class:`EventHub`; every other method
+goes to the API object's ``call``. A connection that sends an oversized line
+gets a ``request_too_large`` error and is closed; one from another uid is
+closed before anything is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from chatcli.client.agent import socket_address
+from chatcli.daemon import jsonrpc
+from chatcli.daemon.hub import EventHub
+from chatcli.errors import ChatcliError
+
+UCRED = struct.Struct("3i")
+RECEIVE_CHUNK = 65536
+
+
+class CallApi(Protocol):
+    async def call(self, method: str, params: dict[str, Any]) -> Any: ...
+
+
+class RpcFailure(Exception):
+    """Raised by an API object to answer with this exact JSON-RPC error."""
+
+    def __init__(self, error: jsonrpc.RpcError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def error_kind(exc: ChatcliError) -> str:
+    """The stable snake_case name of an error: its ``kind`` or its class name."""
+    kind = getattr(exc, "kind", None)
+    if isinstance(kind, str):
+        return kind
+    name = type(exc).__name__.removesuffix("Error") or "Chatcli"
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+def rpc_error(exc: Exception) -> jsonrpc.RpcError:
+    if isinstance(exc, RpcFailure):
+        return exc.error
+    if isinstance(exc, ChatcliError):
+        return jsonrpc.application_error(error_kind(exc), str(exc), exc.exit_code)
+    return jsonrpc.standard_error(jsonrpc.INTERNAL_ERROR, "Internal error in the daemon.")
+
+
+def peer_uid(stream: trio.SocketStream) -> int:
+    raw = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size)
+    return int(UCRED.unpack(raw)[1])
+
+
+class _Connection:
+    def __init__(self, stream: trio.SocketStream, server: DaemonServer) -> None:
+        self.stream = stream
+        self.server = server
+        self.send_lock = trio.Lock()
+        self.subscriptions: set[int] = set()
+        self.cancel = trio.CancelScope()
+
+    async def send(self, value: dict[str, Any] | list[dict[str, Any]]) -> None:
+        async with self.send_lock:
+            await self.stream.send_all(jsonrpc.encode(value))
+
+    async def run(self) -> None:
+        splitter = jsonrpc.LineSplitter()
+        with self.cancel:
+            async with trio.open_nursery() as nursery:
+                try:
+                    while data := await self.stream.receive_some(RECEIVE_CHUNK):
+                        for line in splitter.feed(data):
+                            if isinstance(line, jsonrpc.Oversized):
+                                error = jsonrpc.request_too_large()
+                                await self.send(jsonrpc.error_object(None, error))
+                                return
+                            await self.handle_line(line, nursery)
+                except trio.BrokenResourceError:
+                    pass
+                finally:
+                    nursery.cancel_scope.cancel()
+                    for sub_id in self.subscriptions:
+                        self.server.hub.unsubscribe(sub_id)
+
+    async def handle_line(self, line: bytes, nursery: trio.Nursery) -> None:
+        if not line.strip():
+            return
+        parsed = jsonrpc.parse_line(line)
+        answers = []
+        for message in parsed.messages:
+            answer = await self.answer(message, nursery)
+            if answer is not None:
+                answers.append(answer)
+        if parsed.batch and answers:
+            await self.send(answers)
+        elif answers:
+            await self.send(answers[0])
+
+    async def answer(self, message: jsonrpc.Message,
+                     nursery: trio.Nursery) -> dict[str, Any] | None:
+        if isinstance(message, jsonrpc.Invalid):
+            return jsonrpc.error_object(message.id, message.error)
+        try:
+            if not isinstance(message.params, dict):
+                raise RpcFailure(jsonrpc.standard_error(
+                    jsonrpc.INVALID_PARAMS, "Params must be an object of named values."))
+            result = await self.dispatch(message.method, message.params, nursery)
+        except Exception as exc:  # every failure becomes an error answer
+            if isinstance(message, jsonrpc.Notification):
+                return None
+            return jsonrpc.error_object(message.id, rpc_error(exc))
+        if isinstance(message, jsonrpc.Notification):
+            return None
+        return jsonrpc.result_object(message.id, result)
+
+    async def dispatch(self, method: str, params: dict[str, Any],
+                       nursery: trio.Nursery) -> Any:
+        if method == "subscribe":
+            types = params.get("types")
+            if types is not None and not (
+                isinstance(types, list) and all(isinstance(t, str) for t in types)
+            ):
+                raise RpcFailure(jsonrpc.standard_error(
+                    jsonrpc.INVALID_PARAMS, "types must be a list of event type names."))
+            sub = self.server.hub.subscribe(types, on_drop=self.cancel.cancel)
+            self.subscriptions.add(sub.id)
+            nursery.start_soon(self.forward, sub.id, sub.events)
+            return {"subscription": sub.id}
+        if method == "unsubscribe":
+            sub_id = params.get("subscription")
+            if not isinstance(sub_id, int) or sub_id not in self.subscriptions:
+                raise RpcFailure(jsonrpc.standard_error(
+                    jsonrpc.INVALID_PARAMS, "No such subscription on this connection."))
+            self.subscriptions.discard(sub_id)
+            self.server.hub.unsubscribe(sub_id)
+            return True
+        return await self.server.api.call(method, params)
+
+    async def forward(self, sub_id: int,
+                      events: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
+        async for event in events:
+            params = {"subscription": sub_id, "event": event}
+            await self.send(jsonrpc.notification_object("event", params))
+
+
+class DaemonServer:
+    """Serves ``api`` and ``hub`` on a Unix socket only the daemon's uid may use."""
+
+    def __init__(self, api: CallApi, hub: EventHub) -> None:
+        self.api = api
+        self.hub = hub
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        try:
+            if peer_uid(stream) != os.getuid():
+                return
+            await _Connection(stream, self).run()
+        finally:
+            with trio.move_on_after(1) as cleanup:
+                cleanup.shield = True
+                await stream.aclose()
+
+    async def serve_unix(self, path: Path, *,
+                         task_status: trio.TaskStatus[list[trio.SocketListener]]
+                         = trio.TASK_STATUS_IGNORED) -> None:
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            with socket_address(path) as address:
+                await sock.bind(address)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        sock.listen(64)
+        listener = trio.SocketListener(sock)
+        try:
+            await trio.serve_listeners(self.handle, [listener], task_status=task_status)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
