@@ -53,6 +53,7 @@ from chatcli.errors import (
     RelayError,
     ReplacedError,
     StorageError,
+    UnknownContactError,
     UsageError,
 )
 from chatcli.protocol import codes, frames
@@ -487,7 +488,7 @@ class ChatClient:
         with self.store.read():
             contact = db.Contact.get_or_none(db.Contact.name == name)
         if contact is None:
-            raise UsageError(f"No contact is called {name!r}; see `chatcli contacts`.")
+            raise UnknownContactError(f"No contact is called {name!r}; see `chatcli contacts`.")
         if contact.key_changed and not allow_key_changed:
             raise KeyChangedError(
                 f"The identity key of {name} has changed. Compare the new safety number "
