@@ -264,9 +264,14 @@ class Read(Params):
     ids: list[str]
 
 
+Before = Annotated[int, msgspec.Meta(description="Only messages sent before this time "
+                                                  "(ms since the epoch): the next page.")]
+
+
 class History(Params):
     contact: Name
     limit: Limit = 50
+    before: Before | None = None
 
 
 class Receive(Params):
@@ -358,6 +363,7 @@ class GroupsVerify(Params):
 class GroupsHistory(Params):
     group: Name
     limit: Limit = 50
+    before: Before | None = None
 
 
 @dataclass(frozen=True)

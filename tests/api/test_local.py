@@ -81,6 +81,36 @@ async def test_invite_accept_send_receive_history(clients: tuple[ChatClient, Cha
     assert [(h["text"], h["state"]) for h in history] == [("hello bob", "read")]
 
 
+async def test_history_pages(clients: tuple[ChatClient, ChatClient]) -> None:
+    alice, bob = clients
+    await pair(alice, bob)
+    a, _ = apis(alice, bob)
+    for i in range(7):
+        alice.enqueue_text("bob", f"m{i}")
+    everything = await call(a, "history", {"contact": "bob"})
+    assert [h["text"] for h in everything] == [f"m{i}" for i in range(7)]
+    last = await call(a, "history", {"contact": "bob", "limit": 3})
+    assert [h["text"] for h in last] == ["m4", "m5", "m6"]
+    first = everything[0]["sent_at"]
+    assert await call(a, "history", {"contact": "bob", "before": first}) == []
+
+
+def test_history_page_before() -> None:
+    from chatcli.api.local import _page
+
+    entries = [{"sent_at": t} for t in range(100)]
+    asked: list[int] = []
+
+    def latest(n: int) -> list[dict[str, int]]:
+        asked.append(n)
+        return entries[-n:]
+
+    assert _page(latest, 3, None) == entries[-3:]
+    assert _page(latest, 3, 50) == [{"sent_at": 47}, {"sent_at": 48}, {"sent_at": 49}]
+    assert _page(latest, 5, 2) == [{"sent_at": 0}, {"sent_at": 1}]  # the start: fewer
+    assert asked[-1] >= 100
+
+
 async def test_receive_with_read_receipts(clients: tuple[ChatClient, ChatClient]) -> None:
     alice, bob = clients
     await pair(alice, bob)
