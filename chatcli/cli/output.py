@@ -14,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
@@ -160,11 +160,21 @@ def unlocked(passphrase_file: Path | None, *, network: bool = True) -> Iterator[
         client.close()
 
 
-class CliApi:
+class CliApi(Protocol):
     """What a command talks to: ``call(method, params)`` answers plain JSON (or
-    raises the API error as a ChatcliError, so that the message and exit code
-    are those of direct mode); ``stream(handler, ...)`` hands each event of
-    ``receive`` to ``handler`` as it arrives."""
+    raises the API error as a ChatcliError, ``chatcli.api.errors.ApiChatcliError``,
+    so that the message and exit code are those of direct mode);
+    ``stream(handler, ...)`` hands each event of ``receive`` to ``handler`` as
+    it arrives. A daemon's client implements the same two methods."""
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any: ...
+
+    def stream(self, handler: Callable[[dict[str, Any]], None], *, wait: float | None,
+               read_receipts: bool, save_dir: str | None) -> None: ...
+
+
+class DirectApi:
+    """:class:`CliApi` over a :class:`chatcli.api.local.LocalApi` in this process."""
 
     def __init__(self, local: LocalApi) -> None:
         self.local = local
@@ -205,7 +215,7 @@ def api_session(passphrase_file: Path | None, *, network: bool = True) -> Iterat
     with unlocked(passphrase_file, network=network) as client:
         from chatcli.api.local import LocalApi
 
-        yield CliApi(LocalApi(client, resident=False))
+        yield DirectApi(LocalApi(client, resident=False))
 
 
 def complete_contact(ctx: click.Context, param: click.Parameter, incomplete: str
