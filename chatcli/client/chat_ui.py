@@ -268,7 +268,12 @@ class ChatSession:
     def __init__(self, client: ChatClient, target: ChatTarget, view: ChatView, *,
                  history: int = HISTORY_DEFAULT, typing_send_interval: float = TYPING_SEND_INTERVAL,
                  typing_show_for: float = TYPING_SHOW_FOR, retry_max: float = RETRY_MAX) -> None:
+        from chatcli.api.local import LocalApi
+
         self.client = client
+        # What the chat reads and marks goes through the API (its local methods,
+        # which never deliver: this session's delivery worker is the only depositor).
+        self.api = LocalApi(client, resident=False)
         self.target = target
         self.view = view
         self.history_limit = history
@@ -304,6 +309,15 @@ class ChatSession:
     def status_line(self) -> str:
         return self.status.text()
 
+    def _local(self, method: str, params: dict[str, Any]) -> Any:
+        """An API method that needs no relay; its error as a ChatcliError."""
+        from chatcli.api.errors import ApiChatcliError, ApiError
+
+        try:
+            return self.api.call_local(method, params)
+        except ApiError as exc:
+            raise ApiChatcliError(exc) from None
+
     # ------------------------------------------------------------ main
 
     async def run(self) -> None:
@@ -329,9 +343,8 @@ class ChatSession:
     def _show_header(self) -> None:
         name = self.target.name
         if self.target.kind == "group":
-            from chatcli.client.groups.service import GroupService
-
-            people = [m.name for m in GroupService(self.client).members(name) if not m.me]
+            members = self._local("groups.members", {"group": name})["members"]
+            people = [m["name"] for m in members if not m["me"]]
             self.view.show(f"── chat in group {name} ── with {', '.join(people) or 'nobody yet'}")
             self.view.show("Type a message and press Enter; /help for commands, Ctrl-D to leave.")
             return
@@ -345,7 +358,8 @@ class ChatSession:
     def _show_history(self) -> None:
         if self.history_limit <= 0:
             return
-        entries = self.client.history(self.target.name, self.history_limit)
+        entries = self._local("history", {"contact": self.target.name,
+                                                  "limit": self.history_limit})
         if not entries:
             self.view.show(f"(no messages with {self.target.name} yet)")
             return
@@ -547,7 +561,7 @@ class ChatSession:
         """The messages were on screen: record it, and queue a read receipt when
         the user's setting allows (``ChatClient.mark_read`` checks it)."""
         if ids and self.target.kind != "group":  # groups have no receipts
-            self.client.mark_read(self.target.name, ids)
+            self._local("read", {"contact": self.target.name, "ids": ids})
             self._poke.set()
 
     # ------------------------------------------------------------ delivery
