@@ -41,6 +41,8 @@ def needs_network(method: str, params: dict[str, Any]) -> bool:
         return bool(params.get("reject", False))
     if method == "profile.get":
         return params.get("contact") is not None
+    if method in ("send", "typing") and params.get("queue", False):
+        return params.get("file") is not None  # the file is uploaded first
     return method not in LOCAL_METHODS
 
 
@@ -167,17 +169,22 @@ class LocalApi:
         client = self.client
         if not p.text and p.file is None:
             raise UsageError("The message is empty.")
+        if p.queue and p.file is None:
+            return {"id": client.enqueue_text(p.to, p.text), "to": p.to, "stored": False}
         async with self._online():
             attachment = None
             if p.file is not None:
                 from chatcli.client.attachments import upload_attachment
 
                 attachment = await upload_attachment(client, Path(p.file))
-            message_id = await client.send_text(p.to, p.text, time_limit=p.retry_for,
-                                                attachment=attachment)
+            if p.queue:
+                message_id = client.enqueue_text(p.to, p.text, attachment)
+            else:
+                message_id = await client.send_text(p.to, p.text, time_limit=p.retry_for,
+                                                    attachment=attachment)
         from chatcli.client.groups.service import group_copies_stored
 
-        result: dict[str, Any] = {"id": message_id, "to": p.to, "stored": True}
+        result: dict[str, Any] = {"id": message_id, "to": p.to, "stored": not p.queue}
         copies = group_copies_stored(client, message_id)
         if copies is not None:
             result.update(members=copies[1], stored_for=copies[0])
@@ -185,6 +192,8 @@ class LocalApi:
 
     async def _typing(self, p: s.Typing) -> None:
         self.client.queue_typing(p.to, p.active)
+        if p.queue:
+            return
         if self.resident:
             await self.client.flush_outbox()
         else:

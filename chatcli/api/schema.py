@@ -246,17 +246,24 @@ class NoParams(Params):
     pass
 
 
+Queue = Annotated[bool, msgspec.Meta(description=(
+    "Only queue it and answer at once (`stored` false): whoever keeps the identity "
+    "online delivers it (an open chat, the daemon, else the next command that connects)."))]
+
+
 class Send(Params):
     """``to`` names a contact or a group; ``file`` is a path on the API's machine."""
     to: Name
     text: str = ""
     file: str | None = None
     retry_for: Annotated[float, msgspec.Meta(ge=0)] = 20.0
+    queue: Queue = False
 
 
 class Typing(Params):
     to: Name
     active: bool
+    queue: Queue = False
 
 
 class Read(Params):

@@ -70,7 +70,7 @@ from chatcli.client.service import (
     ReceiptEvent,
     TypingEvent,
 )
-from chatcli.errors import ChatcliError, KeyChangedError, RelayError, UsageError
+from chatcli.errors import ChatcliError, RelayError
 from chatcli.protocol import frames
 
 if TYPE_CHECKING:
@@ -403,8 +403,9 @@ class ChatSession:
 
     def _send(self, text: str) -> None:
         try:
-            message_id = self.client.enqueue_text(self.target.name, text)
-        except (UsageError, KeyChangedError) as exc:
+            message_id = self._local("send", {"to": self.target.name, "text": text,
+                                              "queue": True})["id"]
+        except ChatcliError as exc:
             self.view.show(f"! not sent: {exc}")
             return
         self._own[message_id] = _Own(text, "pending", announce_sent=not self._connected)
@@ -611,7 +612,7 @@ class ChatSession:
                 continue
             self._typing_sent_at = now
             try:
-                self.client.queue_typing(self.target.name, True)
+                self._local("typing", {"to": self.target.name, "active": True, "queue": True})
             except ChatcliError:
                 continue
             self._poke.set()

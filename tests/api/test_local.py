@@ -233,3 +233,20 @@ async def test_events_carry_key_changes(tmp_path: Path, clients: tuple[ChatClien
     with pytest.raises(ApiError) as raised:
         await LocalApi(alice, resident=False).call("send", {"to": "bob", "text": "x"})
     assert raised.value.error == "key_changed" and raised.value.exit_code == 4
+
+
+async def test_send_and_typing_queue_only(clients: tuple[ChatClient, ChatClient]) -> None:
+    """``queue``: answered at once, without a relay; the next connection sends."""
+    alice, bob = clients
+    await pair(alice, bob)
+    a, b = apis(alice, bob)
+    assert not needs_network("send", {"to": "bob", "text": "later", "queue": True})
+    queued = a.call_local("send", {"to": "bob", "text": "later", "queue": True})
+    assert queued == {"id": queued["id"], "to": "bob", "stored": False}
+    assert a.call_local("typing", {"to": "bob", "active": True, "queue": True}) is None
+    assert (await call(a, "history", {"contact": "bob"}))[-1]["state"] == "queued"
+    await call(a, "receive")  # connects, and sends what waited
+    assert (await call(a, "history", {"contact": "bob"}))[-1]["state"] == "sent"
+    got = await call(b, "receive")
+    assert [e["text"] for e in got if e["type"] == "message"] == ["later"]
+    assert [e["active"] for e in got if e["type"] == "typing"] == [True]
