@@ -66,9 +66,6 @@ from chatcli.client.service import (
     ChatClient,
     Event,
     MessageEvent,
-    NoticeEvent,
-    ReceiptEvent,
-    TypingEvent,
 )
 from chatcli.errors import ChatcliError, RelayError
 from chatcli.protocol import frames
@@ -494,7 +491,7 @@ class ChatSession:
                 await conn.request(lambda req, i=ids: frames.Ack(req=req, ids=i))  # type: ignore[misc]
                 # Invites whose accepter just switched to its own capability.
                 await self.client._retire_expired_invites()
-                await self._handle_events(events)
+                await self._handle_events(await self._as_json(events))
                 self._poke.set()
             elif isinstance(frame, frames.Synced):
                 if not self._connected:
@@ -506,34 +503,51 @@ class ChatSession:
             elif isinstance(frame, frames.Bye | frames.Error):
                 raise RelayError(conn.close_reason)
 
-    async def _handle_events(self, events: list[Event]) -> None:
+    def _for_this_chat(self, event: dict[str, Any]) -> bool:
+        if self.target.kind == "group":
+            return bool(event["group"] == self.target.name)
+        return bool(event["from"] == self.target.name and event["group"] is None)
+
+    async def _as_json(self, events: list[Event]) -> list[dict[str, Any]]:
+        """The API's event objects; attachments of this chat's messages are saved
+        first (their path is shown)."""
+        from chatcli.api.events import event_json
+
+        out = []
+        for event in events:
+            if isinstance(event, MessageEvent) and event.attachment is not None and \
+                    self._for_this_chat(event.to_json()):
+                from chatcli.client.attachments import download_for_event
+
+                event = await download_for_event(self.client, event, None)
+            out.append(event_json(event))
+        return out
+
+    async def _handle_events(self, events: list[dict[str, Any]]) -> None:
+        """Show the API's event objects (docs/api.md "Events") that concern this chat."""
         shown: list[str] = []
         for event in events:
-            if isinstance(event, MessageEvent):
-                if (event.group == self.target.name if self.target.kind == "group"
-                        else event.contact == self.target.name and event.group is None):
-                    if event.attachment is not None:
-                        from chatcli.client.attachments import download_for_event
-
-                        event = await download_for_event(self.client, event, None)
+            kind = event["type"]
+            if kind == "message":
+                if self._for_this_chat(event):
                     self._show_incoming(event)
-                    shown.append(event.id)
+                    shown.append(event["id"])
                     self.status.typing_until = 0.0
                 else:
-                    where = f"in {event.group}" if event.group else f"from {event.contact}"
-                    see = event.group or event.contact
+                    where = f"in {event['group']}" if event["group"] else f"from {event['from']}"
+                    see = event["group"] or event["from"]
                     self.view.show(f"(new message {clean(where)}: "
                                    f"`chatcli messages {clean(see)}` shows it)")
-            elif isinstance(event, ReceiptEvent):
-                if event.contact == self.target.name:
+            elif kind == "receipt":
+                if event["from"] == self.target.name:
                     self._marks_changed.set()
-            elif isinstance(event, TypingEvent):
-                if event.contact == self.target.name:
+            elif kind == "typing":
+                if event["from"] == self.target.name:
                     self.status.typing_until = (time.monotonic() + self.typing_show_for
-                                                if event.active else 0.0)
-            elif isinstance(event, NoticeEvent):
-                self.view.show(f"! {clean(event.text)}")
-                if event.contact == self.target.name:
+                                                if event["active"] else 0.0)
+            elif kind in ("notice", "key_change"):
+                self.view.show(f"! {clean(event['text'])}")
+                if event["contact"] == self.target.name:
                     self._reload_trust()
         self._mark_read(shown)
         self.view.refresh()
@@ -548,13 +562,15 @@ class ChatSession:
         self.status.key_changed = bool(contact.key_changed)
         self.status.verified = bool(contact.verified) and not contact.key_changed
 
-    def _show_incoming(self, event: MessageEvent) -> None:
-        if event.unverified_key:
+    def _show_incoming(self, event: dict[str, Any]) -> None:
+        from chatcli.api.events import display_sender
+
+        if event.get("key_changed"):
             self.view.show(f"! the next message comes from the NEW, unverified key of "
                            f"{self.target.name}")
-        self.view.show(message_line(event.display_name, event.text, event.sent_at))
-        if event.attachment is not None:
-            info = event.attachment
+        self.view.show(message_line(display_sender(event), event["text"], event["sent_at"]))
+        info = event.get("attachment")
+        if info is not None:
             where = info.get("path") or f"not saved: {info.get('error', 'unknown error')}"
             self.view.show(f"        [file {clean(str(info.get('name')))}: {clean(str(where))}]")
 
