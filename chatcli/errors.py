@@ -21,6 +21,10 @@ class UsageError(ChatcliError):
     exit_code = 2
 
 
+class UnknownContactError(UsageError):
+    """No contact has the name given."""
+
+
 class RelayError(ChatcliError):
     """A relay could not be reached, or refused the request."""
 

@@ -127,3 +127,15 @@ def test_client_modules_import_each_other_in_no_circle() -> None:
 
     for module in sorted(graph):
         visit(module, [])
+def test_api_layer_imports_no_front_end_or_network_library() -> None:
+    """chatcli.api is front-end neutral and cheap to import: the CLI's local
+    commands and the daemon both load it; trio comes only with a relay call."""
+    code = (
+        "import sys\n"
+        "import chatcli.api.errors, chatcli.api.events, chatcli.api.local, chatcli.api.schema\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('trio', 'trio_websocket', 'click', 'peewee', 'prompt_toolkit', 'psycopg'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"chatcli.api imports {out.stdout.strip()}"

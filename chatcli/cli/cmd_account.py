@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from chatcli.cli.output import (
+    api_session,
     emit_json,
     info,
     json_option,
@@ -110,20 +111,15 @@ def account_delete(yes: bool, passphrase_file: Path | None) -> None:
 def presence(mode: str | None, passphrase_file: Path | None, as_json: bool) -> None:
     """Hide or show your online status and last-seen time (without an option:
     print the current setting)."""
-    with unlocked(passphrase_file) as client:
+    with api_session(passphrase_file, network=mode is not None) as api:
         if mode is not None:
-            hidden = mode == "hide"
-
-            async def go() -> None:
-                async with client.online(resume=True):
-                    await client.set_presence_hidden(hidden)
-
-            run(go)
-        hidden = client.account().presence_hidden
-        if as_json:
-            emit_json({"hidden": hidden})
+            hidden = api.call("presence.set", {"mode": mode})["hidden"]
         else:
-            click.echo("hidden" if hidden else "shown")
+            hidden = api.call("settings.get")["presence_hidden"]
+    if as_json:
+        emit_json({"hidden": hidden})
+    else:
+        click.echo("hidden" if hidden else "shown")
 
 
 @account.command("settings")
@@ -135,13 +131,11 @@ def account_settings(read_receipts: bool | None, passphrase_file: Path | None,
                      as_json: bool) -> None:
     """Show or change this identity's settings (read receipts; presence is
     `chatcli presence`)."""
-    with unlocked(passphrase_file, network=False) as client:
+    with api_session(passphrase_file, network=False) as api:
         if read_receipts is not None:
-            client.set_read_receipts(read_receipts)
-        row = client.account()
-        data = {"name": row.name, "relay": row.relay_url,
-                "read_receipts": bool(row.read_receipts),
-                "presence_hidden": bool(row.presence_hidden)}
+            data = api.call("settings.set", {"read_receipts": read_receipts})
+        else:
+            data = api.call("settings.get")
     if as_json:
         emit_json(data)
     else:

@@ -5,24 +5,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
 from chatcli.cli.output import (
     Duration,
+    api_session,
     complete_contact,
     emit_json,
     info,
     json_option,
     passphrase_option,
-    run,
-    unlocked,
     warn,
 )
-
-if TYPE_CHECKING:
-    from chatcli.crypto.keys import IdentityKeyPair
 
 
 @click.command()
@@ -38,17 +34,13 @@ def invite(label: str | None, qr: bool, expires: int, passphrase_file: Path | No
     Send the link to one person over a channel you trust; they run
     `chatcli accept LINK`. It works once and expires.
     """
-    with unlocked(passphrase_file) as client:
-        if label is not None and label in client.contact_names():
-            warn(f"warning: {label} is already a contact: whoever accepts this invite will be "
-                 f"taken as {label} with a NEW key, and must be verified before you can write "
-                 "to them.")
-
-        async def go() -> str:
-            async with client.online(resume=True):
-                return await client.create_invite(label, expires)
-
-        link = run(go)
+    with api_session(passphrase_file) as api:
+        created = api.call("invites.create", {"label": label, "expires": expires})
+    if created["label_taken"]:
+        warn(f"warning: {label} is already a contact: whoever accepts this invite will be "
+             f"taken as {label} with a NEW key, and must be verified before you can write "
+             "to them.")
+    link = created["link"]
     click.echo(link)
     if qr:
         import segno
@@ -72,36 +64,20 @@ def accept(link: str, name: str | None, previous_keys: Path | None,
     Exits 0 once the inviter's relay has stored the handshake; exits 3 when the
     invite was already used or revoked (no contact is added).
     """
-    previous = None
+    params: dict[str, Any] = {"link": link, "name": name}
     if previous_keys is not None:
-        previous = _identity_from_backup(previous_keys, passphrase_file)
-    with unlocked(passphrase_file) as client:
-        async def go() -> str:
-            async with client.online(resume=True):
-                return await client.accept_invite(link, name, previous_identity=previous)
+        from chatcli.client.unlock import get_passphrase
 
-        added = run(go)
-        contact = client.get_contact(added)
-        fingerprint = client.contact_identity(contact).fingerprint()
+        params.update(previous_keys=str(previous_keys),
+                      previous_passphrase=get_passphrase(passphrase_file))
+    with api_session(passphrase_file) as api:
+        result = api.call("invites.accept", params)
+    added, fingerprint = result["name"], result["fingerprint"]
     if as_json:
         emit_json({"name": added, "fingerprint": fingerprint})
     else:
         info(f"Added {added} (fingerprint {fingerprint}).")
         info(f"Compare safety numbers with `chatcli verify {added}`.")
-
-
-def _identity_from_backup(path: Path, passphrase_file: Path | None) -> IdentityKeyPair:
-    """The old identity key in a key backup, opened with its passphrase."""
-    from chatcli.client.service import ChatClient
-    from chatcli.client.unlock import get_passphrase
-    from chatcli.crypto.backup import import_armoured
-    from chatcli.errors import UsageError
-
-    try:
-        text = path.read_text(encoding="ascii", errors="replace")
-    except OSError as exc:
-        raise UsageError(f"Cannot read {path}: {exc.strerror}.") from None
-    return ChatClient.identity_of_backup(import_armoured(text, get_passphrase(passphrase_file)))
 
 
 @click.command()
@@ -110,30 +86,8 @@ def _identity_from_backup(path: Path, passphrase_file: Path | None) -> IdentityK
 @click.option("--offline", is_flag=True, help="Do not ask relays for online status.")
 def contacts(passphrase_file: Path | None, as_json: bool, offline: bool) -> None:
     """List contacts: name, fingerprint, verified, online or last seen."""
-    with unlocked(passphrase_file, network=not offline) as client:
-        rows = client.contacts()
-        status: dict[str, object] = {}
-        if rows and not offline:
-            async def go() -> dict[str, object]:
-                async with client.online(resume=True):
-                    return dict(await client.presence())
-
-            status = run(go)
-        items = []
-        for contact in rows:
-            presence = status.get(contact.name)
-            online = getattr(presence, "online", None)
-            last_seen = getattr(presence, "last_seen", None)
-            items.append({
-                "name": contact.name,
-                "fingerprint": client.contact_identity(contact).fingerprint(),
-                "verified": bool(contact.verified and not contact.key_changed),
-                "key_changed": bool(contact.key_changed),
-                "blocked": bool(contact.blocked),
-                "online": online,
-                "last_seen": last_seen,
-                "relay": contact.relay_url.split("#")[0],
-            })
+    with api_session(passphrase_file, network=not offline) as api:
+        items = api.call("contacts.list", {"offline": offline})
     if as_json:
         emit_json(items)
         return
@@ -179,54 +133,42 @@ def verify(contact: str, qr: bool, confirm: bool, reject: bool, passphrase_file:
 
     if confirm and reject:
         raise click.UsageError("--confirm and --reject exclude each other.")
-    if reject:
-        with unlocked(passphrase_file) as client:
-            async def go() -> None:
-                async with client.online(resume=True):
-                    await client.reject_key_change(contact)
-
-            run(go)
-            row = client.get_contact(contact)
-            fingerprint = client.contact_identity(row).fingerprint()
-            number = client.safety_number(contact)[0]
+    with api_session(passphrase_file, network=reject) as api:
+        result = api.call("contacts.verify", {"contact": contact, "confirm": confirm,
+                                              "reject": reject})
+    if result.get("rejected"):
         if as_json:
-            emit_json({"contact": contact, "safety_number": number, "fingerprint": fingerprint,
-                       "verified": bool(row.verified), "key_changed": False})
+            emit_json(_verify_json(result))
         else:
-            info(f"{contact}: the new key was refused; the old key ({fingerprint}) stays.")
+            info(f"{contact}: the new key was refused; the old key ({result['fingerprint']}) "
+                 "stays.")
         return
-    with unlocked(passphrase_file, network=False) as client:
-        from chatcli.client.groups.service import group_of_member
+    if result.get("group") is not None:  # a member of one of your groups, not a contact
+        from chatcli.cli.cmd_group import show_member_safety
 
-        group_name = group_of_member(client, contact)
-        if group_name is not None:  # a member of one of your groups, not a contact
-            from chatcli.cli.cmd_group import show_member_safety
-
-            show_member_safety(client, group_name, contact, confirm=confirm, qr=qr,
-                               as_json=as_json)
-            return
-        number, payload, row = client.safety_number(contact)
-        changed = bool(row.key_changed)
-        accepted = False
-        if confirm:
-            accepted = client.confirm_contact(contact)
-        row = client.get_contact(contact, allow_key_changed=True)
-        fingerprint = client.contact_identity(row).fingerprint()
+        show_member_safety(result, confirm=confirm, qr=qr, as_json=as_json)
+        return
     if as_json:
-        emit_json({"contact": contact, "safety_number": number, "fingerprint": fingerprint,
-                   "verified": bool(row.verified), "key_changed": bool(row.key_changed)})
+        emit_json(_verify_json(result))
     else:
-        if changed and not confirm:
+        if result["was_key_changed"] and not confirm:
             warn(f"The identity key of {contact} has CHANGED. Compare this new safety number "
                  "with them before accepting it with --confirm.")
-        click.echo(format_safety_number(number))
+        click.echo(format_safety_number(result["safety_number"]))
         if confirm:
-            info(f"{contact}: new key accepted and verified." if accepted
+            info(f"{contact}: new key accepted and verified." if result["accepted"]
                  else f"{contact} is now verified.")
     if qr:
         import segno
 
-        segno.make(payload, error="m").terminal(out=sys.stderr, compact=True)
+        segno.make(bytes.fromhex(result["qr"]), error="m").terminal(out=sys.stderr,
+                                                                    compact=True)
+
+
+def _verify_json(result: dict[str, Any]) -> dict[str, Any]:
+    """What `verify --json` prints of a contacts.verify result."""
+    keys = ("contact", "safety_number", "fingerprint", "verified", "key_changed")
+    return {key: result[key] for key in keys}
 
 
 @click.command()
@@ -234,12 +176,8 @@ def verify(contact: str, qr: bool, confirm: bool, reject: bool, passphrase_file:
 @passphrase_option
 def block(contact: str, passphrase_file: Path | None) -> None:
     """Refuse messages from CONTACT: their capability is revoked on your relay."""
-    with unlocked(passphrase_file) as client:
-        async def go() -> None:
-            async with client.online(resume=True):
-                await client.block(contact)
-
-        run(go)
+    with api_session(passphrase_file) as api:
+        api.call("contacts.block", {"contact": contact})
     info(f"Blocked {contact}.")
 
 
@@ -248,12 +186,8 @@ def block(contact: str, passphrase_file: Path | None) -> None:
 @passphrase_option
 def unblock(contact: str, passphrase_file: Path | None) -> None:
     """Accept messages from CONTACT again (a new capability is sent to them)."""
-    with unlocked(passphrase_file) as client:
-        async def go() -> None:
-            async with client.online(resume=True):
-                await client.unblock(contact)
-
-        run(go)
+    with api_session(passphrase_file) as api:
+        api.call("contacts.unblock", {"contact": contact})
     info(f"Unblocked {contact}.")
 
 
@@ -267,10 +201,6 @@ def contact() -> None:
 @passphrase_option
 def contact_remove(name: str, passphrase_file: Path | None) -> None:
     """Delete contact NAME and its history; their capability is revoked."""
-    with unlocked(passphrase_file) as client:
-        async def go() -> None:
-            async with client.online(resume=True):
-                await client.remove_contact(name)
-
-        run(go)
+    with api_session(passphrase_file) as api:
+        api.call("contacts.remove", {"contact": name})
     info(f"Removed {name}.")

@@ -9,35 +9,11 @@ from __future__ import annotations
 import datetime
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
-from chatcli.cli.output import emit_json, info, json_option, passphrase_option, run, unlocked
-
-if TYPE_CHECKING:
-    from chatcli.client.groups.service import GroupService
-    from chatcli.client.service import ChatClient
-
-
-def _service(client: ChatClient) -> GroupService:
-    from chatcli.client.groups.service import GroupService
-
-    return GroupService(client)
-
-
-def _deliver(client: ChatClient, what: str) -> None:
-    """Register the group capability and deposit what the command queued."""
-    from chatcli.errors import RelayError
-
-    async def go() -> None:
-        async with client.online():
-            await _service(client).deliver(time_limit=20.0)
-
-    try:
-        run(go)
-    except RelayError as exc:
-        raise RelayError(f"{what} is queued but not delivered yet: {exc}") from None
+from chatcli.cli.output import api_session, emit_json, info, json_option, passphrase_option
 
 
 @click.group()
@@ -64,11 +40,10 @@ def create(name: str, members: tuple[str, ...], passphrase_file: Path | None,
     become members when their client next receives and yours receives their
     answer.
     """
-    with unlocked(passphrase_file) as client:
-        _service(client).create(name, list(members))
-        _deliver(client, "The invitation")
+    with api_session(passphrase_file) as api:
+        result = api.call("groups.create", {"name": name, "members": list(members)})
     if as_json:
-        emit_json({"group": name, "invited": list(dict.fromkeys(members))})
+        emit_json(result)
     else:
         info(f"Group {name} created" + (f"; invited {', '.join(dict.fromkeys(members))}."
                                         if members else "."))
@@ -81,9 +56,8 @@ def create(name: str, members: tuple[str, ...], passphrase_file: Path | None,
 def add(name: str, contact: str, passphrase_file: Path | None) -> None:
     """Invite CONTACT to the group NAME (creator only). Inviting a current member
     again lets one restored from a backup rejoin with new keys."""
-    with unlocked(passphrase_file) as client:
-        _service(client).add(name, contact)
-        _deliver(client, "The invitation")
+    with api_session(passphrase_file) as api:
+        api.call("groups.add", {"group": name, "contact": contact})
     info(f"Invited {contact} to {name}; they join when their client next receives.")
 
 
@@ -95,9 +69,8 @@ def remove(name: str, member: str, passphrase_file: Path | None) -> None:
     """Remove MEMBER (a contact name, a member's name or fingerprint) from NAME
     (creator only). Every remaining member then makes a new group key, so the
     removed member cannot read what is sent afterwards."""
-    with unlocked(passphrase_file) as client:
-        _service(client).remove(name, member)
-        _deliver(client, "The removal")
+    with api_session(passphrase_file) as api:
+        api.call("groups.remove", {"group": name, "member": member})
     info(f"Removed {member} from {name}.")
 
 
@@ -106,9 +79,8 @@ def remove(name: str, member: str, passphrase_file: Path | None) -> None:
 @passphrase_option
 def leave(name: str, passphrase_file: Path | None) -> None:
     """Leave the group NAME: the members are told, and make new group keys."""
-    with unlocked(passphrase_file) as client:
-        _service(client).leave(name)
-        _deliver(client, "The notice that you left")
+    with api_session(passphrase_file) as api:
+        api.call("groups.leave", {"group": name})
     info(f"You left {name}.")
 
 
@@ -117,8 +89,8 @@ def leave(name: str, passphrase_file: Path | None) -> None:
 @json_option
 def list_(passphrase_file: Path | None, as_json: bool) -> None:
     """List groups: local name, creator's name for it, admin, members, status."""
-    with unlocked(passphrase_file, network=False) as client:
-        groups = _service(client).groups()
+    with api_session(passphrase_file, network=False) as api:
+        groups = api.call("groups.list")
     if as_json:
         emit_json(groups)
         return
@@ -137,19 +109,18 @@ def list_(passphrase_file: Path | None, as_json: bool) -> None:
 def members(name: str, passphrase_file: Path | None, as_json: bool) -> None:
     """List the members of NAME: name, whether a contact, fingerprint, admin,
     verified. Members who are not contacts show the name they gave themselves."""
-    with unlocked(passphrase_file, network=False) as client:
-        service = _service(client)
-        people = service.members(name)
-        invited = service.invited(name)
+    with api_session(passphrase_file, network=False) as api:
+        result = api.call("groups.members", {"group": name})
+    people, invited = result["members"], result["invited"]
     if as_json:
-        emit_json([p.to_json() for p in people])
+        emit_json(people)
         return
     for p in people:
-        tags = [t for t, on in (("me", p.me), ("admin", p.admin), ("verified", p.verified))
-                if on]
-        if not p.me and p.contact is None:
+        tags = [t for t in ("me", "admin", "verified") if p[t]]
+        if not p["me"] and p["contact"] is None:
             tags.append("not a contact")
-        click.echo(f"{p.name}  {p.fingerprint}" + (f"  ({', '.join(tags)})" if tags else ""))
+        click.echo(f"{p['name']}  {p['fingerprint']}"
+                   + (f"  ({', '.join(tags)})" if tags else ""))
     for who in invited:
         click.echo(f"{who}  (invited, not joined yet)")
 
@@ -164,32 +135,31 @@ def verify(name: str, member: str, confirm: bool, passphrase_file: Path | None,
            as_json: bool) -> None:
     """Show the safety number shared with MEMBER of NAME (contact or not);
     compare it with theirs, then run again with --confirm."""
-    with unlocked(passphrase_file, network=False) as client:
-        show_member_safety(client, name, member, confirm=confirm, qr=False, as_json=as_json)
+    with api_session(passphrase_file, network=False) as api:
+        result = api.call("groups.verify", {"group": name, "member": member,
+                                            "confirm": confirm})
+    show_member_safety(result, confirm=confirm, qr=False, as_json=as_json)
 
 
-def show_member_safety(client: ChatClient, group_name: str, member: str, *, confirm: bool,
-                       qr: bool, as_json: bool) -> None:
-    """The safety number with a group member (also used by ``chatcli verify`` for a
-    member who is not a contact)."""
+def show_member_safety(result: dict[str, Any], *, confirm: bool, qr: bool,
+                       as_json: bool) -> None:
+    """Print the safety number with a group member (also used by ``chatcli verify``
+    for a member who is not a contact)."""
     from chatcli.crypto.safety import format_safety_number
 
-    service = _service(client)
-    number, payload, person = service.safety_number(group_name, member)
-    if confirm:
-        service.confirm_member(group_name, member)
     if as_json:
-        emit_json({"group": group_name, "member": person.name, "contact": person.contact,
-                   "safety_number": number, "fingerprint": person.fingerprint,
-                   "verified": confirm or person.verified, "key_changed": False})
+        keys = ("group", "member", "contact", "safety_number", "fingerprint", "verified",
+                "key_changed")
+        emit_json({key: result[key] for key in keys})
     else:
-        click.echo(format_safety_number(number))
+        click.echo(format_safety_number(result["safety_number"]))
         if confirm:
-            info(f"{person.name} (in {group_name}) is now verified.")
+            info(f"{result['member']} (in {result['group']}) is now verified.")
     if qr:
         import segno
 
-        segno.make(payload, error="m").terminal(out=sys.stderr, compact=True)
+        segno.make(bytes.fromhex(result["qr"]), error="m").terminal(out=sys.stderr,
+                                                                    compact=True)
 
 
 @group.command()
@@ -200,8 +170,8 @@ def show_member_safety(client: ChatClient, group_name: str, member: str, *, conf
 @json_option
 def messages(name: str, limit: int, passphrase_file: Path | None, as_json: bool) -> None:
     """Show the local history of the group NAME (no network)."""
-    with unlocked(passphrase_file, network=False) as client:
-        history = _service(client).history(name, limit)
+    with api_session(passphrase_file, network=False) as api:
+        history = api.call("groups.history", {"group": name, "limit": limit})
     for entry in history:
         if as_json:
             emit_json(entry)

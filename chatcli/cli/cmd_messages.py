@@ -10,13 +10,12 @@ from typing import Any
 import click
 
 from chatcli.cli.output import (
+    api_session,
     complete_contact,
     emit_json,
     info,
     json_option,
     passphrase_option,
-    run,
-    unlocked,
     warn,
 )
 
@@ -56,27 +55,13 @@ def send(contact: str, text: str | None, file_path: Path | None, retry_for: floa
         text = ""
     if not text and file_path is None:
         raise UsageError("The message is empty.")
-    with unlocked(passphrase_file) as client:
-        async def go() -> str:
-            async with client.online(resume=True):
-                attachment = None
-                if file_path is not None:
-                    from chatcli.client.attachments import upload_attachment
-
-                    attachment = await upload_attachment(client, file_path)
-                message_id = await client.send_text(contact, text or "",
-                                                    time_limit=retry_for,
-                                                    attachment=attachment)
-                return message_id
-
-        message_id = run(go)
-        from chatcli.client.groups.service import group_copies_stored
-
-        copies = group_copies_stored(client, message_id)
-    result: dict[str, Any] = {"id": message_id, "to": contact, "stored": True}
-    if copies is not None:
-        stored, members = copies
-        result.update(members=members, stored_for=stored)
+    params: dict[str, Any] = {"to": contact, "text": text or "", "retry_for": retry_for}
+    if file_path is not None:
+        params["file"] = str(file_path)
+    with api_session(passphrase_file) as api:
+        result = api.call("send", params)
+    if "members" in result:
+        stored, members = result["stored_for"], result["members"]
         if stored < members:
             warn(f"{members - stored} of {members} members' relays refused the message "
                  "(they may have left or deleted their account); the others have it.")
@@ -84,14 +69,15 @@ def send(contact: str, text: str | None, file_path: Path | None, retry_for: floa
         emit_json(result)
 
 
-def _print_message(event: Any, as_json: bool) -> None:
-    if as_json:
-        emit_json(event.to_json())
-        return
-    who = f"{event.display_name} in {event.group}" if event.group else event.display_name
-    line = f"[{_clock(event.sent_at)}] {who}: {event.text}"
-    if event.attachment:
-        line += f"  [file: {event.attachment.get('path') or event.attachment.get('name')}]"
+def _print_message(event: dict[str, Any]) -> None:
+    from chatcli.api.events import display_sender
+
+    sender = display_sender(event)
+    who = f"{sender} in {event['group']}" if event["group"] else sender
+    line = f"[{_clock(event['sent_at'])}] {who}: {event['text']}"
+    attachment = event.get("attachment")
+    if attachment:
+        line += f"  [file: {attachment.get('path') or attachment.get('name')}]"
     click.echo(line)
     sys.stdout.flush()
 
@@ -102,39 +88,42 @@ def _print_message(event: Any, as_json: bool) -> None:
                    "it arrives.")
 @click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where to save received attachments (default: CHATCLI_HOME/downloads).")
-@click.option("--no-read-receipts", is_flag=True,
-              help="Do not tell senders that their messages were read (this time).")
+@click.option("--read-receipts", is_flag=True,
+              help="Tell senders that their messages were read (if the account sends read "
+                   "receipts); by default only delivery receipts go back.")
+@click.option("--no-read-receipts", is_flag=True, hidden=True,
+              help="Accepted for old scripts: read receipts are off unless --read-receipts.")
 @passphrase_option
 @json_option
-def receive(wait: float | None, save_dir: Path | None, no_read_receipts: bool,
-            passphrase_file: Path | None, as_json: bool) -> None:
+def receive(wait: float | None, save_dir: Path | None, read_receipts: bool,
+            no_read_receipts: bool, passphrase_file: Path | None, as_json: bool) -> None:
     """Fetch, decrypt, store and print new messages; complete pending handshakes.
 
     Stops once every waiting message was handled, unless --wait is given.
-    With --json, prints one object per message and line: id, from, text,
-    sent_at, received_at, group.
+    With --json, prints one object per line: each message (id, from, text,
+    sent_at, received_at, group) and each receipt, typing, presence, key change
+    and notice, told apart by "type".
     """
-    from chatcli.client.service import MessageEvent, NoticeEvent
+    def show(event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "message":
+            if event.get("key_changed"):
+                warn(f"warning: the next message comes from the NEW, unverified "
+                     f"key of {event['from']}.")
+            if as_json:
+                emit_json(event)
+            else:
+                _print_message(event)
+        elif kind == "synced":
+            return
+        elif as_json:
+            emit_json(event)
+        elif kind in ("notice", "key_change"):
+            (warn if event["warning"] else info)(event["text"])
 
-    with unlocked(passphrase_file) as client:
-        client.auto_read = not no_read_receipts
-
-        async def go() -> None:
-            async with client.online(resume=True):
-                async for event in client.listen(wait=wait):
-                    if isinstance(event, MessageEvent):
-                        if event.attachment is not None:
-                            from chatcli.client.attachments import download_for_event
-
-                            event = await download_for_event(client, event, save_dir)
-                        if event.unverified_key:
-                            warn(f"warning: the next message comes from the NEW, unverified "
-                                 f"key of {event.contact}.")
-                        _print_message(event, as_json)
-                    elif isinstance(event, NoticeEvent):
-                        (warn if event.warning else info)(event.text)
-
-        run(go)
+    with api_session(passphrase_file) as api:
+        api.stream(show, wait=wait, read_receipts=read_receipts and not no_read_receipts,
+                   save_dir=str(save_dir) if save_dir is not None else None)
 
 
 @click.command()
@@ -151,8 +140,8 @@ def messages(contact: str, limit: int, passphrase_file: Path | None, as_json: bo
     """
     marks = {"queued": "…", "sent": "✓", "delivered": "✓✓", "read": "✓✓ read",
              "failed": "✗ failed", "received": "", }
-    with unlocked(passphrase_file, network=False) as client:
-        history = client.history(contact, limit)
+    with api_session(passphrase_file, network=False) as api:
+        history = api.call("history", {"contact": contact, "limit": limit})
     for entry in history:
         if as_json:
             emit_json(entry)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
 from chatcli.cli.output import (
+    api_session,
     complete_contact,
     emit_json,
     info,
     json_option,
     passphrase_option,
-    run,
-    unlocked,
 )
 
 
@@ -33,23 +31,11 @@ def profile_set(display_name: str | None, status: str | None, avatar: Path | Non
                 passphrase_file: Path | None) -> None:
     """Update your profile; it is sealed with your profile key, stored on your
     relay as an opaque blob, and the key is sent to your contacts."""
-    from chatcli.client.profiles import merge, own_profile, publish_profile
-
-    avatar_bytes = avatar.read_bytes() if avatar is not None else None
-    with unlocked(passphrase_file) as client:
-        new = merge(own_profile(client), display_name, status, avatar_bytes)
-
-        async def go() -> int:
-            async with client.online(resume=True):
-                return await publish_profile(client, new)
-
-        told = run(go)
+    with api_session(passphrase_file) as api:
+        told = api.call("profile.set", {
+            "display_name": display_name, "status": status,
+            "avatar": str(avatar) if avatar is not None else None})["shared_with"]
     info(f"Profile updated; shared with {told} contact(s).")
-
-
-def _describe(profile: Any) -> dict[str, Any]:
-    return {"display_name": profile.display_name, "status": profile.status,
-            "avatar_bytes": len(profile.avatar) if profile.avatar else 0}
 
 
 @profile.command("show")
@@ -61,19 +47,9 @@ def _describe(profile: Any) -> dict[str, Any]:
 def profile_show(contact: str | None, avatar_out: Path | None, passphrase_file: Path | None,
                  as_json: bool) -> None:
     """Show your profile, or CONTACT's (fetched from their relay)."""
-    from chatcli.client.profiles import contact_profile, own_profile
-
-    with unlocked(passphrase_file) as client:
-        if contact is None:
-            shown = own_profile(client)
-        else:
-            name = contact
-
-            async def go() -> Any:
-                async with client.online(resume=True):
-                    return await contact_profile(client, name)
-
-            shown = run(go)
+    with api_session(passphrase_file, network=contact is not None) as api:
+        shown = api.call("profile.get", {"contact": contact,
+                                         "avatar": avatar_out is not None})
     if shown is None:
         if as_json:
             emit_json(None)
@@ -81,11 +57,11 @@ def profile_show(contact: str | None, avatar_out: Path | None, passphrase_file: 
             info("No profile has been shared." if contact else
                  "No profile yet: `chatcli profile set --display-name NAME`.")
         return
-    if avatar_out is not None and shown.avatar:
-        avatar_out.write_bytes(shown.avatar)
-    data = _describe(shown)
-    if contact:
-        data["contact"] = contact
+    if avatar_out is not None and shown.get("avatar"):
+        import base64
+
+        avatar_out.write_bytes(base64.b64decode(shown["avatar"]))
+    data = {key: value for key, value in shown.items() if key != "avatar"}
     if as_json:
         emit_json(data)
     else:

@@ -14,11 +14,12 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
 if TYPE_CHECKING:
+    from chatcli.api.local import LocalApi
     from chatcli.client.home import Home
     from chatcli.client.service import ChatClient
 
@@ -157,6 +158,64 @@ def unlocked(passphrase_file: Path | None, *, network: bool = True) -> Iterator[
         yield client
     finally:
         client.close()
+
+
+class CliApi(Protocol):
+    """What a command talks to: ``call(method, params)`` answers plain JSON (or
+    raises the API error as a ChatcliError, ``chatcli.api.errors.ApiChatcliError``,
+    so that the message and exit code are those of direct mode);
+    ``stream(handler, ...)`` hands each event of ``receive`` to ``handler`` as
+    it arrives. A daemon's client implements the same two methods."""
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any: ...
+
+    def stream(self, handler: Callable[[dict[str, Any]], None], *, wait: float | None,
+               read_receipts: bool, save_dir: str | None) -> None: ...
+
+
+class DirectApi:
+    """:class:`CliApi` over a :class:`chatcli.api.local.LocalApi` in this process."""
+
+    def __init__(self, local: LocalApi) -> None:
+        self.local = local
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        from chatcli.api.errors import ApiChatcliError, ApiError
+        from chatcli.api.local import needs_network
+
+        params = params or {}
+        try:
+            if not needs_network(method, params):
+                return self.local.call_local(method, params)  # no trio needed
+            return run(lambda: self.local.call(method, params))
+        except ApiError as exc:
+            raise ApiChatcliError(exc) from None
+
+    def stream(self, handler: Callable[[dict[str, Any]], None], *, wait: float | None,
+               read_receipts: bool, save_dir: str | None) -> None:
+        from chatcli.api.errors import ApiChatcliError, ApiError
+
+        async def go() -> None:
+            async for event in self.local.events(wait=wait, read_receipts=read_receipts,
+                                                 save_dir=save_dir):
+                handler(event)
+
+        try:
+            run(go)
+        except ApiError as exc:
+            raise ApiChatcliError(exc) from None
+
+
+@contextmanager
+def api_session(passphrase_file: Path | None, *, network: bool = True) -> Iterator[CliApi]:
+    """The API a command talks to: the one place that decides which.
+
+    Today that is always a :class:`chatcli.api.local.LocalApi` over the
+    unlocked identity in this process (direct mode)."""
+    with unlocked(passphrase_file, network=network) as client:
+        from chatcli.api.local import LocalApi
+
+        yield DirectApi(LocalApi(client, resident=False))
 
 
 def complete_contact(ctx: click.Context, param: click.Parameter, incomplete: str

@@ -66,11 +66,8 @@ from chatcli.client.service import (
     ChatClient,
     Event,
     MessageEvent,
-    NoticeEvent,
-    ReceiptEvent,
-    TypingEvent,
 )
-from chatcli.errors import ChatcliError, KeyChangedError, RelayError, UsageError
+from chatcli.errors import ChatcliError, RelayError
 from chatcli.protocol import frames
 
 if TYPE_CHECKING:
@@ -268,7 +265,12 @@ class ChatSession:
     def __init__(self, client: ChatClient, target: ChatTarget, view: ChatView, *,
                  history: int = HISTORY_DEFAULT, typing_send_interval: float = TYPING_SEND_INTERVAL,
                  typing_show_for: float = TYPING_SHOW_FOR, retry_max: float = RETRY_MAX) -> None:
+        from chatcli.api.local import LocalApi
+
         self.client = client
+        # What the chat reads and marks goes through the API (its local methods,
+        # which never deliver: this session's delivery worker is the only depositor).
+        self.api = LocalApi(client, resident=False)
         self.target = target
         self.view = view
         self.history_limit = history
@@ -304,6 +306,15 @@ class ChatSession:
     def status_line(self) -> str:
         return self.status.text()
 
+    def _local(self, method: str, params: dict[str, Any]) -> Any:
+        """An API method that needs no relay; its error as a ChatcliError."""
+        from chatcli.api.errors import ApiChatcliError, ApiError
+
+        try:
+            return self.api.call_local(method, params)
+        except ApiError as exc:
+            raise ApiChatcliError(exc) from None
+
     # ------------------------------------------------------------ main
 
     async def run(self) -> None:
@@ -329,9 +340,8 @@ class ChatSession:
     def _show_header(self) -> None:
         name = self.target.name
         if self.target.kind == "group":
-            from chatcli.client.groups.service import GroupService
-
-            people = [m.name for m in GroupService(self.client).members(name) if not m.me]
+            members = self._local("groups.members", {"group": name})["members"]
+            people = [m["name"] for m in members if not m["me"]]
             self.view.show(f"── chat in group {name} ── with {', '.join(people) or 'nobody yet'}")
             self.view.show("Type a message and press Enter; /help for commands, Ctrl-D to leave.")
             return
@@ -345,7 +355,8 @@ class ChatSession:
     def _show_history(self) -> None:
         if self.history_limit <= 0:
             return
-        entries = self.client.history(self.target.name, self.history_limit)
+        entries = self._local("history", {"contact": self.target.name,
+                                                  "limit": self.history_limit})
         if not entries:
             self.view.show(f"(no messages with {self.target.name} yet)")
             return
@@ -389,8 +400,9 @@ class ChatSession:
 
     def _send(self, text: str) -> None:
         try:
-            message_id = self.client.enqueue_text(self.target.name, text)
-        except (UsageError, KeyChangedError) as exc:
+            message_id = self._local("send", {"to": self.target.name, "text": text,
+                                              "queue": True})["id"]
+        except ChatcliError as exc:
             self.view.show(f"! not sent: {exc}")
             return
         self._own[message_id] = _Own(text, "pending", announce_sent=not self._connected)
@@ -479,7 +491,7 @@ class ChatSession:
                 await conn.request(lambda req, i=ids: frames.Ack(req=req, ids=i))  # type: ignore[misc]
                 # Invites whose accepter just switched to its own capability.
                 await self.client._retire_expired_invites()
-                await self._handle_events(events)
+                await self._handle_events(await self._as_json(events))
                 self._poke.set()
             elif isinstance(frame, frames.Synced):
                 if not self._connected:
@@ -491,34 +503,51 @@ class ChatSession:
             elif isinstance(frame, frames.Bye | frames.Error):
                 raise RelayError(conn.close_reason)
 
-    async def _handle_events(self, events: list[Event]) -> None:
+    def _for_this_chat(self, event: dict[str, Any]) -> bool:
+        if self.target.kind == "group":
+            return bool(event["group"] == self.target.name)
+        return bool(event["from"] == self.target.name and event["group"] is None)
+
+    async def _as_json(self, events: list[Event]) -> list[dict[str, Any]]:
+        """The API's event objects; attachments of this chat's messages are saved
+        first (their path is shown)."""
+        from chatcli.api.events import event_json
+
+        out = []
+        for event in events:
+            if isinstance(event, MessageEvent) and event.attachment is not None and \
+                    self._for_this_chat(event.to_json()):
+                from chatcli.client.attachments import download_for_event
+
+                event = await download_for_event(self.client, event, None)
+            out.append(event_json(event))
+        return out
+
+    async def _handle_events(self, events: list[dict[str, Any]]) -> None:
+        """Show the API's event objects (docs/api.md "Events") that concern this chat."""
         shown: list[str] = []
         for event in events:
-            if isinstance(event, MessageEvent):
-                if (event.group == self.target.name if self.target.kind == "group"
-                        else event.contact == self.target.name and event.group is None):
-                    if event.attachment is not None:
-                        from chatcli.client.attachments import download_for_event
-
-                        event = await download_for_event(self.client, event, None)
+            kind = event["type"]
+            if kind == "message":
+                if self._for_this_chat(event):
                     self._show_incoming(event)
-                    shown.append(event.id)
+                    shown.append(event["id"])
                     self.status.typing_until = 0.0
                 else:
-                    where = f"in {event.group}" if event.group else f"from {event.contact}"
-                    see = event.group or event.contact
+                    where = f"in {event['group']}" if event["group"] else f"from {event['from']}"
+                    see = event["group"] or event["from"]
                     self.view.show(f"(new message {clean(where)}: "
                                    f"`chatcli messages {clean(see)}` shows it)")
-            elif isinstance(event, ReceiptEvent):
-                if event.contact == self.target.name:
+            elif kind == "receipt":
+                if event["from"] == self.target.name:
                     self._marks_changed.set()
-            elif isinstance(event, TypingEvent):
-                if event.contact == self.target.name:
+            elif kind == "typing":
+                if event["from"] == self.target.name:
                     self.status.typing_until = (time.monotonic() + self.typing_show_for
-                                                if event.active else 0.0)
-            elif isinstance(event, NoticeEvent):
-                self.view.show(f"! {clean(event.text)}")
-                if event.contact == self.target.name:
+                                                if event["active"] else 0.0)
+            elif kind in ("notice", "key_change"):
+                self.view.show(f"! {clean(event['text'])}")
+                if event["contact"] == self.target.name:
                     self._reload_trust()
         self._mark_read(shown)
         self.view.refresh()
@@ -533,13 +562,15 @@ class ChatSession:
         self.status.key_changed = bool(contact.key_changed)
         self.status.verified = bool(contact.verified) and not contact.key_changed
 
-    def _show_incoming(self, event: MessageEvent) -> None:
-        if event.unverified_key:
+    def _show_incoming(self, event: dict[str, Any]) -> None:
+        from chatcli.api.events import display_sender
+
+        if event.get("key_changed"):
             self.view.show(f"! the next message comes from the NEW, unverified key of "
                            f"{self.target.name}")
-        self.view.show(message_line(event.display_name, event.text, event.sent_at))
-        if event.attachment is not None:
-            info = event.attachment
+        self.view.show(message_line(display_sender(event), event["text"], event["sent_at"]))
+        info = event.get("attachment")
+        if info is not None:
             where = info.get("path") or f"not saved: {info.get('error', 'unknown error')}"
             self.view.show(f"        [file {clean(str(info.get('name')))}: {clean(str(where))}]")
 
@@ -547,7 +578,7 @@ class ChatSession:
         """The messages were on screen: record it, and queue a read receipt when
         the user's setting allows (``ChatClient.mark_read`` checks it)."""
         if ids and self.target.kind != "group":  # groups have no receipts
-            self.client.mark_read(self.target.name, ids)
+            self._local("read", {"contact": self.target.name, "ids": ids})
             self._poke.set()
 
     # ------------------------------------------------------------ delivery
@@ -597,7 +628,7 @@ class ChatSession:
                 continue
             self._typing_sent_at = now
             try:
-                self.client.queue_typing(self.target.name, True)
+                self._local("typing", {"to": self.target.name, "active": True, "queue": True})
             except ChatcliError:
                 continue
             self._poke.set()

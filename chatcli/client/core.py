@@ -25,7 +25,7 @@ from chatcli.client.names import NAME_RE
 from chatcli.client.store import Sealer, Store, now_ms
 from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair, MailboxKeyPair
 from chatcli.crypto.ratchet import RatchetSession
-from chatcli.errors import KeyChangedError, UsageError
+from chatcli.errors import KeyChangedError, UnknownContactError
 
 if TYPE_CHECKING:
     from chatcli.client.events import DeliveryReport
@@ -163,7 +163,7 @@ class ClientCore(abc.ABC):
         with self.store.read():
             contact = db.Contact.get_or_none(db.Contact.name == name)
         if contact is None:
-            raise UsageError(f"No contact is called {name!r}; see `chatcli contacts`.")
+            raise UnknownContactError(f"No contact is called {name!r}; see `chatcli contacts`.")
         if contact.key_changed and not allow_key_changed:
             raise KeyChangedError(
                 f"The identity key of {name} has changed. Compare the new safety number "

@@ -189,7 +189,7 @@ async def test_reconnects_after_a_drop(chat: Running,
 async def test_other_contacts_are_announced_not_shown(chat: Running) -> None:
     # A message from someone else while chatting: a pointer, not the text.
     await chat.session._handle_events([MessageEvent(
-        id="x", contact="carol", text="secret for later", sent_at=0, received_at=0)])
+        id="x", contact="carol", text="secret for later", sent_at=0, received_at=0).to_json()])
     assert chat.view.has("new message from carol")
     assert not chat.view.has("secret for later")
 
@@ -254,7 +254,7 @@ async def test_key_change_during_the_chat(chat: Running,
     with alice.store.write():
         db.Contact.update(key_changed=True).where(db.Contact.name == "bob").execute()
     await chat.session._handle_events([NoticeEvent(
-        "WARNING: the identity key of bob has changed.", warning=True, contact="bob")])
+        "WARNING: the identity key of bob has changed.", warning=True, contact="bob").to_json()])
     assert "KEY CHANGED" in chat.session.status_line()
     chat.session.submit("blocked now")
     await wait_for(lambda: chat.view.has("! not sent: The identity key of bob has changed"))

@@ -44,6 +44,18 @@ def test_subcommand_help_imports_nothing_heavy() -> None:
         assert _imported_after(command) == [], command
 
 
+def test_help_does_not_load_the_api() -> None:
+    """The API layer is loaded by the commands that call it, not by their help."""
+    for args in (["--help"], ["send", "--help"], ["receive", "--help"]):
+        code = ("import sys\nfrom chatcli.cli.main import cli\ntry:\n"
+                f"    cli.main({args!r}, standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+                "print('API=' + ','.join(sorted(m for m in sys.modules "
+                "if m.startswith('chatcli.api'))))\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True)
+        assert out.stdout.strip().splitlines()[-1] == "API=", (args, out.stdout)
+
+
 def test_installed_script_help() -> None:
     import shutil
     from pathlib import Path

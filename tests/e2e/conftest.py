@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -121,10 +121,27 @@ class User:
         return self.json("init", "--name", self.name, "--relay", relay.url)  # type: ignore[no-any-return]
 
     def receive(self, *extra: str) -> list[dict[str, Any]]:
+        """The messages a ``receive --json`` printed (its other events left out)."""
+        return [e for e in self.events(*extra) if e["type"] == "message"]
+
+    def events(self, *extra: str) -> list[dict[str, Any]]:
+        """Every object a ``receive --json`` printed: messages, receipts, notices..."""
         return self.lines("receive", *extra)
 
     def texts(self, *extra: str) -> list[str]:
         return [m["text"] for m in self.receive(*extra)]
+
+
+def next_message(stream: IO[str]) -> dict[str, Any]:
+    """The next message a running ``receive --json`` prints (skipping its
+    receipts, typing, presence and notices)."""
+    while True:
+        line = stream.readline()
+        if not line:
+            raise AssertionError("receive ended before a message arrived")
+        event: dict[str, Any] = json.loads(line)
+        if event["type"] == "message":
+            return event
 
 
 def connect(a: User, b: User) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import CHATCLI, RelayProcess, User, _env, connect
+from tests.e2e.conftest import CHATCLI, RelayProcess, User, _env, connect, next_message
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +36,14 @@ def test_two_users_one_relay_both_directions(relay: RelayProcess, users: Any) ->
 
     sent = alice.json("send", "bob", "hello bob")
     assert sent["stored"] is True
-    got = bob.receive()
+    got = bob.receive("--read-receipts")
     assert [(m["from"], m["text"], m["group"]) for m in got] == [("alice", "hello bob", None)]
     assert got[0]["id"] == sent["id"] and isinstance(got[0]["sent_at"], int)
 
     bob.run("send", "alice", "-", input="hi alice\n")
     assert alice.texts() == ["hi alice"]
-    # Receipts: bob's receive showed alice's message, so alice learns it was read.
+    # Receipts: bob's receive --read-receipts showed alice's message, so alice
+    # learns it was read.
     history = alice.lines("messages", "bob")
     assert [(h["direction"], h["text"]) for h in history] == [("out", "hello bob"),
                                                              ("in", "hi alice")]
@@ -127,7 +128,7 @@ def test_two_receivers_of_one_identity(friends: tuple[User, User]) -> None:
         shown += [line for line in out.splitlines() if line.strip()]
     import json
 
-    texts = [json.loads(line)["text"] for line in shown]
+    texts = [event["text"] for event in map(json.loads, shown) if event["type"] == "message"]
     texts += bob.texts()  # whatever arrived after both stopped waiting (slow machines)
     assert sorted(texts) == [f"m{i}" for i in range(5)]
     history = [h["text"] for h in bob.lines("messages", "alice", "--limit", "1000")]
@@ -143,10 +144,9 @@ def test_receive_wait_prints_as_messages_arrive(friends: tuple[User, User]) -> N
     try:
         assert proc.stdout is not None
         alice.run("send", "bob", "live")
-        import json
 
-        line = proc.stdout.readline()  # arrives long before --wait ends
-        assert json.loads(line)["text"] == "live"
+        # arrives long before --wait ends
+        assert next_message(proc.stdout)["text"] == "live"
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
@@ -208,7 +208,6 @@ def test_shell_completion_of_contact_names(friends: tuple[User, User]) -> None:
 
 
 def test_receive_wait_reconnects_after_relay_restart(tmp_path: Path, users: Any) -> None:
-    import json
 
     own = RelayProcess(tmp_path / "relay.db").start()
     proc = None
@@ -222,10 +221,10 @@ def test_receive_wait_reconnects_after_relay_restart(tmp_path: Path, users: Any)
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         alice.run("send", "bob", "before the restart")
-        assert json.loads(proc.stdout.readline())["text"] == "before the restart"
+        assert next_message(proc.stdout)["text"] == "before the restart"
         own.restart()
         alice.run("send", "bob", "after the restart")
-        assert json.loads(proc.stdout.readline())["text"] == "after the restart"
+        assert next_message(proc.stdout)["text"] == "after the restart"
     finally:
         if proc is not None:
             proc.terminate()

@@ -4,11 +4,10 @@ chat both ways, get receipts, see each other's presence, and talk in a group."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from typing import Any
 
-from tests.e2e.conftest import CHATCLI, RelayProcess, _env, connect
+from tests.e2e.conftest import CHATCLI, RelayProcess, _env, connect, next_message
 
 
 def test_chat_receipts_presence_and_group_on_one_relay(relay: RelayProcess, users: Any
@@ -19,7 +18,7 @@ def test_chat_receipts_presence_and_group_on_one_relay(relay: RelayProcess, user
     connect(alice, bob)
 
     assert alice.json("send", "bob", "hello bob")["stored"] is True
-    assert bob.texts() == ["hello bob"]          # bob's read receipt goes out here
+    assert bob.texts("--read-receipts") == ["hello bob"]  # bob's read receipt goes out here
     bob.run("send", "alice", "hi alice")
     assert alice.texts() == ["hi alice"]         # alice also takes in bob's receipt
     first = alice.lines("messages", "bob")[0]
@@ -32,7 +31,7 @@ def test_chat_receipts_presence_and_group_on_one_relay(relay: RelayProcess, user
     try:
         assert proc.stdout is not None
         alice.run("send", "bob", "are you there?")
-        assert json.loads(proc.stdout.readline())["text"] == "are you there?"
+        assert next_message(proc.stdout)["text"] == "are you there?"
         listed = alice.json("contacts")[0]
         assert listed["name"] == "bob" and listed["online"] is True
     finally:

@@ -1,0 +1,430 @@
+"""Every API method: its name, its parameters and its result, as msgspec Structs.
+
+``METHODS`` maps a dotted method name to a :class:`Method` (params type,
+result type, one line of documentation). The parameter Structs validate a
+request (unknown fields are refused); the result types document what a method
+returns and are checked against the real answers in tests/api. docs/api.md is
+generated from here (tests/api/test_docs.py keeps it in step)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Name = Annotated[str, msgspec.Meta(min_length=1,
+                                   description="A contact's (or group's) local name.")]
+Limit = Annotated[int, msgspec.Meta(ge=1, description="How many of the latest messages.")]
+
+
+class Params(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of the parameter objects: named parameters, unknown ones refused."""
+
+
+class Result(msgspec.Struct, kw_only=True):
+    """Base of the documented result objects."""
+
+
+# ------------------------------------------------------------------ results
+
+
+class Attachment(Result):
+    name: str
+    size: int
+    path: str | None = None
+    error: str | None = None
+
+
+class MessageEvent(Result, tag="message", tag_field="type"):
+    """A new message (``group`` is null for one-to-one messages)."""
+    id: str
+    from_: str = msgspec.field(name="from")
+    text: str
+    sent_at: int
+    received_at: int
+    group: str | None
+    attachment: Attachment | None = None
+    key_changed: bool | None = None
+    fingerprint: str | None = None
+    from_contact: bool | None = None
+
+
+class ReceiptEvent(Result, tag="receipt", tag_field="type"):
+    """A contact's client received (``delivered``) or showed (``read``) messages."""
+    from_: str = msgspec.field(name="from")
+    kind: Literal["delivered", "read"]
+    ids: list[str]
+
+
+class TypingEvent(Result, tag="typing", tag_field="type"):
+    from_: str = msgspec.field(name="from")
+    active: bool
+
+
+class PresenceEvent(Result, tag="presence", tag_field="type"):
+    contact: str
+    online: bool | None
+    last_seen: int | None
+
+
+class NoticeEvent(Result, tag="notice", tag_field="type"):
+    """Something the user should hear about (the text the CLI prints on stderr)."""
+    text: str
+    warning: bool
+    contact: str | None
+
+
+class KeyChangeEvent(Result, tag="key_change", tag_field="type"):
+    """A contact's identity key changed: ``pending`` until accepted with
+    ``contacts.verify`` (sending is blocked meanwhile); not pending when the
+    old key signed the change."""
+    contact: str
+    fingerprint: str
+    pending: bool
+    text: str
+    warning: bool
+
+
+class SyncedEvent(Result, tag="synced", tag_field="type"):
+    """Every message waiting at the relay when the stream started was handled."""
+
+
+Event = (MessageEvent | ReceiptEvent | TypingEvent | PresenceEvent | NoticeEvent
+         | KeyChangeEvent | SyncedEvent)
+EVENTS: tuple[type[Result], ...] = (MessageEvent, ReceiptEvent, TypingEvent, PresenceEvent,
+                                    NoticeEvent, KeyChangeEvent, SyncedEvent)
+
+
+class VersionResult(Result):
+    version: str
+    api: int
+
+
+class StatusResult(Result):
+    name: str
+    fingerprint: str
+    relay: str
+    home: str
+    resident: bool
+
+
+class SendResult(Result):
+    id: str
+    to: str
+    stored: bool
+    members: int | None = None
+    stored_for: int | None = None
+
+
+class HistoryEntry(Result):
+    id: str
+    from_: str = msgspec.field(name="from")
+    to: str
+    direction: Literal["in", "out"]
+    text: str
+    sent_at: int
+    received_at: int | None
+    state: str
+    group: str | None
+
+
+class ContactEntry(Result):
+    name: str
+    fingerprint: str
+    verified: bool
+    key_changed: bool
+    blocked: bool
+    online: bool | None
+    last_seen: int | None
+    relay: str
+
+
+class VerifyResult(Result):
+    """``group`` and ``member`` are set when the name is a group member who is not
+    a contact. ``qr`` is the QR code payload (hex); ``was_key_changed`` and
+    ``accepted`` say what ``confirm`` did."""
+    contact: str | None
+    safety_number: str
+    fingerprint: str
+    verified: bool
+    key_changed: bool
+    qr: str
+    was_key_changed: bool = False
+    accepted: bool = False
+    rejected: bool = False
+    group: str | None = None
+    member: str | None = None
+
+
+class InviteResult(Result):
+    link: str
+    label: str | None
+    expires: int
+    label_taken: bool
+
+
+class AcceptResult(Result):
+    name: str
+    fingerprint: str
+
+
+class Presence(Result):
+    online: bool | None
+    last_seen: int | None
+    known: bool
+
+
+class HiddenResult(Result):
+    hidden: bool
+
+
+class Settings(Result):
+    name: str
+    relay: str
+    read_receipts: bool
+    presence_hidden: bool
+
+
+class Profile(Result):
+    """``avatar`` (base64) only when asked for with ``avatar: true``."""
+    display_name: str | None
+    status: str | None
+    avatar_bytes: int
+    contact: str | None = None
+    avatar: str | None = None
+
+
+class ProfileSetResult(Result):
+    shared_with: int
+
+
+class GroupEntry(Result):
+    name: str
+    creator_name: str
+    admin: str
+    is_admin: bool
+    status: str
+    members: int
+    invited: int
+
+
+class GroupCreated(Result):
+    group: str
+    invited: list[str]
+
+
+class Member(Result):
+    name: str
+    contact: str | None
+    fingerprint: str
+    admin: bool
+    me: bool
+    verified: bool
+
+
+class Members(Result):
+    members: list[Member]
+    invited: list[str]
+
+
+class GroupVerifyResult(Result):
+    group: str
+    member: str
+    contact: str | None
+    safety_number: str
+    fingerprint: str
+    verified: bool
+    key_changed: bool
+    qr: str
+
+
+# ------------------------------------------------------------------ params
+
+
+class NoParams(Params):
+    pass
+
+
+Queue = Annotated[bool, msgspec.Meta(description=(
+    "Only queue it and answer at once (`stored` false): whoever keeps the identity "
+    "online delivers it (an open chat, the daemon, else the next command that connects)."))]
+
+
+class Send(Params):
+    """``to`` names a contact or a group; ``file`` is a path on the API's machine."""
+    to: Name
+    text: str = ""
+    file: str | None = None
+    retry_for: Annotated[float, msgspec.Meta(ge=0)] = 20.0
+    queue: Queue = False
+
+
+class Typing(Params):
+    to: Name
+    active: bool
+    queue: Queue = False
+
+
+class Read(Params):
+    contact: Name
+    ids: list[str]
+
+
+Before = Annotated[int, msgspec.Meta(description="Only messages sent before this time "
+                                                  "(ms since the epoch): the next page.")]
+
+
+class History(Params):
+    contact: Name
+    limit: Limit = 50
+    before: Before | None = None
+
+
+class Receive(Params):
+    """``wait``: stay this many seconds after catching up. ``read_receipts``:
+    mark what arrives read and say so (if the account sends read receipts).
+    ``save_dir``: where attachments go (default CHATCLI_HOME/downloads)."""
+    wait: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    read_receipts: bool = False
+    save_dir: str | None = None
+
+
+class ContactsList(Params):
+    offline: bool = False
+
+
+class ContactsVerify(Params):
+    contact: Name
+    confirm: bool = False
+    reject: bool = False
+
+
+class Contact(Params):
+    contact: Name
+
+
+class InvitesCreate(Params):
+    label: str | None = None
+    expires: Annotated[int, msgspec.Meta(gt=0, description="Seconds.")] = 7 * 86400
+
+
+class InvitesAccept(Params):
+    """``previous_keys``: a key backup (path) of the identity used before, opened
+    with ``previous_passphrase``; its key signs that the current key replaces it."""
+    link: str
+    name: str | None = None
+    previous_keys: str | None = None
+    previous_passphrase: str | None = None
+
+
+class PresenceGet(Params):
+    contacts: list[str] | None = None
+
+
+class PresenceSet(Params):
+    mode: Literal["hide", "show"]
+
+
+class SettingsSet(Params):
+    read_receipts: bool | None = None
+
+
+class ProfileGet(Params):
+    contact: str | None = None
+    avatar: bool = False
+
+
+class ProfileSet(Params):
+    """``avatar`` is a path to an image file (at most 512 KiB)."""
+    display_name: str | None = None
+    status: str | None = None
+    avatar: str | None = None
+
+
+class GroupsCreate(Params):
+    name: Name
+    members: list[str] = []
+
+
+class GroupContact(Params):
+    group: Name
+    contact: Name
+
+
+class GroupMember(Params):
+    group: Name
+    member: Name
+
+
+class Group(Params):
+    group: Name
+
+
+class GroupsVerify(Params):
+    group: Name
+    member: Name
+    confirm: bool = False
+
+
+class GroupsHistory(Params):
+    group: Name
+    limit: Limit = 50
+    before: Before | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    params: type[Params]
+    result: Any
+    doc: str
+
+
+METHODS: dict[str, Method] = {
+    "version": Method(NoParams, VersionResult, "The chatcli version and the API version."),
+    "status": Method(NoParams, StatusResult, "This identity: name, fingerprint, relay, home."),
+    "send": Method(Send, SendResult,
+                   "Send a text (and optionally a file) to a contact or a group; answers once "
+                   "the relay(s) stored it (`members`/`stored_for` for a group)."),
+    "typing": Method(Typing, None, "Tell a contact that you are (or stopped) typing."),
+    "read": Method(Read, None,
+                   "Mark messages of a contact read; queues a read receipt if the account "
+                   "sends them."),
+    "history": Method(History, list[HistoryEntry],
+                      "The latest messages with a contact or group, oldest first (local)."),
+    "receive": Method(Receive, list[Event],
+                      "Fetch, decrypt and store what waits at the relay; the events, in order."),
+    "contacts.list": Method(ContactsList, list[ContactEntry],
+                            "Contacts with fingerprint, verified state and presence."),
+    "contacts.verify": Method(ContactsVerify, VerifyResult,
+                              "The safety number with a contact (or group member); `confirm` "
+                              "marks it verified, `reject` refuses a changed key."),
+    "contacts.block": Method(Contact, None, "Revoke a contact's capability on your relay."),
+    "contacts.unblock": Method(Contact, None, "Send a contact a new capability."),
+    "contacts.remove": Method(Contact, None, "Delete a contact and its history."),
+    "invites.create": Method(InvitesCreate, InviteResult, "A one-time invite link."),
+    "invites.accept": Method(InvitesAccept, AcceptResult,
+                             "Accept an invite link: add the inviter and send the handshake."),
+    "presence.get": Method(PresenceGet, dict[str, Presence],
+                           "Whether contacts are online (all, or those named)."),
+    "presence.set": Method(PresenceSet, HiddenResult, "Hide or show your own presence."),
+    "settings.get": Method(NoParams, Settings, "This identity's settings."),
+    "settings.set": Method(SettingsSet, Settings, "Change settings; answers the new ones."),
+    "profile.get": Method(ProfileGet, Profile | None,
+                          "Your profile, or a contact's (fetched from their relay); null if "
+                          "none was shared."),
+    "profile.set": Method(ProfileSet, ProfileSetResult,
+                          "Update your profile and share it with your contacts."),
+    "groups.list": Method(NoParams, list[GroupEntry], "Your groups."),
+    "groups.create": Method(GroupsCreate, GroupCreated, "Create a group and invite contacts."),
+    "groups.add": Method(GroupContact, None, "Invite a contact to a group (creator only)."),
+    "groups.remove": Method(GroupMember, None, "Remove a member (creator only)."),
+    "groups.leave": Method(Group, None, "Leave a group."),
+    "groups.members": Method(Group, Members, "A group's members and pending invitees."),
+    "groups.verify": Method(GroupsVerify, GroupVerifyResult,
+                            "The safety number with a group member; `confirm` marks it verified."),
+    "groups.history": Method(GroupsHistory, list[HistoryEntry],
+                             "The latest messages of a group, oldest first (local)."),
+}
+
+API_VERSION = 1
