@@ -183,7 +183,7 @@ function lastTime(conversation) {
 function previewText(message) {
   const prefix = message.direction === "out" ? "You: " : "";
   if (message.text) return prefix + message.text.split("\n")[0];
-  if (message.attachment) return `${prefix}📎 ${message.attachment.name}`;
+  if (message.attachment) return `${prefix}[file] ${message.attachment.name}`;
   return prefix;
 }
 
@@ -309,12 +309,12 @@ function attachmentNode(message) {
     box.append(img);
   }
   if (href) {
-    const link = el("a", "file", `📎 ${attachment.name} (${formatSize(attachment.size)})`);
+    const link = el("a", "file", `${attachment.name} (${formatSize(attachment.size)})`);
     link.href = href;
     link.download = attachment.name;
     box.append(link);
   } else {
-    box.append(el("span", "file", `📎 ${attachment.name}${attachment.error ? `: ${attachment.error}` : ""}`));
+    box.append(el("span", "file", `${attachment.name}${attachment.error ? `: ${attachment.error}` : ""}`));
   }
   return box;
 }
