@@ -83,6 +83,15 @@ async def http(
         data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
     else:
         data += conn.send(h11.EndOfMessage())
+    # A capped wait: a server that wrongly accepts a WebSocket upgrade would
+    # otherwise keep this request waiting for a plain HTTP answer.
+    with trio.fail_after(10):
+        return await _exchange(stream, conn, data)
+
+
+async def _exchange(
+    stream: trio.SocketStream, conn: h11.Connection, data: bytes
+) -> tuple[h11.Response, bytes]:
     async with stream:
         await stream.send_all(data)
         response: h11.Response | None = None
