@@ -47,9 +47,10 @@ def _snake(name: str) -> str:
 
 def error_object(exc: BaseException) -> dict[str, Any]:
     """The JSON-RPC error object for an exception raised by the API."""
-    to_jsonrpc = getattr(exc, "to_jsonrpc", None)
-    if callable(to_jsonrpc):
-        obj = to_jsonrpc()
+    # chatcli.api's ApiError knows its JSON-RPC error object.
+    to_json = getattr(exc, "to_json", None)
+    if callable(to_json):
+        obj = to_json()
         if isinstance(obj, dict):
             return obj
     if isinstance(exc, ChatcliError):

@@ -14,10 +14,19 @@ from chatcli.errors import KeyChangedError
 from chatcli.web import WebServer
 
 
+class _ApiError(Exception):
+    """An error that knows its JSON-RPC error object, as chatcli.api's ApiError does."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": 1001, "message": "chatcli is locked.",
+                "data": {"error": "locked", "exit": 1}}
+
+
 class RecordingApi:
     """The API surface the web server forwards to: it records calls and plays events.
 
-    ``call`` answers ``{"method", "params"}``; the method ``send`` to a contact
+    ``call`` answers ``{"method", "params"}``; ``status`` fails as a locked
+    identity's does; the method ``send`` to a contact
     named ``changed`` raises the CLI's KeyChangedError, as the real API does.
     """
 
@@ -27,6 +36,8 @@ class RecordingApi:
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
         self.calls.append((method, params))
+        if method == "status":
+            raise _ApiError()
         if method == "send" and params.get("to") == "changed":
             raise KeyChangedError("changed's key changed: run `chatcli verify changed`.")
         return {"method": method, "params": params}

@@ -161,6 +161,9 @@ async def test_websocket_forwards_json_rpc_and_events(web: Web) -> None:
         assert error["code"] == 1004
         assert error["data"] == {"error": "key_changed", "exit": 4}
         assert "chatcli verify changed" in error["message"]
+        await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": 9, "method": "status"}))
+        assert json.loads(await ws.get_message())["error"] == {
+            "code": 1001, "message": "chatcli is locked.", "data": {"error": "locked", "exit": 1}}
         await ws.send_message("{not json")
         assert json.loads(await ws.get_message())["error"]["code"] == -32700
         await ws.send_message(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "subscribe",
@@ -172,7 +175,7 @@ async def test_websocket_forwards_json_rpc_and_events(web: Web) -> None:
             note = json.loads(await ws.get_message())
         assert note == {"jsonrpc": "2.0", "method": "event", "params": {
             "subscription": 1, "event": {"type": "message", "from": "bob", "text": "<b>hi</b>"}}}
-    assert [method for method, _ in web.api.calls] == ["history", "send"]
+    assert [method for method, _ in web.api.calls] == ["history", "send", "status"]
 
 
 async def test_uploads_land_in_their_folder_and_files_come_only_from_downloads(web: Web) -> None:

@@ -228,7 +228,9 @@ async function loadHistory(older) {
   const current = state.current;
   if (!current) return;
   const params = { limit: PAGE };
-  if (older && state.messages.length) params.before = state.messages[0].id;
+  // `before` is a time (ms since the epoch): the page of messages sent before the oldest shown.
+  const oldest = state.messages.find((m) => typeof m.sent_at === "number");
+  if (older && oldest) params.before = oldest.sent_at;
   let list;
   try {
     list = current.kind === "group"
@@ -245,8 +247,7 @@ async function loadHistory(older) {
   const known = new Set(state.messages.map((m) => m.id));
   const fresh = list.filter((m) => !known.has(m.id));
   state.messages = older ? [...fresh, ...state.messages] : [...state.messages, ...fresh];
-  // Group history has no cursor: older pages are offered for one-to-one chats.
-  state.hasOlder = current.kind === "contact" && list.length === PAGE;
+  state.hasOlder = list.length === PAGE;
   renderMessages();
   if (older) box.scrollTop = box.scrollHeight - fromBottom;
   else box.scrollTop = box.scrollHeight;
