@@ -73,7 +73,8 @@ REPLACED_MESSAGE = (
     "longer read what this one sends. Use the other machine (this one's history stays "
     "readable with `chatcli messages`); to come back here, run `chatcli keys export` there "
     "and `chatcli keys import` here.")
-PERMANENT_DEPOSIT_ERRORS = frozenset({codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX})
+PERMANENT_DEPOSIT_ERRORS = frozenset({codes.BAD_CAPABILITY, codes.CAPABILITY_USED,
+                                      codes.UNKNOWN_MAILBOX})
 PROCESSED_KEEP_MS = 400 * 86400 * 1000
 
 
@@ -200,6 +201,7 @@ class DeliveryReport:
     stored: list[str] = field(default_factory=list)        # message uuids
     refused: dict[str, str] = field(default_factory=dict)  # uuid -> reason
     unreachable: dict[str, str] = field(default_factory=dict)  # relay -> reason
+    held: dict[str, str] = field(default_factory=dict)     # uuid -> why it waits
     pending: int = 0
 
 
@@ -638,10 +640,13 @@ class ChatClient:
         )
         # The acceptor's own capability is registered now, with the invite's: it
         # must work when the acceptor switches to it after the first exchange.
+        # The invite's is one-shot: the relay takes the first handshake on it
+        # and refuses every later deposit (a second acceptor is told at once).
         contact_cap = invite_contact_capability(prekey.private_bytes())
         conn = await self.own_relay()
         await conn.request(lambda req: frames.CapAdd(
-            req=req, cap_hashes=[cap_hash(capability), cap_hash(contact_cap)]))
+            req=req, cap_hashes=[cap_hash(capability)], one_shot=True))
+        await conn.request(lambda req: frames.CapAdd(req=req, cap_hashes=[cap_hash(contact_cap)]))
         await self._retire_expired_invites()
         with self.store.write():
             db.Invite.create(
@@ -943,11 +948,23 @@ class ChatClient:
                         db.Message.update(stored_at=stamp).where(
                             db.Message.uuid == row.message_uuid).execute()
                         report.stored.append(row.message_uuid)
+                elif (error == codes.CAPABILITY_USED and row.kind != "handshake"
+                      and row.kind != "typing"):
+                    # Our handshake used the invite's one-shot capability; the
+                    # rest waits for the inviter's answer, which brings ours.
+                    db.Outbox.update(attempts=db.Outbox.attempts + 1, last_error=error).where(
+                        db.Outbox.id == row.id).execute()
+                    if row.message_uuid:
+                        report.held[row.message_uuid] = (
+                            f"{row.contact.name} has not answered your acceptance of their "
+                            "invite yet; the message stays queued and goes out once their "
+                            "answer arrives (any chatcli command that receives fetches it)")
                 elif error in PERMANENT_DEPOSIT_ERRORS or row.kind == "typing":
                     db.Outbox.delete().where(db.Outbox.id == row.id).execute()
                     reason = (f"{row.contact.name}'s relay refused the message ({error}): "
                               "they may have blocked you or deleted their account")
-                    if row.kind == "handshake" and error == codes.BAD_CAPABILITY:
+                    if row.kind == "handshake" and error in (codes.BAD_CAPABILITY,
+                                                             codes.CAPABILITY_USED):
                         reason = "This invite was already used or revoked; ask for a new one"
                     if row.message_uuid:
                         db.Message.update(failed=error).where(
@@ -980,6 +997,8 @@ class ChatClient:
                 if message_id is not None:
                     if message_id in report.refused:
                         raise RelayError(report.refused[message_id] + ".")
+                    if message_id in report.held:
+                        raise RelayError(report.held[message_id] + ".")
                     with self.store.read():
                         waiting = db.Outbox.select().where(
                             db.Outbox.message_uuid == message_id).exists()
