@@ -105,6 +105,17 @@ def invite_contact_capability(prekey_private: bytes) -> bytes:
     return derive(prekey_private, CONTACT_CAP_PURPOSE)
 
 
+def _retire_issued_capability(contact: db.Contact, replacement: bytes) -> None:
+    """Inside a write transaction, when ``contact`` moves to a new identity key
+    that gets ``replacement``: the capability issued to the previous key is to
+    be revoked on our relay (by :meth:`ChatClient._retire_expired_invites`),
+    so that the old key cannot deposit any more."""
+    old = contact.issued_cap_hash
+    if old is not None and not hmac.compare_digest(bytes(old), cap_hash(replacement)):
+        db.RetiredCapability.insert(cap_hash=bytes(old), retired_at=now_ms()
+                                    ).on_conflict_ignore().execute()
+
+
 # ------------------------------------------------------------------ events
 
 
@@ -583,6 +594,7 @@ class ChatClient:
         contact.deposit_cap_sealed = self.sealer.seal(pending.deposit_cap, "contact.deposit_cap",
                                                       contact.id)
         if pending.issued_cap is not None:
+            _retire_issued_capability(contact, pending.issued_cap)
             contact.issued_cap_sealed = self.sealer.seal(pending.issued_cap, "contact.issued_cap",
                                                           contact.id)
             contact.issued_cap_hash = cap_hash(pending.issued_cap)
@@ -665,15 +677,17 @@ class ChatClient:
         their prekeys), and of used invites whose acceptor switched to its own
         capability (``expires_at_s`` 0, set when its :class:`CapabilitySwitched`
         arrived or the key it brought was rejected). A revoked invite keeps
-        ``capability_sealed`` empty."""
+        ``capability_sealed`` empty. Also revokes the capabilities issued to
+        contacts' previous identity keys (:class:`db.RetiredCapability`)."""
         with self.store.read():
             expired = list(db.Invite.select().where(
                 db.Invite.expires_at_s < int(time.time()),
                 db.Invite.capability_sealed != b"",
                 db.Invite.used_at.is_null() | (db.Invite.expires_at_s == 0)))
-        if not expired:
+            retired = [bytes(row.cap_hash) for row in db.RetiredCapability.select()]
+        if not expired and not retired:
             return
-        hashes = [row.cap_hash for row in expired]
+        hashes = [row.cap_hash for row in expired] + retired
         for row in expired:
             if row.used_at is None and row.prekey_sealed:
                 hashes.append(cap_hash(invite_contact_capability(
@@ -690,6 +704,8 @@ class ChatClient:
             db.Invite.update(used_at=fn.COALESCE(db.Invite.used_at, now_ms()),
                              prekey_sealed=b"", capability_sealed=b"").where(
                 db.Invite.id.in_([row.id for row in expired])).execute()
+            db.RetiredCapability.delete().where(
+                db.RetiredCapability.cap_hash.in_(retired)).execute()
 
     async def accept_invite(self, link: str, name: str | None, *,
                             previous_identity: IdentityKeyPair | None = None) -> str:
@@ -1268,6 +1284,7 @@ class ChatClient:
             contact.identity = sender.raw
             contact.key_changed = False
             contact.pending_sealed = None
+            _retire_issued_capability(contact, issued)
             self._update_address(contact, info, issued)
             contact.save()
             self._reset_session(contact, session)

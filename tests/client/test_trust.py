@@ -303,3 +303,45 @@ async def test_two_acceptors_race_the_second_is_refused_the_first_waits(
         assert not db.Outbox.select().exists()
         assert db.Message.get(db.Message.uuid.is_null(False)).failed is None
     assert texts(await drain(alice)) == ["sent early"]
+
+
+async def _deposit_with(client: ChatClient, owner: ChatClient, capability: bytes) -> object:
+    async with client.online():
+        conn = await client.anonymous(owner.account().relay_url)
+        answer = await conn.request(lambda req: frames.Deposit(req=req, items=[
+            frames.DepositItem(mailbox=owner.account().mailbox, cap=capability,
+                               payload=b"x")]))
+    assert isinstance(answer, frames.DepositResult)
+    return answer.errors
+
+
+@pytest.mark.parametrize("proof", ["signed", "confirmed"])
+async def test_key_change_revokes_the_capability_of_the_old_key(
+        tmp_path: Path, relay: FakeRelay, proof: str) -> None:
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    await pair(alice, bob)
+    old_row = contact(bob, "alice")
+    old_cap = bob.sealer.open(old_row.deposit_cap_sealed, "contact.deposit_cap", old_row.id)
+    assert await _deposit_with(bob, alice, old_cap) == [None]
+    await drain(alice)
+    bob2 = await make_client(tmp_path, "bob2", relay)
+    async with alice.online():
+        link = await alice.create_invite(None if proof == "signed" else "bob")
+    async with bob2.online():
+        await bob2.accept_invite(link, "alice",
+                                 previous_identity=bob.identity if proof == "signed" else None)
+    await drain(alice)
+    if proof == "confirmed":
+        assert alice.confirm_contact("bob")   # offline: revoked at the next receive
+        await drain(alice)
+    assert contact(alice, "bob").identity == bob2.identity.public.raw
+    # The old key's capability is revoked on the relay; the new key has its own.
+    assert cap_hash(old_cap) not in relay.mailboxes[alice.account().mailbox].caps
+    assert await _deposit_with(bob, alice, old_cap) == ["bad_capability"]
+    with alice.store.read():
+        assert not db.RetiredCapability.select().exists()
+    await drain(bob2)
+    async with bob2.online():
+        await bob2.send_text("alice", "from the new key")
+    assert texts(await drain(alice)) == ["from the new key"]
