@@ -132,6 +132,8 @@ def measure_send(runs: int, config: RelayConfig | None = None,
             sender.run("init", "--name", sender.name, "--relay", relay.url)
             sender.run("accept", link, "--name", "alice")
         alice.run("receive", "--json")  # completes the handshakes
+        for sender in senders.values():  # alice's answers: each sender's own capability
+            sender.run("receive", "--json")
         out: dict[str, Any] = {"relay": relay.config.describe()}
         bob = senders["send"]
         # The MODERATE sender again, with `chatcli agent` holding its key and no

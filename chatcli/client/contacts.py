@@ -7,7 +7,7 @@ import msgspec
 
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client.capabilities import cap_hash
+from chatcli.client.capabilities import cap_hash, retire_issued_capability
 from chatcli.client.core import ClientCore
 from chatcli.crypto.keys import IdentityPublicKey
 from chatcli.crypto.ratchet import RatchetSession
@@ -93,6 +93,7 @@ class Contacts(ClientCore):
         contact.deposit_cap_sealed = self.sealer.seal(pending.deposit_cap, "contact.deposit_cap",
                                                       contact.id)
         if pending.issued_cap is not None:
+            retire_issued_capability(contact, pending.issued_cap)
             contact.issued_cap_sealed = self.sealer.seal(pending.issued_cap, "contact.issued_cap",
                                                           contact.id)
             contact.issued_cap_hash = cap_hash(pending.issued_cap)

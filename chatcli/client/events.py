@@ -128,4 +128,5 @@ class DeliveryReport:
     stored: list[str] = field(default_factory=list)        # message uuids
     refused: dict[str, str] = field(default_factory=dict)  # uuid -> reason
     unreachable: dict[str, str] = field(default_factory=dict)  # relay -> reason
+    held: dict[str, str] = field(default_factory=dict)     # uuid -> why it waits
     pending: int = 0

@@ -12,7 +12,11 @@ import msgspec
 from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client import sessions
-from chatcli.client.capabilities import cap_hash, invite_contact_capability
+from chatcli.client.capabilities import (
+    cap_hash,
+    invite_contact_capability,
+    retire_issued_capability,
+)
 from chatcli.client.contacts import Contacts, _Pending
 from chatcli.client.events import (
     Event,
@@ -33,18 +37,15 @@ DEFAULT_INVITE_SECONDS = 7 * 86400
 
 @dataclass(frozen=True)
 class NewInvite:
-    """An invite made but not kept yet: the shell registers :attr:`cap_hashes`
-    with the own relay, then :meth:`Invites._keep_invite` stores it."""
+    """An invite made but not kept yet: the shell registers its capability
+    (one-shot) and :attr:`contact_cap` with the own relay, then
+    :meth:`Invites._keep_invite` stores it."""
 
     invite: Invite
     label: str | None
     prekey: DHKeyPair
     capability: bytes
     contact_cap: bytes  # the accepter's own capability, registered with the invite's
-
-    @property
-    def cap_hashes(self) -> list[bytes]:
-        return [cap_hash(self.capability), cap_hash(self.contact_cap)]
 
 
 class Invites(Contacts):
@@ -104,13 +105,15 @@ class Invites(Contacts):
         accepter's capability registered with them), and used invites whose
         acceptor switched to its own capability (``expires_at_s`` 0, set when
         its :class:`CapabilitySwitched` arrived or the key it brought was
-        rejected)."""
+        rejected), plus the capabilities issued to contacts' previous identity
+        keys (:class:`db.RetiredCapability`)."""
         with self.store.read():
             expired = list(db.Invite.select().where(
                 db.Invite.expires_at_s < now,
                 db.Invite.capability_sealed != b"",
                 db.Invite.used_at.is_null() | (db.Invite.expires_at_s == 0)))
-        hashes = [row.cap_hash for row in expired]
+            retired = [bytes(row.cap_hash) for row in db.RetiredCapability.select()]
+        hashes = [row.cap_hash for row in expired] + retired
         for row in expired:
             if row.used_at is None and row.prekey_sealed:
                 hashes.append(cap_hash(invite_contact_capability(
@@ -118,15 +121,18 @@ class Invites(Contacts):
                                      invite_row(row.invite_id)))))
         return expired, hashes
 
-    def _mark_retired(self, rows: list[db.Invite]) -> None:
+    def _mark_retired(self, rows: list[db.Invite], retired: list[bytes]) -> None:
         """After the relay revoked them: the invites' prekeys are destroyed and
-        ``capability_sealed`` emptied (how a revoked invite is known)."""
+        ``capability_sealed`` emptied (how a revoked invite is known); the
+        ``retired`` capability hashes of contacts' previous keys are forgotten."""
         from peewee import fn
 
         with self.store.write():
             db.Invite.update(used_at=fn.COALESCE(db.Invite.used_at, now_ms()),
                              prekey_sealed=b"", capability_sealed=b"").where(
                 db.Invite.id.in_([row.id for row in rows])).execute()
+            db.RetiredCapability.delete().where(
+                db.RetiredCapability.cap_hash.in_(retired)).execute()
 
     # ------------------------------------------------------------ accepting
 
@@ -266,6 +272,8 @@ class Invites(Contacts):
             contact.identity = sender.raw
             contact.key_changed = False
             contact.pending_sealed = None
+            if issued is not None:
+                retire_issued_capability(contact, issued)
             self._update_address(contact, info, issued)
             contact.save()
             self._reset_session(contact, session)

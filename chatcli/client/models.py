@@ -146,6 +146,16 @@ class SeenHandshake(BaseModel):
     seen_at = peewee.IntegerField()
 
 
+class RetiredCapability(BaseModel):
+    """A capability we issued to a contact's previous identity key, replaced
+    after a key change (which may be accepted offline): revoked on our relay,
+    then deleted, by the next command that connects to it and receives."""
+
+    cap_hash = peewee.BlobField(primary_key=True)   # SHA-256, as the relay knows it
+    retired_at = peewee.IntegerField()
+
+
 ALL_MODELS: list[type[BaseModel]] = [
     MetaEntry, Account, Contact, Session, Invite, Message, Outbox, Processed, SeenHandshake,
+    RetiredCapability,
 ]

@@ -23,7 +23,8 @@ from chatcli.errors import KeyChangedError, UsageError
 from chatcli.protocol import codes, frames
 
 DEPOSIT_CHUNK = 64
-PERMANENT_DEPOSIT_ERRORS = frozenset({codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX})
+PERMANENT_DEPOSIT_ERRORS = frozenset({codes.BAD_CAPABILITY, codes.CAPABILITY_USED,
+                                      codes.UNKNOWN_MAILBOX})
 
 
 class _AttachmentRecord(msgspec.Struct, frozen=True):
@@ -132,11 +133,23 @@ class Outbox(ClientCore):
                         db.Message.update(stored_at=stamp).where(
                             db.Message.uuid == row.message_uuid).execute()
                         report.stored.append(row.message_uuid)
+                elif (error == codes.CAPABILITY_USED and row.kind != "handshake"
+                      and row.kind != "typing"):
+                    # Our handshake used the invite's one-shot capability; the
+                    # rest waits for the inviter's answer, which brings ours.
+                    db.Outbox.update(attempts=db.Outbox.attempts + 1, last_error=error).where(
+                        db.Outbox.id == row.id).execute()
+                    if row.message_uuid:
+                        report.held[row.message_uuid] = (
+                            f"{row.contact.name} has not answered your acceptance of their "
+                            "invite yet; the message stays queued and goes out once their "
+                            "answer arrives (any chatcli command that receives fetches it)")
                 elif error in PERMANENT_DEPOSIT_ERRORS or row.kind == "typing":
                     db.Outbox.delete().where(db.Outbox.id == row.id).execute()
                     reason = (f"{row.contact.name}'s relay refused the message ({error}): "
                               "they may have blocked you or deleted their account")
-                    if row.kind == "handshake" and error == codes.BAD_CAPABILITY:
+                    if row.kind == "handshake" and error in (codes.BAD_CAPABILITY,
+                                                             codes.CAPABILITY_USED):
                         reason = "This invite was already used or revoked; ask for a new one"
                     if row.message_uuid:
                         db.Message.update(failed=error).where(

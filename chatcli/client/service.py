@@ -211,7 +211,14 @@ class ChatClient(Backup, Inbox, Presence):
         """Register a fresh capability, make a one-time prekey, return the link."""
         new = self._new_invite(label, expires_in, now=int(time.time()))
         conn = await self.own_relay()
-        await conn.request(lambda req: frames.CapAdd(req=req, cap_hashes=new.cap_hashes))
+        # The invite's capability is one-shot: the relay takes the first
+        # handshake on it and refuses every later deposit (a second acceptor is
+        # told at once). The acceptor's own is registered now too: it must work
+        # when the acceptor switches to it after the first exchange.
+        await conn.request(lambda req: frames.CapAdd(
+            req=req, cap_hashes=[cap_hash(new.capability)], one_shot=True))
+        await conn.request(lambda req: frames.CapAdd(
+            req=req, cap_hashes=[cap_hash(new.contact_cap)]))
         await self._retire_expired_invites()
         return self._keep_invite(new)
 
@@ -219,14 +226,14 @@ class ChatClient(Backup, Inbox, Presence):
         """Revoke the capabilities of invites that expired unused or whose
         acceptor switched to its own (see :meth:`Invites._invites_to_retire`)."""
         expired, hashes = self._invites_to_retire(now=int(time.time()))
-        if not expired:
+        if not hashes:
             return
         conn = await self.own_relay()
         for start in range(0, len(hashes), frames.MAX_BATCH):
             chunk = hashes[start:start + frames.MAX_BATCH]
             await conn.request(lambda req, c=chunk: frames.CapRevoke(  # type: ignore[misc]
                 req=req, cap_hashes=c))
-        self._mark_retired(expired)
+        self._mark_retired(expired, [bytes(h) for h in hashes])
 
     async def accept_invite(self, link: str, name: str | None, *,
                             previous_identity: IdentityKeyPair | None = None) -> str:
@@ -321,6 +328,8 @@ class ChatClient(Backup, Inbox, Presence):
                 if message_id is not None:
                     if message_id in report.refused:
                         raise RelayError(report.refused[message_id] + ".")
+                    if message_id in report.held:
+                        raise RelayError(report.held[message_id] + ".")
                 elif "handshake" in report.refused:
                     raise InviteRefusedError(report.refused["handshake"] + ".")
                 if not self._waiting(message_id=message_id, kinds=kinds,

@@ -35,7 +35,7 @@ from chatcli.client.groups.tables import SEALED_GROUP_COLUMNS
 from chatcli.crypto.errors import CorruptData
 from chatcli.errors import StorageError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SEALED_SCHEMA = 2  # from this version on, sealed values are bound to their rows
 BUSY_TIMEOUT_MS = 10_000
 
@@ -57,10 +57,15 @@ def _migrate_to_3(db: peewee.Database) -> None:
             "ALTER TABLE invite ADD COLUMN contact_cap_hash BLOB")
 
 
+def _migrate_to_5(db: peewee.Database) -> None:
+    db.create_tables([models.RetiredCapability])  # safe: new databases have it
+
+
 # version reached -> migration from the previous version. Append only. The
 # migration to SEALED_SCHEMA reseals every value and needs the local key: it is
 # :func:`_reseal_rows`, run by :meth:`Store._migrate` once a sealer is at hand.
-MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {1: _migrate_to_1, 3: _migrate_to_3}
+MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {
+    1: _migrate_to_1, 3: _migrate_to_3, 5: _migrate_to_5}
 GROUP_SEALED_SCHEMA = 4  # from this version on, the group tables' values are bound too
 
 

@@ -17,6 +17,7 @@ REGISTRATION_CLOSED: Final = "registration_closed"
 BAD_TOKEN: Final = "bad_token"  # noqa: S105 - an error code, not a secret
 UNKNOWN_MAILBOX: Final = "unknown_mailbox"
 BAD_CAPABILITY: Final = "bad_capability"
+CAPABILITY_USED: Final = "capability_used"      # a one-shot capability already deposited once
 QUOTA_EXCEEDED: Final = "quota_exceeded"
 RATE_LIMITED: Final = "rate_limited"
 BLOB_NOT_FOUND: Final = "blob_not_found"
@@ -36,7 +37,7 @@ RELAY_FULL: Final = "relay_full"                # the relay's storage budget is 
 ALL_CODES: Final = frozenset({
     BAD_FRAME, UNSUPPORTED_VERSION, FRAME_TOO_LARGE, UNEXPECTED_FRAME,
     NOT_AUTHENTICATED, ANONYMOUS_ONLY, AUTH_FAILED, REGISTRATION_CLOSED, BAD_TOKEN,
-    UNKNOWN_MAILBOX, BAD_CAPABILITY, QUOTA_EXCEEDED, RATE_LIMITED,
+    UNKNOWN_MAILBOX, BAD_CAPABILITY, CAPABILITY_USED, QUOTA_EXCEEDED, RATE_LIMITED,
     BLOB_NOT_FOUND, BLOB_TOO_LARGE, BAD_REQUEST, TOO_MANY_CONNECTIONS,
     HANDSHAKE_TIMEOUT, MESSAGE_TIMEOUT, IDLE_TIMEOUT, SLOW_CONSUMER, TRY_AGAIN,
     SHUTTING_DOWN, INTERNAL_ERROR, INSTALLATION_REPLACED, RELAY_FULL,

@@ -115,10 +115,13 @@ class Auth(Frame, tag="auth", frozen=True):
 
 
 class CapAdd(Frame, tag="cap_add", frozen=True):
-    """Owner: allow deposits with capabilities whose SHA-256 is listed."""
+    """Owner: allow deposits with capabilities whose SHA-256 is listed.
+    ``one_shot``: each allows exactly one deposit (an invite's), after which
+    deposits and presence queries with it are refused (``capability_used``)."""
 
     req: RequestId
     cap_hashes: Annotated[list[CapabilityHash], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+    one_shot: bool = False
 
 
 class CapRevoke(Frame, tag="cap_revoke", frozen=True):

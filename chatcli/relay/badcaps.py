@@ -20,7 +20,8 @@ from chatcli.relay.mailbox import DepositItem
 
 __all__ = ["BadCapabilities"]
 
-REMEMBERED: Final = frozenset({codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX})
+REMEMBERED: Final = frozenset({codes.BAD_CAPABILITY, codes.CAPABILITY_USED,
+                                codes.UNKNOWN_MAILBOX})
 
 
 class BadCapabilities:

@@ -88,10 +88,16 @@ def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[byt
                   usage: dict[bytes, Usage], quota: Quota,
                   refused: Sequence[str | None] | None = None,
                   room: int | None = None,
-                  allow: Callable[[bytes], bool] | None = None) -> Plan:
-    """Decide each deposit, in order: unknown mailbox, bad capability, rate
-    limit (``allow(cap_hash)``, asked only for valid capabilities), quota, the
+                  allow: Callable[[bytes], bool] | None = None,
+                  one_shot: Collection[tuple[bytes, bytes]] = (),
+                  used: Collection[tuple[bytes, bytes]] = ()) -> Plan:
+    """Decide each deposit, in order: unknown mailbox, bad capability (or
+    ``capability_used`` for the pairs in ``used``), rate limit
+    (``allow(cap_hash)``, asked only for valid capabilities), quota, the
     relay's storage budget (``room``: bytes left, None for no budget).
+
+    A valid pair in ``one_shot`` lets its first deposit through and refuses
+    the later ones with ``capability_used``.
 
     ``refused`` may carry codes decided earlier per item. A full mailbox
     refuses the items that do not fit and keeps everything stored; so does a
@@ -105,6 +111,7 @@ def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[byt
     max_messages, max_bytes = quota.max_messages, quota.max_bytes
     add_error, accept = errors.append, accepted.append
     earlier_codes = refused if refused is not None else [None] * len(items)
+    spent = set(used)
     for index, (item, earlier) in enumerate(zip(items, earlier_codes, strict=True)):
         if earlier is not None:
             add_error(earlier)
@@ -114,7 +121,10 @@ def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[byt
         if count is None:
             add_error(codes.UNKNOWN_MAILBOX)
         elif (item.mailbox, item.cap_hash) not in valid_caps:
-            add_error(codes.BAD_CAPABILITY)
+            add_error(codes.CAPABILITY_USED if spent and (item.mailbox, item.cap_hash) in spent
+                      else codes.BAD_CAPABILITY)
+        elif spent and (item.mailbox, item.cap_hash) in spent:
+            add_error(codes.CAPABILITY_USED)
         elif allow is not None and not allow(item.cap_hash):
             add_error(codes.RATE_LIMITED)
         elif count[0] + 1 > max_messages or count[1] + size > max_bytes:
@@ -128,6 +138,8 @@ def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[byt
             count[1] += size
             add_error(None)
             accept(index)
+            if one_shot and (item.mailbox, item.cap_hash) in one_shot:
+                spent.add((item.mailbox, item.cap_hash))
     return Plan(errors, accepted)
 
 
@@ -252,10 +264,11 @@ class Mailboxes:
 
     # ------------------------------------------------------------ capabilities
 
-    def add_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
+    def add_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int,
+                 one_shot: bool = False) -> None:
         with self.store.transaction():
             require_mailbox(self.store, mailbox)
-            self.store.add_caps(mailbox, cap_hashes, now)
+            self.store.add_caps(mailbox, cap_hashes, now, one_shot)
 
     def revoke_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
         with self.store.transaction():
@@ -289,12 +302,19 @@ class Mailboxes:
             usage = self.store.mailbox_usage(mailboxes) if mailboxes else {}
             pairs = {(item.mailbox, item.cap_hash) for item, code in zip(
                 all_items, all_refused, strict=True) if code is None and item.mailbox in usage}
-            valid = self.store.valid_caps(pairs) if pairs else set()
+            uses = self.store.cap_uses(pairs) if pairs else {}
+            valid = {pair for pair, left in uses.items() if left != 0}
+            used = {pair for pair, left in uses.items() if left == 0}
+            one_shot = {pair for pair, left in uses.items() if left}
             room = self.budget.room(now) if plan_needs_room(all_refused) else None
             limits = self.cap_limits
             allow = None if limits is None else (
                 lambda hashed: limits.take(hashed, now / 1000))
-            plan = plan_deposits(all_items, valid, usage, self.quota, all_refused, room, allow)
+            plan = plan_deposits(all_items, valid, usage, self.quota, all_refused, room, allow,
+                                 one_shot, used)
+            if one_shot:
+                plan = self._consume_one_shot(plan, all_items, valid, usage, all_refused, room,
+                                              one_shot, used)
             new = [NewMessage(all_items[i].mailbox, all_items[i].payload, now)
                    for i in plan.accepted]
             ids = self.store.insert_messages(new) if new else []
@@ -304,6 +324,32 @@ class Mailboxes:
             for mailbox, when in last_seen.items():
                 self.store.set_last_seen(mailbox, when)
         return CommitIds(plan.errors, ids, acked)
+
+    def _consume_one_shot(self, plan: Plan, items: Sequence[DepositItem],
+                          valid: set[tuple[bytes, bytes]], usage: dict[bytes, Usage],
+                          refused: Sequence[str | None], room: int | None,
+                          one_shot: set[tuple[bytes, bytes]], used: set[tuple[bytes, bytes]]
+                          ) -> Plan:
+        """Take the use of every one-shot capability the plan accepts a deposit
+        with, in the commit's transaction; a use another relay process took
+        first turns its deposit into ``capability_used`` (and the plan is made
+        again without it, so quota and budget stay exact)."""
+        taken: set[tuple[bytes, bytes]] = set()
+        while True:
+            wanted = {(items[i].mailbox, items[i].cap_hash) for i in plan.accepted} & one_shot
+            wanted -= taken
+            if not wanted:
+                return plan
+            got = self.store.consume_caps(wanted)
+            taken |= got
+            lost = wanted - got
+            if not lost:
+                return plan
+            valid = valid - lost
+            used = used | lost
+            one_shot = one_shot - lost
+            plan = plan_deposits(items, valid, usage, self.quota, refused, room, None,
+                                 one_shot, used)
 
     def deposit(self, items: Sequence[DepositItem], now: int) -> list[str | None]:
         """Deposits of one request on their own (a commit of one batch)."""

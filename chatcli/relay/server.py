@@ -503,7 +503,7 @@ class Connection:
         elif isinstance(frame, frames.CapAdd):
             assert self.mailbox is not None
             await relay.worker.run(relay.mailboxes.add_caps, self.mailbox,
-                                   set(frame.cap_hashes), relay.now_ms())
+                                   set(frame.cap_hashes), relay.now_ms(), frame.one_shot)
             relay.bad_caps.forget(self.mailbox, frame.cap_hashes)
             self.send_frame(frames.Ok(req=frame.req))
         elif isinstance(frame, frames.CapRevoke):

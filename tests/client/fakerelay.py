@@ -39,6 +39,8 @@ class Seen:
 class Mailbox:
     auth_key: bytes
     caps: set[bytes] = field(default_factory=set)
+    one_shot: set[bytes] = field(default_factory=set)  # caps for one deposit each
+    used: set[bytes] = field(default_factory=set)      # one-shot caps that took theirs
     queue: dict[int, tuple[bytes, int]] = field(default_factory=dict)
     online: list[trio.MemorySendChannel[frames.Frame]] = field(default_factory=list)
     hidden: bool = False
@@ -149,6 +151,8 @@ class FakeRelay:
             for h in frame.cap_hashes:
                 if isinstance(frame, frames.CapAdd):
                     owned.caps.add(h)
+                    if frame.one_shot:
+                        owned.one_shot.add(h)
                 else:
                     owned.caps.discard(h)
             await out.send(frames.Ok(req=frame.req))
@@ -160,7 +164,11 @@ class FakeRelay:
                     errors.append(codes.UNKNOWN_MAILBOX)
                 elif hashlib.sha256(item.cap).digest() not in box.caps:
                     errors.append(codes.BAD_CAPABILITY)
+                elif hashlib.sha256(item.cap).digest() in box.used:
+                    errors.append(codes.CAPABILITY_USED)
                 else:
+                    if hashlib.sha256(item.cap).digest() in box.one_shot:
+                        box.used.add(hashlib.sha256(item.cap).digest())
                     msg_id = next(self.ids)
                     stamp = int(trio.current_time() * 1000) + 1
                     box.queue[msg_id] = (item.payload, stamp)
@@ -180,7 +188,8 @@ class FakeRelay:
             entries = []
             for t in frame.targets:
                 box = self.mailboxes.get(t.mailbox)
-                ok = box is not None and hashlib.sha256(t.cap).digest() in box.caps
+                ok = (box is not None and hashlib.sha256(t.cap).digest() in box.caps
+                      and hashlib.sha256(t.cap).digest() not in box.used)
                 if box is None or not ok or box.hidden:
                     entries.append(frames.PresenceEntry(mailbox=t.mailbox, online=None,
                                                         last_seen=None))

@@ -16,7 +16,7 @@ from chatcli.client.service import ChatClient, MessageEvent, NoticeEvent, cap_ha
 from chatcli.crypto.invite import parse_invite
 from chatcli.crypto.keychange import KeyChange
 from chatcli.crypto.keys import IdentityKeyPair
-from chatcli.errors import KeyChangedError, UsageError
+from chatcli.errors import KeyChangedError, RelayError, UsageError
 from chatcli.protocol import frames
 from tests.client.conftest import drain, make_client, pair
 from tests.client.fakerelay import FakeRelay
@@ -165,10 +165,13 @@ async def test_invite_capability_is_replaced_then_revoked(
     alice_box = relay.mailboxes[alice.account().mailbox]
     async with bob.online():
         await bob.accept_invite(link, "alice")
-        # Sent before alice answered: deposited with the invite's capability.
-        await bob.send_text("alice", "early")
+        # Sent before alice answered: the invite's capability took the
+        # handshake, so this waits in the outbox for bob's own capability.
+        with pytest.raises(RelayError, match="not answered your acceptance"):
+            await bob.send_text("alice", "early")
+    assert texts(await drain(alice)) == []
+    await drain(bob)  # bob switches to his own capability, says so, sends "early"
     assert texts(await drain(alice)) == ["early"]
-    await drain(bob)  # bob switches to his own capability and says so
     row = contact(bob, "alice")
     assert bob.sealer.open(row.deposit_cap_sealed, "contact.deposit_cap",
                            row.id) != invite.capability
@@ -264,6 +267,7 @@ async def test_an_invite_made_before_the_upgrade_keeps_its_capability(
         link = await alice.create_invite("bob")
     with alice.store.write():  # as an older chatcli stored it: no contact capability
         db.Invite.update(contact_cap_hash=None).execute()
+    relay.mailboxes[alice.account().mailbox].one_shot.clear()  # ... and registered it
     async with bob.online():
         await bob.accept_invite(link, "alice")
     await drain(alice)
@@ -272,3 +276,72 @@ async def test_an_invite_made_before_the_upgrade_keeps_its_capability(
     async with bob.online():
         await bob.send_text("alice", "still works")
     assert texts(await drain(alice)) == ["still works"]
+
+
+async def test_two_acceptors_race_the_second_is_refused_the_first_waits(
+        tmp_path: Path, relay: FakeRelay) -> None:
+    """Both accept before alice runs anything: the relay lets one handshake
+    through on the invite's one-shot capability and refuses the other."""
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    carol = await make_client(tmp_path, "carol", relay)
+    async with alice.online():
+        link = await alice.create_invite("bob")
+    async with bob.online():
+        await bob.accept_invite(link, "alice")
+        with pytest.raises(RelayError, match="stays queued and goes out"):
+            await bob.send_text("alice", "sent early", time_limit=2)
+    async with carol.online():
+        with pytest.raises(InviteRefusedError, match="already used or revoked") as caught:
+            await carol.accept_invite(link, "alice")
+    assert caught.value.exit_code == 3
+    assert carol.contact_names() == []
+    assert warnings(await drain(alice)) == []      # only bob's handshake arrived
+    assert alice.contact_names() == ["bob"]
+    await drain(bob)   # alice's answer brings bob's own capability: the queue goes out
+    with bob.store.read():
+        assert not db.Outbox.select().exists()
+        assert db.Message.get(db.Message.uuid.is_null(False)).failed is None
+    assert texts(await drain(alice)) == ["sent early"]
+
+
+async def _deposit_with(client: ChatClient, owner: ChatClient, capability: bytes) -> object:
+    async with client.online():
+        conn = await client.anonymous(owner.account().relay_url)
+        answer = await conn.request(lambda req: frames.Deposit(req=req, items=[
+            frames.DepositItem(mailbox=owner.account().mailbox, cap=capability,
+                               payload=b"x")]))
+    assert isinstance(answer, frames.DepositResult)
+    return answer.errors
+
+
+@pytest.mark.parametrize("proof", ["signed", "confirmed"])
+async def test_key_change_revokes_the_capability_of_the_old_key(
+        tmp_path: Path, relay: FakeRelay, proof: str) -> None:
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    await pair(alice, bob)
+    old_row = contact(bob, "alice")
+    old_cap = bob.sealer.open(old_row.deposit_cap_sealed, "contact.deposit_cap", old_row.id)
+    assert await _deposit_with(bob, alice, old_cap) == [None]
+    await drain(alice)
+    bob2 = await make_client(tmp_path, "bob2", relay)
+    async with alice.online():
+        link = await alice.create_invite(None if proof == "signed" else "bob")
+    async with bob2.online():
+        await bob2.accept_invite(link, "alice",
+                                 previous_identity=bob.identity if proof == "signed" else None)
+    await drain(alice)
+    if proof == "confirmed":
+        assert alice.confirm_contact("bob")   # offline: revoked at the next receive
+        await drain(alice)
+    assert contact(alice, "bob").identity == bob2.identity.public.raw
+    # The old key's capability is revoked on the relay; the new key has its own.
+    assert cap_hash(old_cap) not in relay.mailboxes[alice.account().mailbox].caps
+    assert await _deposit_with(bob, alice, old_cap) == ["bad_capability"]
+    with alice.store.read():
+        assert not db.RetiredCapability.select().exists()
+    await drain(bob2)
+    async with bob2.online():
+        await bob2.send_text("alice", "from the new key")
+    assert texts(await drain(alice)) == ["from the new key"]

@@ -145,11 +145,14 @@ def next_message(stream: IO[str]) -> dict[str, Any]:
 
 
 def connect(a: User, b: User) -> None:
-    """a invites b (labelled b.name); b accepts (calling a a.name); a receives."""
+    """a invites b (labelled b.name); b accepts (calling a a.name); a receives
+    (and answers); b receives a's answer, which brings b's own capability (the
+    invite's was used up by b's handshake), so both can send at once."""
     link = a.run("invite", "--name", b.name).stdout.strip()
     assert link.startswith("chatcli:") and "\n" not in link
     b.run("accept", link, "--name", a.name)
     a.run("receive")
+    b.run("receive")
 
 
 @pytest.fixture(scope="module")

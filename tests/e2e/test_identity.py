@@ -17,13 +17,22 @@ def test_invite_reuse_refused(relay: RelayProcess, users: Any) -> None:
     for user in (alice, bob, mallory):
         user.init(relay)
     link = alice.run("invite", "--name", "bob").stdout.strip()
+    # Both accept before alice runs anything: the invite's capability is
+    # one-shot on the relay, so the second acceptor is refused at once.
     bob.run("accept", link, "--name", "alice")
+    late = mallory.run("accept", link, "--name", "alice", check=False)
+    assert late.returncode == 3
+    assert "already used or revoked; ask for a new one" in late.stderr
+    assert late.stderr.count("\n") == 1 and "Traceback" not in late.stderr
+    assert mallory.json("contacts", "--offline") == []
+    # Bob's message waits for alice's answer (it brings his own capability).
+    held = bob.run("send", "alice", "before your answer", check=False)
+    assert held.returncode == 3 and "stays queued" in held.stderr
     alice.run("receive")
-    mallory.run("accept", link, "--name", "alice")  # the relay stores it ...
-    result = alice.run("receive")                    # ... but alice refuses it
-    assert "second time" in result.stderr
     assert [c["name"] for c in alice.json("contacts", "--offline")] == ["bob"]
-    # The first contact still works.
+    assert bob.texts() == []                     # alice's answer: the queue goes out
+    assert alice.texts() == ["before your answer"]
+    # The first contact works both ways.
     alice.run("send", "bob", "only you")
     assert bob.texts() == ["only you"]
 

@@ -46,11 +46,12 @@ def test_invite_capability_retired_and_used_invite_fails_loudly(
         user.init(relay)
     link = alice.run("invite", "--name", "bob").stdout.strip()
     bob.run("accept", link, "--name", "alice")
-    bob.run("send", "alice", "early")         # deposited with the invite's capability
-    assert alice.texts() == ["early"]
-    assert bob.texts() == []                  # alice's answer: bob switches capability
+    early = bob.run("send", "alice", "early", check=False)  # the invite's capability is used
+    assert early.returncode == 3 and "not answered your acceptance" in early.stderr
+    assert alice.texts() == []                # bob's handshake; alice answers
+    assert bob.texts() == []                  # alice's answer: bob switches, "early" goes
     bob.run("send", "alice", "switched")
-    assert alice.texts() == ["switched"]      # bob's switch arrives: the invite is retired
+    assert alice.texts() == ["early", "switched"]  # bob's switch arrives: the invite is retired
     # The invite's capability is revoked on the relay: a second acceptor fails loudly.
     late = carol.run("accept", link, "--name", "alice", check=False)
     assert late.returncode == 3

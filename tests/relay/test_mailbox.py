@@ -20,6 +20,7 @@ from chatcli.relay.mailbox import (
     token_hash,
 )
 from chatcli.relay.store.base import Store, Usage
+from tests.relay.conftest import StoreFactory
 
 T0 = 1_800_000_000_000
 RELAY_KEY = os.urandom(32)
@@ -269,3 +270,55 @@ def test_writes_for_a_deleted_mailbox_are_refused_and_leave_nothing(store: Store
     assert (stats.mailboxes, stats.blobs, stats.blob_bytes) == (0, 0, 0)
     assert store.valid_caps([(mailbox, os.urandom(32))]) == set()
     assert store.owner_blob_bytes(mailbox) == 0
+
+
+# ------------------------------------------------------------ one-shot capabilities
+
+
+def test_one_shot_capability_takes_one_deposit(store: Store) -> None:
+    mb = service(store)
+    mailbox, _ = register(mb)
+    invite = os.urandom(32)
+    mb.add_caps(mailbox, [cap_hash(invite)], T0, one_shot=True)
+    # Two in one request, then one more: only the first gets through.
+    item = DepositItem(mailbox, cap_hash(invite), b"hello")
+    assert mb.deposit([item, item], T0) == [None, codes.CAPABILITY_USED]
+    assert mb.deposit([item], T0 + 1) == [codes.CAPABILITY_USED]
+    assert [m.payload for m in mb.pending(mailbox, 0, 10)] == [b"hello"]
+    # Used up: no presence either; re-adding it does not revive it.
+    assert store.valid_caps([(mailbox, cap_hash(invite))]) == set()
+    mb.add_caps(mailbox, [cap_hash(invite)], T0 + 2, one_shot=True)
+    assert mb.deposit([item], T0 + 3) == [codes.CAPABILITY_USED]
+    # Revoked after use: an ordinary bad capability.
+    mb.revoke_caps(mailbox, [cap_hash(invite)], T0 + 4)
+    assert mb.deposit([item], T0 + 5) == [codes.BAD_CAPABILITY]
+
+
+def test_one_shot_use_not_taken_by_a_refused_deposit(store: Store) -> None:
+    mb = service(store, quota=Quota(1, 1000))
+    mailbox, _ = register(mb)
+    ordinary = with_cap(mb, mailbox)
+    invite = os.urandom(32)
+    mb.add_caps(mailbox, [cap_hash(invite)], T0, one_shot=True)
+    assert mb.deposit([DepositItem(mailbox, ordinary, b"fills it")], T0) == [None]
+    full = mb.deposit([DepositItem(mailbox, cap_hash(invite), b"hello")], T0)
+    assert full == [codes.QUOTA_EXCEEDED]
+    mb.ack(mailbox, [m.id for m in mb.pending(mailbox, 0, 10)])
+    assert mb.deposit([DepositItem(mailbox, cap_hash(invite), b"hello")], T0) == [None]
+
+
+def test_one_shot_capability_across_relay_processes(store_factory: StoreFactory) -> None:
+    """Two relay processes on one database, each with its own connection:
+    the use is kept in the database, so the second process refuses too."""
+    first, second = store_factory(), store_factory()
+    first.open(T0)
+    second.open(T0)
+    mb_first, mb_second = service(first), service(second)
+    mailbox, _ = register(mb_first)
+    invite = cap_hash(os.urandom(32))
+    mb_first.add_caps(mailbox, [invite], T0, one_shot=True)
+    assert mb_first.deposit([DepositItem(mailbox, invite, b"first")], T0) == [None]
+    assert mb_second.deposit([DepositItem(mailbox, invite, b"second")], T0) == [
+        codes.CAPABILITY_USED]
+    assert [m.payload for m in mb_second.pending(mailbox, 0, 10)] == [b"first"]
+

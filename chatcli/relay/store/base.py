@@ -186,8 +186,11 @@ class Store(abc.ABC):
     # ------------------------------------------------------------ capabilities
 
     @abc.abstractmethod
-    def add_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
-        """Allow these capability hashes (re-adding a revoked one allows it again)."""
+    def add_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int,
+                 one_shot: bool = False) -> None:
+        """Allow these capability hashes (re-adding a revoked one allows it
+        again); ``one_shot``: for one deposit each (re-adding one leaves it
+        as it is: a used invite stays used)."""
 
     @abc.abstractmethod
     def revoke_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
@@ -195,7 +198,22 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def valid_caps(self, pairs: Collection[tuple[bytes, bytes]]) -> set[tuple[bytes, bytes]]:
-        """The (mailbox, cap_hash) pairs among ``pairs`` that are allowed and not revoked."""
+        """The (mailbox, cap_hash) pairs among ``pairs`` that are allowed, not
+        revoked and not used up."""
+
+    @abc.abstractmethod
+    def cap_uses(self, pairs: Collection[tuple[bytes, bytes]]
+                 ) -> dict[tuple[bytes, bytes], int | None]:
+        """For the pairs among ``pairs`` that are allowed and not revoked: the
+        deposits each has left (0: a used one-shot capability), None for no limit."""
+
+    @abc.abstractmethod
+    def consume_caps(self, pairs: Collection[tuple[bytes, bytes]]
+                     ) -> set[tuple[bytes, bytes]]:
+        """Inside the deposit's transaction: take one use of each limited pair;
+        return those that still had one. Atomic against other transactions
+        (another relay process on the same database): of two that race, one
+        gets the use."""
 
     # ------------------------------------------------------------ messages
 

@@ -359,9 +359,9 @@ class PostgresStore(PeeweeReads, Store):
     # ------------------------------------------------------------ capabilities
 
     def _set_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int,
-                  revoked: bool) -> None:
-        rows = [{"mailbox": mailbox, "cap_hash": h, "revoked": revoked, "created_at": now}
-                for h in sorted(set(cap_hashes))]
+                  revoked: bool, uses_left: int | None = None) -> None:
+        rows = [{"mailbox": mailbox, "cap_hash": h, "revoked": revoked, "created_at": now,
+                 "uses_left": uses_left} for h in sorted(set(cap_hashes))]
         with self._writing():
             for part in _chunks(rows):
                 (Capability.insert_many(part)
@@ -370,8 +370,9 @@ class PostgresStore(PeeweeReads, Store):
                  .execute())
 
     @_guarded
-    def add_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
-        self._set_caps(mailbox, cap_hashes, now, False)
+    def add_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int,
+                 one_shot: bool = False) -> None:
+        self._set_caps(mailbox, cap_hashes, now, False, 1 if one_shot else None)
 
     @_guarded
     def revoke_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
@@ -379,15 +380,37 @@ class PostgresStore(PeeweeReads, Store):
 
     @_guarded
     def valid_caps(self, pairs: Collection[tuple[bytes, bytes]]) -> set[tuple[bytes, bytes]]:
-        out: set[tuple[bytes, bytes]] = set()
+        return {pair for pair, uses in self.cap_uses(pairs).items() if uses != 0}
+
+    @_guarded
+    def cap_uses(self, pairs: Collection[tuple[bytes, bytes]]
+                 ) -> dict[tuple[bytes, bytes], int | None]:
+        out: dict[tuple[bytes, bytes], int | None] = {}
         for part in _chunks(sorted(set(pairs))):
             cursor = self._sql(
-                'SELECT c."mailbox", c."cap_hash" FROM "capability" AS c '
+                'SELECT c."mailbox", c."cap_hash", c."uses_left" FROM "capability" AS c '
                 "JOIN unnest(%b::bytea[], %b::bytea[]) AS t(m, h) "
                 'ON c."mailbox" = t.m AND c."cap_hash" = t.h WHERE NOT c."revoked"',
                 ([m for m, _ in part], [h for _, h in part]))
-            out.update((bytes(m), bytes(h)) for m, h in cursor.fetchall())
+            out.update(((bytes(m), bytes(h)), uses) for m, h, uses in cursor.fetchall())
         return out
+
+    @_guarded
+    def consume_caps(self, pairs: Collection[tuple[bytes, bytes]]
+                     ) -> set[tuple[bytes, bytes]]:
+        taken: set[tuple[bytes, bytes]] = set()
+        with self.transaction():
+            # Deposits run under the writers' lock (see mailbox_usage), so relay
+            # processes take turns; the conditional UPDATE holds on its own too.
+            for mailbox, hashed in sorted(set(pairs)):
+                if (Capability.update(uses_left=Capability.uses_left - 1)
+                        .where((Capability.mailbox == mailbox)
+                               & (Capability.cap_hash == hashed)
+                               & ~Capability.revoked
+                               & (Capability.uses_left > 0))
+                        .execute()):
+                    taken.add((mailbox, hashed))
+        return taken
 
     # ------------------------------------------------------------ messages
 

@@ -116,6 +116,7 @@ class Capability(_Model):
     cap_hash = peewee.BlobField()                      # SHA-256 of the capability
     revoked = peewee.BooleanField(default=False)
     created_at = peewee.BigIntegerField()
+    uses_left = peewee.IntegerField(null=True)         # deposits left (one-shot); NULL: no limit
 
     class Meta:
         primary_key = peewee.CompositeKey("mailbox", "cap_hash")
@@ -183,9 +184,19 @@ def _mailbox_installation(db: peewee.Database) -> None:
             table, "installation", peewee.BlobField(null=True)))
 
 
+def _capability_uses(db: peewee.Database) -> None:
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    table = Capability._meta.table_name
+    if "uses_left" not in {c.name for c in db.get_columns(table)}:
+        migrate(SchemaMigrator.from_database(db).add_column(
+            table, "uses_left", peewee.IntegerField(null=True)))
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "mailboxes, capabilities, messages, blobs, tokens, meta", _initial),
     Migration(2, "the current client installation of each mailbox", _mailbox_installation),
+    Migration(3, "one-shot capabilities (invites): deposits left", _capability_uses),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 

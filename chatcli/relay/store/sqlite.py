@@ -326,9 +326,10 @@ class SqliteStore(PeeweeReads, Store):
 
     # ------------------------------------------------------------ capabilities
 
-    def add_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int) -> None:
-        rows = [{"mailbox": mailbox, "cap_hash": h, "revoked": False, "created_at": now}
-                for h in set(cap_hashes)]
+    def add_caps(self, mailbox: bytes, cap_hashes: Collection[bytes], now: int,
+                 one_shot: bool = False) -> None:
+        rows = [{"mailbox": mailbox, "cap_hash": h, "revoked": False, "created_at": now,
+                 "uses_left": 1 if one_shot else None} for h in set(cap_hashes)]
         with self.db.atomic():
             (Capability.insert_many(rows)
              .on_conflict(conflict_target=[Capability.mailbox, Capability.cap_hash],
@@ -345,23 +346,43 @@ class SqliteStore(PeeweeReads, Store):
              .execute())
 
     def valid_caps(self, pairs: Collection[tuple[bytes, bytes]]) -> set[tuple[bytes, bytes]]:
+        return {pair for pair, uses in self.cap_uses(pairs).items() if uses != 0}
+
+    def cap_uses(self, pairs: Collection[tuple[bytes, bytes]]
+                 ) -> dict[tuple[bytes, bytes], int | None]:
         wanted = set(pairs)
         mailboxes = list({mailbox for mailbox, _ in wanted})
         hashes = list({cap for _, cap in wanted})
-        out: set[tuple[bytes, bytes]] = set()
+        out: dict[tuple[bytes, bytes], int | None] = {}
         step = _IN_CHUNK // 2
         for mb_part in _chunks(mailboxes, step):
             for cap_part in _chunks(hashes, step):
-                sql = ("SELECT group_concat(hex(\"mailbox\") || ' ' || hex(\"cap_hash\"), ',') "  # noqa: S608
+                sql = ("SELECT group_concat(hex(\"mailbox\") || ' ' || hex(\"cap_hash\") "  # noqa: S608
+                       "|| ' ' || coalesce(\"uses_left\", -1), ',') "
                        'FROM "capability" WHERE "revoked" = 0 '
                        f'AND "mailbox" IN ({",".join("?" * len(mb_part))}) '
                        f'AND "cap_hash" IN ({",".join("?" * len(cap_part))})')
                 for entry in _one_row(self, sql, [*mb_part, *cap_part]):
-                    mailbox, cap = entry.split(" ")
+                    mailbox, cap, uses = entry.split(" ")
                     pair = (bytes.fromhex(mailbox), bytes.fromhex(cap))
                     if pair in wanted:
-                        out.add(pair)
+                        out[pair] = None if uses == "-1" else int(uses)
         return out
+
+    def consume_caps(self, pairs: Collection[tuple[bytes, bytes]]
+                     ) -> set[tuple[bytes, bytes]]:
+        taken: set[tuple[bytes, bytes]] = set()
+        with self.db.atomic():
+            # The write lock of the transaction makes check and update one step.
+            for mailbox, hashed in sorted(set(pairs)):
+                if (Capability.update(uses_left=Capability.uses_left - 1)
+                        .where((Capability.mailbox == mailbox)
+                               & (Capability.cap_hash == hashed)
+                               & (Capability.revoked == False)  # noqa: E712
+                               & (Capability.uses_left > 0))
+                        .execute()):
+                    taken.add((mailbox, hashed))
+        return taken
 
     # ------------------------------------------------------------ messages
 
