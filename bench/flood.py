@@ -173,14 +173,19 @@ async def hold_partials(url: str, count: int, seconds: float) -> None:
 # ----------------------------------------------------------- orchestrator
 
 
+VICTIM_SOURCE = "127.0.0.2"   # another client address than the flooder's 127.0.0.1
+
+
 async def victim_latency(url: str, fingerprint: str | None, samples: int) -> list[int]:
-    """Deposit round trips of a well-behaved user, one message at a time."""
+    """Deposit round trips of a well-behaved user on another address than the
+    flooder's, one message at a time; each must be stored."""
     async with trio.open_nursery() as nursery:
         owner, _ = await open_owner(nursery, url, fingerprint=fingerprint)
         cap = os.urandom(32)
         await owner.cap_add(cap)
         assert owner.mailbox is not None
-        sender = await RelayConnection.connect(nursery, url, fingerprint=fingerprint)
+        sender = await RelayConnection.connect(nursery, url, fingerprint=fingerprint,
+                                               source=VICTIM_SOURCE)
 
         async def acker() -> None:
             while True:
@@ -193,9 +198,11 @@ async def victim_latency(url: str, fingerprint: str | None, samples: int) -> lis
         out: list[int] = []
         for _ in range(samples):
             t0 = now_ns()
-            await sender.request(frames.Deposit(req=sender.next_req(), items=[
+            answer = await sender.request(frames.Deposit(req=sender.next_req(), items=[
                 frames.DepositItem(mailbox=owner.mailbox, cap=cap, payload=os.urandom(200))]),
                 "deposit")
+            if not isinstance(answer, frames.DepositResult) or answer.errors != [None]:
+                raise RuntimeError(f"the victim's deposit was not stored: {answer}")
             out.append(now_ns() - t0)
             await trio.sleep(0.005)
         nursery.cancel_scope.cancel()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import urllib.parse
 from typing import Any
 
 import nacl.exceptions
@@ -47,11 +48,22 @@ class RelayConnection:
     @classmethod
     async def connect(cls, nursery: trio.Nursery, url: str, *,
                       fingerprint: str | None = None,
-                      connect_timeout: float = 30.0) -> RelayConnection:
-        """Open a WebSocket in ``nursery`` and do the handshake."""
+                      connect_timeout: float = 30.0,
+                      source: str | None = None) -> RelayConnection:
+        """Open a WebSocket in ``nursery`` and do the handshake; from the local
+        address ``source`` if given (e.g. 127.0.0.2, to be another client
+        address than a flooder's on loopback)."""
         with trio.fail_after(connect_timeout):
-            ws = await trio_websocket.connect_websocket_url(
-                nursery, url, message_queue_size=MESSAGE_QUEUE)
+            if source is None:
+                ws = await trio_websocket.connect_websocket_url(
+                    nursery, url, message_queue_size=MESSAGE_QUEUE)
+            else:
+                parsed = urllib.parse.urlsplit(url)
+                assert parsed.hostname is not None and parsed.port is not None
+                stream = await trio.open_tcp_stream(parsed.hostname, parsed.port,
+                                                    local_address=source)
+                ws = await trio_websocket.wrap_client_stream(
+                    nursery, stream, parsed.hostname, "/", message_queue_size=MESSAGE_QUEUE)
             nonce = os.urandom(32)
             await ws.send_message(codec.encode(frames.Hello(versions=[frames.PROTOCOL_VERSION],
                                                             nonce=nonce)))

@@ -7,6 +7,16 @@ capability added meanwhile on this relay is forgotten at once (``forget``);
 one added through another relay process sharing the database is accepted
 after at most ``ttl`` seconds. Bounded: the oldest entries go first, which
 only costs a storage lookup. Pure, time is an argument.
+
+A flood of *new* random capabilities is not caught by that memory: each one
+costs a capability lookup in the commit. So each source address (see
+``server.source_key``) has a budget of capabilities refused in the commit, a
+token bucket (``strike_rate`` per second, ``strike_burst``). While it is
+empty, each deposit frame of the source waits for a token, takes it, and is
+refused whole as ``rate_limited`` before any work (:meth:`delay`,
+:meth:`refuse_frame`): the source's connections stall, so the whole source
+gets at most ``strike_rate`` frames a second looked at. An honest client meets
+a refused capability rarely (a contact who blocked it or left), far below it.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from collections.abc import Collection, Sequence
 from typing import Final
 
 from chatcli.protocol import codes
+from chatcli.relay.limits import KeyedBuckets
 from chatcli.relay.mailbox import DepositItem
 
 __all__ = ["BadCapabilities"]
@@ -25,12 +36,28 @@ REMEMBERED: Final = frozenset({codes.BAD_CAPABILITY, codes.CAPABILITY_USED,
 
 
 class BadCapabilities:
-    __slots__ = ("_entries", "max_entries", "ttl")
+    __slots__ = ("_entries", "max_entries", "strikes", "ttl")
 
-    def __init__(self, ttl: float = 10.0, max_entries: int = 100_000) -> None:
+    def __init__(self, ttl: float = 10.0, max_entries: int = 100_000, *,
+                 strike_rate: float = 100.0, strike_burst: float = 1000.0) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[bytes, bytes], tuple[float, str]] = OrderedDict()
+        self.strikes = KeyedBuckets(strike_rate, strike_burst)
+
+    def admits(self, source: bytes, now: float) -> bool:
+        """Whether ``source`` may have deposits looked at: False while it has
+        used up its budget of capabilities refused in the commit."""
+        return self.strikes.available(source, now) >= 1
+
+    def delay(self, source: bytes, now: float) -> float:
+        """Seconds until ``source``'s budget holds a token again (0: it does)."""
+        available = self.strikes.available(source, now)
+        return 0.0 if available >= 1 else (1 - available) / self.strikes.rate
+
+    def refuse_frame(self, source: bytes, now: float) -> None:
+        """A frame refused whole costs ``source`` one token."""
+        self.strikes.charge(source, now, 1)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -50,16 +77,22 @@ class BadCapabilities:
         return out
 
     def learn(self, items: Sequence[DepositItem], errors: Sequence[str | None],
-              earlier: Sequence[str | None], now: float) -> None:
+              earlier: Sequence[str | None], now: float, source: bytes | None = None
+              ) -> None:
         """Remember the items a commit refused as unknown or invalid (not those
-        refused before it, ``earlier``: their entries expire as they should)."""
+        refused before it, ``earlier``: their entries expire as they should),
+        and charge them to ``source``'s budget."""
         entries = self._entries
+        strikes = 0
         for item, code, before in zip(items, errors, earlier, strict=True):
             if code in REMEMBERED and before is None:
                 assert code is not None
                 key = (item.mailbox, item.cap_hash)
                 entries[key] = (now + self.ttl, code)
                 entries.move_to_end(key)
+                strikes += 1
+        if strikes and source is not None:
+            self.strikes.charge(source, now, strikes)
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
 

@@ -226,7 +226,8 @@ class GroupCommitter:
                 if code is not None:
                     m.deposits_refused.labels(code).inc()
             if self.bad_caps is not None:
-                self.bad_caps.learn(job.batch.items, errors, job.batch.refused, now)
+                self.bad_caps.learn(job.batch.items, errors, job.batch.refused, now,
+                                    job.sink.source)
             job.sink.deposit_done(job.req, errors)
         for ack in commit.acks:
             ack.sink.ack_done(ack.req)

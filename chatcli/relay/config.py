@@ -93,6 +93,11 @@ class RelayConfig:
     connection_burst: float = 400.0
     capability_rate: float = 50.0
     capability_burst: float = 200.0
+    # Per source address: deposits refused in the commit for an unknown or
+    # invalid capability (a random-capability flood); over it, the source's
+    # deposit frames are refused whole as rate_limited.
+    bad_capability_rate: float = 100.0
+    bad_capability_burst: float = 1000.0
     # Per source address (an IPv4 address, an IPv6 /64), in each relay process:
     # registrations (a token bucket) and open connections.
     registration_rate: float = 1.0
@@ -136,6 +141,9 @@ class RelayConfig:
             raise UsageError("max_connections_per_address must be at least 1.")
         if self.registration_rate <= 0 or self.registration_burst < 1:
             raise UsageError("registration_rate must be positive and registration_burst "
+                             "at least 1.")
+        if self.bad_capability_rate <= 0 or self.bad_capability_burst < 1:
+            raise UsageError("bad_capability_rate must be positive and bad_capability_burst "
                              "at least 1.")
         if self.storage_budget < 0:
             raise UsageError("storage_budget cannot be negative (0: no budget).")

@@ -70,6 +70,23 @@ class KeyedBuckets:
             self._buckets.move_to_end(key)
         return bucket.take(now, amount)
 
+    def charge(self, key: bytes, now: float, amount: float) -> None:
+        """Take ``amount`` tokens, or all there are when fewer (a cost already
+        incurred, which cannot be refused, only made to count)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_keys and not self._evict_one(now):
+                return
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
+        else:
+            self._buckets.move_to_end(key)
+        bucket.take(now, min(amount, bucket.available(now)))
+
+    def available(self, key: bytes, now: float) -> float:
+        """Tokens ``key`` has now (a key never seen has a full bucket)."""
+        bucket = self._buckets.get(key)
+        return self.burst if bucket is None else bucket.available(now)
+
     def _evict_one(self, now: float) -> bool:
         """Forget one refilled bucket among the least recently used; False if none."""
         for _ in range(min(EVICTION_SCAN, len(self._buckets))):

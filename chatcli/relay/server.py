@@ -557,6 +557,16 @@ class Connection:
 
     async def _deposit(self, frame: frames.Deposit) -> None:
         relay = self.relay
+        if not relay.bad_caps.admits(self.source, trio.current_time()):
+            # This address just had too many unknown capabilities refused (a
+            # random-capability flood): wait for a token of its budget (this
+            # connection stalls, not the others), then refuse the frame whole.
+            await trio.sleep(relay.bad_caps.delay(self.source, trio.current_time()))
+            relay.bad_caps.refuse_frame(self.source, trio.current_time())
+            refused_all: list[str | None] = [codes.RATE_LIMITED] * len(frame.items)
+            relay.metrics.deposits_refused.labels(codes.RATE_LIMITED).inc(len(frame.items))
+            self.deposit_done(frame.req, refused_all)
+            return
         items: list[DepositItem] = []
         hashes: dict[bytes, bytes] = {}   # a frame's items mostly share one capability
         for item in frame.items:
@@ -671,7 +681,8 @@ class Relay:
         else:
             self.worker = StorageWorker(self.store)
         self.storage_failure: str | None = None
-        self.bad_caps = BadCapabilities()
+        self.bad_caps = BadCapabilities(strike_rate=config.bad_capability_rate,
+                                        strike_burst=config.bad_capability_burst)
         self.committer = GroupCommitter(self.worker, self.mailboxes, self.router, self.metrics,
                                         max_items=config.commit_batch,
                                         max_bytes=config.commit_bytes, now_ms=self.now_ms,

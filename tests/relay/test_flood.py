@@ -117,3 +117,46 @@ async def test_repeated_bad_capabilities_cost_no_storage_work(tmp_path: Path) ->
         await owner.add_cap(bad[0])
         assert await deposit_many(stranger, mailbox, bad[:2]) == [None, codes.BAD_CAPABILITY]
         assert await deposit_many(stranger, mailbox, [cap]) == [None]
+
+
+async def test_a_random_capability_flood_is_refused_whole_once_its_budget_is_spent(
+        tmp_path: Path) -> None:
+    """Issue 16 item 2: every new random capability cost a lookup in the commit,
+    so a flood of them delayed everyone's deposits (victim p99 8.7x)."""
+    config = make_config(tmp_path, bad_capability_rate=1.0, bad_capability_burst=300.0)
+    async with running_relay(config) as h:
+        _, mailbox, cap = await h.owner()
+        flooder = await h.connect()
+        for _ in range(2):            # 512 refused in the commit: over the 300 budget
+            errors = await deposit_many(flooder, mailbox, [capability() for _ in range(256)])
+            assert errors == [codes.BAD_CAPABILITY] * 256
+        commits = h.relay.committer.commits
+        started = trio.current_time()
+        for _ in range(2):
+            errors = await deposit_many(flooder, mailbox,
+                                        [capability() for _ in range(255)] + [cap])
+            assert errors == [codes.RATE_LIMITED] * 256
+        assert h.relay.committer.commits == commits     # no storage work at all
+        # Each refused frame waited for a token of the source's budget (1/s).
+        assert trio.current_time() - started >= 1.0
+
+
+def test_the_bad_capability_budget_is_per_source_and_refills() -> None:
+    from chatcli.relay.badcaps import BadCapabilities
+    from chatcli.relay.mailbox import DepositItem
+
+    bad = BadCapabilities(strike_rate=10.0, strike_burst=100.0)
+    items = [DepositItem(b"m" * 32, os.urandom(32), b"x") for _ in range(150)]
+    errors: list[str | None] = [codes.BAD_CAPABILITY] * 150
+    bad.learn(items, errors, [None] * 150, now=0.0, source=b"flooder")
+    assert not bad.admits(b"flooder", 0.0)
+    assert bad.admits(b"someone else", 0.0)
+    assert bad.delay(b"flooder", 0.0) == 0.1    # one token back after 0.1 s
+    assert bad.admits(b"flooder", 0.2)
+    bad.refuse_frame(b"flooder", 0.2)           # a frame refused whole costs a token
+    bad.refuse_frame(b"flooder", 0.2)
+    assert not bad.admits(b"flooder", 0.2)
+    # Items refused before the commit (already known bad) cost nothing more.
+    bad2 = BadCapabilities(strike_rate=10.0, strike_burst=100.0)
+    bad2.learn(items, errors, errors, now=0.0, source=b"flooder")
+    assert bad2.admits(b"flooder", 0.0)
