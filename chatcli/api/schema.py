@@ -90,10 +90,22 @@ class SyncedEvent(Result, tag="synced", tag_field="type"):
     """Every message waiting at the relay when the stream started was handled."""
 
 
+class SentEvent(Result, tag="sent", tag_field="type"):
+    """A message sent through the daemon, by any of its front ends (daemon
+    only): ``stored`` once the relay(s) stored it; ``group`` for a group."""
+    id: str
+    to: str
+    text: str
+    sent_at: int
+    stored: bool
+    file: str | None = None
+    group: str | None = None
+
+
 Event = (MessageEvent | ReceiptEvent | TypingEvent | PresenceEvent | NoticeEvent
-         | KeyChangeEvent | SyncedEvent)
+         | KeyChangeEvent | SyncedEvent | SentEvent)
 EVENTS: tuple[type[Result], ...] = (MessageEvent, ReceiptEvent, TypingEvent, PresenceEvent,
-                                    NoticeEvent, KeyChangeEvent, SyncedEvent)
+                                    NoticeEvent, KeyChangeEvent, SyncedEvent, SentEvent)
 
 
 class VersionResult(Result):
@@ -373,11 +385,52 @@ class GroupsHistory(Params):
     before: Before | None = None
 
 
+class DaemonStatus(Result):
+    pid: int
+    home: str
+    socket: str
+    name: str
+    fingerprint: str
+    relay: str
+    connected: bool
+    synced: bool
+    subscribers: int
+    backlog: int
+    outbox: int
+    uptime: float
+
+
+class DaemonStopped(Result):
+    pid: int
+    stopping: bool
+
+
+class Subscribe(Params):
+    types: list[str] | None = None
+    """Only these event types (default: all)."""
+    consumer: bool = False
+    """Take events as a `receive` does: while a consumer is subscribed, nothing
+    waits in the backlog."""
+    backlog: bool = False
+    """First the events that arrived while no consumer was subscribed (implies
+    `consumer`); waits until the daemon caught up with its relay."""
+
+
+class Subscribed(Result):
+    subscription: int
+    replayed: int
+
+
+class Unsubscribe(Params):
+    subscription: int
+
+
 @dataclass(frozen=True)
 class Method:
     params: type[Params]
     result: Any
     doc: str
+    daemon_only: bool = False
 
 
 METHODS: dict[str, Method] = {
@@ -425,6 +478,16 @@ METHODS: dict[str, Method] = {
                             "The safety number with a group member; `confirm` marks it verified."),
     "groups.history": Method(GroupsHistory, list[HistoryEntry],
                              "The latest messages of a group, oldest first (local)."),
+    "subscribe": Method(Subscribe, Subscribed,
+                        "Daemon only: events as `event` notifications from now on "
+                        "(`{\"subscription\", \"event\"}`).", daemon_only=True),
+    "unsubscribe": Method(Unsubscribe, bool, "Daemon only: end a subscription.",
+                          daemon_only=True),
+    "daemon.status": Method(NoParams, DaemonStatus,
+                            "Daemon only: pid, connection, subscribers, backlog, outbox.",
+                            daemon_only=True),
+    "daemon.stop": Method(NoParams, DaemonStopped,
+                          "Daemon only: stop the daemon (it answers first).", daemon_only=True),
 }
 
 API_VERSION = 1

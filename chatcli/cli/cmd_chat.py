@@ -38,6 +38,10 @@ def chat(contact: str, history_limit: int, passphrase_file: Path | None) -> None
         raise UsageError("`chatcli chat` needs a terminal; in scripts use `chatcli send` "
                          "and `chatcli receive --wait SECONDS`.")
     from chatcli.client.chat_ui import resolve_target, run_terminal_chat
+    from chatcli.client.home import Home
+    from chatcli.daemon.instance import refuse_while_running
+
+    refuse_while_running(Home.from_env().root, "`chatcli chat`")
 
     with unlocked(passphrase_file) as client:
         target = resolve_target(client, contact)

@@ -66,6 +66,11 @@ class Home:
         """The Unix socket of ``chatcli agent`` for this identity."""
         return self.root / AGENT_SOCKET_NAME
 
+    @property
+    def daemon_socket(self) -> Path:
+        """The JSON-RPC socket of ``chatcli daemon`` for this identity."""
+        return self.root / "daemon.sock"
+
     def exists(self) -> bool:
         """True when an identity was created here."""
         return self.keystore.exists()

@@ -45,12 +45,14 @@ class RpcError:
     message: str
     kind: str
     exit: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+    """More members of ``data`` (e.g. ``relay_code``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "code": self.code,
             "message": self.message,
-            "data": {"error": self.kind, "exit": self.exit},
+            "data": {**self.extra, "error": self.kind, "exit": self.exit},
         }
 
 
@@ -266,6 +268,7 @@ def parse_incoming(line: bytes) -> Response | Notification:
             str(raw.get("message", "")),
             str(extra.get("error", _STANDARD_KINDS.get(raw["code"], "error"))),
             exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else 1,
+            {k: v for k, v in extra.items() if k not in ("error", "exit")},
         )
         return Response(data.get("id"), error=error)
     if "result" not in data:

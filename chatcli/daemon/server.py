@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,8 +50,12 @@ def error_kind(exc: ChatcliError) -> str:
 
 
 def rpc_error(exc: Exception) -> jsonrpc.RpcError:
+    from chatcli.api.errors import ApiError
+
     if isinstance(exc, RpcFailure):
         return exc.error
+    if isinstance(exc, ApiError):
+        return jsonrpc.RpcError(exc.code, exc.message, exc.error, exc.exit_code, exc.extra)
     if isinstance(exc, ChatcliError):
         return jsonrpc.application_error(error_kind(exc), str(exc), exc.exit_code)
     return jsonrpc.standard_error(jsonrpc.INTERNAL_ERROR, "Internal error in the daemon.")
@@ -132,10 +137,19 @@ class _Connection:
             ):
                 raise RpcFailure(jsonrpc.standard_error(
                     jsonrpc.INVALID_PARAMS, "types must be a list of event type names."))
-            sub = self.server.hub.subscribe(types, on_drop=self.cancel.cancel)
+            consumer = params.get("consumer", False)
+            backlog = params.get("backlog", False)
+            if not isinstance(consumer, bool) or not isinstance(backlog, bool):
+                raise RpcFailure(jsonrpc.standard_error(
+                    jsonrpc.INVALID_PARAMS, "consumer and backlog must be true or false."))
+            if backlog and self.server.caught_up is not None:
+                # What waits on the relay comes first, as in direct mode.
+                await self.server.caught_up()
+            sub = self.server.hub.subscribe(types, on_drop=self.cancel.cancel,
+                                            consumer=consumer or backlog, backlog=backlog)
             self.subscriptions.add(sub.id)
             nursery.start_soon(self.forward, sub.id, sub.events)
-            return {"subscription": sub.id}
+            return {"subscription": sub.id, "replayed": sub.replayed}
         if method == "unsubscribe":
             sub_id = params.get("subscription")
             if not isinstance(sub_id, int) or sub_id not in self.subscriptions:
@@ -156,9 +170,13 @@ class _Connection:
 class DaemonServer:
     """Serves ``api`` and ``hub`` on a Unix socket only the daemon's uid may use."""
 
-    def __init__(self, api: CallApi, hub: EventHub) -> None:
+    def __init__(self, api: CallApi, hub: EventHub,
+                 caught_up: Callable[[], Awaitable[None]] | None = None) -> None:
         self.api = api
         self.hub = hub
+        self.caught_up = caught_up
+        """Awaited before a subscription takes the backlog: the daemon has
+        fetched what waited on its relay (or gave up trying for now)."""
 
     async def handle(self, stream: trio.SocketStream) -> None:
         try:
