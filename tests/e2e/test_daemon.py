@@ -294,3 +294,38 @@ def test_the_echo_bot_of_the_api_docs_answers(pair: tuple[User, User],
         bot.wait()
         if bot.stderr is not None:
             bot.stderr.close()
+
+
+def test_commands_print_the_same_through_the_daemon_as_directly(
+        relay: RelayProcess, users: Any, daemons: list[DaemonProcess]) -> None:
+    alice, bob, carol = users("alice", "bob", "carol")
+    for user in (alice, bob, carol):
+        user.init(relay)
+    connect(alice, bob)
+    connect(alice, carol)
+    bob.run("send", "alice", "one")
+    alice.run("receive")
+    alice.run("group", "create", "team", "--member", "bob", "--member", "carol")
+    alice.run("profile", "set", "--display-name", "Alice A.", "--status", "here")
+    commands = [
+        ("messages", "bob", "--json"), ("messages", "bob"),
+        ("contacts", "--offline", "--json"), ("contacts", "--offline"), ("contacts", "--json"),
+        ("verify", "bob", "--json"), ("verify", "bob"),
+        ("group", "list", "--json"), ("group", "members", "team", "--json"),
+        ("profile", "show", "--json"), ("account", "settings", "--json"),
+        ("send", "nobody", "x"), ("verify", "nobody"), ("group", "members", "nope"),
+    ]
+
+    def outputs() -> list[tuple[int, str, str]]:
+        results = []
+        for args in commands:
+            done = alice.run(*args, check=False)
+            results.append((done.returncode, done.stdout, done.stderr))
+        return results
+
+    direct = outputs()
+    daemons.append(DaemonProcess(alice))
+    through = outputs()
+    for args, want, got in zip(commands, direct, through, strict=True):
+        assert got == want, args
+    assert [code for code, _, _ in direct][-3:] == [2, 2, 2]
