@@ -398,11 +398,32 @@ class DaemonStatus(Result):
     backlog: int
     outbox: int
     uptime: float
+    web: str | None = None
+    """The web page's address (no login token) when the daemon serves it."""
 
 
 class DaemonStopped(Result):
     pid: int
     stopping: bool
+
+
+class WebStart(Params):
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    """The loopback port (0: a free one); ignored when the page is served already."""
+
+
+class WebStarted(Result):
+    page: str
+    """The page's address, without a login token."""
+    port: int
+    started: bool
+    """False when the daemon served the page already."""
+
+
+class WebLogin(Result):
+    url: str
+    """A one-time login link (valid 120 s, spent by the first browser that opens it)."""
+    page: str
 
 
 class Subscribe(Params):
@@ -488,6 +509,12 @@ METHODS: dict[str, Method] = {
                             daemon_only=True),
     "daemon.stop": Method(NoParams, DaemonStopped,
                           "Daemon only: stop the daemon (it answers first).", daemon_only=True),
+    "web.start": Method(WebStart, WebStarted,
+                        "Daemon only: serve the web front end on 127.0.0.1 (once).",
+                        daemon_only=True),
+    "web.login": Method(NoParams, WebLogin,
+                        "Daemon only: a fresh one-time login link for the web front end.",
+                        daemon_only=True),
 }
 
 API_VERSION = 1

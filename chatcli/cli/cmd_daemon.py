@@ -28,9 +28,13 @@ STOP_TIMEOUT = 10.0
 @click.option("--detach", is_flag=True,
               help="Unlock, start the daemon in the background and return once it answers "
                    "(its log: CHATCLI_HOME/daemon.log).")
+@click.option("--web", "web_port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Also serve the web front end on 127.0.0.1:PORT (0: a free port); "
+                   "`chatcli web` opens it.")
 @passphrase_option
 @click.pass_context
-def daemon(ctx: click.Context, detach: bool, passphrase_file: Path | None) -> None:
+def daemon(ctx: click.Context, detach: bool, web_port: int | None,
+           passphrase_file: Path | None) -> None:
     """Run the chatcli daemon: stay online, serve the JSON-RPC API.
 
     One daemon per CHATCLI_HOME holds the unlocked keys, the local store and
@@ -55,23 +59,25 @@ def daemon(ctx: click.Context, detach: bool, passphrase_file: Path | None) -> No
                                  "stop it with `chatcli daemon stop`.")
     lean_imports()
     if detach:
-        pid = _start_detached(home, passphrase_file)
+        pid = _start_detached(home, passphrase_file, web_port)
         info(f"chatcli daemon started (pid {pid}) for {home.root}; "
              "`chatcli daemon stop` stops it.")
         return
-    _run_foreground(passphrase_file)
+    _run_foreground(passphrase_file, web_port)
 
 
-def _run_foreground(passphrase_file: Path | None) -> None:
+def _run_foreground(passphrase_file: Path | None, web_port: int | None) -> None:
     from chatcli.cli.output import unlocked
     from chatcli.daemon.runtime import Daemon, serve
 
     def ready(d: Daemon) -> None:
         info(f"chatcli daemon (pid {os.getpid()}) serving {d.socket_path}; "
              "Ctrl-C stops it.")
+        if d.web is not None:
+            info(f"web front end on {d.web.url} (`chatcli web` logs a browser in)")
 
     with unlocked(passphrase_file) as client:
-        serve(client, ready)
+        serve(client, ready, web_port=web_port)
 
 
 def _keystore_key(home: Any, passphrase_file: Path | None) -> bytes:
@@ -86,7 +92,8 @@ def _keystore_key(home: Any, passphrase_file: Path | None) -> bytes:
     return key
 
 
-def _start_detached(home: Any, passphrase_file: Path | None) -> int:
+def _start_detached(home: Any, passphrase_file: Path | None,
+                    web_port: int | None = None) -> int:
     import sys
     import warnings
 
@@ -97,7 +104,8 @@ def _start_detached(home: Any, passphrase_file: Path | None) -> int:
     log_fd = os.open(home.root / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "chatcli.daemon.main", "--home", str(home.root)],
+            [sys.executable, "-m", "chatcli.daemon.main", "--home", str(home.root),
+             *([] if web_port is None else ["--web", str(web_port)])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_fd,
             start_new_session=True, close_fds=True, cwd="/", env=_daemon_env())
     finally:
@@ -128,9 +136,10 @@ def _start_detached(home: Any, passphrase_file: Path | None) -> int:
 
 def _status_line(found: dict[str, Any]) -> str:
     state = "online" if found["connected"] else "connecting to its relay"
+    web = f", web page on {found['web']}" if found.get("web") else ""
     return (f"daemon running (pid {found['pid']}) for {found['name']} in {found['home']}: "
             f"{state}, {found['subscribers']} subscriber(s), {found['outbox']} item(s) in "
-            f"the outbox, up {found['uptime']:.0f} s.")
+            f"the outbox, up {found['uptime']:.0f} s{web}.")
 
 
 @daemon.command("status")

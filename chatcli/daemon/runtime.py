@@ -3,7 +3,9 @@
 Tasks, all under ``client.online()``: the receive loop (the only reader of
 the own relay's pushes: it stays connected, reconnects with backoff and
 publishes every event to the hub), the outbox retry loop (sends what an
-unreachable relay left queued), and the socket server. Every API method runs
+unreachable relay left queued), the socket server and, when asked for
+(``--web PORT`` or the ``web.start`` method), the web front end on
+127.0.0.1 (:mod:`chatcli.web`), fed by the same hub. Every API method runs
 on the same resident client, so deliveries are serialised by the client's
 delivery guard and every front end sees the same store.
 """
@@ -27,9 +29,13 @@ from chatcli.daemon.server import DaemonServer
 
 if TYPE_CHECKING:
     from chatcli.client.service import ChatClient
+    from chatcli.web import WebServer
 
 RETRY_INTERVAL = 5.0
 """Seconds between two attempts to send what the outbox still holds."""
+
+WEB_UPLOADS = "web-uploads"
+"""Folder of CHATCLI_HOME where the page's files wait until they are sent."""
 
 CATCH_UP_WAIT = 10.0
 """How long a ``receive`` waits for the daemon's first catch-up with its relay."""
@@ -58,10 +64,32 @@ class ResidentApi:
             return {"pid": os.getpid(), "stopping": True}
         if method == "receive":
             return await self._receive(params)
+        if method == "web.start":
+            return await self._web_start(params)
+        if method == "web.login":
+            _daemon_params(method, params)
+            server = self.daemon.web
+            if server is None:
+                from chatcli.api.errors import ApiError
+
+                raise ApiError("usage_error", "The daemon serves no web page: start it "
+                               "with `chatcli web` (or the method `web.start`).")
+            return {"url": server.login_url(), "page": server.url}
         result = await self.local.call(method, params)
         if method == "send":
             self.daemon.published_send(params, result)
         return result
+
+    async def _web_start(self, params: dict[str, Any]) -> dict[str, Any]:
+        from chatcli.api import schema as s
+
+        valid = _daemon_params("web.start", params)
+        assert isinstance(valid, s.WebStart)
+        started = self.daemon.web is None
+        if started:
+            await self.daemon.start_web(valid.port)
+        assert self.daemon.web is not None
+        return {"page": self.daemon.web.url, "port": self.daemon.web.port, "started": started}
 
     async def _receive(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """What waited for a consumer, then (with ``wait``) what arrives."""
@@ -85,11 +113,29 @@ class ResidentApi:
         return events
 
 
+def _daemon_params(method: str, params: dict[str, Any]) -> Any:
+    """The parameters of a daemon-only method, validated as LocalApi does its own."""
+    import msgspec
+
+    from chatcli.api import schema as s
+    from chatcli.api.errors import ApiError
+
+    try:
+        return msgspec.convert(params or {}, s.METHODS[method].params)
+    except msgspec.ValidationError as exc:
+        raise ApiError("invalid_params", f"Bad parameters for {method}: {exc}.",
+                       exit_code=2) from None
+
+
 class Daemon:
     """One identity, online until :meth:`stop` (or SIGTERM/SIGINT)."""
 
-    def __init__(self, client: ChatClient) -> None:
+    def __init__(self, client: ChatClient, *, web_port: int | None = None) -> None:
         self.client = client
+        self.web_port = web_port
+        self.web: WebServer | None = None
+        self._nursery: trio.Nursery | None = None
+        self._web_lock = trio.Lock()
         self.hub = EventHub()
         self.api = ResidentApi(self)
         self.lock = InstanceLock(client.home.root)
@@ -121,7 +167,31 @@ class Daemon:
                 "relay": account.relay_url.split("#")[0], "connected": self.connected,
                 "synced": self._synced.is_set(), "subscribers": len(self.hub),
                 "backlog": self.hub.backlog, "outbox": pending,
-                "uptime": round(time.time() - self.started_at, 1)}
+                "uptime": round(time.time() - self.started_at, 1),
+                "web": self.web.url if self.web is not None else None}
+
+    async def start_web(self, port: int = 0) -> None:
+        """Serve the web front end on 127.0.0.1:PORT (0: a free port), once."""
+        from chatcli.web import WebServer
+
+        async with self._web_lock:
+            if self.web is not None:
+                return
+            assert self._nursery is not None, "the daemon is not running"
+            home = self.client.home
+            home.downloads.mkdir(exist_ok=True, mode=0o700)
+            uploads = home.root / WEB_UPLOADS
+            server = WebServer(self.api, upload_dir=uploads, download_dir=home.downloads,
+                               events=self.hub)
+            try:
+                await self._nursery.start(server.serve, port)
+            except OSError as exc:
+                from chatcli.errors import UsageError
+
+                raise UsageError(f"Cannot serve the web page on 127.0.0.1:{port}: "
+                                 f"{exc.strerror or exc}.") from None
+            self.web = server
+            log(f"web front end on {server.url}")
 
     def published_send(self, params: dict[str, Any], result: Any) -> None:
         """Tell every front end about a message sent through this daemon."""
@@ -146,10 +216,13 @@ class Daemon:
             async with self.client.online(), trio.open_nursery() as nursery:
                 server = DaemonServer(self.api, self.hub, caught_up=self.caught_up)
                 await nursery.start(server.serve_unix, self.socket_path)
+                self._nursery = nursery
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._receive_loop)
                 nursery.start_soon(self._retry_loop)
                 log(f"serving {self.socket_path} (pid {os.getpid()})")
+                if self.web_port is not None:
+                    await self.start_web(self.web_port)
                 task_status.started()
                 await self._stopping.wait()
                 # Let the answer to `daemon.stop` leave before the sockets close.
@@ -199,7 +272,8 @@ class Daemon:
                 await self.client.flush_outbox(time_limit=RETRY_INTERVAL * 2)
 
 
-def serve(client: ChatClient, on_ready: Callable[[Daemon], None] | None = None) -> None:
+def serve(client: ChatClient, on_ready: Callable[[Daemon], None] | None = None, *,
+          web_port: int | None = None) -> None:
     """Run a daemon for ``client`` in this process until it is stopped.
 
     Raises :class:`chatcli.daemon.instance.DaemonRunningError` at once when
@@ -207,7 +281,7 @@ def serve(client: ChatClient, on_ready: Callable[[Daemon], None] | None = None) 
     (the installation was replaced, the account was deleted...)."""
     from chatcli.errors import ChatcliError
 
-    daemon = Daemon(client)
+    daemon = Daemon(client, web_port=web_port)
     daemon.lock.acquire()
 
     async def main() -> None:

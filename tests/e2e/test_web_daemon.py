@@ -1,0 +1,148 @@
+"""`chatcli web` and `chatcli daemon --web` end to end, without a browser: real
+relay, real daemons, the page's login and its WebSocket over loopback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import trio
+from trio_websocket import open_websocket
+
+from tests.e2e.conftest import CHATCLI, RelayProcess, User, _env, connect
+from tests.e2e.test_daemon import DaemonProcess, no_passphrase
+
+pytestmark = pytest.mark.slow
+
+
+def web_json(user: User, *args: str, passphrase: bool = False) -> dict[str, Any]:
+    extra = {"CHATCLI_HOME": str(user.home)}
+    if passphrase:
+        extra["CHATCLI_PASSPHRASE"] = user.passphrase
+    result = subprocess.run([CHATCLI, "web", "--no-browser", "--json", *args],
+                            env=_env(extra), stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def status(user: User) -> dict[str, Any]:
+    result = no_passphrase(user, "daemon", "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def open_login(url: str) -> tuple[int, str]:
+    """GET the login link as a browser would: the status and the session cookie."""
+    split = urlsplit(url)
+    conn = http.client.HTTPConnection(split.hostname, split.port, timeout=10)
+    try:
+        conn.request("GET", f"{split.path}?{split.query}")
+        response = conn.getresponse()
+        response.read()
+        cookie = (response.getheader("Set-Cookie") or "").split(";", 1)[0]
+        return response.status, cookie
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def stop_daemons() -> Iterator[list[User]]:
+    users: list[User] = []
+    yield users
+    for user in users:
+        no_passphrase(user, "daemon", "stop")
+
+
+def test_chatcli_web_starts_a_daemon_and_logs_in_once(
+    relay: RelayProcess, users: Any, stop_daemons: list[User]
+) -> None:
+    (alice,) = users("alice")
+    alice.init(relay)
+    stop_daemons.append(alice)
+    first = web_json(alice, passphrase=True)
+    assert first["opened"] is False
+    page = first["page"]
+    assert page.startswith("http://127.0.0.1:") and first["url"].startswith(page + "login?token=")
+    running = status(alice)
+    assert running["web"] == page
+    assert "token" not in json.dumps(running)
+
+    code, cookie = open_login(first["url"])
+    assert code == 303 and cookie.startswith("chatcli_session=")
+    assert open_login(first["url"])[0] == 403  # used once
+
+    # Again, with no passphrase: the same daemon and page, a new link.
+    second = web_json(alice)
+    assert second["page"] == page and second["url"] != first["url"]
+    assert status(alice)["pid"] == running["pid"]
+    assert open_login(second["url"])[0] == 303
+    log = (alice.home / "daemon.log").read_text()
+    assert "token" not in log and page in log
+
+
+def test_a_daemon_without_web_serves_it_when_asked(
+    relay: RelayProcess, users: Any
+) -> None:
+    (alice,) = users("alice")
+    alice.init(relay)
+    daemon = DaemonProcess(alice)
+    try:
+        assert status(alice)["web"] is None
+        opened = web_json(alice)
+        assert status(alice)["web"] == opened["page"]
+        assert open_login(opened["url"])[0] == 303
+    finally:
+        daemon.stop()
+
+
+def test_the_page_sees_what_the_cli_and_contacts_do(
+    relay: RelayProcess, users: Any
+) -> None:
+    alice, bob = users("alice", "bob")
+    alice.init(relay)
+    bob.init(relay)
+    connect(alice, bob)
+    daemon = DaemonProcess(alice, "--web", "0")
+    try:
+        login = web_json(alice)
+        code, cookie = open_login(login["url"])
+        assert code == 303
+        port = urlsplit(login["page"]).port
+        assert port is not None
+
+        async def page() -> list[dict[str, Any]]:
+            events: list[dict[str, Any]] = []
+            async with open_websocket(
+                "127.0.0.1", port, "/ws", use_ssl=False,
+                extra_headers=[(b"Origin", f"http://127.0.0.1:{port}".encode()),
+                               (b"Cookie", cookie.encode())],
+            ) as ws:
+                await ws.send_message(json.dumps(
+                    {"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": {}}))
+                answer = json.loads(await ws.get_message())
+                assert answer["result"] == {"subscription": 1}
+                # A command in a terminal (through the daemon), then a contact.
+                sent = await trio.run_process(
+                    [CHATCLI, "send", "bob", "from the terminal"], capture_stdout=True,
+                    capture_stderr=True, env=_env({"CHATCLI_HOME": str(alice.home)}))
+                assert sent.returncode == 0
+                await trio.to_thread.run_sync(lambda: bob.run("send", "alice", "to the page"))
+                with trio.fail_after(20):
+                    while len([e for e in events if e["type"] in ("sent", "message")]) < 2:
+                        note = json.loads(await ws.get_message())
+                        events.append(note["params"]["event"])
+            return events
+
+        events = trio.run(page)
+        assert [(e["type"], e["text"]) for e in events if e["type"] in ("sent", "message")] == [
+            ("sent", "from the terminal"), ("message", "to the page")]
+        # The page took the message: it does not wait for `chatcli receive`.
+        assert status(alice)["backlog"] == 0
+    finally:
+        daemon.stop()
