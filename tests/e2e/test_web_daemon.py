@@ -146,3 +146,53 @@ def test_the_page_sees_what_the_cli_and_contacts_do(
         assert status(alice)["backlog"] == 0
     finally:
         daemon.stop()
+
+
+def raw_get(port: int, path: str, headers: dict[str, str]) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_host=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_the_daemons_page_refuses_other_hosts_origins_and_strangers(
+    relay: RelayProcess, users: Any
+) -> None:
+    (alice,) = users("alice")
+    alice.init(relay)
+    daemon = DaemonProcess(alice, "--web", "0")
+    try:
+        login = web_json(alice)
+        port = urlsplit(login["page"]).port
+        assert port is not None
+        here = f"127.0.0.1:{port}"
+        upgrade = {"Upgrade": "websocket", "Connection": "Upgrade",
+                   "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                   "Sec-WebSocket-Version": "13"}
+        # No token, a made-up token, no cookie.
+        assert raw_get(port, "/", {"Host": here}) == 401
+        assert raw_get(port, "/login?token=made-up", {"Host": here}) == 403
+        assert raw_get(port, "/ws", {"Host": here, "Origin": f"http://{here}", **upgrade}) == 401
+        # A DNS name rebound to 127.0.0.1, another site's page.
+        split = urlsplit(login["url"])
+        target = f"{split.path}?{split.query}"
+        assert raw_get(port, target, {"Host": f"evil.example:{port}"}) == 421
+        assert raw_get(port, target, {"Host": here, "Origin": "http://evil.example"}) == 403
+        assert raw_get(port, target, {"Host": here, "Sec-Fetch-Site": "cross-site"}) == 403
+        # The token survived the refused attempts; with it, the WebSocket
+        # still needs our own Origin.
+        code, cookie = open_login(login["url"])
+        assert code == 303
+        assert raw_get(port, "/", {"Host": here, "Cookie": cookie}) == 200
+        assert raw_get(port, "/ws", {"Host": here, "Cookie": cookie, **upgrade}) == 403
+        assert raw_get(port, "/ws", {"Host": here, "Cookie": cookie,
+                                     "Origin": "http://localhost:1", **upgrade}) == 403
+    finally:
+        daemon.stop()

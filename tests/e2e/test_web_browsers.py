@@ -1,0 +1,184 @@
+"""Two people, each with a daemon serving the web page, each in a real browser.
+
+Real processes: a relay, two `chatcli daemon --web 0`; each browser logs in
+through the link `chatcli web --no-browser` prints. In the pages: an invite
+made by alice is accepted by bob, messages go both ways in real time with
+delivered/read marks and a typing indicator, an image shows a preview on the
+other side, and bob's profile picture shows in alice's page.
+`CHATCLI_WEB_SHOTS=docs/web-shots` keeps the screenshots docs/web.md shows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import RelayProcess, User
+from tests.e2e.test_daemon import DaemonProcess
+from tests.e2e.test_web_daemon import web_json
+from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = pytest.mark.slow
+TIMEOUT_MS = 20_000
+
+
+def png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
+    """A small PNG: a diagonal gradient from ``colour`` (no imaging library needed)."""
+    rows = b"".join(
+        b"\x00" + b"".join(bytes(min(255, c + x + y // 2) for c in colour) for x in range(width))
+        for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not shutil.which(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium; .ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class Person:
+    """One user: a daemon serving the page, and a browser tab logged in to it."""
+
+    def __init__(self, user: User, browser: Any, problems: list[str]) -> None:
+        self.user = user
+        self.daemon = DaemonProcess(user, "--web", "0")
+        self.context = browser.new_context(viewport={"width": 960, "height": 600})
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.page = self.context.new_page()
+        self.page.on("console", lambda m: m.type == "error" and problems.append(
+            f"{user.name}: {m.text}"))
+        self.page.on("pageerror", lambda e: problems.append(f"{user.name}: {e}"))
+        login = web_json(user)
+        self.page.goto(login["url"])
+        assert self.page.url == login["page"]
+        self.page.get_by_role("button", name="Invite", exact=True).wait_for()
+
+    def conversation(self, name: str) -> Any:
+        return self.page.locator(".conversation", has_text=name)
+
+    def open(self, name: str) -> None:
+        self.conversation(name).click()
+        self.page.locator("#chat-name", has_text=name).wait_for()
+
+    def say(self, text: str) -> None:
+        box = self.page.get_by_role("textbox", name="Message")
+        box.fill(text)
+        box.press("Enter")
+
+    def close(self) -> None:
+        self.context.close()
+        self.daemon.stop()
+
+
+def test_two_people_chat_in_two_browsers(relay: RelayProcess, users: Any, browser: Any,
+                                         tmp_path: Path) -> None:
+    shots = Path(os.environ.get("CHATCLI_WEB_SHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    alice_user, bob_user = users("alice", "bob")
+    alice_user.init(relay)
+    bob_user.init(relay)
+    problems: list[str] = []
+    alice = Person(alice_user, browser, problems)
+    bob = Person(bob_user, browser, problems)
+    try:
+        # alice invites; the dialog shows the link and its QR code.
+        alice.page.get_by_role("button", name="Invite", exact=True).click()
+        invite = alice.page.get_by_role("dialog", name="Invite someone")
+        link_box = invite.get_by_label("Invite link")
+        link_box.wait_for()
+        link = link_box.input_value()
+        assert link.startswith("chatcli:")
+        qr = invite.get_by_role("img", name="QR code of the invite link")
+        qr.wait_for()
+        assert qr.evaluate("img => img.complete && img.naturalWidth > 0")
+        alice.page.screenshot(path=shots / "invite.png")
+        invite.get_by_role("button", name="Done").click()
+
+        # bob pastes it.
+        bob.page.get_by_role("button", name="Accept invite").click()
+        accept = bob.page.get_by_role("dialog", name="Accept an invite")
+        accept.get_by_label("Invite link").fill(link)
+        accept.get_by_label("Name for this contact").fill("alice")
+        accept.get_by_role("button", name="Accept", exact=True).click()
+        bob.page.locator("#chat-name", has_text="alice").wait_for()
+        # alice's page learns of bob from the handshake, without a reload.
+        alice.conversation("bob").wait_for()
+        alice.open("bob")
+
+        # Real time, both ways, with marks.
+        alice.say("Hello bob, this is the web page.")
+        bob.page.locator(".bubble.in .text", has_text="Hello bob, this is the web page.").wait_for()
+        # bob's page shows it, so bob's daemon sends a read receipt.
+        alice.page.locator('.bubble.out .state[aria-label="read"]').wait_for()
+        bob.page.get_by_role("textbox", name="Message").press_sequentially("Hi al")
+        alice.page.get_by_text("bob is typing…").wait_for()
+        bob.say("Hi alice! Both ways, in real time.")
+        alice.page.locator(".bubble.in .text", has_text="Both ways, in real time.").wait_for()
+        bob.page.locator('.bubble.out .state[aria-label="read"]').wait_for()
+
+        # An image: a preview on both sides.
+        picture = tmp_path / "sunset.png"
+        picture.write_bytes(png(96, 64, (200, 90, 40)))
+        alice.page.locator("#attach").set_input_files(picture)
+        preview = bob.page.locator(".bubble.in img.preview")
+        preview.wait_for()
+        bob.page.wait_for_function(
+            "() => { const i = document.querySelector('.bubble.in img.preview');"
+            " return i && i.complete && i.naturalWidth === 96; }")
+        assert bob.page.get_by_role("link", name="sunset.png").get_attribute(
+            "href").startswith("/files?path=")
+        alice.page.locator(".bubble.out img.preview").wait_for()
+        alice.say("A sunset, for you: https://example.org/sunset")
+        bob.page.locator(".bubble.in .text", has_text="A sunset").wait_for()
+        bob.page.screenshot(path=shots / "chat-view.png")
+
+        # bob's profile picture, set in his page, shows in alice's.
+        bob.page.get_by_role("button", name="Profile").click()
+        bob.page.get_by_label("Display name").fill("Bob B.")
+        bob.page.get_by_label("Status").fill("Out sailing")
+        face = tmp_path / "bob.png"
+        face.write_bytes(png(128, 128, (30, 110, 160)))
+        bob.page.locator("#profile-avatar-file").set_input_files(face)
+        bob.page.wait_for_function(
+            "() => document.getElementById('profile-avatar').style.backgroundImage !== ''")
+        bob.page.screenshot(path=shots / "profile.png")
+        bob.page.get_by_role("button", name="Save").click()
+        bob.page.get_by_role("dialog").wait_for(state="hidden")
+        alice.page.reload()
+        alice.open("bob")
+        alice.page.wait_for_function(
+            "() => document.getElementById('chat-avatar').style.backgroundImage"
+            ".startsWith('url(\"blob:')")
+        alice.page.locator(".bubble", has_text="A sunset").wait_for()
+        alice.page.screenshot(path=shots / "conversations.png")
+        bob.page.set_viewport_size({"width": 390, "height": 700})
+        bob.page.emulate_media(color_scheme="dark")
+        bob.page.screenshot(path=shots / "phone-dark.png")
+    finally:
+        alice.close()
+        bob.close()
+    assert problems == []
