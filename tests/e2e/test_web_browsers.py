@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import RelayProcess, User
+from tests.e2e.conftest import RelayProcess, User, connect
 from tests.e2e.test_daemon import DaemonProcess
 from tests.e2e.test_web_daemon import web_json
 from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS
@@ -80,8 +80,8 @@ class Person:
     def conversation(self, name: str) -> Any:
         return self.page.locator(".conversation", has_text=name)
 
-    def open(self, name: str) -> None:
-        self.conversation(name).click()
+    def open(self, name: str, *, group: bool = False) -> None:
+        self.conversation(f"{name} (group)" if group else name).click()
         self.page.locator("#chat-name", has_text=name).wait_for()
 
     def say(self, text: str) -> None:
@@ -181,4 +181,55 @@ def test_two_people_chat_in_two_browsers(relay: RelayProcess, users: Any, browse
     finally:
         alice.close()
         bob.close()
+    assert problems == []
+
+
+def test_a_group_of_three_in_three_browsers(relay: RelayProcess, users: Any, browser: Any,
+                                            tmp_path: Path) -> None:
+    shots = Path(os.environ.get("CHATCLI_WEB_SHOTS", tmp_path))
+    alice_user, bob_user, carol_user = users("alice", "bob", "carol")
+    for user in (alice_user, bob_user, carol_user):
+        user.init(relay)
+    # alice knows bob and carol; bob and carol do not know each other.
+    connect(alice_user, bob_user)
+    connect(alice_user, carol_user)
+    problems: list[str] = []
+    people = [Person(u, browser, problems) for u in (alice_user, bob_user, carol_user)]
+    alice, bob, carol = people
+    try:
+        alice.page.get_by_role("button", name="New group").click()
+        dialog = alice.page.get_by_role("dialog", name="New group")
+        dialog.get_by_label("Group name").fill("sailing")
+        dialog.get_by_label("bob").check()
+        dialog.get_by_label("carol").check()
+        dialog.get_by_role("button", name="Create").click()
+        alice.page.locator("#chat-name", has_text="sailing").wait_for()
+        # bob's and carol's daemons join on their own; their pages list the group.
+        for person in (bob, carol):
+            person.conversation("sailing (group)").wait_for()
+            person.open("sailing", group=True)
+        # Once everyone holds everyone's group key, messages go round.
+        members = alice.page.get_by_role("dialog", name="Members")
+        joined = members.locator("#members-list li")
+        for _ in range(100):
+            alice.page.get_by_role("button", name="Members").click()
+            joined.first.wait_for()
+            count = joined.count()
+            members.get_by_role("button", name="Close").click()
+            if count == 3:
+                break
+            alice.page.wait_for_timeout(200)
+        assert count == 3
+        alice.say("Who is coming on Saturday?")
+        for person in (bob, carol):
+            person.page.locator(".bubble.in", has_text="Who is coming on Saturday?").wait_for()
+        carol.say("Me, with a cake.")
+        for person in (alice, bob):
+            bubble = person.page.locator(".bubble.in", has_text="Me, with a cake.")
+            bubble.wait_for()
+            assert bubble.locator(".from").inner_text() == "carol"
+        bob.page.screenshot(path=shots / "group.png")
+    finally:
+        for person in people:
+            person.close()
     assert problems == []

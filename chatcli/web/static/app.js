@@ -33,10 +33,16 @@ function key(kind, name) {
   return `${kind}:${name}`;
 }
 
-function showNotice(text) {
+let noticeTimer = null;
+
+// A problem (red, stays until the next one) or, with `info`, news that fades.
+function showNotice(text, { info = false } = {}) {
   const notice = $("notice");
+  clearTimeout(noticeTimer);
   notice.textContent = text;
   notice.hidden = !text;
+  notice.classList.toggle("info", info);
+  if (info && text) noticeTimer = setTimeout(() => showNotice(""), 10000);
 }
 
 function errorText(error) {
@@ -635,7 +641,7 @@ function onPresence(event) {
 }
 
 function onNotice(event) {
-  showNotice(event.text || event.message || "");
+  showNotice(event.text || event.message || "", { info: !event.warning });
   refreshConversations();
 }
 
