@@ -400,11 +400,27 @@ class DaemonStatus(Result):
     uptime: float
     web: str | None = None
     """The web page's address (no login token) when the daemon serves it."""
+    locked: bool = False
+    """Started (or put) in the locked state: `name`, `fingerprint` and `relay`
+    are empty until `unlock`."""
 
 
 class DaemonStopped(Result):
     pid: int
     stopping: bool
+
+
+class Unlock(Params):
+    passphrase: str
+
+
+class Unlocked(Result):
+    unlocked: bool
+    name: str
+
+
+class Locked(Result):
+    locked: bool
 
 
 class WebStart(Params):
@@ -509,6 +525,13 @@ METHODS: dict[str, Method] = {
                             daemon_only=True),
     "daemon.stop": Method(NoParams, DaemonStopped,
                           "Daemon only: stop the daemon (it answers first).", daemon_only=True),
+    "unlock": Method(Unlock, Unlocked,
+                     "Daemon only: open the keystore of a locked daemon and go online "
+                     "(a wrong passphrase is a `crypto_error`).", daemon_only=True),
+    "lock": Method(NoParams, Locked,
+                   "Daemon only: go offline and drop the unlocked keys; every method but "
+                   "`unlock`, `daemon.*` and `web.*` then answers `locked`.",
+                   daemon_only=True),
     "web.start": Method(WebStart, WebStarted,
                         "Daemon only: serve the web front end on 127.0.0.1 (once).",
                         daemon_only=True),

@@ -31,9 +31,12 @@ STOP_TIMEOUT = 10.0
 @click.option("--web", "web_port", type=click.IntRange(0, 65535), metavar="PORT",
               help="Also serve the web front end on 127.0.0.1:PORT (0: a free port); "
                    "`chatcli web` opens it.")
+@click.option("--locked", is_flag=True,
+              help="Start without unlocking: every request but `unlock` is refused until "
+                   "the passphrase is given in the web page (or the `unlock` method).")
 @passphrase_option
 @click.pass_context
-def daemon(ctx: click.Context, detach: bool, web_port: int | None,
+def daemon(ctx: click.Context, detach: bool, web_port: int | None, locked: bool,
            passphrase_file: Path | None) -> None:
     """Run the chatcli daemon: stay online, serve the JSON-RPC API.
 
@@ -59,14 +62,15 @@ def daemon(ctx: click.Context, detach: bool, web_port: int | None,
                                  "stop it with `chatcli daemon stop`.")
     lean_imports()
     if detach:
-        pid = _start_detached(home, passphrase_file, web_port)
-        info(f"chatcli daemon started (pid {pid}) for {home.root}; "
-             "`chatcli daemon stop` stops it.")
+        pid = _start_detached(home, passphrase_file, web_port, locked=locked)
+        info(f"chatcli daemon started (pid {pid}) for {home.root}"
+             f"{', locked' if locked else ''}; `chatcli daemon stop` stops it.")
         return
-    _run_foreground(passphrase_file, web_port)
+    _run_foreground(passphrase_file, web_port, home if locked else None)
 
 
-def _run_foreground(passphrase_file: Path | None, web_port: int | None) -> None:
+def _run_foreground(passphrase_file: Path | None, web_port: int | None,
+                    locked_home: Any = None) -> None:
     from chatcli.cli.output import unlocked
     from chatcli.daemon.runtime import Daemon, serve
 
@@ -76,6 +80,9 @@ def _run_foreground(passphrase_file: Path | None, web_port: int | None) -> None:
         if d.web is not None:
             info(f"web front end on {d.web.url} (`chatcli web` logs a browser in)")
 
+    if locked_home is not None:
+        serve(None, ready, web_port=web_port, home=locked_home)
+        return
     with unlocked(passphrase_file) as client:
         serve(client, ready, web_port=web_port)
 
@@ -93,19 +100,20 @@ def _keystore_key(home: Any, passphrase_file: Path | None) -> bytes:
 
 
 def _start_detached(home: Any, passphrase_file: Path | None,
-                    web_port: int | None = None) -> int:
+                    web_port: int | None = None, *, locked: bool = False) -> int:
     import sys
     import warnings
 
     from chatcli.client.agent import _daemon_env, _read_line
     from chatcli.errors import ChatcliError
 
-    key = _keystore_key(home, passphrase_file)
+    key = b"" if locked else _keystore_key(home, passphrase_file)
     log_fd = os.open(home.root / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "chatcli.daemon.main", "--home", str(home.root),
-             *([] if web_port is None else ["--web", str(web_port)])],
+             *([] if web_port is None else ["--web", str(web_port)]),
+             *(["--locked"] if locked else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_fd,
             start_new_session=True, close_fds=True, cwd="/", env=_daemon_env())
     finally:
@@ -136,8 +144,11 @@ def _start_detached(home: Any, passphrase_file: Path | None,
 
 def _status_line(found: dict[str, Any]) -> str:
     state = "online" if found["connected"] else "connecting to its relay"
+    if found.get("locked"):
+        state = "locked (unlock it in the web page: `chatcli web`)"
     web = f", web page on {found['web']}" if found.get("web") else ""
-    return (f"daemon running (pid {found['pid']}) for {found['name']} in {found['home']}: "
+    name = f" for {found['name']}" if found.get("name") else ""
+    return (f"daemon running (pid {found['pid']}){name} in {found['home']}: "
             f"{state}, {found['subscribers']} subscriber(s), {found['outbox']} item(s) in "
             f"the outbox, up {found['uptime']:.0f} s{web}.")
 

@@ -29,7 +29,8 @@ def web(no_browser: bool, port: int, as_json: bool, passphrase_file: Path | None
     """Open chatcli in your web browser.
 
     Starts the daemon in the background if none runs (unlocking here with
-    your passphrase), makes it serve the web page on 127.0.0.1, and opens a
+    your passphrase; without a terminal or passphrase it starts locked and
+    the page asks for it), makes it serve the web page on 127.0.0.1, and opens a
     one-time login link (valid 2 minutes, for one browser) in your default
     browser. Run it again for a new link; `chatcli daemon stop` stops
     everything.
@@ -51,9 +52,12 @@ def web(no_browser: bool, port: int, as_json: bool, passphrase_file: Path | None
                 f"A chatcli daemon (pid {pid}) holds {home.root} but does not answer; "
                 "stop it with `chatcli daemon stop`.")
         lean_imports()
-        pid = _start_detached(home, passphrase_file, port)
+        locked = _no_passphrase_here(home, passphrase_file)
+        pid = _start_detached(home, passphrase_file, port, locked=locked)
         info(f"chatcli daemon started (pid {pid}) for {home.root}; "
              "`chatcli daemon stop` stops it.")
+        if locked:
+            info("It is locked: unlock it in the page with your passphrase.")
         remote = find(home.root)
         if remote is None:
             from chatcli.errors import ChatcliError
@@ -71,6 +75,20 @@ def web(no_browser: bool, port: int, as_json: bool, passphrase_file: Path | None
     else:
         info("Open this link in your browser (it works once, within 2 minutes):")
         click.echo(login["url"])
+
+
+def _no_passphrase_here(home: Any, passphrase_file: Path | None) -> bool:
+    """True when no passphrase can be had here (no file, no CHATCLI_PASSPHRASE,
+    no agent, no terminal): the daemon then starts locked, for the page to unlock."""
+    import os
+    import sys
+
+    from chatcli.cli.output import agent_key
+    from chatcli.client.unlock import ENV_PASSPHRASE
+
+    if passphrase_file is not None or os.environ.get(ENV_PASSPHRASE) or sys.stdin.isatty():
+        return False
+    return agent_key(home, None) is None
 
 
 def _open(url: str) -> bool:

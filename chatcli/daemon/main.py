@@ -1,10 +1,11 @@
-"""``python -m chatcli.daemon.main --home PATH [--web PORT]``: the detached daemon process.
+"""``python -m chatcli.daemon.main --home PATH [--web PORT] [--locked]``: the detached daemon.
 
 ``chatcli daemon --detach`` unlocks in the foreground, then starts this
 process with the keystore's 32-byte key on stdin (never in argv or the
 environment). It prints ``ready PID`` on stdout once its socket answers, or
 ``error: ...`` and exits non-zero; its log goes to stderr, which the parent
-points at ``CHATCLI_HOME/daemon.log``.
+points at ``CHATCLI_HOME/daemon.log``. With ``--locked`` nothing is read on
+stdin: the daemon waits for ``unlock``.
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chatcli.daemon.main")
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--web", type=int, default=None, metavar="PORT")
+    parser.add_argument("--locked", action="store_true")
     args = parser.parse_args(argv)
     _prctl(PR_SET_DUMPABLE, 0)  # no core dumps or ptrace of a process holding keys
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     out = sys.stdout
-    try:
-        key = _read_key()
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=out, flush=True)
-        return 2
+    key = bytearray()
+    if not args.locked:
+        try:
+            key = _read_key()
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=out, flush=True)
+            return 2
 
     from chatcli.cli.output import lean_imports
 
@@ -49,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         home = Home(args.home)
+        if args.locked:
+            serve(None, ready, web_port=args.web, home=home)
+            return 0
         client = ChatClient.from_secrets(home, read_secrets_with_key(home.keystore, bytes(key)))
         key[:] = bytes(len(key))
         try:

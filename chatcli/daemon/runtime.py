@@ -28,6 +28,7 @@ from chatcli.daemon.instance import InstanceLock
 from chatcli.daemon.server import DaemonServer
 
 if TYPE_CHECKING:
+    from chatcli.client.home import Home
     from chatcli.client.service import ChatClient
     from chatcli.web import WebServer
 
@@ -54,7 +55,17 @@ class ResidentApi:
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self.local = LocalApi(daemon.client, resident=True)
+
+    @property
+    def local(self) -> LocalApi:
+        """The API of the unlocked identity; a ``locked`` error while locked."""
+        local = self.daemon.local
+        if local is None:
+            from chatcli.api.errors import ApiError
+
+            raise ApiError("locked", "chatcli is locked: unlock it with your passphrase "
+                           "(in the web page: `chatcli web`).")
+        return local
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
         if method == "daemon.status":
@@ -62,6 +73,12 @@ class ResidentApi:
         if method == "daemon.stop":
             self.daemon.stop()
             return {"pid": os.getpid(), "stopping": True}
+        if method == "unlock":
+            valid = _daemon_params(method, params)
+            return await self.daemon.unlock(valid.passphrase)
+        if method == "lock":
+            _daemon_params(method, params)
+            return await self.daemon.lock_identity()
         if method == "receive":
             return await self._receive(params)
         if method == "web.start":
@@ -128,18 +145,35 @@ def _daemon_params(method: str, params: dict[str, Any]) -> Any:
 
 
 class Daemon:
-    """One identity, online until :meth:`stop` (or SIGTERM/SIGINT)."""
+    """One identity, online until :meth:`stop` (or SIGTERM/SIGINT).
 
-    def __init__(self, client: ChatClient, *, web_port: int | None = None) -> None:
+    Started with a ``client`` it is unlocked at once; started with only a
+    ``home`` it is *locked*: it serves its socket (and web page) and answers
+    ``locked`` to everything but ``unlock``, ``daemon.*`` and ``web.*``.
+    ``unlock {passphrase}`` opens the keystore and goes online; ``lock``
+    goes offline and forgets the keys (the client is dropped)."""
+
+    def __init__(self, client: ChatClient | None, *, home: Home | None = None,
+                 web_port: int | None = None) -> None:
+        if client is not None:
+            home = client.home
+        assert home is not None, "a locked daemon needs its home"
+        self.home = home
         self.client = client
+        self.local: LocalApi | None = (LocalApi(client, resident=True)
+                                       if client is not None else None)
+        self._own_client = False
+        self._lock_requested = trio.Event()
+        self._session_done = trio.Event()
+        self._unlock_lock = trio.Lock()
         self.web_port = web_port
         self.web: WebServer | None = None
         self._nursery: trio.Nursery | None = None
         self._web_lock = trio.Lock()
         self.hub = EventHub()
         self.api = ResidentApi(self)
-        self.lock = InstanceLock(client.home.root)
-        self.socket_path: Path = client.home.daemon_socket
+        self.lock = InstanceLock(home.root)
+        self.socket_path: Path = home.daemon_socket
         self.started_at = time.time()
         self.connected = False
         self._synced = trio.Event()
@@ -152,23 +186,72 @@ class Daemon:
 
     async def caught_up(self) -> None:
         """Wait (a little) until the first catch-up with the relay is done."""
+        if self.client is None:
+            return
         with trio.move_on_after(CATCH_UP_WAIT):
             await self._synced.wait()
 
     def status(self) -> dict[str, Any]:
         from chatcli.client import models as db
 
-        account = self.client.account()
-        with self.client.store.read():
-            pending = db.Outbox.select().count()
-        return {"pid": os.getpid(), "home": str(self.client.home.root),
-                "socket": str(self.socket_path), "name": account.name,
-                "fingerprint": self.client.identity.public.fingerprint(),
-                "relay": account.relay_url.split("#")[0], "connected": self.connected,
-                "synced": self._synced.is_set(), "subscribers": len(self.hub),
-                "backlog": self.hub.backlog, "outbox": pending,
-                "uptime": round(time.time() - self.started_at, 1),
-                "web": self.web.url if self.web is not None else None}
+        found: dict[str, Any] = {
+            "pid": os.getpid(), "home": str(self.home.root), "socket": str(self.socket_path),
+            "name": "", "fingerprint": "", "relay": "", "connected": self.connected,
+            "synced": self._synced.is_set(), "subscribers": len(self.hub),
+            "backlog": self.hub.backlog, "outbox": 0,
+            "uptime": round(time.time() - self.started_at, 1),
+            "web": self.web.url if self.web is not None else None,
+            "locked": self.client is None}
+        client = self.client
+        if client is not None:
+            account = client.account()
+            with client.store.read():
+                found["outbox"] = db.Outbox.select().count()
+            found.update(name=account.name, fingerprint=client.identity.public.fingerprint(),
+                         relay=account.relay_url.split("#")[0])
+        return found
+
+    async def unlock(self, passphrase: str) -> dict[str, Any]:
+        """Open the keystore with ``passphrase`` and go online (nothing to do
+        when unlocked). A wrong passphrase is a ``crypto_error``."""
+        from chatcli.api.errors import from_chatcli_error
+        from chatcli.client.keys import read_secrets
+        from chatcli.client.service import ChatClient
+        from chatcli.errors import ChatcliError
+
+        async with self._unlock_lock:
+            if self.client is None:
+                try:
+                    secrets = await trio.to_thread.run_sync(
+                        read_secrets, self.home.keystore, passphrase)
+                    client = ChatClient.from_secrets(self.home, secrets)
+                except ChatcliError as exc:
+                    log("unlock refused")
+                    raise from_chatcli_error(exc) from exc
+                self._own_client = True
+                self._start_session(client)
+                assert self._nursery is not None, "the daemon is not running"
+                await self._nursery.start(self._session, client)
+                log("unlocked")
+            assert self.client is not None
+            return {"unlocked": True, "name": self.client.account().name}
+
+    async def lock_identity(self) -> dict[str, Any]:
+        """Go offline and drop the unlocked keys (nothing to do when locked)."""
+        async with self._unlock_lock:
+            if self.client is not None:
+                self._lock_requested.set()
+                await self._session_done.wait()
+                log("locked")
+            return {"locked": True}
+
+    def _start_session(self, client: ChatClient) -> None:
+        self.client = client
+        self.local = LocalApi(client, resident=True)
+        self._lock_requested = trio.Event()
+        self._session_done = trio.Event()
+        self._synced = trio.Event()
+        self.connected = False
 
     async def start_web(self, port: int = 0) -> None:
         """Serve the web front end on 127.0.0.1:PORT (0: a free port), once."""
@@ -178,7 +261,7 @@ class Daemon:
             if self.web is not None:
                 return
             assert self._nursery is not None, "the daemon is not running"
-            home = self.client.home
+            home = self.home
             home.downloads.mkdir(exist_ok=True, mode=0o700)
             uploads = home.root / WEB_UPLOADS
             server = WebServer(self.api, upload_dir=uploads, download_dir=home.downloads,
@@ -213,14 +296,16 @@ class Daemon:
                   ) -> None:
         """Go online and serve until stopped; the caller holds :attr:`lock`."""
         try:
-            async with self.client.online(), trio.open_nursery() as nursery:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self.client is not None:
+                    self._start_session(self.client)
+                    await nursery.start(self._session, self.client)
                 server = DaemonServer(self.api, self.hub, caught_up=self.caught_up)
                 await nursery.start(server.serve_unix, self.socket_path)
-                self._nursery = nursery
                 nursery.start_soon(self._signals)
-                nursery.start_soon(self._receive_loop)
-                nursery.start_soon(self._retry_loop)
-                log(f"serving {self.socket_path} (pid {os.getpid()})")
+                locked = " (locked: `unlock` opens it)" if self.client is None else ""
+                log(f"serving {self.socket_path} (pid {os.getpid()}){locked}")
                 if self.web_port is not None:
                     await self.start_web(self.web_port)
                 task_status.started()
@@ -238,12 +323,30 @@ class Daemon:
                     log(f"signal {signal.Signals(signum).name}: stopping")
                     self.stop()
 
-    async def _receive_loop(self) -> None:
+    async def _session(self, client: ChatClient, *,
+                       task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """``client`` online with its loops, until :meth:`lock_identity` (or the end)."""
+        try:
+            async with client.online(), trio.open_nursery() as nursery:
+                nursery.start_soon(self._receive_loop, client)
+                nursery.start_soon(self._retry_loop, client)
+                task_status.started()
+                await self._lock_requested.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.client = None
+            self.local = None
+            self.connected = False
+            self._session_done.set()
+            if self._own_client:
+                self._own_client = False
+                client.close()
+
+    async def _receive_loop(self, client: ChatClient) -> None:
         from chatcli.api.events import KeyWatch, event_json
         from chatcli.client.attachments import download_for_event
         from chatcli.client.service import MessageEvent, NoticeEvent, SyncedEvent
 
-        client = self.client
         keys = KeyWatch(client)
         async for event in client.listen(wait=math.inf):
             if isinstance(event, SyncedEvent):
@@ -261,27 +364,28 @@ class Daemon:
                 event = await download_for_event(client, event, None)
             self.hub.publish(event_json(event, keys))
 
-    async def _retry_loop(self) -> None:
+    async def _retry_loop(self, client: ChatClient) -> None:
         from chatcli.client import models as db
 
         while True:
             await trio.sleep(RETRY_INTERVAL)
-            with self.client.store.read():
+            with client.store.read():
                 waiting = db.Outbox.select().exists()
             if waiting:
-                await self.client.flush_outbox(time_limit=RETRY_INTERVAL * 2)
+                await client.flush_outbox(time_limit=RETRY_INTERVAL * 2)
 
 
-def serve(client: ChatClient, on_ready: Callable[[Daemon], None] | None = None, *,
-          web_port: int | None = None) -> None:
-    """Run a daemon for ``client`` in this process until it is stopped.
+def serve(client: ChatClient | None, on_ready: Callable[[Daemon], None] | None = None, *,
+          web_port: int | None = None, home: Home | None = None) -> None:
+    """Run a daemon for ``client`` (None: locked, for ``home``) in this process
+    until it is stopped.
 
     Raises :class:`chatcli.daemon.instance.DaemonRunningError` at once when
     another daemon owns the home, and the ChatcliError that ended it otherwise
     (the installation was replaced, the account was deleted...)."""
     from chatcli.errors import ChatcliError
 
-    daemon = Daemon(client, web_port=web_port)
+    daemon = Daemon(client, home=home, web_port=web_port)
     daemon.lock.acquire()
 
     async def main() -> None:

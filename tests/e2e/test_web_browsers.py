@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import RelayProcess, User, connect
-from tests.e2e.test_daemon import DaemonProcess
-from tests.e2e.test_web_daemon import web_json
+from tests.e2e.test_daemon import DaemonProcess, no_passphrase
+from tests.e2e.test_web_daemon import status, web_json
 from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
@@ -114,7 +114,9 @@ def test_two_people_chat_in_two_browsers(relay: RelayProcess, users: Any, browse
         assert link.startswith("chatcli:")
         qr = invite.get_by_role("img", name="QR code of the invite link")
         qr.wait_for()
-        assert qr.evaluate("img => img.complete && img.naturalWidth > 0")
+        alice.page.wait_for_function(
+            "() => { const i = document.getElementById('invite-qr');"
+            " return i.complete && i.naturalWidth > 0; }")
         alice.page.screenshot(path=shots / "invite.png")
         invite.get_by_role("button", name="Done").click()
 
@@ -232,4 +234,52 @@ def test_a_group_of_three_in_three_browsers(relay: RelayProcess, users: Any, bro
     finally:
         for person in people:
             person.close()
+    assert problems == []
+
+
+def test_a_locked_daemon_is_unlocked_and_locked_in_the_page(
+    relay: RelayProcess, users: Any, browser: Any, tmp_path: Path
+) -> None:
+    shots = Path(os.environ.get("CHATCLI_WEB_SHOTS", tmp_path))
+    (alice,) = users("alice")
+    alice.init(relay)
+    # No terminal, no passphrase anywhere: the daemon starts locked.
+    login = web_json(alice)
+    problems: list[str] = []
+    context = browser.new_context(viewport={"width": 960, "height": 600})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    try:
+        assert status(alice)["locked"] is True
+        refused = no_passphrase(alice, "contacts")
+        assert refused.returncode == 1 and "locked" in refused.stderr
+        page.goto(login["url"])
+        passphrase = page.get_by_label("Passphrase")
+        passphrase.wait_for()
+        page.screenshot(path=shots / "unlock.png")
+        passphrase.fill("not the passphrase")
+        page.get_by_role("button", name="Unlock").click()
+        page.get_by_text("The passphrase is wrong").wait_for()
+        assert status(alice)["locked"] is True
+        passphrase.fill(alice.passphrase)
+        passphrase.press("Enter")
+        page.get_by_role("button", name="Invite", exact=True).wait_for()
+        unlocked = status(alice)
+        assert unlocked["locked"] is False and unlocked["name"] == "alice"
+        assert no_passphrase(alice, "contacts").returncode == 0
+
+        page.get_by_role("button", name="Lock").click()
+        passphrase.wait_for()
+        assert status(alice)["locked"] is True
+        assert no_passphrase(alice, "contacts").returncode == 1
+        passphrase.fill(alice.passphrase)
+        passphrase.press("Enter")
+        page.get_by_role("button", name="Invite", exact=True).click()
+        assert page.get_by_role("dialog", name="Invite someone").get_by_label(
+            "Invite link").input_value().startswith("chatcli:")
+    finally:
+        context.close()
+        no_passphrase(alice, "daemon", "stop")
     assert problems == []

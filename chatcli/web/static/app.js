@@ -25,6 +25,7 @@ const state = {
   settings: {},
   pictures: new Map(),   // contact name -> blob: URL of their profile picture ("" if none)
   ownSends: 0,           // sends of this page still waiting for their answer
+  subscription: null,    // the id of this connection's event subscription
 };
 
 const rpc = new Rpc({ onEvent: handleEvent, onState: connectionChanged });
@@ -56,6 +57,7 @@ async function connectionChanged(status) {
     connecting: "connecting…", open: "connected", closed: "disconnected: retrying…",
   }[status];
   if (status !== "open") return;
+  state.subscription = null;  // a new connection has no subscription yet
   showNotice("");
   try {
     await rpc.call("status");
@@ -78,10 +80,20 @@ function showPage(which) {
   if (which === "unlock") $("passphrase").focus();
 }
 
+async function subscribe() {
+  if (state.subscription !== null) {
+    const old = state.subscription;
+    state.subscription = null;
+    await rpc.call("unsubscribe", { subscription: old }).catch(() => {});
+  }
+  const answer = await rpc.call("subscribe", {});
+  state.subscription = answer.subscription;
+}
+
 async function startApp() {
   showPage("app");
   try {
-    await rpc.call("subscribe", {});
+    await subscribe();
   } catch (error) {
     showNotice(errorText(error));
   }
@@ -598,7 +610,8 @@ function onStreamError(event) {
   showNotice(event.message || "the event stream stopped");
   // Subscribe again after a pause (what was missed is in the history).
   setTimeout(() => {
-    rpc.call("subscribe", {}).then(() => showNotice("")).catch(() => {});
+    state.subscription = null;  // that one is gone
+    subscribe().then(() => showNotice("")).catch(() => {});
     if (state.current) loadHistory(false);
   }, 1000);
 }
