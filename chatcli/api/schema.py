@@ -403,6 +403,8 @@ class DaemonStatus(Result):
     locked: bool = False
     """Started (or put) in the locked state: `name`, `fingerprint` and `relay`
     are empty until `unlock`."""
+    identity: bool = True
+    """False for a daemon started on an empty home, until `account.create`."""
 
 
 class DaemonStopped(Result):
@@ -421,6 +423,24 @@ class Unlocked(Result):
 
 class Locked(Result):
     locked: bool
+
+
+class AccountCreate(Params):
+    name: Name
+    relay: str
+    """The relay's address, `ws://HOST:PORT/#FINGERPRINT` (without the
+    fingerprint its key is pinned on first use)."""
+    passphrase: str
+    """At least 8 characters; it encrypts the keystore."""
+    token: str | None = None
+    """A registration token, for an invite-only relay."""
+
+
+class AccountCreated(Result):
+    name: str
+    fingerprint: str
+    relay: str
+    pinned_on_first_use: bool
 
 
 class WebStart(Params):
@@ -532,6 +552,10 @@ METHODS: dict[str, Method] = {
                    "Daemon only: go offline and drop the unlocked keys; every method but "
                    "`unlock`, `daemon.*` and `web.*` then answers `locked`.",
                    daemon_only=True),
+    "account.create": Method(AccountCreate, AccountCreated,
+                             "Daemon only: on an empty home, create the identity and register "
+                             "its mailbox (as `chatcli init`), then run unlocked.",
+                             daemon_only=True),
     "web.start": Method(WebStart, WebStarted,
                         "Daemon only: serve the web front end on 127.0.0.1 (once).",
                         daemon_only=True),

@@ -55,7 +55,10 @@ def daemon(ctx: click.Context, detach: bool, web_port: int | None, locked: bool,
     from chatcli.daemon.instance import DaemonRunningError, daemon_pid
 
     home = Home.from_env()
-    home.require()
+    if locked and not home.exists():
+        home.create()  # an empty home: the identity is made in the web page
+    else:
+        home.require()
     pid = daemon_pid(home.root)
     if pid is not None:
         raise DaemonRunningError(f"A chatcli daemon already runs for {home.root} (pid {pid}); "

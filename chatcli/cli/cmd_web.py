@@ -30,7 +30,8 @@ def web(no_browser: bool, port: int, as_json: bool, passphrase_file: Path | None
 
     Starts the daemon in the background if none runs (unlocking here with
     your passphrase; without a terminal or passphrase it starts locked and
-    the page asks for it), makes it serve the web page on 127.0.0.1, and opens a
+    the page asks for it; with no identity yet, the page creates one), makes
+    it serve the web page on 127.0.0.1, and opens a
     one-time login link (valid 2 minutes, for one browser) in your default
     browser. Run it again for a new link; `chatcli daemon stop` stops
     everything.
@@ -39,7 +40,6 @@ def web(no_browser: bool, port: int, as_json: bool, passphrase_file: Path | None
     from chatcli.daemon.sync_client import find
 
     home = Home.from_env()
-    home.require()
     remote = find(home.root)
     if remote is None:
         from chatcli.cli.cmd_daemon import _start_detached
@@ -52,11 +52,16 @@ def web(no_browser: bool, port: int, as_json: bool, passphrase_file: Path | None
                 f"A chatcli daemon (pid {pid}) holds {home.root} but does not answer; "
                 "stop it with `chatcli daemon stop`.")
         lean_imports()
-        locked = _no_passphrase_here(home, passphrase_file)
+        empty = not home.exists()
+        if empty:
+            home.create()  # no identity yet: the page creates it
+        locked = empty or _no_passphrase_here(home, passphrase_file)
         pid = _start_detached(home, passphrase_file, port, locked=locked)
         info(f"chatcli daemon started (pid {pid}) for {home.root}; "
              "`chatcli daemon stop` stops it.")
-        if locked:
+        if empty:
+            info("There is no identity here yet: create yours in the page.")
+        elif locked:
             info("It is locked: unlock it in the page with your passphrase.")
         remote = find(home.root)
         if remote is None:

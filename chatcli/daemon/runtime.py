@@ -63,6 +63,9 @@ class ResidentApi:
         if local is None:
             from chatcli.api.errors import ApiError
 
+            if not self.daemon.home.exists():
+                raise ApiError("no_identity", "There is no identity here yet: create one "
+                               "in the web page (`chatcli web`) or with `chatcli init`.")
             raise ApiError("locked", "chatcli is locked: unlock it with your passphrase "
                            "(in the web page: `chatcli web`).")
         return local
@@ -79,6 +82,8 @@ class ResidentApi:
         if method == "lock":
             _daemon_params(method, params)
             return await self.daemon.lock_identity()
+        if method == "account.create":
+            return await self.daemon.create_identity(_daemon_params(method, params))
         if method == "receive":
             return await self._receive(params)
         if method == "web.start":
@@ -201,7 +206,7 @@ class Daemon:
             "backlog": self.hub.backlog, "outbox": 0,
             "uptime": round(time.time() - self.started_at, 1),
             "web": self.web.url if self.web is not None else None,
-            "locked": self.client is None}
+            "locked": self.client is None, "identity": self.home.exists()}
         client = self.client
         if client is not None:
             account = client.account()
@@ -235,6 +240,37 @@ class Daemon:
                 log("unlocked")
             assert self.client is not None
             return {"unlocked": True, "name": self.client.account().name}
+
+    async def create_identity(self, p: Any) -> dict[str, Any]:
+        """``account.create``: what ``chatcli init`` does, for a daemon started
+        on an empty home; it is then unlocked with the new identity."""
+        from chatcli.api.errors import ApiError, from_chatcli_error
+        from chatcli.client.service import create_account
+        from chatcli.client.unlock import MIN_LENGTH
+        from chatcli.errors import ChatcliError
+
+        if len(p.passphrase) < MIN_LENGTH:
+            raise ApiError("usage_error",
+                           f"Choose a passphrase of at least {MIN_LENGTH} characters.")
+        async with self._unlock_lock:
+            if self.client is not None or self.home.exists():
+                raise ApiError("usage_error", f"An identity already exists in {self.home.root}.")
+            try:
+                with self.home.exclusive():
+                    client, tofu = await create_account(
+                        self.home, p.passphrase, name=p.name, relay_url=p.relay,
+                        token=p.token or None)
+            except ChatcliError as exc:
+                log("account creation refused")
+                raise from_chatcli_error(exc) from exc
+            self._own_client = True
+            self._start_session(client)
+            assert self._nursery is not None, "the daemon is not running"
+            await self._nursery.start(self._session, client)
+            account = client.account()
+            log("identity created; unlocked")
+            return {"name": account.name, "fingerprint": client.identity.public.fingerprint(),
+                    "relay": account.relay_url, "pinned_on_first_use": tofu}
 
     async def lock_identity(self) -> dict[str, Any]:
         """Go offline and drop the unlocked keys (nothing to do when locked)."""

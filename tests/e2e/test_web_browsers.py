@@ -283,3 +283,53 @@ def test_a_locked_daemon_is_unlocked_and_locked_in_the_page(
         context.close()
         no_passphrase(alice, "daemon", "stop")
     assert problems == []
+
+
+def test_a_new_user_creates_an_identity_in_the_page(
+    relay: RelayProcess, users: Any, browser: Any, tmp_path: Path
+) -> None:
+    shots = Path(os.environ.get("CHATCLI_WEB_SHOTS", tmp_path))
+    (dana,) = users("dana")
+    assert not (dana.home / "keystore").exists()
+    # Nothing in CHATCLI_HOME yet: `chatcli web` starts a daemon on the empty home.
+    login = web_json(dana)
+    running = status(dana)
+    assert running["identity"] is False and running["locked"] is True
+    problems: list[str] = []
+    context = browser.new_context(viewport={"width": 960, "height": 760})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    try:
+        page.goto(login["url"])
+        page.get_by_label("Your name").fill("dana")
+        # A relay address whose fingerprint is not the relay's key.
+        base, fingerprint = relay.url.split("#")
+        wrong = fingerprint[:-1] + ("a" if fingerprint[-1] != "a" else "b")
+        page.get_by_label("Relay address").fill(f"{base}#{wrong}")
+        passphrase = page.get_by_label("New passphrase", exact=True)
+        passphrase.fill("short")
+        page.get_by_text("Too short").wait_for()
+        passphrase.fill(dana.passphrase)
+        page.get_by_label("New passphrase again").fill(dana.passphrase)
+        hint = page.locator("#register-strength").inner_text()
+        assert hint.split(":")[0] in ("Weak", "Fair", "Strong")
+        page.screenshot(path=shots / "register.png")
+        page.get_by_role("button", name="Create my identity").click()
+        error = page.locator("#register-error")
+        error.filter(has_text="fingerprint").wait_for()
+        assert status(dana)["identity"] is False
+        page.get_by_label("Relay address").fill(relay.url)
+        page.get_by_role("button", name="Create my identity").click()
+        page.get_by_role("button", name="Invite", exact=True).wait_for()
+        created = status(dana)
+        assert created["identity"] is True and created["locked"] is False
+        assert created["name"] == "dana"
+        assert no_passphrase(dana, "contacts").returncode == 0
+    finally:
+        context.close()
+        no_passphrase(dana, "daemon", "stop")
+    assert problems == []
+    # The identity is a normal one: the passphrase opens it without a daemon.
+    assert dana.json("account", "settings")["name"] == "dana"

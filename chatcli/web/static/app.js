@@ -66,6 +66,10 @@ async function connectionChanged(status) {
       showPage("unlock");
       return;
     }
+    if (error.kind === "no_identity") {
+      showPage("register");
+      return;
+    }
     showNotice(errorText(error));
     return;
   }
@@ -74,10 +78,12 @@ async function connectionChanged(status) {
 
 function showPage(which) {
   $("unlock-page").hidden = which !== "unlock";
+  $("register-page").hidden = which !== "register";
   $("app").hidden = which !== "app";
   $("lock").hidden = which !== "app";
   $("open-profile").hidden = which !== "app";
   if (which === "unlock") $("passphrase").focus();
+  if (which === "register") $("register-name").focus();
 }
 
 async function subscribe() {
@@ -112,6 +118,57 @@ $("unlock-form").addEventListener("submit", async (event) => {
   } catch (error) {
     $("unlock-error").textContent = errorText(error);
     input.select();
+  }
+});
+
+// ------------------------------------------------------------- registration
+
+// A rough hint only: length and variety. The daemon refuses fewer than 8 characters.
+function strength(passphrase) {
+  if (!passphrase) return null;
+  if (passphrase.length < 8) return { level: "weak", text: "Too short: at least 8 characters." };
+  let classes = 0;
+  for (const pattern of [/[a-z]/, /[A-Z]/, /[0-9]/, /[^A-Za-z0-9]/]) if (pattern.test(passphrase)) classes += 1;
+  const words = passphrase.trim().split(/\s+/).length;
+  const score = passphrase.length + 3 * classes + (words >= 4 ? 10 : 0);
+  if (score >= 30) return { level: "strong", text: "Strong: hard to guess." };
+  if (score >= 20) return { level: "fair", text: "Fair: longer is better (a few unrelated words work well)." };
+  return { level: "weak", text: "Weak: easy to guess. Use a few unrelated words." };
+}
+
+$("register-passphrase").addEventListener("input", () => {
+  const hint = strength($("register-passphrase").value);
+  const node = $("register-strength");
+  node.className = `small strength${hint ? ` ${hint.level}` : ""}`;
+  node.textContent = hint ? hint.text : "";
+});
+
+$("register-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = $("register-error");
+  error.textContent = "";
+  const passphrase = $("register-passphrase").value;
+  if (passphrase !== $("register-repeat").value) {
+    error.textContent = "The two passphrases differ.";
+    return;
+  }
+  const params = {
+    name: $("register-name").value.trim(),
+    relay: $("register-relay").value.trim(),
+    passphrase,
+  };
+  const token = $("register-token").value.trim();
+  if (token) params.token = token;
+  $("register-submit").disabled = true;
+  try {
+    await rpc.call("account.create", params);
+    $("register-form").reset();
+    $("register-strength").textContent = "";
+    await startApp();
+  } catch (failure) {
+    error.textContent = errorText(failure);
+  } finally {
+    $("register-submit").disabled = false;
   }
 });
 
