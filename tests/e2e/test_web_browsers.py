@@ -256,7 +256,7 @@ def test_a_locked_daemon_is_unlocked_and_locked_in_the_page(
         refused = no_passphrase(alice, "contacts")
         assert refused.returncode == 1 and "locked" in refused.stderr
         page.goto(login["url"])
-        passphrase = page.get_by_label("Passphrase")
+        passphrase = page.get_by_label("Passphrase", exact=True)
         passphrase.wait_for()
         page.screenshot(path=shots / "unlock.png")
         passphrase.fill("not the passphrase")
