@@ -76,7 +76,8 @@ def web(no_browser: bool, port: int, as_json: bool, passphrase_file: Path | None
         emit_json({"url": login["url"], "page": login["page"], "opened": opened})
         return
     if opened:
-        info(f"Opened chatcli in your browser ({started['page']}).")
+        info(f"Opened chatcli in your browser ({started['page']}); if no page "
+             "appeared, run `chatcli web --no-browser` and open the link it prints.")
     else:
         info("Open this link in your browser (it works once, within 2 minutes):")
         click.echo(login["url"])

@@ -196,3 +196,82 @@ def test_the_daemons_page_refuses_other_hosts_origins_and_strangers(
                                      "Origin": "http://localhost:1", **upgrade}) == 403
     finally:
         daemon.stop()
+
+
+def test_a_locked_daemon_over_its_socket(relay: RelayProcess, users: Any) -> None:
+    from chatcli.api.errors import ApiChatcliError
+    from chatcli.daemon.sync_client import find
+
+    alice, bob = users("alice", "bob")
+    alice.init(relay)
+    bob.init(relay)
+    connect(alice, bob)
+    started = no_passphrase(alice, "daemon", "--detach", "--locked")
+    assert started.returncode == 0, started.stderr
+    try:
+        assert status(alice)["locked"] is True
+        refused = no_passphrase(alice, "send", "bob", "while locked")
+        assert refused.returncode == 1
+        assert "chatcli is locked" in refused.stderr
+        api = find(alice.home)
+        assert api is not None
+        with pytest.raises(ApiChatcliError) as wrong:
+            api.call("unlock", {"passphrase": "not it"})
+        assert wrong.value.exit_code == 1 and "passphrase is wrong" in str(wrong.value)
+        assert api.call("unlock", {"passphrase": alice.passphrase}) == {
+            "unlocked": True, "name": "alice"}
+        sent = no_passphrase(alice, "send", "bob", "unlocked now")
+        assert sent.returncode == 0, sent.stderr
+        assert bob.texts() == ["unlocked now"]
+        assert api.call("lock") == {"locked": True}
+        assert no_passphrase(alice, "contacts").returncode == 1
+        # Locked again, nothing is received: bob's message waits at the relay.
+        bob.run("send", "alice", "while locked again")
+        api.call("unlock", {"passphrase": alice.passphrase})
+        texts = [e["text"] for e in json_lines(no_passphrase(alice, "receive", "--json"))
+                 if e["type"] == "message"]
+        assert texts == ["while locked again"]
+    finally:
+        no_passphrase(alice, "daemon", "stop")
+    log = (alice.home / "daemon.log").read_text()
+    assert alice.passphrase not in log and "not it" not in log
+    assert "unlock refused" in log and "locked" in log
+
+
+def test_account_create_refuses_short_passphrases_and_existing_identities(
+    relay: RelayProcess, users: Any
+) -> None:
+    from chatcli.api.errors import ApiChatcliError
+    from chatcli.daemon.sync_client import find
+
+    (erin,) = users("erin")
+    started = no_passphrase(erin, "daemon", "--detach", "--locked")
+    assert started.returncode == 0, started.stderr
+    try:
+        refused = no_passphrase(erin, "contacts")
+        assert refused.returncode == 2 and "no identity here yet" in refused.stderr
+        api = find(erin.home)
+        assert api is not None
+        with pytest.raises(ApiChatcliError) as short:
+            api.call("account.create", {"name": "erin", "relay": relay.url,
+                                        "passphrase": "short"})
+        assert "at least 8" in str(short.value)
+        with pytest.raises(ApiChatcliError) as bad_address:
+            api.call("account.create", {"name": "erin", "relay": "http://nowhere",
+                                        "passphrase": erin.passphrase})
+        assert bad_address.value.exit_code == 2
+        created = api.call("account.create", {"name": "erin", "relay": relay.url,
+                                               "passphrase": erin.passphrase})
+        assert created["name"] == "erin" and created["pinned_on_first_use"] is False
+        with pytest.raises(ApiChatcliError) as again:
+            api.call("account.create", {"name": "erin2", "relay": relay.url,
+                                        "passphrase": erin.passphrase})
+        assert "already exists" in str(again.value)
+        assert status(erin)["identity"] is True
+    finally:
+        no_passphrase(erin, "daemon", "stop")
+
+
+def json_lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
