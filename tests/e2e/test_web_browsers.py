@@ -142,6 +142,23 @@ def test_two_people_chat_in_two_browsers(relay: RelayProcess, users: Any, browse
         alice.page.locator(".bubble.in .text", has_text="Both ways, in real time.").wait_for()
         bob.page.locator('.bubble.out .state[aria-label="read"]').wait_for()
 
+        # Both compare the safety number; alice marks bob verified.
+        numbers = []
+        for person in (alice, bob):
+            person.page.get_by_role("button", name="Safety number").click()
+            dialog = person.page.get_by_role("dialog", name="Safety number")
+            digits = dialog.locator("#verify-number")
+            person.page.wait_for_function(
+                "() => document.getElementById('verify-number').textContent.length >= 60")
+            numbers.append(digits.inner_text().split())
+            assert dialog.get_by_role("img", name="QR code of the safety number").is_visible()
+            if person is alice:
+                dialog.get_by_role("button", name="Mark verified").click()
+                dialog.get_by_text("✓ Verified").wait_for()
+            dialog.get_by_role("button", name="Close").click()
+        assert numbers[0] == numbers[1] and len(numbers[0]) == 12
+        assert [c["verified"] for c in alice_user.json("contacts")] == [True]
+
         # An image: a preview on both sides.
         picture = tmp_path / "sunset.png"
         picture.write_bytes(png(96, 64, (200, 90, 40)))
