@@ -72,6 +72,37 @@ async def test_invite_reuse_refused(tmp_path: Path, relay: FakeRelay) -> None:
     assert any("second time" in n for n in notices)
 
 
+async def test_accept_retries_a_handshake_whose_answer_was_lost(tmp_path: Path,
+                                                               relay: FakeRelay) -> None:
+    """The inviter's relay stores Bob's handshake but the answer is lost (the
+    connection drops): Bob's retry of the same deposit on the used one-shot
+    capability is answered as stored, so accept succeeds and both keep the
+    contact; the handshake is stored once."""
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    async with alice.online():
+        link = await alice.create_invite("bob")
+    inbox = alice.account().mailbox
+    relay.lose_deposit_answers = 1
+    async with bob.online():
+        assert await bob.accept_invite(link, "alice") == "alice"
+    assert relay.lose_deposit_answers == 0   # the first answer was lost
+    assert sum(s.frame == "Deposit" for s in relay.seen) >= 2   # and the deposit retried
+    assert len([p for mailbox, p in relay.recorded if mailbox == inbox]) == 1
+    await drain(alice)
+    await drain(bob)
+    assert alice.contact_names() == ["bob"]
+    assert bob.contact_names() == ["alice"]
+    async with bob.online():
+        await bob.send_text("alice", "made it")
+    assert texts(await drain(alice)) == ["made it"]
+    async with alice.online():
+        await alice.send_text("bob", "so did the answer")
+    assert texts(await drain(bob)) == ["so did the answer"]
+    alice.close()
+    bob.close()
+
+
 async def test_duplicate_delivery_shown_once(
     clients: tuple[ChatClient, ChatClient], relay: FakeRelay
 ) -> None:
