@@ -10,12 +10,18 @@ Two halves:
   input through :meth:`ChatSession.submit`, :meth:`ChatSession.typed` and
   :meth:`ChatSession.close_input`. The tests drive it with a recording view.
 
-* :func:`run_terminal_chat` puts it on a terminal with prompt_toolkit: an
+* :func:`run_on_terminal` (:func:`run_terminal_chat` for this session) puts
+  a session on a terminal with prompt_toolkit: an
   input line with history and editing, a status line just above it (contact,
   verification, presence or connection state, typing indicator, pending
   messages), and messages printed *above* both while the user types
   (``patch_stdout``). This keeps to the ordinary scrollback, so it works in
   any 80x24 terminal and in a pseudo-terminal.
+
+While a daemon runs, :class:`chatcli.client.chat_remote.RemoteChatSession`
+takes the session's place (the same terminal host, and the same rendering
+functions below: ``header_lines``, ``show_history``, ``show_incoming``,
+``advance_marks``, ``parse_input``, :class:`ChatStatus`).
 
 How the two event loops meet. prompt_toolkit runs on asyncio and the client
 on Trio. The terminal side stays in charge of the main thread (signals such
