@@ -18,8 +18,9 @@ with the same rendering as the direct session (:mod:`chatcli.client.chat_ui`).
   What the relay could not store yet stays in the daemon's durable outbox;
   the window follows it with ``history`` until it is stored.
 * Typing, read marks (``read``: the daemon applies the account's
-  read-receipt setting), presence by polling ``presence.get``, key changes
-  shown loudly as in direct mode.
+  read-receipt setting), presence by polling ``presence.get`` (every 15 s),
+  the daemon's relay connection by polling ``daemon.status`` (every 5 s),
+  key changes shown loudly as in direct mode.
 * The daemon going away ends the chat with one line and exit code 1
   (:class:`DaemonLostError`): nothing is lost, its outbox is durable.
 """
@@ -62,8 +63,11 @@ from chatcli.errors import ChatcliError
 if TYPE_CHECKING:
     from chatcli.daemon.sync_client import DaemonCliApi
 
-STATUS_EVERY = 15.0
-"""Seconds between two polls of the contact's presence and the daemon's connection."""
+STATUS_EVERY = 5.0
+"""Seconds between two looks at the daemon's relay connection."""
+
+PRESENCE_EVERY = 15.0
+"""Seconds between two polls of the contact's presence."""
 
 FOLLOW_EVERY = 3.0
 """Seconds between two looks at own messages still waiting in the daemon's outbox."""
@@ -113,7 +117,8 @@ class RemoteChatSession:
     def __init__(self, api: RemoteApi, target: ChatTarget, view: ChatView, *,
                  history: int = HISTORY_DEFAULT, typing_send_interval: float = TYPING_SEND_INTERVAL,
                  typing_show_for: float = TYPING_SHOW_FOR, status_every: float = STATUS_EVERY,
-                 follow_every: float = FOLLOW_EVERY) -> None:
+                 presence_every: float = PRESENCE_EVERY, follow_every: float = FOLLOW_EVERY
+                 ) -> None:
         self.api = api
         self.target = target
         self.view = view
@@ -121,6 +126,7 @@ class RemoteChatSession:
         self.typing_send_interval = typing_send_interval
         self.typing_show_for = typing_show_for
         self.status_every = status_every
+        self.presence_every = presence_every
         self.follow_every = follow_every
         self.status = ChatStatus(target.name, target.verified)
         self._lines_send, self._lines = trio.open_memory_channel[str](math.inf)
@@ -181,12 +187,12 @@ class RemoteChatSession:
             raise _lost_or(group) from None
 
     async def _run(self) -> None:
+        await self._show_header()
         # Subscribed before the history is read: nothing falls in between (what
         # both bring is shown once, by id).
         sub = await self.api.subscribe(contact=self.target.name, consumer=True, backlog=True)
         async with sub, trio.open_nursery() as nursery:
             self._nursery = nursery
-            await self._show_header()
             await self._show_history()
             nursery.start_soon(self._event_loop, sub)
             nursery.start_soon(self._typing_sender)
@@ -439,29 +445,37 @@ class RemoteChatSession:
                 self._apply_marks()
 
     async def _status_task(self) -> None:
-        """The daemon's relay connection and the contact's presence, now and
-        every ``status_every`` seconds."""
-        name = self.target.name
+        """The daemon's relay connection, now and every ``status_every``
+        seconds; the contact's presence when it comes back and every
+        ``presence_every`` seconds."""
+        last_presence = -math.inf
         while True:
             try:
-                daemon = await self._call("daemon.status", {})
-                online = bool(daemon.get("connected"))
+                online = bool((await self._call("daemon.status", {})).get("connected"))
             except RemoteError:
                 online = False
+            was_online = self.status.connection == "online"
             self.status.connection = "online" if online else "reconnecting…"
-            if self.target.kind == "contact" and online:
-                try:
-                    info = (await self._call("presence.get", {"contacts": [name]})).get(name)
-                except RemoteError:
-                    info = None
-                if info is None:
-                    self.status.presence_known = False
-                else:
-                    self.status.online = info["online"]
-                    self.status.last_seen = info["last_seen"]
-                    self.status.presence_known = bool(info["known"])
+            now = time.monotonic()
+            if self.target.kind == "contact" and online and (
+                    not was_online or now - last_presence >= self.presence_every):
+                last_presence = now
+                await self._poll_presence()
             self.view.refresh()
             await trio.sleep(self.status_every)
+
+    async def _poll_presence(self) -> None:
+        name = self.target.name
+        try:
+            info = (await self._call("presence.get", {"contacts": [name]})).get(name)
+        except RemoteError:
+            info = None
+        if info is None:
+            self.status.presence_known = False
+        else:
+            self.status.online = info["online"]
+            self.status.last_seen = info["last_seen"]
+            self.status.presence_known = bool(info["known"])
 
     async def _ticker(self) -> None:
         """Redraw the status line when the typing indicator runs out."""

@@ -152,3 +152,54 @@ def test_chat_through_the_daemon_refuses_like_direct_mode(
         assert [run_chat(name, False) for name in ("nobody", "bob")] == direct
     finally:
         daemon.stop()
+
+
+def test_a_group_chat_window_through_the_daemon(tmp_path: Path, relay: RelayProcess,
+                                                users: Any) -> None:
+    """A window on group team takes team's messages, a window on bob does not
+    (bob's message in the group belongs to the group); what alice types in the
+    group window reaches both members."""
+    from tests.e2e.test_groups import group_texts, make_group
+
+    alice, bob, carol = users("alice", "bob", "carol")
+    for user in (alice, bob, carol):
+        user.init(relay)
+    connect(alice, bob)
+    connect(alice, carol)
+    bob.receive()
+    carol.receive()
+    make_group(alice, bob, carol)
+    daemon = DaemonProcess(alice)
+    windows: list[Any] = []
+    logs = []
+    try:
+        for name in ("team", "bob"):
+            window = spawn_window(alice, name, tmp_path / f"{name}.log")
+            windows.append(window)
+            logs.append(window.logfile_read)
+            expect(window, "chat in group team ── with bob, carol" if name == "team"
+                   else "chat with bob")
+            expect(window, "(no messages with|── now ──)")
+        team, with_bob = windows
+
+        bob.run("send", "team", "to the whole team")
+        expect(team, "bob: to the whole team")
+        team.send("alice to the team\r")
+        expect(team, "me: alice to the team")
+        assert ("team", "alice", "alice to the team") in group_texts(carol)
+        assert ("team", "alice", "alice to the team") in group_texts(bob)
+        bob.run("send", "alice", "only to alice")
+        expect(with_bob, "bob: only to alice")
+        assert "to the whole team" not in screen(with_bob)
+        assert "only to alice" not in screen(team)
+        got = events_of(no_passphrase(alice, "receive", "--json"))
+        assert [e for e in got if e["type"] in ("message", "sent")] == []
+        for window in windows:
+            assert leave(window) == 0
+        windows.clear()
+    finally:
+        for window in windows:
+            window.close(force=True)
+        daemon.stop()
+        for log in logs:
+            log.close()
