@@ -65,6 +65,10 @@ class Subscription:
     replayed: int = 0
     """How many backlog events were queued first, when the subscription asked for them."""
 
+    @property
+    def types(self) -> frozenset[str] | None:
+        return self.filter.types
+
     def wants(self, event: dict[str, Any]) -> bool:
         return self.filter.wants(event)
 
