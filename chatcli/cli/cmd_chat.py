@@ -46,14 +46,21 @@ def chat(contact: str, history_limit: int, passphrase_file: Path | None) -> None
         raise UsageError("`chatcli chat` needs a terminal; in scripts use `chatcli send` "
                          "and `chatcli receive --wait SECONDS`.")
     from chatcli.client.home import Home
-    from chatcli.daemon.sync_client import find
+    from chatcli.daemon.sync_client import enabled, find
 
-    daemon = find(Home.from_env().root)
+    root = Home.from_env().root
+    daemon = find(root)
     if daemon is not None:
         from chatcli.client.chat_remote import resolve_remote_target, run_remote_chat
 
         run_remote_chat(daemon, resolve_remote_target(daemon, contact), history=history_limit)
         return
+    if enabled():
+        # A daemon that holds the home but does not answer (starting, stuck):
+        # a direct chat would deliver from the same outbox beside it.
+        from chatcli.daemon.instance import refuse_while_running
+
+        refuse_while_running(root, "`chatcli chat`")
     from chatcli.client.chat_ui import resolve_target, run_terminal_chat
 
     with unlocked(passphrase_file) as client:

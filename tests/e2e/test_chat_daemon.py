@@ -203,3 +203,26 @@ def test_a_group_chat_window_through_the_daemon(tmp_path: Path, relay: RelayProc
         daemon.stop()
         for log in logs:
             log.close()
+
+
+def test_a_daemon_that_holds_the_home_but_does_not_answer_refuses_the_chat(
+        tmp_path: Path) -> None:
+    """No socket answers, but the daemon lock is held (a daemon starting or
+    stuck): a direct chat would deliver from the same outbox, so it is refused."""
+    import fcntl
+    import os
+
+    home = tmp_path / "alice"
+    home.mkdir()
+    fd = os.open(home / "daemon.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"4242\n")
+        child = pexpect.spawn(CHATCLI, ["chat", "bob"], encoding="utf-8", timeout=20,
+                              env=_env({"CHATCLI_HOME": str(home), "TERM": "xterm"}))
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 2
+        assert "daemon (pid 4242) runs for this identity" in (child.before or "")
+    finally:
+        os.close(fd)
