@@ -431,6 +431,10 @@ class Subscribe(Params):
     backlog: bool = False
     """First the events that arrived while no consumer was subscribed (implies
     `consumer`); waits until the daemon caught up with its relay."""
+    contact: Name | None = None
+    """Only one conversation's events: those whose `group` is this name, or (not
+    in a group) whose `from`, `to` or `contact` is. A chat window subscribes so,
+    as a consumer: the other conversations' events keep waiting for `receive`."""
 
 
 class Subscribed(Result):

@@ -53,6 +53,29 @@ async def test_receipts_and_read(clients: tuple[ChatClient, ChatClient]) -> None
     assert alice.history("bob")[-1]["state"] == "read"
 
 
+async def test_marking_read_twice_tells_the_contact_once(
+        clients: tuple[ChatClient, ChatClient]) -> None:
+    """Two chat windows on one conversation both mark what they show read: one
+    read receipt goes out (and none for an unknown or an own message's id)."""
+    alice, bob = clients
+    await pair(alice, bob)
+    async with alice.online():
+        await alice.send_text("bob", "one")
+    await drain(bob)
+    incoming = bob.history("alice")[-1]["id"]
+
+    def queued_receipts() -> int:
+        with bob.store.read():
+            return db.Outbox.select().where(db.Outbox.kind == "receipt").count()
+
+    before = queued_receipts()
+    bob.mark_read("alice", [incoming])
+    assert queued_receipts() == before + 1
+    bob.mark_read("alice", [incoming, "no-such-id"])
+    assert queued_receipts() == before + 1
+    assert bob.history("alice")[-1]["state"] == "read"
+
+
 async def test_invite_reuse_refused(tmp_path: Path, relay: FakeRelay) -> None:
     alice = await make_client(tmp_path, "alice", relay)
     bob = await make_client(tmp_path, "bob", relay)
