@@ -28,16 +28,22 @@ STOP_TIMEOUT = 10.0
 @click.option("--detach", is_flag=True,
               help="Unlock, start the daemon in the background and return once it answers "
                    "(its log: CHATCLI_HOME/daemon.log).")
+@click.option("--websocket", "websocket_port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Also serve the JSON-RPC API on ws://127.0.0.1:PORT/ (0: a free port) to "
+                   "clients that send the bearer token of CHATCLI_HOME/daemon.token; "
+                   "`daemon status --json` tells the address.")
 @passphrase_option
 @click.pass_context
-def daemon(ctx: click.Context, detach: bool, passphrase_file: Path | None) -> None:
+def daemon(ctx: click.Context, detach: bool, websocket_port: int | None,
+           passphrase_file: Path | None) -> None:
     """Run the chatcli daemon: stay online, serve the JSON-RPC API.
 
     One daemon per CHATCLI_HOME holds the unlocked keys, the local store and
     the relay connection, receiving in real time. While it runs, every chatcli
     command and every `chatcli chat` window goes through it, so all of them
     see every message, own sends included; scripts use its JSON-RPC API on
-    CHATCLI_HOME/daemon.sock (docs/api.md). Without --detach it runs in the
+    CHATCLI_HOME/daemon.sock (docs/api.md), and with --websocket on a loopback
+    WebSocket behind a bearer token. Without --detach it runs in the
     foreground until Ctrl-C or SIGTERM (what a systemd unit wants). A second
     daemon for the same home is refused (exit code 1).
     """
@@ -55,23 +61,25 @@ def daemon(ctx: click.Context, detach: bool, passphrase_file: Path | None) -> No
                                  "stop it with `chatcli daemon stop`.")
     lean_imports()
     if detach:
-        pid = _start_detached(home, passphrase_file)
+        pid = _start_detached(home, passphrase_file, websocket_port)
         info(f"chatcli daemon started (pid {pid}) for {home.root}; "
              "`chatcli daemon stop` stops it.")
         return
-    _run_foreground(passphrase_file)
+    _run_foreground(passphrase_file, websocket_port)
 
 
-def _run_foreground(passphrase_file: Path | None) -> None:
+def _run_foreground(passphrase_file: Path | None, websocket_port: int | None) -> None:
     from chatcli.cli.output import unlocked
     from chatcli.daemon.runtime import Daemon, serve
 
     def ready(d: Daemon) -> None:
         info(f"chatcli daemon (pid {os.getpid()}) serving {d.socket_path}; "
              "Ctrl-C stops it.")
+        if d.websocket is not None:
+            info(f"WebSocket API on {d.websocket.url} (bearer token in {d.token_path})")
 
     with unlocked(passphrase_file) as client:
-        serve(client, ready)
+        serve(client, ready, websocket_port=websocket_port)
 
 
 def _keystore_key(home: Any, passphrase_file: Path | None) -> bytes:
@@ -86,7 +94,8 @@ def _keystore_key(home: Any, passphrase_file: Path | None) -> bytes:
     return key
 
 
-def _start_detached(home: Any, passphrase_file: Path | None) -> int:
+def _start_detached(home: Any, passphrase_file: Path | None,
+                    websocket_port: int | None = None) -> int:
     import sys
     import warnings
 
@@ -97,7 +106,8 @@ def _start_detached(home: Any, passphrase_file: Path | None) -> int:
     log_fd = os.open(home.root / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "chatcli.daemon.main", "--home", str(home.root)],
+            [sys.executable, "-m", "chatcli.daemon.main", "--home", str(home.root),
+             *([] if websocket_port is None else ["--websocket", str(websocket_port)])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_fd,
             start_new_session=True, close_fds=True, cwd="/", env=_daemon_env())
     finally:
@@ -128,9 +138,11 @@ def _start_detached(home: Any, passphrase_file: Path | None) -> int:
 
 def _status_line(found: dict[str, Any]) -> str:
     state = "online" if found["connected"] else "connecting to its relay"
+    ws = found.get("websocket")
+    websocket = f", WebSocket API on {ws['url']}" if ws else ""
     return (f"daemon running (pid {found['pid']}) for {found['name']} in {found['home']}: "
             f"{state}, {found['subscribers']} subscriber(s), {found['outbox']} item(s) in "
-            f"the outbox, up {found['uptime']:.0f} s.")
+            f"the outbox, up {found['uptime']:.0f} s{websocket}.")
 
 
 @daemon.command("status")

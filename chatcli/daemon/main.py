@@ -1,4 +1,4 @@
-"""``python -m chatcli.daemon.main --home PATH``: the detached daemon process.
+"""``python -m chatcli.daemon.main --home PATH [--websocket PORT]``: the detached daemon.
 
 ``chatcli daemon --detach`` unlocks in the foreground, then starts this
 process with the keystore's 32-byte key on stdin (never in argv or the
@@ -21,6 +21,7 @@ from chatcli.client.agent_daemon import PR_SET_DUMPABLE, _prctl, _read_key
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chatcli.daemon.main")
     parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--websocket", type=int, default=None, metavar="PORT")
     args = parser.parse_args(argv)
     _prctl(PR_SET_DUMPABLE, 0)  # no core dumps or ptrace of a process holding keys
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         client = ChatClient.from_secrets(home, read_secrets_with_key(home.keystore, bytes(key)))
         key[:] = bytes(len(key))
         try:
-            serve(client, ready)
+            serve(client, ready, websocket_port=args.websocket)
         finally:
             client.close()
     except ChatcliError as exc:

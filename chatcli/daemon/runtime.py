@@ -3,7 +3,9 @@
 Tasks, all under ``client.online()``: the receive loop (the only reader of
 the own relay's pushes: it stays connected, reconnects with backoff and
 publishes every event to the hub), the outbox retry loop (sends what an
-unreachable relay left queued), and the socket server. Every API method runs
+unreachable relay left queued), the socket server and, opted into with
+``--websocket PORT``, the same API on a loopback WebSocket behind a bearer
+token (:mod:`chatcli.daemon.websocket`). Every API method runs
 on the same resident client, so deliveries are serialised by the client's
 delivery guard and every front end sees the same store.
 """
@@ -27,6 +29,7 @@ from chatcli.daemon.server import DaemonServer
 
 if TYPE_CHECKING:
     from chatcli.client.service import ChatClient
+    from chatcli.daemon.websocket import WebSocketApi
 
 RETRY_INTERVAL = 5.0
 """Seconds between two attempts to send what the outbox still holds."""
@@ -88,8 +91,12 @@ class ResidentApi:
 class Daemon:
     """One identity, online until :meth:`stop` (or SIGTERM/SIGINT)."""
 
-    def __init__(self, client: ChatClient) -> None:
+    def __init__(self, client: ChatClient, *, websocket_port: int | None = None) -> None:
         self.client = client
+        self.websocket_port = websocket_port
+        """Serve the API on ws://127.0.0.1:PORT/ too (0: a free port); None: not."""
+        self.websocket: WebSocketApi | None = None
+        self.token_path: Path = client.home.daemon_token
         self.hub = EventHub()
         self.api = ResidentApi(self)
         self.lock = InstanceLock(client.home.root)
@@ -121,7 +128,9 @@ class Daemon:
                 "relay": account.relay_url.split("#")[0], "connected": self.connected,
                 "synced": self._synced.is_set(), "subscribers": len(self.hub),
                 "backlog": self.hub.backlog, "outbox": pending,
-                "uptime": round(time.time() - self.started_at, 1)}
+                "uptime": round(time.time() - self.started_at, 1),
+                "websocket": None if self.websocket is None else {
+                    "url": self.websocket.url, "token_file": str(self.token_path)}}
 
     def published_send(self, params: dict[str, Any], result: Any) -> None:
         """Tell every front end about a message sent through this daemon."""
@@ -146,6 +155,8 @@ class Daemon:
             async with self.client.online(), trio.open_nursery() as nursery:
                 server = DaemonServer(self.api, self.hub, caught_up=self.caught_up)
                 await nursery.start(server.serve_unix, self.socket_path)
+                if self.websocket_port is not None:
+                    await self._start_websocket(server, nursery)
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._receive_loop)
                 nursery.start_soon(self._retry_loop)
@@ -156,7 +167,21 @@ class Daemon:
                 await trio.sleep(0.1)
                 nursery.cancel_scope.cancel()
         finally:
+            self.token_path.unlink(missing_ok=True)
             log("stopped")
+
+    async def _start_websocket(self, server: DaemonServer, nursery: trio.Nursery) -> None:
+        """A fresh token in its file first, then the listener."""
+        from chatcli.daemon.websocket import WebSocketApi, new_token, write_token
+
+        assert self.websocket_port is not None
+        token = new_token()
+        write_token(self.token_path, token)
+        api = WebSocketApi(server, token)
+        del token
+        await nursery.start(api.serve, self.websocket_port)
+        self.websocket = api
+        log(f"WebSocket API on {self.websocket.url} (bearer token in {self.token_path})")
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -199,7 +224,8 @@ class Daemon:
                 await self.client.flush_outbox(time_limit=RETRY_INTERVAL * 2)
 
 
-def serve(client: ChatClient, on_ready: Callable[[Daemon], None] | None = None) -> None:
+def serve(client: ChatClient, on_ready: Callable[[Daemon], None] | None = None, *,
+          websocket_port: int | None = None) -> None:
     """Run a daemon for ``client`` in this process until it is stopped.
 
     Raises :class:`chatcli.daemon.instance.DaemonRunningError` at once when
@@ -207,7 +233,7 @@ def serve(client: ChatClient, on_ready: Callable[[Daemon], None] | None = None) 
     (the installation was replaced, the account was deleted...)."""
     from chatcli.errors import ChatcliError
 
-    daemon = Daemon(client)
+    daemon = Daemon(client, websocket_port=websocket_port)
     daemon.lock.acquire()
 
     async def main() -> None:
