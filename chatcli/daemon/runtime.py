@@ -155,12 +155,12 @@ class Daemon:
             async with self.client.online(), trio.open_nursery() as nursery:
                 server = DaemonServer(self.api, self.hub, caught_up=self.caught_up)
                 await nursery.start(server.serve_unix, self.socket_path)
+                log(f"serving {self.socket_path} (pid {os.getpid()})")
                 if self.websocket_port is not None:
                     await self._start_websocket(server, nursery)
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._receive_loop)
                 nursery.start_soon(self._retry_loop)
-                log(f"serving {self.socket_path} (pid {os.getpid()})")
                 task_status.started()
                 await self._stopping.wait()
                 # Let the answer to `daemon.stop` leave before the sockets close.
