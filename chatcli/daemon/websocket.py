@@ -65,6 +65,9 @@ CLOSE_TIMEOUT = 5.0
 CLOSE_UNSUPPORTED = 1003
 """Close code for a binary message: the API speaks JSON text only."""
 
+GONE = (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError)
+"""What trio-websocket raises when the peer went away."""
+
 
 def new_token() -> str:
     """A fresh bearer token: 32 random bytes, URL-safe base64 (43 characters)."""
@@ -134,10 +137,7 @@ async def serve_messages(ws: WebSocketConnection, server: DaemonServer) -> None:
             return None
         return message.encode("utf-8")
 
-    session = Session(server, send,
-                      gone=(ConnectionClosed, trio.BrokenResourceError,
-                            trio.ClosedResourceError))
-    await session.run(receive)
+    await Session(server, send, gone=GONE).run(receive)
 
 
 class WebSocketApi:
@@ -153,17 +153,22 @@ class WebSocketApi:
         return f"ws://{HOST}:{self.port}/"
 
     async def handle(self, request: WebSocketRequest) -> None:
-        refusal = check_handshake(request.headers, self._token)
-        if refusal is not None:
-            await request.reject(refusal.status, extra_headers=refusal.headers(),
-                                 body=refusal.reason.encode("utf-8") + b"\n")
-            # trio-websocket 0.12 (pinned by the lock file) leaves the TCP
-            # connection of a rejected handshake open until the client closes
-            # it; hang up at once, as an HTTP server says no.
-            await request._connection._close_stream()
-            return
-        ws = await request.accept()
-        await serve_messages(ws, self.server)
+        """One connection. A peer that goes away, even mid-handshake, ends it
+        quietly: an exception out of here would stop the whole server."""
+        try:
+            refusal = check_handshake(request.headers, self._token)
+            if refusal is not None:
+                await request.reject(refusal.status, extra_headers=refusal.headers(),
+                                     body=refusal.reason.encode("utf-8") + b"\n")
+                # trio-websocket 0.12 (pinned by the lock file) leaves the TCP
+                # connection of a rejected handshake open until the client
+                # closes it; hang up at once, as an HTTP server says no.
+                await request._connection._close_stream()
+                return
+            ws = await request.accept()
+            await serve_messages(ws, self.server)
+        except GONE:
+            pass
 
     async def serve(self, port: int, *,
                     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED

@@ -185,3 +185,24 @@ async def test_a_busy_port_is_a_clear_error(served: Served) -> None:
     other = WebSocketApi(served.api.server, TOKEN)
     with pytest.raises(ChatcliError, match=r"Cannot serve the WebSocket API on 127\.0\.0\.1:"):
         await other.serve(served.api.port)
+
+
+class VanishingRequest:
+    """A handshake whose client hung up before the answer could be sent."""
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.headers = headers
+
+    async def reject(self, *args: Any, **kwargs: Any) -> None:
+        raise ConnectionClosed(None)
+
+    async def accept(self, *args: Any, **kwargs: Any) -> None:
+        raise trio.BrokenResourceError
+
+
+async def test_a_client_gone_mid_handshake_does_not_stop_the_server(served: Served) -> None:
+    for headers in ([], bearer()):
+        await served.api.handle(VanishingRequest(headers))  # type: ignore[arg-type]
+    with trio.fail_after(10):
+        async with open_websocket_url(served.api.url, extra_headers=bearer()) as ws:
+            assert (await call(ws, 1, "echo", {}))["result"] == {}
