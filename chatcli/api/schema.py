@@ -393,12 +393,16 @@ class WebSocketEndpoint(Result):
 
 
 class DaemonStatus(Result):
+    """``state``: ``unlocked``, ``locked`` (unlock with the passphrase) or
+    ``empty`` (no identity yet: ``account.create``); name, fingerprint and
+    relay are null unless unlocked."""
     pid: int
     home: str
     socket: str
-    name: str
-    fingerprint: str
-    relay: str
+    state: Literal["unlocked", "locked", "empty"]
+    name: str | None
+    fingerprint: str | None
+    relay: str | None
     connected: bool
     synced: bool
     subscribers: int
@@ -414,6 +418,19 @@ class DaemonStopped(Result):
     stopping: bool
 
 
+class Unlock(Params):
+    passphrase: str
+
+
+class AccountCreate(Params):
+    name: Name
+    relay: Annotated[str, msgspec.Meta(description="The relay address, "
+                                                   "ws://host:port/#FINGERPRINT.")]
+    passphrase: Annotated[str, msgspec.Meta(min_length=1)]
+    token: str | None = None
+    """A registration token, for a relay that admits by invitation."""
+
+
 class Subscribe(Params):
     types: list[str] | None = None
     """Only these event types (default: all)."""
@@ -423,6 +440,10 @@ class Subscribe(Params):
     backlog: bool = False
     """First the events that arrived while no consumer was subscribed (implies
     `consumer`); waits until the daemon caught up with its relay."""
+    contact: Name | None = None
+    """Only one conversation's events: those whose `group` is this name, or (not
+    in a group) whose `from`, `to` or `contact` is. A chat window subscribes so,
+    as a consumer: the other conversations' events keep waiting for `receive`."""
 
 
 class Subscribed(Result):
@@ -497,6 +518,15 @@ METHODS: dict[str, Method] = {
                             daemon_only=True),
     "daemon.stop": Method(NoParams, DaemonStopped,
                           "Daemon only: stop the daemon (it answers first).", daemon_only=True),
+    "unlock": Method(Unlock, DaemonStatus,
+                     "Daemon only: open the keystore with the passphrase and go online.",
+                     daemon_only=True),
+    "lock": Method(NoParams, DaemonStatus,
+                   "Daemon only: go offline and drop the keys; only `unlock` and the "
+                   "`daemon.*` methods work until then.", daemon_only=True),
+    "account.create": Method(AccountCreate, DaemonStatus,
+                             "Daemon only, on an empty home: register a mailbox on the relay "
+                             "and create the identity (unlocked).", daemon_only=True),
 }
 
 API_VERSION = 1

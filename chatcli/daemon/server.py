@@ -168,11 +168,16 @@ class Session:
             if not isinstance(consumer, bool) or not isinstance(backlog, bool):
                 raise RpcFailure(jsonrpc.standard_error(
                     jsonrpc.INVALID_PARAMS, "consumer and backlog must be true or false."))
+            contact = params.get("contact")
+            if contact is not None and not (isinstance(contact, str) and contact):
+                raise RpcFailure(jsonrpc.standard_error(
+                    jsonrpc.INVALID_PARAMS, "contact must be a contact's or group's name."))
             if backlog and self.server.caught_up is not None:
                 # What waits on the relay comes first, as in direct mode.
                 await self.server.caught_up()
             sub = self.server.hub.subscribe(types, on_drop=self.cancel.cancel,
-                                            consumer=consumer or backlog, backlog=backlog)
+                                            consumer=consumer or backlog, backlog=backlog,
+                                            contact=contact)
             self.subscriptions.add(sub.id)
             nursery.start_soon(self.forward, sub.id, sub.events)
             return {"subscription": sub.id, "replayed": sub.replayed}

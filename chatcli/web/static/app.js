@@ -56,6 +56,10 @@ async function connectionChanged(status) {
       showPage("unlock");
       return;
     }
+    if (error.kind === "no_identity") {
+      showPage("register");
+      return;
+    }
     showNotice(errorText(error));
     return;
   }
@@ -64,10 +68,12 @@ async function connectionChanged(status) {
 
 function showPage(which) {
   $("unlock-page").hidden = which !== "unlock";
+  $("register-page").hidden = which !== "register";
   $("app").hidden = which !== "app";
   $("lock").hidden = which !== "app";
   $("open-profile").hidden = which !== "app";
   if (which === "unlock") $("passphrase").focus();
+  if (which === "register") $("register-name").focus();
 }
 
 async function startApp() {
@@ -92,6 +98,55 @@ $("unlock-form").addEventListener("submit", async (event) => {
   } catch (error) {
     $("unlock-error").textContent = errorText(error);
     input.select();
+  }
+});
+
+// A rough hint, not a guarantee: length counts most, then variety.
+export function passphraseStrength(text) {
+  const classes = [/[a-z]/, /[A-Z]/, /[0-9]/, /[^A-Za-z0-9]/].filter((re) => re.test(text)).length;
+  const words = text.trim().split(/\s+/).filter(Boolean).length;
+  const score = text.length + 4 * (classes - 1) + (words >= 4 ? 10 : 0);
+  if (text.length < 8 || score < 16) return ["weak", "Weak: use at least four words or 16 characters."];
+  if (score < 26) return ["fair", "Fair: longer is stronger (four or more words)."];
+  return ["strong", "Strong."];
+}
+
+$("register-passphrase").addEventListener("input", () => {
+  const text = $("register-passphrase").value;
+  const hint = $("register-strength");
+  if (!text) {
+    hint.textContent = "";
+    return;
+  }
+  const [level, label] = passphraseStrength(text);
+  hint.textContent = label;
+  hint.className = `small strength-${level}`;
+});
+
+$("register-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = $("register-error");
+  error.textContent = "";
+  const passphrase = $("register-passphrase").value;
+  if (passphrase !== $("register-confirm").value) {
+    error.textContent = "The two passphrases differ.";
+    $("register-confirm").select();
+    return;
+  }
+  $("register-submit").disabled = true;
+  try {
+    await rpc.call("account.create", {
+      name: $("register-name").value.trim(),
+      relay: $("register-relay").value.trim(),
+      passphrase,
+    });
+    $("register-passphrase").value = "";
+    $("register-confirm").value = "";
+    await startApp();
+  } catch (failure) {
+    error.textContent = errorText(failure);
+  } finally {
+    $("register-submit").disabled = false;
   }
 });
 
