@@ -146,6 +146,30 @@ def test_refused_without_the_token_or_from_a_browser_and_the_token_dies_with_the
         no_passphrase(alice, "daemon", "stop")
 
 
+def test_a_locked_daemon_is_unlocked_over_the_websocket(pair: tuple[User, User]) -> None:
+    alice, _bob = pair
+    alice.run("daemon", "--detach", "--locked", "--websocket", "0")
+    try:
+        url, token, _ = websocket_of(alice)
+
+        async def session() -> None:
+            with trio.fail_after(60):
+                async with open_websocket_url(url, extra_headers=bearer(token)) as ws:
+                    assert (await call(ws, 1, "daemon.status"))["result"]["state"] == "locked"
+                    refused = await call(ws, 2, "contacts.list")
+                    assert refused["error"]["data"]["error"] == "locked"
+                    wrong = await call(ws, 3, "unlock", {"passphrase": "not it"})
+                    assert "error" in wrong
+                    unlocked = await call(ws, 4, "unlock", {"passphrase": alice.passphrase})
+                    assert unlocked["result"]["state"] == "unlocked"
+                    names = [c["name"] for c in (await call(ws, 5, "contacts.list"))["result"]]
+                    assert names == ["bob"]
+
+        trio.run(session)
+    finally:
+        no_passphrase(alice, "daemon", "stop")
+
+
 def test_an_oversized_message_closes_that_connection_only(
         pair: tuple[User, User], daemons: list[DaemonProcess]) -> None:
     alice, _bob = pair
