@@ -385,6 +385,13 @@ class GroupsHistory(Params):
     before: Before | None = None
 
 
+class WebSocketEndpoint(Result):
+    url: str
+    """`ws://127.0.0.1:PORT/`."""
+    token_file: str
+    """The file holding the bearer token (mode 0600, replaced at each start)."""
+
+
 class DaemonStatus(Result):
     """``state``: ``unlocked``, ``locked`` (unlock with the passphrase) or
     ``empty`` (no identity yet: ``account.create``); name, fingerprint and
@@ -402,6 +409,8 @@ class DaemonStatus(Result):
     backlog: int
     outbox: int
     uptime: float
+    websocket: WebSocketEndpoint | None = None
+    """The loopback WebSocket API, when the daemon was started with `--websocket`."""
 
 
 class DaemonStopped(Result):

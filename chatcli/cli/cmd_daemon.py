@@ -32,9 +32,13 @@ STOP_TIMEOUT = 10.0
               help="Start without unlocking (no passphrase asked): it serves only `daemon "
                    "unlock` (and the web page's unlock) until then; on an empty "
                    "CHATCLI_HOME it waits for an identity to be created through it.")
+@click.option("--websocket", "websocket_port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Also serve the JSON-RPC API on ws://127.0.0.1:PORT/ (0: a free port) to "
+                   "clients that send the bearer token of CHATCLI_HOME/daemon.token; "
+                   "`daemon status --json` tells the address.")
 @passphrase_option
 @click.pass_context
-def daemon(ctx: click.Context, detach: bool, locked: bool,
+def daemon(ctx: click.Context, detach: bool, locked: bool, websocket_port: int | None,
            passphrase_file: Path | None) -> None:
     """Run the chatcli daemon: stay online, serve the JSON-RPC API.
 
@@ -42,7 +46,8 @@ def daemon(ctx: click.Context, detach: bool, locked: bool,
     the relay connection, receiving in real time. While it runs, every chatcli
     command and every `chatcli chat` window goes through it, so all of them
     see every message, own sends included; scripts use its JSON-RPC API on
-    CHATCLI_HOME/daemon.sock (docs/api.md). Without --detach it runs in the
+    CHATCLI_HOME/daemon.sock (docs/api.md), and with --websocket on a loopback
+    WebSocket behind a bearer token. Without --detach it runs in the
     foreground until Ctrl-C or SIGTERM (what a systemd unit wants). A second
     daemon for the same home is refused (exit code 1).
     """
@@ -61,27 +66,31 @@ def daemon(ctx: click.Context, detach: bool, locked: bool,
                                  "stop it with `chatcli daemon stop`.")
     lean_imports()
     if detach:
-        pid = _start_detached(home, passphrase_file, locked=locked)
+        pid = _start_detached(home, passphrase_file, locked=locked,
+                              websocket_port=websocket_port)
         state = " (locked: `chatcli daemon unlock`)" if locked and home.exists() else ""
         info(f"chatcli daemon started (pid {pid}) for {home.root}{state}; "
              "`chatcli daemon stop` stops it.")
         return
-    _run_foreground(home, passphrase_file, locked=locked)
+    _run_foreground(home, passphrase_file, locked=locked, websocket_port=websocket_port)
 
 
-def _run_foreground(home: Any, passphrase_file: Path | None, *, locked: bool) -> None:
+def _run_foreground(home: Any, passphrase_file: Path | None, *, locked: bool,
+                    websocket_port: int | None) -> None:
     from chatcli.cli.output import unlocked
     from chatcli.daemon.runtime import Daemon, serve
 
     def ready(d: Daemon) -> None:
         info(f"chatcli daemon (pid {os.getpid()}) serving {d.socket_path} ({d.state}); "
              "Ctrl-C stops it.")
+        if d.websocket is not None:
+            info(f"WebSocket API on {d.websocket.url} (bearer token in {d.token_path})")
 
     if locked:
-        serve(home, None, ready)
+        serve(home, None, ready, websocket_port=websocket_port)
         return
     with unlocked(passphrase_file) as client:
-        serve(home, client, ready)
+        serve(home, client, ready, websocket_port=websocket_port)
 
 
 def _keystore_key(home: Any, passphrase_file: Path | None) -> bytes:
@@ -96,7 +105,8 @@ def _keystore_key(home: Any, passphrase_file: Path | None) -> bytes:
     return key
 
 
-def _start_detached(home: Any, passphrase_file: Path | None, *, locked: bool) -> int:
+def _start_detached(home: Any, passphrase_file: Path | None, *, locked: bool,
+                    websocket_port: int | None = None) -> int:
     import sys
     import warnings
 
@@ -109,7 +119,8 @@ def _start_detached(home: Any, passphrase_file: Path | None, *, locked: bool) ->
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "chatcli.daemon.main", "--home", str(home.root),
-             *(["--locked"] if locked else [])],
+             *(["--locked"] if locked else []),
+             *([] if websocket_port is None else ["--websocket", str(websocket_port)])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_fd,
             start_new_session=True, close_fds=True, cwd="/", env=_daemon_env())
     finally:
@@ -139,16 +150,18 @@ def _start_detached(home: Any, passphrase_file: Path | None, *, locked: bool) ->
 
 
 def _status_line(found: dict[str, Any]) -> str:
+    ws = found.get("websocket")
+    websocket = f", WebSocket API on {ws['url']}" if ws else ""
     if found.get("state") == "locked":
         return (f"daemon running (pid {found['pid']}) for {found['home']}: locked "
-                "(`chatcli daemon unlock`).")
+                f"(`chatcli daemon unlock`){websocket}.")
     if found.get("state") == "empty":
         return (f"daemon running (pid {found['pid']}) for {found['home']}: no identity yet "
-                "(create one with `chatcli web`).")
+                f"(create one with `chatcli web`){websocket}.")
     state = "online" if found["connected"] else "connecting to its relay"
     return (f"daemon running (pid {found['pid']}) for {found['name']} in {found['home']}: "
             f"{state}, {found['subscribers']} subscriber(s), {found['outbox']} item(s) in "
-            f"the outbox, up {found['uptime']:.0f} s.")
+            f"the outbox, up {found['uptime']:.0f} s{websocket}.")
 
 
 def _running(home: Any) -> Any:

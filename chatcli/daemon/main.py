@@ -1,4 +1,4 @@
-"""``python -m chatcli.daemon.main --home PATH``: the detached daemon process.
+"""``python -m chatcli.daemon.main --home PATH [--websocket PORT]``: the detached daemon.
 
 ``chatcli daemon --detach`` unlocks in the foreground, then starts this
 process with the keystore's 32-byte key on stdin (never in argv or the
@@ -21,6 +21,7 @@ from chatcli.client.agent_daemon import PR_SET_DUMPABLE, _prctl, _read_key
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chatcli.daemon.main")
     parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--websocket", type=int, default=None, metavar="PORT")
     parser.add_argument("--locked", action="store_true",
                         help="start locked (or empty): no key on stdin")
     args = parser.parse_args(argv)
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                                              read_secrets_with_key(home.keystore, bytes(key)))
             key[:] = bytes(len(key))
         try:
-            serve(home, client, ready)
+            serve(home, client, ready, websocket_port=args.websocket)
         finally:
             if client is not None:
                 client.close()

@@ -6,7 +6,9 @@ hold: ``unlock`` with the passphrase) or ``unlocked``. While unlocked, a
 *session* runs under ``client.online()``: the receive loop (the only reader
 of the own relay's pushes: it stays connected, reconnects with backoff and
 publishes every event to the hub) and the outbox retry loop. ``lock`` ends
-the session and drops the keys; the socket server runs in every state.
+the session and drops the keys; the socket server runs in every state, and
+so does, opted into with ``--websocket PORT``, the same API on a loopback
+WebSocket behind a bearer token (:mod:`chatcli.daemon.websocket`).
 Every API method runs on the same resident client, so deliveries are
 serialised by the client's delivery guard and every front end sees the same
 store.
@@ -34,6 +36,7 @@ from chatcli.daemon.server import DaemonServer
 if TYPE_CHECKING:
     from chatcli.client.home import Home
     from chatcli.client.service import ChatClient
+    from chatcli.daemon.websocket import WebSocketApi
 
 RETRY_INTERVAL = 5.0
 """Seconds between two attempts to send what the outbox still holds."""
@@ -137,9 +140,14 @@ class Daemon:
     """One identity's home, served until :meth:`stop` (or SIGTERM/SIGINT);
     online while unlocked."""
 
-    def __init__(self, home: Home, client: ChatClient | None = None) -> None:
+    def __init__(self, home: Home, client: ChatClient | None = None, *,
+                 websocket_port: int | None = None) -> None:
         self.home = home
         self.client: ChatClient | None = None
+        self.websocket_port = websocket_port
+        """Serve the API on ws://127.0.0.1:PORT/ too (0: a free port); None: not."""
+        self.websocket: WebSocketApi | None = None
+        self.token_path: Path = home.daemon_token
         self.hub = EventHub()
         self.api = ResidentApi(self)
         self.lock = InstanceLock(home.root)
@@ -249,7 +257,9 @@ class Daemon:
             "state": self.state, "name": None, "fingerprint": None, "relay": None,
             "connected": self.connected, "synced": self._synced.is_set(),
             "subscribers": len(self.hub), "backlog": self.hub.backlog, "outbox": 0,
-            "uptime": round(time.time() - self.started_at, 1)}
+            "uptime": round(time.time() - self.started_at, 1),
+            "websocket": None if self.websocket is None else {
+                "url": self.websocket.url, "token_file": str(self.token_path)}}
         client = self.client
         if client is not None:
             account = client.account()
@@ -287,6 +297,8 @@ class Daemon:
                 if self.client is not None:
                     await self._start_session()
                 log(f"serving {self.socket_path} (pid {os.getpid()}, {self.state})")
+                if self.websocket_port is not None:
+                    await self._start_websocket(server, nursery)
                 task_status.started()
                 await self._stopping.wait()
                 # Let the answer to `daemon.stop` leave before the sockets close.
@@ -294,7 +306,21 @@ class Daemon:
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
+            self.token_path.unlink(missing_ok=True)
             log("stopped")
+
+    async def _start_websocket(self, server: DaemonServer, nursery: trio.Nursery) -> None:
+        """A fresh token in its file first, then the listener."""
+        from chatcli.daemon.websocket import WebSocketApi, new_token, write_token
+
+        assert self.websocket_port is not None
+        token = new_token()
+        write_token(self.token_path, token)
+        api = WebSocketApi(server, token)
+        del token
+        await nursery.start(api.serve, self.websocket_port)
+        self.websocket = api
+        log(f"WebSocket API on {self.websocket.url} (bearer token in {self.token_path})")
 
     async def _start_session(self) -> None:
         assert self._nursery is not None and self.client is not None
@@ -360,16 +386,18 @@ class Daemon:
 
 
 def serve(home: Home, client: ChatClient | None,
-          on_ready: Callable[[Daemon], None] | None = None) -> None:
+          on_ready: Callable[[Daemon], None] | None = None, *,
+          websocket_port: int | None = None) -> None:
     """Run a daemon for ``home`` in this process until it is stopped; with
-    ``client`` it starts unlocked, else locked (or empty).
+    ``client`` it starts unlocked, else locked (or empty); with
+    ``websocket_port`` it serves the WebSocket API too.
 
     Raises :class:`chatcli.daemon.instance.DaemonRunningError` at once when
     another daemon owns the home, and the ChatcliError that ended it otherwise
     (the installation was replaced, the account was deleted...)."""
     from chatcli.errors import ChatcliError
 
-    daemon = Daemon(home, client)
+    daemon = Daemon(home, client, websocket_port=websocket_port)
     home.create()
     daemon.lock.acquire()
 

@@ -26,10 +26,10 @@ pytestmark = pytest.mark.slow
 class DaemonProcess:
     """`chatcli daemon` in the foreground, as a systemd unit would run it."""
 
-    def __init__(self, user: User) -> None:
+    def __init__(self, user: User, *args: str) -> None:
         self.user = user
         env = _env({"CHATCLI_HOME": str(user.home), "CHATCLI_PASSPHRASE": user.passphrase})
-        self.proc = subprocess.Popen([CHATCLI, "daemon"], env=env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([CHATCLI, "daemon", *args], env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True)
         assert self.proc.stderr is not None
