@@ -35,10 +35,11 @@ APPLICATION: dict[str, tuple[int, str]] = {
     "invite_refused": (3, "The invite was already used or revoked."),
     "key_changed": (4, "A contact's identity key changed and was not accepted yet."),
     "too_large": (5, "Larger than the relay that would store it accepts."),
-    "locked": (1, "The daemon is locked: `unlock` it with the passphrase first."),
-    "no_identity": (2, "The daemon runs on an empty home: `account.create` first."),
     "installation_replaced": (6, "This installation was replaced by a backup restored "
                                  "elsewhere."),
+    "locked": (1, "The daemon is locked: only `unlock`, `daemon.*` and `web.*` work until "
+                  "then."),
+    "no_identity": (2, "The daemon's home has no identity yet: `account.create` first."),
 }
 
 

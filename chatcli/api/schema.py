@@ -385,13 +385,24 @@ class GroupsHistory(Params):
     before: Before | None = None
 
 
+class WebSocketEndpoint(Result):
+    url: str
+    """`ws://127.0.0.1:PORT/`."""
+    token_file: str
+    """The file holding the bearer token (mode 0600, replaced at each start)."""
+
+
 class DaemonStatus(Result):
+    """``state``: ``unlocked``, ``locked`` (unlock with the passphrase) or
+    ``empty`` (no identity yet: ``account.create``); name, fingerprint and
+    relay are null unless unlocked."""
     pid: int
     home: str
     socket: str
-    name: str
-    fingerprint: str
-    relay: str
+    state: Literal["unlocked", "locked", "empty"]
+    name: str | None
+    fingerprint: str | None
+    relay: str | None
     connected: bool
     synced: bool
     subscribers: int
@@ -401,10 +412,12 @@ class DaemonStatus(Result):
     web: str | None = None
     """The web page's address (no login token) when the daemon serves it."""
     locked: bool = False
-    """Started (or put) in the locked state: `name`, `fingerprint` and `relay`
-    are empty until `unlock`."""
+    """Locked or empty (`state` says which): `name`, `fingerprint` and `relay`
+    are null until `unlock` (or `account.create`)."""
     identity: bool = True
     """False for a daemon started on an empty home, until `account.create`."""
+    websocket: WebSocketEndpoint | None = None
+    """The loopback WebSocket API, when the daemon was started with `--websocket`."""
 
 
 class DaemonStopped(Result):
@@ -416,31 +429,18 @@ class Unlock(Params):
     passphrase: str
 
 
-class Unlocked(Result):
-    unlocked: bool
-    name: str
-
-
-class Locked(Result):
-    locked: bool
-
-
 class AccountCreate(Params):
     name: Name
-    relay: str
-    """The relay's address, `ws://HOST:PORT/#FINGERPRINT` (without the
-    fingerprint its key is pinned on first use)."""
-    passphrase: str
-    """At least 8 characters; it encrypts the keystore."""
+    relay: Annotated[str, msgspec.Meta(description="The relay address, "
+                                                   "ws://host:port/#FINGERPRINT.")]
+    passphrase: Annotated[str, msgspec.Meta(min_length=1)]
     token: str | None = None
-    """A registration token, for an invite-only relay."""
+    """A registration token, for a relay that admits by invitation."""
 
 
-class AccountCreated(Result):
-    name: str
-    fingerprint: str
-    relay: str
-    pinned_on_first_use: bool
+class AccountCreated(DaemonStatus):
+    pinned_on_first_use: bool = False
+    """The relay address had no fingerprint: its key was pinned on first use."""
 
 
 class WebStart(Params):
@@ -471,6 +471,10 @@ class Subscribe(Params):
     backlog: bool = False
     """First the events that arrived while no consumer was subscribed (implies
     `consumer`); waits until the daemon caught up with its relay."""
+    contact: Name | None = None
+    """Only one conversation's events: those whose `group` is this name, or (not
+    in a group) whose `from`, `to` or `contact` is. A chat window subscribes so,
+    as a consumer: the other conversations' events keep waiting for `receive`."""
 
 
 class Subscribed(Result):
@@ -545,17 +549,15 @@ METHODS: dict[str, Method] = {
                             daemon_only=True),
     "daemon.stop": Method(NoParams, DaemonStopped,
                           "Daemon only: stop the daemon (it answers first).", daemon_only=True),
-    "unlock": Method(Unlock, Unlocked,
-                     "Daemon only: open the keystore of a locked daemon and go online "
-                     "(a wrong passphrase is a `crypto_error`).", daemon_only=True),
-    "lock": Method(NoParams, Locked,
-                   "Daemon only: go offline and drop the unlocked keys; every method but "
-                   "`unlock`, `daemon.*` and `web.*` then answers `locked`.",
-                   daemon_only=True),
+    "unlock": Method(Unlock, DaemonStatus,
+                     "Daemon only: open the keystore with the passphrase and go online.",
+                     daemon_only=True),
+    "lock": Method(NoParams, DaemonStatus,
+                   "Daemon only: go offline and drop the keys; only `unlock`, `daemon.*` "
+                   "and `web.*` work until then.", daemon_only=True),
     "account.create": Method(AccountCreate, AccountCreated,
-                             "Daemon only: on an empty home, create the identity and register "
-                             "its mailbox (as `chatcli init`), then run unlocked.",
-                             daemon_only=True),
+                             "Daemon only, on an empty home: register a mailbox on the relay "
+                             "and create the identity (unlocked).", daemon_only=True),
     "web.start": Method(WebStart, WebStarted,
                         "Daemon only: serve the web front end on 127.0.0.1 (once).",
                         daemon_only=True),

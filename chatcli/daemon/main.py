@@ -1,11 +1,12 @@
-"""``python -m chatcli.daemon.main --home PATH [--web PORT] [--locked]``: the detached daemon.
+"""``python -m chatcli.daemon.main --home PATH [options]``: the detached daemon.
+
+Options: ``--locked`` (no key on stdin), ``--websocket PORT``, ``--web PORT``.
 
 ``chatcli daemon --detach`` unlocks in the foreground, then starts this
 process with the keystore's 32-byte key on stdin (never in argv or the
 environment). It prints ``ready PID`` on stdout once its socket answers, or
 ``error: ...`` and exits non-zero; its log goes to stderr, which the parent
-points at ``CHATCLI_HOME/daemon.log``. With ``--locked`` nothing is read on
-stdin: the daemon waits for ``unlock``.
+points at ``CHATCLI_HOME/daemon.log``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from chatcli.client.agent_daemon import PR_SET_DUMPABLE, _prctl, _read_key
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chatcli.daemon.main")
     parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--websocket", type=int, default=None, metavar="PORT")
     parser.add_argument("--web", type=int, default=None, metavar="PORT")
-    parser.add_argument("--locked", action="store_true")
+    parser.add_argument("--locked", action="store_true",
+                        help="start locked (or empty): no key on stdin")
     args = parser.parse_args(argv)
     _prctl(PR_SET_DUMPABLE, 0)  # no core dumps or ptrace of a process holding keys
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     out = sys.stdout
-    key = bytearray()
+    key = None
     if not args.locked:
         try:
             key = _read_key()
@@ -53,15 +56,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         home = Home(args.home)
-        if args.locked:
-            serve(None, ready, web_port=args.web, home=home)
-            return 0
-        client = ChatClient.from_secrets(home, read_secrets_with_key(home.keystore, bytes(key)))
-        key[:] = bytes(len(key))
+        client = None
+        if key is not None:
+            client = ChatClient.from_secrets(home,
+                                             read_secrets_with_key(home.keystore, bytes(key)))
+            key[:] = bytes(len(key))
         try:
-            serve(client, ready, web_port=args.web)
+            serve(home, client, ready, websocket_port=args.websocket, web_port=args.web)
         finally:
-            client.close()
+            if client is not None:
+                client.close()
     except ChatcliError as exc:
         print(f"error: {exc}", file=out, flush=True)
         print(f"chatcli daemon: {exc}", file=sys.stderr, flush=True)

@@ -212,18 +212,18 @@ def test_a_locked_daemon_over_its_socket(relay: RelayProcess, users: Any) -> Non
         assert status(alice)["locked"] is True
         refused = no_passphrase(alice, "send", "bob", "while locked")
         assert refused.returncode == 1
-        assert "chatcli is locked" in refused.stderr
+        assert "daemon is locked" in refused.stderr
         api = find(alice.home)
         assert api is not None
         with pytest.raises(ApiChatcliError) as wrong:
             api.call("unlock", {"passphrase": "not it"})
         assert wrong.value.exit_code == 1 and "passphrase is wrong" in str(wrong.value)
-        assert api.call("unlock", {"passphrase": alice.passphrase}) == {
-            "unlocked": True, "name": "alice"}
+        unlocked = api.call("unlock", {"passphrase": alice.passphrase})
+        assert unlocked["state"] == "unlocked" and unlocked["name"] == "alice"
         sent = no_passphrase(alice, "send", "bob", "unlocked now")
         assert sent.returncode == 0, sent.stderr
         assert bob.texts() == ["unlocked now"]
-        assert api.call("lock") == {"locked": True}
+        assert api.call("lock")["state"] == "locked"
         assert no_passphrase(alice, "contacts").returncode == 1
         # Locked again, nothing is received: bob's message waits at the relay.
         bob.run("send", "alice", "while locked again")
@@ -249,7 +249,7 @@ def test_account_create_refuses_short_passphrases_and_existing_identities(
     assert started.returncode == 0, started.stderr
     try:
         refused = no_passphrase(erin, "contacts")
-        assert refused.returncode == 2 and "no identity here yet" in refused.stderr
+        assert refused.returncode == 2 and "There is no identity in" in refused.stderr
         api = find(erin.home)
         assert api is not None
         with pytest.raises(ApiChatcliError) as short:
