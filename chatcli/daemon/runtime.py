@@ -58,7 +58,10 @@ class ResidentApi:
             return {"pid": os.getpid(), "stopping": True}
         if method == "receive":
             return await self._receive(params)
-        result = await self.local.call(method, params)
+        # One truncating WAL checkpoint per request, not one per transaction
+        # (a send makes four): each costs an fsync (docs/threat-model.md).
+        with self.daemon.client.store.deferred_scrub():
+            result = await self.local.call(method, params)
         if method == "send":
             self.daemon.published_send(params, result)
         return result
