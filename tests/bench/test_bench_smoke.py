@@ -19,13 +19,14 @@ TINY = [
     "--drain-timeout", "5", "--phase-gap", "0.1",
     "--idle-counts", "10", "--idle-settle", "0.2", "--idle-warmup", "2",
     "--cli-runs", "1", "--no-send",
+    "--daemon-runs", "1", "--daemon-rpc-sends", "2", "--daemon-idle", "0.2",
 ]
 
 
 @pytest.mark.slow
 def test_python_m_bench_reports_every_figure() -> None:
     proc = subprocess.run([sys.executable, "-m", "bench", *TINY], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads(proc.stdout)
 
@@ -58,8 +59,13 @@ def test_python_m_bench_reports_every_figure() -> None:
     assert cli["python_c_pass"]["median_ms"] > 0
     assert cli["chatcli_help"]["median_ms"] > 0
 
+    daemon = report["daemon"]["small"]
+    assert daemon["cli_send"]["samples"] == 1 and daemon["rpc_and_events"]["not_stored"] == 0
+    assert daemon["rpc_and_events"]["end_to_end"]["samples"] == 2
+
     summary = report["summary"]
     assert summary["relays"]["sqlitex1"]["throughput_ratio_to_echo"] > 0
+    assert summary["daemon_ms"]["rpc_send_p50"] > 0
     assert set(summary["idle_kib_per_connection"]) == {"10"}
     assert all(isinstance(k, str) for k in report["targets"])
 
@@ -113,4 +119,5 @@ def test_daemon_bench_reports_every_figure() -> None:
     assert set(report["targets"]) == {
         "cli: one-shot send p50 <= 120 ms through the daemon",
         "rpc: send round trip p50 <= 5 ms",
-        "events: relay push -> subscriber p50 <= 10 ms"}
+        "events: relay push -> subscriber p50 <= 10 ms",
+        "scale: idle CPU < 1% of a core with 3 contacts, 1 groups"}
