@@ -478,8 +478,8 @@ class Store:
         """Write transactions in this block leave the truncating WAL checkpoint
         to its end: one checkpoint (and its fsync) runs when the last such
         block ends, instead of one after each transaction. Blocks may overlap
-        (the daemon serves requests concurrently); a checkpoint never waits
-        longer than SCRUB_DEFER_LIMIT seconds, the next write then runs it."""
+        (the daemon serves requests concurrently); once a checkpoint has
+        waited SCRUB_DEFER_LIMIT seconds, the next write or block end runs it."""
         self._defer_depth += 1
         try:
             yield
