@@ -146,19 +146,23 @@ class RawRpc:
             self.fill()
 
 
+def daemon_status(home: Path) -> dict[str, Any]:
+    rpc = RawRpc(home / "daemon.sock", timeout=5)
+    try:
+        return rpc.call("daemon.status")  # type: ignore[no-any-return]
+    finally:
+        rpc.close()
+
+
 def wait_synced(home: Path, timeout: float = 60.0) -> dict[str, Any]:
     """The daemon's status once it answers and has caught up with its relay."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            rpc = RawRpc(home / "daemon.sock", timeout=5)
+            status = daemon_status(home)
         except OSError:
             time.sleep(0.05)
             continue
-        try:
-            status = rpc.call("daemon.status")
-        finally:
-            rpc.close()
         if status["synced"] and status["connected"]:
             return status  # type: ignore[no-any-return]
         time.sleep(0.05)
@@ -381,11 +385,11 @@ def measure_small(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 out["help"] = {"without_daemon": help_without,
                                "with_daemon": time_runs(help_cmd, args.runs, no_pass)}
                 send_cmd = [*chatcli_command(), "send", "bob", "one-shot send through the daemon"]
-                before = RawRpc(bob_home / "daemon.sock").call("daemon.status")["backlog"]
+                before = daemon_status(bob_home)["backlog"]
                 time_runs(send_cmd, 2, no_pass)  # warm-up: the daemon opens bob's relay
                 out["cli_send"] = time_runs(send_cmd, args.runs, no_pass)
                 time.sleep(0.5)
-                after = RawRpc(bob_home / "daemon.sock").call("daemon.status")["backlog"]
+                after = daemon_status(bob_home)["backlog"]
                 out["cli_send"]["received_by_bob"] = after - before
                 out["cli_send"]["expected"] = args.runs + 2
                 out["rpc_and_events"] = paced_sends(
