@@ -28,16 +28,29 @@ STOP_TIMEOUT = 10.0
 @click.option("--detach", is_flag=True,
               help="Unlock, start the daemon in the background and return once it answers "
                    "(its log: CHATCLI_HOME/daemon.log).")
+@click.option("--locked", is_flag=True,
+              help="Start without unlocking (no passphrase asked): it serves only `daemon "
+                   "unlock` (and the web page's unlock) until then; on an empty "
+                   "CHATCLI_HOME it waits for an identity to be created through it.")
+@click.option("--websocket", "websocket_port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Also serve the JSON-RPC API on ws://127.0.0.1:PORT/ (0: a free port) to "
+                   "clients that send the bearer token of CHATCLI_HOME/daemon.token; "
+                   "`daemon status --json` tells the address.")
+@click.option("--web", "web_port", type=click.IntRange(0, 65535), metavar="PORT",
+              help="Also serve the web front end on 127.0.0.1:PORT (0: a free port); "
+                   "`chatcli web` logs a browser in.")
 @passphrase_option
 @click.pass_context
-def daemon(ctx: click.Context, detach: bool, passphrase_file: Path | None) -> None:
+def daemon(ctx: click.Context, detach: bool, locked: bool, websocket_port: int | None,
+           web_port: int | None, passphrase_file: Path | None) -> None:
     """Run the chatcli daemon: stay online, serve the JSON-RPC API.
 
     One daemon per CHATCLI_HOME holds the unlocked keys, the local store and
     the relay connection, receiving in real time. While it runs, every chatcli
     command and every `chatcli chat` window goes through it, so all of them
     see every message, own sends included; scripts use its JSON-RPC API on
-    CHATCLI_HOME/daemon.sock (docs/api.md). Without --detach it runs in the
+    CHATCLI_HOME/daemon.sock (docs/api.md), and with --websocket on a loopback
+    WebSocket behind a bearer token. Without --detach it runs in the
     foreground until Ctrl-C or SIGTERM (what a systemd unit wants). A second
     daemon for the same home is refused (exit code 1).
     """
@@ -48,30 +61,42 @@ def daemon(ctx: click.Context, detach: bool, passphrase_file: Path | None) -> No
     from chatcli.daemon.instance import DaemonRunningError, daemon_pid
 
     home = Home.from_env()
-    home.require()
+    if not locked:
+        home.require()
     pid = daemon_pid(home.root)
     if pid is not None:
         raise DaemonRunningError(f"A chatcli daemon already runs for {home.root} (pid {pid}); "
                                  "stop it with `chatcli daemon stop`.")
     lean_imports()
     if detach:
-        pid = _start_detached(home, passphrase_file)
-        info(f"chatcli daemon started (pid {pid}) for {home.root}; "
+        pid = _start_detached(home, passphrase_file, web_port, locked=locked,
+                              websocket_port=websocket_port)
+        state = " (locked: `chatcli daemon unlock`)" if locked and home.exists() else ""
+        info(f"chatcli daemon started (pid {pid}) for {home.root}{state}; "
              "`chatcli daemon stop` stops it.")
         return
-    _run_foreground(passphrase_file)
+    _run_foreground(home, passphrase_file, locked=locked, websocket_port=websocket_port,
+                    web_port=web_port)
 
 
-def _run_foreground(passphrase_file: Path | None) -> None:
+def _run_foreground(home: Any, passphrase_file: Path | None, *, locked: bool,
+                    websocket_port: int | None, web_port: int | None) -> None:
     from chatcli.cli.output import unlocked
     from chatcli.daemon.runtime import Daemon, serve
 
     def ready(d: Daemon) -> None:
-        info(f"chatcli daemon (pid {os.getpid()}) serving {d.socket_path}; "
+        info(f"chatcli daemon (pid {os.getpid()}) serving {d.socket_path} ({d.state}); "
              "Ctrl-C stops it.")
+        if d.websocket is not None:
+            info(f"WebSocket API on {d.websocket.url} (bearer token in {d.token_path})")
+        if d.web is not None:
+            info(f"web front end on {d.web.url} (`chatcli web` logs a browser in)")
 
+    if locked:
+        serve(home, None, ready, websocket_port=websocket_port, web_port=web_port)
+        return
     with unlocked(passphrase_file) as client:
-        serve(client, ready)
+        serve(home, client, ready, websocket_port=websocket_port, web_port=web_port)
 
 
 def _keystore_key(home: Any, passphrase_file: Path | None) -> bytes:
@@ -86,18 +111,23 @@ def _keystore_key(home: Any, passphrase_file: Path | None) -> bytes:
     return key
 
 
-def _start_detached(home: Any, passphrase_file: Path | None) -> int:
+def _start_detached(home: Any, passphrase_file: Path | None, web_port: int | None = None, *,
+                    locked: bool, websocket_port: int | None = None) -> int:
     import sys
     import warnings
 
     from chatcli.client.agent import _daemon_env, _read_line
     from chatcli.errors import ChatcliError
 
-    key = _keystore_key(home, passphrase_file)
+    key = b"" if locked else _keystore_key(home, passphrase_file)
+    home.create()
     log_fd = os.open(home.root / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "chatcli.daemon.main", "--home", str(home.root)],
+            [sys.executable, "-m", "chatcli.daemon.main", "--home", str(home.root),
+             *(["--locked"] if locked else []),
+             *([] if web_port is None else ["--web", str(web_port)]),
+             *([] if websocket_port is None else ["--websocket", str(websocket_port)])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_fd,
             start_new_session=True, close_fds=True, cwd="/", env=_daemon_env())
     finally:
@@ -127,10 +157,66 @@ def _start_detached(home: Any, passphrase_file: Path | None) -> int:
 
 
 def _status_line(found: dict[str, Any]) -> str:
+    ws = found.get("websocket")
+    websocket = f", WebSocket API on {ws['url']}" if ws else ""
+    if found.get("web"):
+        websocket += f", web page on {found['web']}"
+    if found.get("state") == "locked":
+        return (f"daemon running (pid {found['pid']}) for {found['home']}: locked "
+                f"(`chatcli daemon unlock`){websocket}.")
+    if found.get("state") == "empty":
+        return (f"daemon running (pid {found['pid']}) for {found['home']}: no identity yet "
+                f"(create one with `chatcli web`){websocket}.")
     state = "online" if found["connected"] else "connecting to its relay"
     return (f"daemon running (pid {found['pid']}) for {found['name']} in {found['home']}: "
             f"{state}, {found['subscribers']} subscriber(s), {found['outbox']} item(s) in "
-            f"the outbox, up {found['uptime']:.0f} s.")
+            f"the outbox, up {found['uptime']:.0f} s{websocket}.")
+
+
+def _running(home: Any) -> Any:
+    from chatcli.daemon.sync_client import find
+    from chatcli.errors import UsageError
+
+    remote = find(home.root)
+    if remote is None:
+        raise UsageError(f"No chatcli daemon is running for {home.root} "
+                         "(start one with `chatcli daemon`).")
+    return remote
+
+
+@daemon.command("unlock")
+@passphrase_option
+@json_option
+def daemon_unlock(passphrase_file: Path | None, as_json: bool) -> None:
+    """Unlock a daemon started with --locked (or locked with `daemon lock`):
+    it opens the keystore with the passphrase and goes online. Nothing to do
+    when it is already unlocked."""
+    from chatcli.client.home import Home
+    from chatcli.client.unlock import get_passphrase
+
+    home = Home.from_env()
+    remote = _running(home)
+    found = remote.call("daemon.status")
+    if found["state"] == "locked":
+        found = remote.call("unlock", {"passphrase": get_passphrase(passphrase_file)})
+    if as_json:
+        emit_json(found)
+    else:
+        info(_status_line(found))
+
+
+@daemon.command("lock")
+@json_option
+def daemon_lock(as_json: bool) -> None:
+    """Make the daemon go offline and forget the keys, without stopping it;
+    commands then fail (exit 1) until `chatcli daemon unlock`."""
+    from chatcli.client.home import Home
+
+    found = _running(Home.from_env()).call("lock")
+    if as_json:
+        emit_json(found)
+    else:
+        info(_status_line(found))
 
 
 @daemon.command("status")

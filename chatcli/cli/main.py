@@ -45,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "send": "chatcli.cli.cmd_messages:send",
     "unblock": "chatcli.cli.cmd_contacts:unblock",
     "verify": "chatcli.cli.cmd_contacts:verify",
+    "web": "chatcli.cli.cmd_web:web",
 }
 
 

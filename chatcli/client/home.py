@@ -71,6 +71,11 @@ class Home:
         """The JSON-RPC socket of ``chatcli daemon`` for this identity."""
         return self.root / "daemon.sock"
 
+    @property
+    def daemon_token(self) -> Path:
+        """The bearer token of the daemon's WebSocket API (while it serves one)."""
+        return self.root / "daemon.token"
+
     def exists(self) -> bool:
         """True when an identity was created here."""
         return self.keystore.exists()

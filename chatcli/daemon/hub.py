@@ -5,6 +5,10 @@ subscribed wait in a bounded backlog, and the next consumer that asks for the
 backlog gets them first: so ``chatcli receive`` run now and then against a
 daemon shows what arrived in between, as it would in direct mode. Typing and
 presence are momentary and never wait.
+
+A subscription can be narrowed to event types and to one conversation
+(``contact``): a chat window takes only its own conversation's events, and
+the others keep waiting for a ``receive``.
 """
 
 from __future__ import annotations
@@ -26,10 +30,34 @@ BACKLOG_LIMIT = 10_000
 MOMENTARY = frozenset({"typing", "presence", "synced"})
 
 
+def concerns(event: dict[str, Any], name: str) -> bool:
+    """Whether ``event`` belongs to the conversation called ``name``: a group's
+    events by their ``group``; the others by ``from``, ``to`` or ``contact``
+    (a message from bob in a group is the group's, not bob's)."""
+    group = event.get("group")
+    if group is not None:
+        return bool(group == name)
+    return any(event.get(key) == name for key in ("from", "to", "contact"))
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a subscription wants: of these ``types`` (None: all), of
+    this conversation (``contact``, None: all; see :func:`concerns`)."""
+
+    types: frozenset[str] | None = None
+    contact: str | None = None
+
+    def wants(self, event: dict[str, Any]) -> bool:
+        if self.types is not None and event.get("type") not in self.types:
+            return False
+        return self.contact is None or concerns(event, self.contact)
+
+
 @dataclass
 class Subscription:
     id: int
-    types: frozenset[str] | None
+    filter: EventFilter
     events: trio.MemoryReceiveChannel[dict[str, Any]]
     _send: trio.MemorySendChannel[dict[str, Any]]
     on_drop: Callable[[], None] | None = None
@@ -37,8 +65,12 @@ class Subscription:
     replayed: int = 0
     """How many backlog events were queued first, when the subscription asked for them."""
 
+    @property
+    def types(self) -> frozenset[str] | None:
+        return self.filter.types
+
     def wants(self, event: dict[str, Any]) -> bool:
-        return self.types is None or event.get("type") in self.types
+        return self.filter.wants(event)
 
 
 class EventHub:
@@ -53,18 +85,19 @@ class EventHub:
 
     def subscribe(self, types: Iterable[str] | None = None, *,
                   on_drop: Callable[[], None] | None = None, consumer: bool = False,
-                  backlog: bool = False) -> Subscription:
+                  backlog: bool = False, contact: str | None = None) -> Subscription:
         """A new subscription; ``on_drop`` runs if it is dropped for not reading.
 
-        A ``consumer`` takes events off the backlog's path (while one is
-        subscribed nothing is kept); with ``backlog`` it first receives the
-        kept events it wants, which leave the backlog."""
-        wanted = None if types is None else frozenset(types)
+        A ``consumer`` takes the events it wants off the backlog's path (while
+        one is subscribed they are not kept); with ``backlog`` it first
+        receives the kept events it wants, which leave the backlog. ``types``
+        and ``contact`` narrow what it wants."""
+        wanted = EventFilter(None if types is None else frozenset(types), contact)
         replay: list[dict[str, Any]] = []
         if backlog:
             kept: deque[dict[str, Any]] = deque(maxlen=self._backlog.maxlen)
             for event in self._backlog:
-                (replay if wanted is None or event.get("type") in wanted else kept).append(event)
+                (replay if wanted.wants(event) else kept).append(event)
             self._backlog = kept
         send, receive = trio.open_memory_channel[dict[str, Any]](self._limit + len(replay))
         for event in replay:

@@ -10,6 +10,7 @@ from chatcli.errors import ChatcliError, UsageError
 
 LOCK_NAME = "daemon.lock"
 SOCKET_NAME = "daemon.sock"
+BEARER_FILE = "daemon.token"
 
 
 class DaemonRunningError(ChatcliError):
@@ -20,12 +21,14 @@ class InstanceLock:
     """Held for the daemon's whole life; the kernel releases it when the process dies.
 
     Because the lock dies with its holder (even on SIGKILL), a socket file
-    found while we hold the lock is stale and is removed.
+    (or WebSocket token file) found while we hold the lock is stale and is
+    removed.
     """
 
     def __init__(self, home: Path) -> None:
         self.path = home / LOCK_NAME
         self.socket_path = home / SOCKET_NAME
+        self.token_path = home / BEARER_FILE
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -43,10 +46,12 @@ class InstanceLock:
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self._fd = fd
         self.socket_path.unlink(missing_ok=True)
+        self.token_path.unlink(missing_ok=True)
 
     def release(self) -> None:
         if self._fd is not None:
             self.socket_path.unlink(missing_ok=True)
+            self.token_path.unlink(missing_ok=True)
             os.close(self._fd)
             self._fd = None
 

@@ -182,10 +182,16 @@ def request_object(request_id: str | int, method: str, params: Params) -> dict[s
     return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
 
 
+def dumps(value: dict[str, Any] | list[dict[str, Any]]) -> str:
+    """One message (or batch of answers) as compact ASCII JSON, no newline
+    (a WebSocket text message)."""
+    # ensure_ascii keeps the text free of raw U+2028 and other separators.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
 def encode(value: dict[str, Any] | list[dict[str, Any]]) -> bytes:
     """One message (or batch of answers) as one line, newline included."""
-    # ensure_ascii keeps the line free of raw U+2028 and other separators.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"
+    return dumps(value).encode("ascii") + b"\n"
 
 
 class Oversized:

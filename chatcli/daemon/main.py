@@ -1,4 +1,6 @@
-"""``python -m chatcli.daemon.main --home PATH``: the detached daemon process.
+"""``python -m chatcli.daemon.main --home PATH [options]``: the detached daemon.
+
+Options: ``--locked`` (no key on stdin), ``--websocket PORT``, ``--web PORT``.
 
 ``chatcli daemon --detach`` unlocks in the foreground, then starts this
 process with the keystore's 32-byte key on stdin (never in argv or the
@@ -21,15 +23,21 @@ from chatcli.client.agent_daemon import PR_SET_DUMPABLE, _prctl, _read_key
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chatcli.daemon.main")
     parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--websocket", type=int, default=None, metavar="PORT")
+    parser.add_argument("--web", type=int, default=None, metavar="PORT")
+    parser.add_argument("--locked", action="store_true",
+                        help="start locked (or empty): no key on stdin")
     args = parser.parse_args(argv)
     _prctl(PR_SET_DUMPABLE, 0)  # no core dumps or ptrace of a process holding keys
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     out = sys.stdout
-    try:
-        key = _read_key()
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=out, flush=True)
-        return 2
+    key = None
+    if not args.locked:
+        try:
+            key = _read_key()
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=out, flush=True)
+            return 2
 
     from chatcli.cli.output import lean_imports
 
@@ -48,12 +56,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         home = Home(args.home)
-        client = ChatClient.from_secrets(home, read_secrets_with_key(home.keystore, bytes(key)))
-        key[:] = bytes(len(key))
+        client = None
+        if key is not None:
+            client = ChatClient.from_secrets(home,
+                                             read_secrets_with_key(home.keystore, bytes(key)))
+            key[:] = bytes(len(key))
         try:
-            serve(client, ready)
+            serve(home, client, ready, websocket_port=args.websocket, web_port=args.web)
         finally:
-            client.close()
+            if client is not None:
+                client.close()
     except ChatcliError as exc:
         print(f"error: {exc}", file=out, flush=True)
         print(f"chatcli daemon: {exc}", file=sys.stderr, flush=True)

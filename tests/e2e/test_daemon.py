@@ -26,10 +26,10 @@ pytestmark = pytest.mark.slow
 class DaemonProcess:
     """`chatcli daemon` in the foreground, as a systemd unit would run it."""
 
-    def __init__(self, user: User) -> None:
+    def __init__(self, user: User, *args: str) -> None:
         self.user = user
         env = _env({"CHATCLI_HOME": str(user.home), "CHATCLI_PASSPHRASE": user.passphrase})
-        self.proc = subprocess.Popen([CHATCLI, "daemon"], env=env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([CHATCLI, "daemon", *args], env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True)
         assert self.proc.stderr is not None
@@ -329,3 +329,68 @@ def test_commands_print_the_same_through_the_daemon_as_directly(
     for args, want, got in zip(commands, direct, through, strict=True):
         assert got == want, args
     assert [code for code, _, _ in direct][-3:] == [2, 2, 2]
+
+
+def rpc(user: User, method: str, params: dict[str, Any]) -> Any:
+    """One JSON-RPC call on the daemon's socket: the answer object."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(user.home / "daemon.sock"))
+        sock.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                                 "params": params}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
+def test_a_locked_daemon_serves_only_unlock_until_unlocked(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    started = no_passphrase(alice, "daemon", "--locked", "--detach")
+    assert started.returncode == 0, started.stderr
+    try:
+        assert json.loads(no_passphrase(alice, "daemon", "status", "--json").stdout
+                          )["state"] == "locked"
+        refused = no_passphrase(alice, "send", "bob", "while locked")
+        assert refused.returncode == 1
+        assert "daemon is locked" in refused.stderr and "daemon unlock" in refused.stderr
+        wrong = rpc(alice, "unlock", {"passphrase": "not the passphrase"})
+        assert wrong["error"]["data"]["error"] == "crypto_error"
+        unlocked = alice.json("daemon", "unlock")  # CHATCLI_PASSPHRASE
+        assert unlocked["state"] == "unlocked" and unlocked["name"] == "alice"
+        sent = no_passphrase(alice, "send", "bob", "after unlock")
+        assert sent.returncode == 0, sent.stderr
+        assert bob.texts() == ["after unlock"]
+        locked = json.loads(no_passphrase(alice, "daemon", "lock", "--json").stdout)
+        assert locked["state"] == "locked" and locked["name"] is None
+        assert no_passphrase(alice, "messages", "bob").returncode == 1
+    finally:
+        no_passphrase(alice, "daemon", "stop")
+
+
+def test_an_identity_is_created_through_a_daemon_on_an_empty_home(
+        relay: RelayProcess, users: Any) -> None:
+    (dora,) = users("dora")
+    started = no_passphrase(dora, "daemon", "--locked", "--detach")
+    assert started.returncode == 0, started.stderr
+    try:
+        assert rpc(dora, "daemon.status", {})["result"]["state"] == "empty"
+        early = rpc(dora, "contacts.list", {"offline": True})
+        assert early["error"]["data"]["error"] == "no_identity"
+        wrong_relay = relay.url.split("#")[0] + "#" + "A" * 52
+        bad = rpc(dora, "account.create", {"name": "dora", "relay": wrong_relay,
+                                           "passphrase": "pass phrase 9"})
+        assert "does not match the fingerprint" in bad["error"]["message"], bad
+        assert rpc(dora, "daemon.status", {})["result"]["state"] == "empty"
+        made = rpc(dora, "account.create", {"name": "dora", "relay": relay.url,
+                                            "passphrase": "pass phrase 9"})
+        assert made["result"]["state"] == "unlocked" and made["result"]["name"] == "dora"
+        assert json.loads(no_passphrase(dora, "contacts", "--json").stdout) == []
+    finally:
+        no_passphrase(dora, "daemon", "stop")
+    # The identity is on disk and opens with its passphrase.
+    dora.passphrase = "pass phrase 9"
+    assert dora.json("account", "settings")["name"] == "dora"
