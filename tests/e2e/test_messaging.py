@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import CHATCLI, RelayProcess, User, _env, connect, next_message
+from tests.e2e.conftest import CHATCLI, Pair, RelayProcess, User, _env, connect, next_message
 
 pytestmark = pytest.mark.slow
 
@@ -185,11 +185,8 @@ def test_init_without_fingerprint_pins_the_relay(relay: RelayProcess, users: Any
     assert json.loads(result.stdout)["relay"] == relay.url
 
 
-def test_presence_and_contacts(relay: RelayProcess, users: Any) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_presence_and_contacts(pair: Pair) -> None:
+    _relay, alice, bob = pair
     bob.run("receive")
     listed = alice.json("contacts")[0]
     assert listed["online"] is False and isinstance(listed["last_seen"], int)

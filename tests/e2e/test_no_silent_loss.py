@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import RelayProcess, User, connect
+from tests.e2e.conftest import Pair, RelayProcess, User, connect
 
 
 def test_attachment_over_the_relay_limit_exits_5_at_once(users: Any, tmp_path: Path) -> None:
@@ -34,12 +34,8 @@ def test_attachment_over_the_relay_limit_exits_5_at_once(users: Any, tmp_path: P
         relay.stop()
 
 
-def test_the_installation_a_restored_backup_replaced_exits_6(relay: RelayProcess,
-                                                             users: Any) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_the_installation_a_restored_backup_replaced_exits_6(pair: Pair) -> None:
+    _relay, alice, bob = pair
     alice.run("send", "bob", "before the move")
     assert bob.texts() == ["before the move"]
     backup = alice.home.parent / "alice.chatkey"
