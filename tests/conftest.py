@@ -30,6 +30,20 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ[_PYCACHE_OWNER] = str(os.getpid())
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Test files with a ``slow`` test (those that start real processes) run
+    first, each file in one piece, the others in their usual order after them.
+
+    With ``--dist loadfile --no-loadscope-reorder`` (pyproject's addopts; only
+    used with ``-n``), xdist hands out whole files in this order as workers
+    come free: a file's module-scoped relay and saved users are built on one
+    worker only, the longest files start early, and the short ones fill the
+    end instead of one worker finishing a long file alone.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: keeps each file's order
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if os.environ.get(_PYCACHE_OWNER) == str(os.getpid()):
         shutil.rmtree(os.environ["PYTHONPYCACHEPREFIX"], ignore_errors=True)

@@ -6,7 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Pair, RelayProcess, User, connect
+
+pytestmark = pytest.mark.slow
 
 
 def test_attachment_over_the_relay_limit_exits_5_at_once(users: Any, tmp_path: Path) -> None:

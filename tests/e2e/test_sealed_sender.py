@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.e2e.conftest import CHATCLI, Pair, _env, next_message
+
+pytestmark = pytest.mark.slow
 
 
 def test_chat_receipts_presence_and_group_on_one_relay(pair: Pair) -> None:
