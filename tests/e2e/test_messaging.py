@@ -72,13 +72,9 @@ def test_two_users_two_relays(tmp_path: Path, relay: RelayProcess, users: Any) -
         other.stop()
 
 
-def test_offline_delivery_across_relay_restart(tmp_path: Path, users: Any) -> None:
-    own = RelayProcess(tmp_path / "relay.db").start()
+def test_offline_delivery_across_relay_restart(pair: Pair) -> None:
+    own, alice, bob = pair  # their relay is theirs alone
     try:
-        alice, bob = users("alice", "bob")
-        alice.init(own)
-        bob.init(own)
-        connect(alice, bob)
         for i in range(3):
             alice.run("send", "bob", f"while you were away {i}")
         own.restart()
@@ -204,15 +200,10 @@ def test_shell_completion_of_contact_names(friends: tuple[User, User]) -> None:
     assert "plain,bob" in result.stdout.split()  # click's bash format: type,value
 
 
-def test_receive_wait_reconnects_after_relay_restart(tmp_path: Path, users: Any) -> None:
-
-    own = RelayProcess(tmp_path / "relay.db").start()
+def test_receive_wait_reconnects_after_relay_restart(pair: Pair) -> None:
+    own, alice, bob = pair  # their relay is theirs alone
     proc = None
     try:
-        alice, bob = users("alice", "bob")
-        alice.init(own)
-        bob.init(own)
-        connect(alice, bob)
         env = _env({"CHATCLI_HOME": str(bob.home), "CHATCLI_PASSPHRASE": bob.passphrase})
         proc = subprocess.Popen([CHATCLI, "receive", "--json", "--wait", "40"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
