@@ -40,6 +40,7 @@ CLIENT_CORE = (
 )
 CLIENT_SHELLS = (
     "chatcli.client.service", "chatcli.client.groups.service", "chatcli.client.chat_ui",
+    "chatcli.client.chat_remote",
     "chatcli.client.agent", "chatcli.client.agent_daemon", "chatcli.client.profiles",
     "chatcli.client.attachments", "chatcli.cli", "chatcli.api",
 )

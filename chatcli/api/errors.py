@@ -37,6 +37,9 @@ APPLICATION: dict[str, tuple[int, str]] = {
     "too_large": (5, "Larger than the relay that would store it accepts."),
     "installation_replaced": (6, "This installation was replaced by a backup restored "
                                  "elsewhere."),
+    "locked": (1, "The daemon is locked: only `unlock`, `daemon.*` and `web.*` work until "
+                  "then."),
+    "no_identity": (2, "The daemon's home has no identity yet: `account.create` first."),
 }
 
 

@@ -59,6 +59,9 @@ class LocalApi:
         spec = s.METHODS.get(method)
         if spec is None:
             raise ApiError("method_not_found", f"There is no method {method!r}.", exit_code=2)
+        if spec.daemon_only:
+            raise ApiError("usage_error", f"{method} is served only by a running "
+                           "`chatcli daemon`.", exit_code=2)
         try:
             return msgspec.convert(params or {}, spec.params)
         except msgspec.ValidationError as exc:

@@ -90,10 +90,22 @@ class SyncedEvent(Result, tag="synced", tag_field="type"):
     """Every message waiting at the relay when the stream started was handled."""
 
 
+class SentEvent(Result, tag="sent", tag_field="type"):
+    """A message sent through the daemon, by any of its front ends (daemon
+    only): ``stored`` once the relay(s) stored it; ``group`` for a group."""
+    id: str
+    to: str
+    text: str
+    sent_at: int
+    stored: bool
+    file: str | None = None
+    group: str | None = None
+
+
 Event = (MessageEvent | ReceiptEvent | TypingEvent | PresenceEvent | NoticeEvent
-         | KeyChangeEvent | SyncedEvent)
+         | KeyChangeEvent | SyncedEvent | SentEvent)
 EVENTS: tuple[type[Result], ...] = (MessageEvent, ReceiptEvent, TypingEvent, PresenceEvent,
-                                    NoticeEvent, KeyChangeEvent, SyncedEvent)
+                                    NoticeEvent, KeyChangeEvent, SyncedEvent, SentEvent)
 
 
 class VersionResult(Result):
@@ -373,11 +385,113 @@ class GroupsHistory(Params):
     before: Before | None = None
 
 
+class WebSocketEndpoint(Result):
+    url: str
+    """`ws://127.0.0.1:PORT/`."""
+    token_file: str
+    """The file holding the bearer token (mode 0600, replaced at each start)."""
+
+
+class DaemonStatus(Result):
+    """``state``: ``unlocked``, ``locked`` (unlock with the passphrase) or
+    ``empty`` (no identity yet: ``account.create``); name, fingerprint and
+    relay are null unless unlocked."""
+    pid: int
+    home: str
+    socket: str
+    state: Literal["unlocked", "locked", "empty"]
+    name: str | None
+    fingerprint: str | None
+    relay: str | None
+    connected: bool
+    synced: bool
+    subscribers: int
+    backlog: int
+    outbox: int
+    uptime: float
+    web: str | None = None
+    """The web page's address (no login token) when the daemon serves it."""
+    locked: bool = False
+    """Locked or empty (`state` says which): `name`, `fingerprint` and `relay`
+    are null until `unlock` (or `account.create`)."""
+    identity: bool = True
+    """False for a daemon started on an empty home, until `account.create`."""
+    websocket: WebSocketEndpoint | None = None
+    """The loopback WebSocket API, when the daemon was started with `--websocket`."""
+
+
+class DaemonStopped(Result):
+    pid: int
+    stopping: bool
+
+
+class Unlock(Params):
+    passphrase: str
+
+
+class AccountCreate(Params):
+    name: Name
+    relay: Annotated[str, msgspec.Meta(description="The relay address, "
+                                                   "ws://host:port/#FINGERPRINT.")]
+    passphrase: Annotated[str, msgspec.Meta(min_length=1)]
+    token: str | None = None
+    """A registration token, for a relay that admits by invitation."""
+
+
+class AccountCreated(DaemonStatus):
+    pinned_on_first_use: bool = False
+    """The relay address had no fingerprint: its key was pinned on first use."""
+
+
+class WebStart(Params):
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    """The loopback port (0: a free one); ignored when the page is served already."""
+
+
+class WebStarted(Result):
+    page: str
+    """The page's address, without a login token."""
+    port: int
+    started: bool
+    """False when the daemon served the page already."""
+
+
+class WebLogin(Result):
+    url: str
+    """A one-time login link (valid 120 s, spent by the first browser that opens it)."""
+    page: str
+
+
+class Subscribe(Params):
+    types: list[str] | None = None
+    """Only these event types (default: all)."""
+    consumer: bool = False
+    """Take events as a `receive` does: while a consumer is subscribed, nothing
+    waits in the backlog."""
+    backlog: bool = False
+    """First the events that arrived while no consumer was subscribed (implies
+    `consumer`); waits until the daemon caught up with its relay."""
+    contact: Name | None = None
+    """Only one conversation's events: those whose `group` is this name, or (not
+    in a group) whose `from`, `to` or `contact` is. A chat window subscribes so,
+    as a consumer: the other conversations' events keep waiting for `receive`."""
+
+
+class Subscribed(Result):
+    subscription: int
+    replayed: int
+
+
+class Unsubscribe(Params):
+    subscription: int
+
+
 @dataclass(frozen=True)
 class Method:
     params: type[Params]
     result: Any
     doc: str
+    daemon_only: bool = False
 
 
 METHODS: dict[str, Method] = {
@@ -425,6 +539,31 @@ METHODS: dict[str, Method] = {
                             "The safety number with a group member; `confirm` marks it verified."),
     "groups.history": Method(GroupsHistory, list[HistoryEntry],
                              "The latest messages of a group, oldest first (local)."),
+    "subscribe": Method(Subscribe, Subscribed,
+                        "Daemon only: events as `event` notifications from now on "
+                        "(`{\"subscription\", \"event\"}`).", daemon_only=True),
+    "unsubscribe": Method(Unsubscribe, bool, "Daemon only: end a subscription.",
+                          daemon_only=True),
+    "daemon.status": Method(NoParams, DaemonStatus,
+                            "Daemon only: pid, connection, subscribers, backlog, outbox.",
+                            daemon_only=True),
+    "daemon.stop": Method(NoParams, DaemonStopped,
+                          "Daemon only: stop the daemon (it answers first).", daemon_only=True),
+    "unlock": Method(Unlock, DaemonStatus,
+                     "Daemon only: open the keystore with the passphrase and go online.",
+                     daemon_only=True),
+    "lock": Method(NoParams, DaemonStatus,
+                   "Daemon only: go offline and drop the keys; only `unlock`, `daemon.*` "
+                   "and `web.*` work until then.", daemon_only=True),
+    "account.create": Method(AccountCreate, AccountCreated,
+                             "Daemon only, on an empty home: register a mailbox on the relay "
+                             "and create the identity (unlocked).", daemon_only=True),
+    "web.start": Method(WebStart, WebStarted,
+                        "Daemon only: serve the web front end on 127.0.0.1 (once).",
+                        daemon_only=True),
+    "web.login": Method(NoParams, WebLogin,
+                        "Daemon only: a fresh one-time login link for the web front end.",
+                        daemon_only=True),
 }
 
 API_VERSION = 1

@@ -84,9 +84,11 @@ def account_delete(yes: bool, passphrase_file: Path | None) -> None:
     gone. Export a backup first (`chatcli keys export`) if you may want them.
     """
     from chatcli.client.home import Home
+    from chatcli.daemon.instance import refuse_while_running
 
     home = Home.from_env()
     home.require()
+    refuse_while_running(home.root, "deleting the account")
     if not yes:
         click.confirm(f"Delete the account in {home.root} and its mailbox on the relay? "
                       "This cannot be undone", abort=True, err=True)

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "chat": "chatcli.cli.cmd_chat:chat",
     "contact": "chatcli.cli.cmd_contacts:contact",
     "contacts": "chatcli.cli.cmd_contacts:contacts",
+    "daemon": "chatcli.cli.cmd_daemon:daemon",
     "group": "chatcli.cli.cmd_group:group",
     "init": "chatcli.cli.cmd_account:init",
     "invite": "chatcli.cli.cmd_contacts:invite",
@@ -44,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "send": "chatcli.cli.cmd_messages:send",
     "unblock": "chatcli.cli.cmd_contacts:unblock",
     "verify": "chatcli.cli.cmd_contacts:verify",
+    "web": "chatcli.cli.cmd_web:web",
 }
 
 

@@ -210,8 +210,19 @@ class DirectApi:
 def api_session(passphrase_file: Path | None, *, network: bool = True) -> Iterator[CliApi]:
     """The API a command talks to: the one place that decides which.
 
-    Today that is always a :class:`chatcli.api.local.LocalApi` over the
-    unlocked identity in this process (direct mode)."""
+    When a ``chatcli daemon`` runs for CHATCLI_HOME (and ``CHATCLI_DAEMON`` is
+    not ``0``), its socket: no passphrase, no key derivation, and the daemon's
+    store and connections, so that every front end sees the same messages.
+    Otherwise a :class:`chatcli.api.local.LocalApi` over the identity unlocked
+    in this process (direct mode). Both answer alike: same results, same
+    errors and exit codes."""
+    from chatcli.client.home import Home
+    from chatcli.daemon.sync_client import find
+
+    remote = find(Home.from_env().root)
+    if remote is not None:
+        yield remote
+        return
     with unlocked(passphrase_file, network=network) as client:
         from chatcli.api.local import LocalApi
 

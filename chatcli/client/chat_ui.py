@@ -10,12 +10,18 @@ Two halves:
   input through :meth:`ChatSession.submit`, :meth:`ChatSession.typed` and
   :meth:`ChatSession.close_input`. The tests drive it with a recording view.
 
-* :func:`run_terminal_chat` puts it on a terminal with prompt_toolkit: an
+* :func:`run_on_terminal` (:func:`run_terminal_chat` for this session) puts
+  a session on a terminal with prompt_toolkit: an
   input line with history and editing, a status line just above it (contact,
   verification, presence or connection state, typing indicator, pending
   messages), and messages printed *above* both while the user types
   (``patch_stdout``). This keeps to the ordinary scrollback, so it works in
   any 80x24 terminal and in a pseudo-terminal.
+
+While a daemon runs, :class:`chatcli.client.chat_remote.RemoteChatSession`
+takes the session's place (the same terminal host, and the same rendering
+functions below: ``header_lines``, ``show_history``, ``show_incoming``,
+``advance_marks``, ``parse_input``, :class:`ChatStatus`).
 
 How the two event loops meet. prompt_toolkit runs on asyncio and the client
 on Trio. The terminal side stays in charge of the main thread (signals such
@@ -55,6 +61,7 @@ import datetime
 import math
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -235,6 +242,98 @@ class _Own:
     announce_sent: bool = True
 
 
+# ------------------------------------------------------------------ shared rendering
+# Used by the direct session below and by the daemon's (chat_remote): both
+# show the same lines for the same conversation.
+
+
+def header_lines(target: ChatTarget, members: list[dict[str, Any]] | None = None) -> list[str]:
+    """The two opening lines; ``members`` (``groups.members``) for a group."""
+    name = target.name
+    usage = "Type a message and press Enter; /help for commands, Ctrl-D to leave."
+    if target.kind == "group":
+        people = [m["name"] for m in members or [] if not m["me"]]
+        return [f"── chat in group {name} ── with {', '.join(people) or 'nobody yet'}", usage]
+    if target.verified:
+        trust = "verified ✓"
+    else:
+        trust = f"not verified: compare safety numbers with `chatcli verify {name}`"
+    return [f"── chat with {name} ── {trust}", usage]
+
+
+def show_history(view: ChatView, name: str, entries: list[dict[str, Any]],
+                 own: dict[str, _Own]) -> list[str]:
+    """Print ``history`` entries (own ones with their marks, remembered in
+    ``own``); the ids of the incoming ones not read yet."""
+    if not entries:
+        view.show(f"(no messages with {name} yet)")
+        return []
+    unread = []
+    for entry in entries:
+        if entry["direction"] == "out":
+            state = "pending" if entry["state"] == "queued" else entry["state"]
+            own[entry["id"]] = _Own(entry["text"], state, announce_sent=True)
+            view.show(message_line("me", entry["text"], entry["sent_at"], HISTORY_MARK[state]))
+        else:
+            view.show(message_line(entry["from"], entry["text"], entry["sent_at"]))
+            if entry["state"] == "received":
+                unread.append(entry["id"])
+    view.show("── now ──")
+    return unread
+
+
+def show_incoming(view: ChatView, name: str, event: dict[str, Any]) -> None:
+    """A ``message`` event of this conversation (and its attachment's path)."""
+    from chatcli.api.events import display_sender
+
+    if event.get("key_changed"):
+        view.show(f"! the next message comes from the NEW, unverified key of {name}")
+    view.show(message_line(display_sender(event), event["text"], event["sent_at"]))
+    info = event.get("attachment")
+    if info is not None:
+        where = info.get("path") or f"not saved: {info.get('error', 'unknown error')}"
+        view.show(f"        [file {clean(str(info.get('name')))}: {clean(str(where))}]")
+
+
+def advance_marks(view: ChatView, name: str, own: dict[str, _Own],
+                  states: dict[str, str]) -> None:
+    """Move own messages forward to ``states`` (never back), printing a line for
+    each change worth one (``✓`` only for a message that waited)."""
+    for message_id, state in states.items():
+        mine = own.get(message_id)
+        if mine is None or RANK.get(state, 0) <= RANK[mine.state]:
+            continue
+        mine.state = state
+        if state == "sent" and not mine.announce_sent:
+            continue
+        label = {"sent": f"at {name}'s relay", "delivered": "delivered",
+                 "read": "read", "failed": "NOT delivered (refused)"}[state]
+        view.show(f"   {MARK[state]} {label}: \"{excerpt(mine.text)}\"")
+
+
+def pending_count(own: dict[str, _Own]) -> int:
+    return sum(1 for mine in own.values() if mine.state == "pending")
+
+
+def parse_input(line: str) -> tuple[str, str]:
+    """What a line typed in the chat asks: ``("send", text)``, ``("quit", "")``,
+    ``("help", "")``, ``("history", "")``, ``("unknown", command)`` or
+    ``("nothing", "")`` for a blank line."""
+    text = line.rstrip("\n")
+    if not text.strip():
+        return "nothing", ""
+    if text.startswith("/") and not text.startswith("//"):
+        command = text.split()[0].lower()
+        if command in {"/quit", "/exit", "/q"}:
+            return "quit", ""
+        if command in {"/help", "/?"}:
+            return "help", ""
+        if command == "/history":
+            return "history", ""
+        return "unknown", command
+    return "send", text[1:] if text.startswith("//") else text
+
+
 def _outgoing_states(client: ChatClient, ids: list[str]) -> dict[str, str]:
     """uuid -> pending / sent / delivered / read / failed, from the local store."""
     if not ids:
@@ -338,65 +437,37 @@ class ChatSession:
         await self._farewell()
 
     def _show_header(self) -> None:
-        name = self.target.name
+        members = None
         if self.target.kind == "group":
-            members = self._local("groups.members", {"group": name})["members"]
-            people = [m["name"] for m in members if not m["me"]]
-            self.view.show(f"── chat in group {name} ── with {', '.join(people) or 'nobody yet'}")
-            self.view.show("Type a message and press Enter; /help for commands, Ctrl-D to leave.")
-            return
-        if self.target.verified:
-            trust = "verified ✓"
-        else:
-            trust = f"not verified: compare safety numbers with `chatcli verify {name}`"
-        self.view.show(f"── chat with {name} ── {trust}")
-        self.view.show("Type a message and press Enter; /help for commands, Ctrl-D to leave.")
+            members = self._local("groups.members", {"group": self.target.name})["members"]
+        for line in header_lines(self.target, members):
+            self.view.show(line)
 
     def _show_history(self) -> None:
         if self.history_limit <= 0:
             return
         entries = self._local("history", {"contact": self.target.name,
-                                                  "limit": self.history_limit})
-        if not entries:
-            self.view.show(f"(no messages with {self.target.name} yet)")
-            return
-        unread = []
-        for entry in entries:
-            if entry["direction"] == "out":
-                state = "pending" if entry["state"] == "queued" else entry["state"]
-                self._own[entry["id"]] = _Own(entry["text"], state, announce_sent=True)
-                self.view.show(message_line("me", entry["text"], entry["sent_at"],
-                                            HISTORY_MARK[state]))
-            else:
-                self.view.show(message_line(entry["from"], entry["text"], entry["sent_at"]))
-                if entry["state"] == "received":
-                    unread.append(entry["id"])
+                                          "limit": self.history_limit})
+        unread = show_history(self.view, self.target.name, entries, self._own)
         self._update_pending()
-        self.view.show("── now ──")
         self._mark_read(unread)
 
     async def _input_loop(self) -> None:
         async for line in self._lines:
-            text = line.rstrip("\n")
-            if not text.strip():
-                continue
-            if text.startswith("/") and not text.startswith("//"):
-                command = text.split()[0].lower()
-                if command in {"/quit", "/exit", "/q"}:
-                    return
-                if command in {"/help", "/?"}:
-                    self.view.show(HELP.format(name=self.target.name))
-                elif command == "/history":
-                    try:
-                        self._show_history()
-                    except ChatcliError as exc:
-                        self.view.show(f"! {exc}")
-                else:
-                    self.view.show(f"Unknown command {clean(command)}; /help lists them.")
-                continue
-            if text.startswith("//"):
-                text = text[1:]
-            self._send(text)
+            action, text = parse_input(line)
+            if action == "quit":
+                return
+            if action == "help":
+                self.view.show(HELP.format(name=self.target.name))
+            elif action == "history":
+                try:
+                    self._show_history()
+                except ChatcliError as exc:
+                    self.view.show(f"! {exc}")
+            elif action == "unknown":
+                self.view.show(f"Unknown command {clean(text)}; /help lists them.")
+            elif action == "send":
+                self._send(text)
 
     def _send(self, text: str) -> None:
         try:
@@ -563,16 +634,7 @@ class ChatSession:
         self.status.verified = bool(contact.verified) and not contact.key_changed
 
     def _show_incoming(self, event: dict[str, Any]) -> None:
-        from chatcli.api.events import display_sender
-
-        if event.get("key_changed"):
-            self.view.show(f"! the next message comes from the NEW, unverified key of "
-                           f"{self.target.name}")
-        self.view.show(message_line(display_sender(event), event["text"], event["sent_at"]))
-        info = event.get("attachment")
-        if info is not None:
-            where = info.get("path") or f"not saved: {info.get('error', 'unknown error')}"
-            self.view.show(f"        [file {clean(str(info.get('name')))}: {clean(str(where))}]")
+        show_incoming(self.view, self.target.name, event)
 
     def _mark_read(self, ids: list[str]) -> None:
         """The messages were on screen: record it, and queue a read receipt when
@@ -636,7 +698,7 @@ class ChatSession:
     # ------------------------------------------------------------ marks, presence
 
     def _update_pending(self) -> None:
-        count = sum(1 for own in self._own.values() if own.state == "pending")
+        count = pending_count(self._own)
         if count != self.status.pending:
             self.status.pending = count
             self.view.refresh()
@@ -652,16 +714,8 @@ class ChatSession:
 
     def _print_marks(self) -> None:
         open_ids = [i for i, own in self._own.items() if own.state not in {"read", "failed"}]
-        for message_id, state in _outgoing_states(self.client, open_ids).items():
-            own = self._own[message_id]
-            if RANK[state] <= RANK[own.state]:
-                continue
-            own.state = state
-            if state == "sent" and not own.announce_sent:
-                continue
-            label = {"sent": f"at {self.target.name}'s relay", "delivered": "delivered",
-                     "read": "read", "failed": "NOT delivered (refused)"}[state]
-            self.view.show(f"   {MARK[state]} {label}: \"{excerpt(own.text)}\"")
+        advance_marks(self.view, self.target.name, self._own,
+                      _outgoing_states(self.client, open_ids))
         self._update_pending()
 
     async def _presence_task(self) -> None:
@@ -724,13 +778,33 @@ class _TerminalView:
             self.app.invalidate()
 
 
+class ChatFrontEnd(Protocol):
+    """What the terminal drives: :class:`ChatSession` (direct mode) or
+    :class:`chatcli.client.chat_remote.RemoteChatSession` (through the daemon)."""
+
+    def submit(self, line: str) -> None: ...
+
+    def typed(self) -> None: ...
+
+    def close_input(self) -> None: ...
+
+    def status_line(self) -> str: ...
+
+    async def run(self) -> None: ...
+
+
 def run_terminal_chat(client: ChatClient, target: ChatTarget, *,
                       history: int = HISTORY_DEFAULT) -> None:
     """Run the chat on this terminal until the user leaves (see the module docstring)."""
-    asyncio.run(_host(client, target, history))
+    run_on_terminal(lambda view: ChatSession(client, target, view, history=history))
 
 
-async def _host(client: ChatClient, target: ChatTarget, history: int) -> None:
+def run_on_terminal(make: Callable[[ChatView], ChatFrontEnd]) -> None:
+    """Run the session ``make(view)`` builds on this terminal until the user leaves."""
+    asyncio.run(_host(make))
+
+
+async def _host(make: Callable[[ChatView], ChatFrontEnd]) -> None:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.formatted_text import FormattedText
     from prompt_toolkit.history import InMemoryHistory
@@ -743,7 +817,8 @@ async def _host(client: ChatClient, target: ChatTarget, history: int) -> None:
 
     with patch_stdout(raw=True):
         view = _TerminalView()
-        chat = ChatSession(client, target, view, history=history)
+        chat = make(view)
+
         def message() -> FormattedText:
             return FormattedText([("class:status", chat.status_line()), ("", "\n> ")])
 
@@ -793,7 +868,7 @@ async def _host(client: ChatClient, target: ChatTarget, history: int) -> None:
     result.unwrap()
 
 
-async def _prompt_loop(prompt: Any, chat: ChatSession, done: asyncio.Future[Any],
+async def _prompt_loop(prompt: Any, chat: ChatFrontEnd, done: asyncio.Future[Any],
                        to_trio: Any) -> None:
     """Read lines until Ctrl-D / Ctrl-C, or until the Trio side ends (/quit, error)."""
     async def read_line() -> str | None:

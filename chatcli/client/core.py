@@ -10,6 +10,7 @@ Every database change runs in one ``BEGIN IMMEDIATE`` transaction without
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -223,3 +224,8 @@ class ClientCore(abc.ABC):
     @abc.abstractmethod
     async def flush_outbox(self, time_limit: float = 5.0) -> DeliveryReport | None:
         """Best effort: deliver what is queued."""
+
+    @abc.abstractmethod
+    def delivering(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held around a delivery pass: one pass at a time per identity (a
+        daemon sends from several tasks; two passes would deposit twice)."""

@@ -66,6 +66,16 @@ class Home:
         """The Unix socket of ``chatcli agent`` for this identity."""
         return self.root / AGENT_SOCKET_NAME
 
+    @property
+    def daemon_socket(self) -> Path:
+        """The JSON-RPC socket of ``chatcli daemon`` for this identity."""
+        return self.root / "daemon.sock"
+
+    @property
+    def daemon_token(self) -> Path:
+        """The bearer token of the daemon's WebSocket API (while it serves one)."""
+        return self.root / "daemon.token"
+
     def exists(self) -> bool:
         """True when an identity was created here."""
         return self.keystore.exists()

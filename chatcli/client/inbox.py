@@ -272,10 +272,16 @@ class Inbox(Invites, Outbox):
             return
         contact = self.get_contact(name, allow_key_changed=True)
         with self.store.write():
-            db.Message.update(read_at=now_ms()).where(
-                db.Message.uuid.in_(ids), db.Message.read_at.is_null()).execute()
+            # Only what was not read yet: two chat windows on one conversation
+            # both mark what they show, and the contact hears of it once.
+            fresh = [row.uuid for row in db.Message.select(db.Message.uuid).where(
+                db.Message.uuid.in_(ids), db.Message.contact == contact,
+                db.Message.outgoing == False, db.Message.read_at.is_null())]  # noqa: E712
+            if not fresh:
+                return
+            db.Message.update(read_at=now_ms()).where(db.Message.uuid.in_(fresh)).execute()
             if self.store.account().read_receipts and not contact.key_changed:
-                self._enqueue(contact, m.Receipt(kind="read", ids=ids), kind="receipt")
+                self._enqueue(contact, m.Receipt(kind="read", ids=fresh), kind="receipt")
 
     def history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         """The last ``limit`` messages with ``name`` (a contact or a group), oldest first."""

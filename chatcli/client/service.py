@@ -90,8 +90,27 @@ class ChatClient(Backup, Inbox, Presence):
         self._own: OwnerConnection | None = None
         self._authenticated = False
         self._installation_checked = False
+        self._delivery_lock: trio.Lock | None = None
+        self._delivery_owner: object = None
 
     # ------------------------------------------------------------ connections
+
+    @contextlib.asynccontextmanager
+    async def delivering(self) -> AsyncIterator[None]:
+        import trio
+
+        task = trio.lowlevel.current_task()
+        if self._delivery_owner is task:  # a pass inside a pass (flush -> deliver)
+            yield
+            return
+        if self._delivery_lock is None:
+            self._delivery_lock = trio.Lock()
+        async with self._delivery_lock:
+            self._delivery_owner = task
+            try:
+                yield
+            finally:
+                self._delivery_owner = None
 
     @contextlib.asynccontextmanager
     async def online(self, *, resume: bool = False) -> AsyncIterator[ChatClient]:
@@ -285,6 +304,10 @@ class ChatClient(Backup, Inbox, Presence):
         """One pass: encrypt what is queued, deposit everything encrypted (or only
         what is for ``contact_id``), grouped by relay. Stored items leave the
         outbox; refused ones are marked failed."""
+        async with self.delivering():
+            return await self._deliver_outbox(contact_id)
+
+    async def _deliver_outbox(self, contact_id: int | None) -> DeliveryReport:
         from chatcli.client.groups.service import flush_groups
 
         await self._check_installation()
@@ -349,14 +372,15 @@ class ChatClient(Backup, Inbox, Presence):
         with trio.move_on_after(time_limit):
             from chatcli.client.groups.service import flush_groups
 
-            await flush_groups(self)
-            with self.store.read():
-                if not db.Outbox.select().exists():
-                    return DeliveryReport()
-            try:
-                return await self.deliver_outbox()
-            except RelayError:
-                return None
+            async with self.delivering():
+                await flush_groups(self)
+                with self.store.read():
+                    if not db.Outbox.select().exists():
+                        return DeliveryReport()
+                try:
+                    return await self.deliver_outbox()
+                except RelayError:
+                    return None
         return None
 
     # ------------------------------------------------------------ receiving

@@ -45,12 +45,14 @@ class RpcError:
     message: str
     kind: str
     exit: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+    """More members of ``data`` (e.g. ``relay_code``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "code": self.code,
             "message": self.message,
-            "data": {"error": self.kind, "exit": self.exit},
+            "data": {**self.extra, "error": self.kind, "exit": self.exit},
         }
 
 
@@ -180,10 +182,16 @@ def request_object(request_id: str | int, method: str, params: Params) -> dict[s
     return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
 
 
+def dumps(value: dict[str, Any] | list[dict[str, Any]]) -> str:
+    """One message (or batch of answers) as compact ASCII JSON, no newline
+    (a WebSocket text message)."""
+    # ensure_ascii keeps the text free of raw U+2028 and other separators.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+
+
 def encode(value: dict[str, Any] | list[dict[str, Any]]) -> bytes:
     """One message (or batch of answers) as one line, newline included."""
-    # ensure_ascii keeps the line free of raw U+2028 and other separators.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"
+    return dumps(value).encode("ascii") + b"\n"
 
 
 class Oversized:
@@ -266,6 +274,7 @@ def parse_incoming(line: bytes) -> Response | Notification:
             str(raw.get("message", "")),
             str(extra.get("error", _STANDARD_KINDS.get(raw["code"], "error"))),
             exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else 1,
+            {k: v for k, v in extra.items() if k not in ("error", "exit")},
         )
         return Response(data.get("id"), error=error)
     if "result" not in data:

@@ -86,21 +86,69 @@ class RemoteApi:
             await line.send(jsonrpc.request_object(request_id, method, params))
             return await line.answer(request_id)
 
+    async def subscribe(self, types: list[str] | None = None, *, contact: str | None = None,
+                        consumer: bool = False, backlog: bool = False) -> RemoteSubscription:
+        """A subscription, open once the daemon answered (so nothing published
+        after this returns is missed); read it with ``async for``, end it with
+        ``aclose``."""
+        params: dict[str, Any] = {}
+        if types is not None:
+            params["types"] = types
+        if contact is not None:
+            params["contact"] = contact
+        if consumer:
+            params["consumer"] = True
+        if backlog:
+            params["backlog"] = True
+        line = await self._open()
+        try:
+            request_id = next(self._ids)
+            await line.send(jsonrpc.request_object(request_id, "subscribe", params))
+            result = await line.answer(request_id)
+        except BaseException:
+            await line.stream.aclose()
+            raise
+        return RemoteSubscription(line, int(result.get("replayed", 0)))
+
     async def events(self, types: list[str] | None = None) -> AsyncIterator[dict[str, Any]]:
         """Every event the daemon publishes from now on, as ``receive --json`` objects."""
-        line = await self._open()
-        async with line.stream:
-            request_id = next(self._ids)
-            params: dict[str, Any] = {} if types is None else {"types": types}
-            await line.send(jsonrpc.request_object(request_id, "subscribe", params))
-            await line.answer(request_id)
-            while True:
-                message = await line.receive()
-                if isinstance(message, jsonrpc.Notification) and message.method == "event":
-                    params = message.params if isinstance(message.params, dict) else {}
-                    event = params.get("event")
-                    if isinstance(event, dict):
-                        yield event
+        sub = await self.subscribe(types)
+        async with sub:
+            async for event in sub:
+                yield event
+
+
+class RemoteSubscription:
+    """The events of one ``subscribe``; ``replayed`` came from the backlog first.
+    Iterating raises :class:`DaemonGoneError` when the daemon goes away."""
+
+    def __init__(self, line: _Line, replayed: int) -> None:
+        self._line = line
+        self.replayed = replayed
+
+    async def receive(self) -> dict[str, Any]:
+        while True:
+            message = await self._line.receive()
+            if isinstance(message, jsonrpc.Notification) and message.method == "event":
+                params = message.params if isinstance(message.params, dict) else {}
+                event = params.get("event")
+                if isinstance(event, dict):
+                    return event
+
+    def __aiter__(self) -> RemoteSubscription:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        return await self.receive()
+
+    async def aclose(self) -> None:
+        await self._line.stream.aclose()
+
+    async def __aenter__(self) -> RemoteSubscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 async def connect(path: Path) -> RemoteApi | None:

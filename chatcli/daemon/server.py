@@ -1,10 +1,13 @@
 """The daemon's Unix socket server: JSON-RPC 2.0 lines, peer uid check, subscriptions.
 
-Requests on one connection are answered in order. ``subscribe`` and
-``unsubscribe`` are served here from the :class:`EventHub`; every other method
-goes to the API object's ``call``. A connection that sends an oversized line
-gets a ``request_too_large`` error and is closed; one from another uid is
-closed before anything is read.
+The JSON-RPC dispatch does not depend on the transport: a
+:class:`Session` is one client's conversation (requests answered in order,
+``subscribe`` and ``unsubscribe`` served from the :class:`EventHub`, every
+other method sent to the API object's ``call``), fed by a transport:
+:func:`serve_lines` here (one message per line on the Unix socket), or the
+loopback WebSocket of :mod:`chatcli.daemon.websocket`. On the Unix socket, a
+connection that sends an oversized line gets a ``request_too_large`` error
+and is closed; one from another uid is closed before anything is read.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import contextlib
 import os
 import socket
 import struct
+from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,8 +54,12 @@ def error_kind(exc: ChatcliError) -> str:
 
 
 def rpc_error(exc: Exception) -> jsonrpc.RpcError:
+    from chatcli.api.errors import ApiError
+
     if isinstance(exc, RpcFailure):
         return exc.error
+    if isinstance(exc, ApiError):
+        return jsonrpc.RpcError(exc.code, exc.message, exc.error, exc.exit_code, exc.extra)
     if isinstance(exc, ChatcliError):
         return jsonrpc.application_error(error_kind(exc), str(exc), exc.exit_code)
     return jsonrpc.standard_error(jsonrpc.INTERNAL_ERROR, "Internal error in the daemon.")
@@ -61,41 +70,63 @@ def peer_uid(stream: trio.SocketStream) -> int:
     return int(UCRED.unpack(raw)[1])
 
 
-class _Connection:
-    def __init__(self, stream: trio.SocketStream, server: DaemonServer) -> None:
-        self.stream = stream
+Send = Callable[[dict[str, Any] | list[dict[str, Any]]], Awaitable[None]]
+"""How a session hands one answer (or batch, or notification) to its transport."""
+
+Receive = Callable[[], Awaitable[bytes | None]]
+"""The next received message (one JSON-RPC message or batch), None at the end."""
+
+
+class Session:
+    """One client's JSON-RPC conversation, whatever carries it.
+
+    The transport (a line on the Unix socket, a text message on the
+    WebSocket) gives :meth:`run` a ``receive`` function and the session a
+    ``send`` function; the session answers requests in order, serves
+    ``subscribe``/``unsubscribe`` from the hub and forwards events as
+    ``event`` notifications. ``gone`` names the exceptions with which the
+    transport says that the peer went away: raised by ``receive`` or
+    ``send``, they end the session quietly. So does the hub dropping a
+    subscriber that does not read. Every subscription ends with the session.
+    """
+
+    def __init__(self, server: DaemonServer, send: Send,
+                 gone: tuple[type[BaseException], ...] = (trio.BrokenResourceError,
+                                                          trio.ClosedResourceError)) -> None:
         self.server = server
+        self._send = send
+        self.gone = gone
         self.send_lock = trio.Lock()
         self.subscriptions: set[int] = set()
         self.cancel = trio.CancelScope()
 
     async def send(self, value: dict[str, Any] | list[dict[str, Any]]) -> None:
-        async with self.send_lock:
-            await self.stream.send_all(jsonrpc.encode(value))
+        """Send one value; a peer that went away ends the session instead."""
+        try:
+            async with self.send_lock:
+                await self._send(value)
+        except self.gone:
+            self.cancel.cancel()
 
-    async def run(self) -> None:
-        splitter = jsonrpc.LineSplitter()
+    async def run(self, receive: Receive) -> None:
         with self.cancel:
             async with trio.open_nursery() as nursery:
                 try:
-                    while data := await self.stream.receive_some(RECEIVE_CHUNK):
-                        for line in splitter.feed(data):
-                            if isinstance(line, jsonrpc.Oversized):
-                                error = jsonrpc.request_too_large()
-                                await self.send(jsonrpc.error_object(None, error))
-                                return
-                            await self.handle_line(line, nursery)
-                except trio.BrokenResourceError:
+                    while (message := await receive()) is not None:
+                        await self.handle(message, nursery)
+                except self.gone:
                     pass
                 finally:
                     nursery.cancel_scope.cancel()
                     for sub_id in self.subscriptions:
                         self.server.hub.unsubscribe(sub_id)
+                    self.subscriptions.clear()
 
-    async def handle_line(self, line: bytes, nursery: trio.Nursery) -> None:
-        if not line.strip():
+    async def handle(self, raw: bytes, nursery: trio.Nursery) -> None:
+        """Answer one received message or batch (blank ones are ignored)."""
+        if not raw.strip():
             return
-        parsed = jsonrpc.parse_line(line)
+        parsed = jsonrpc.parse_line(raw)
         answers = []
         for message in parsed.messages:
             answer = await self.answer(message, nursery)
@@ -132,10 +163,24 @@ class _Connection:
             ):
                 raise RpcFailure(jsonrpc.standard_error(
                     jsonrpc.INVALID_PARAMS, "types must be a list of event type names."))
-            sub = self.server.hub.subscribe(types, on_drop=self.cancel.cancel)
+            consumer = params.get("consumer", False)
+            backlog = params.get("backlog", False)
+            if not isinstance(consumer, bool) or not isinstance(backlog, bool):
+                raise RpcFailure(jsonrpc.standard_error(
+                    jsonrpc.INVALID_PARAMS, "consumer and backlog must be true or false."))
+            contact = params.get("contact")
+            if contact is not None and not (isinstance(contact, str) and contact):
+                raise RpcFailure(jsonrpc.standard_error(
+                    jsonrpc.INVALID_PARAMS, "contact must be a contact's or group's name."))
+            if backlog and self.server.caught_up is not None:
+                # What waits on the relay comes first, as in direct mode.
+                await self.server.caught_up()
+            sub = self.server.hub.subscribe(types, on_drop=self.cancel.cancel,
+                                            consumer=consumer or backlog, backlog=backlog,
+                                            contact=contact)
             self.subscriptions.add(sub.id)
             nursery.start_soon(self.forward, sub.id, sub.events)
-            return {"subscription": sub.id}
+            return {"subscription": sub.id, "replayed": sub.replayed}
         if method == "unsubscribe":
             sub_id = params.get("subscription")
             if not isinstance(sub_id, int) or sub_id not in self.subscriptions:
@@ -153,18 +198,50 @@ class _Connection:
             await self.send(jsonrpc.notification_object("event", params))
 
 
+async def serve_lines(stream: trio.abc.Stream, server: DaemonServer) -> None:
+    """The Unix socket's transport: one JSON-RPC message or batch per line.
+
+    An oversized line is answered with ``request_too_large`` and ends the
+    connection."""
+
+    async def send(value: dict[str, Any] | list[dict[str, Any]]) -> None:
+        await stream.send_all(jsonrpc.encode(value))
+
+    session = Session(server, send)
+    splitter = jsonrpc.LineSplitter()
+    ready: deque[bytes] = deque()
+
+    async def receive() -> bytes | None:
+        while not ready:
+            data = await stream.receive_some(RECEIVE_CHUNK)
+            if not data:
+                return None
+            for line in splitter.feed(bytes(data)):
+                if isinstance(line, jsonrpc.Oversized):
+                    await session.send(jsonrpc.error_object(None, jsonrpc.request_too_large()))
+                    return None
+                ready.append(line)
+        return ready.popleft()
+
+    await session.run(receive)
+
+
 class DaemonServer:
     """Serves ``api`` and ``hub`` on a Unix socket only the daemon's uid may use."""
 
-    def __init__(self, api: CallApi, hub: EventHub) -> None:
+    def __init__(self, api: CallApi, hub: EventHub,
+                 caught_up: Callable[[], Awaitable[None]] | None = None) -> None:
         self.api = api
         self.hub = hub
+        self.caught_up = caught_up
+        """Awaited before a subscription takes the backlog: the daemon has
+        fetched what waited on its relay (or gave up trying for now)."""
 
     async def handle(self, stream: trio.SocketStream) -> None:
         try:
             if peer_uid(stream) != os.getuid():
                 return
-            await _Connection(stream, self).run()
+            await serve_lines(stream, self)
         finally:
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True

@@ -31,8 +31,12 @@ from chatcli.relay.mailbox import DepositItem
 
 __all__ = ["BadCapabilities"]
 
-REMEMBERED: Final = frozenset({codes.BAD_CAPABILITY, codes.CAPABILITY_USED,
-                                codes.UNKNOWN_MAILBOX})
+# Refusals that no repeat of the item can turn into success, remembered.
+# Not ``capability_used``: the retry of the deposit that used a one-shot
+# capability is answered as stored (mailbox.plan_deposits), and only the
+# commit can tell it from another deposit. It costs a strike all the same.
+REMEMBERED: Final = frozenset({codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX})
+STRUCK: Final = REMEMBERED | {codes.CAPABILITY_USED}
 
 
 class BadCapabilities:
@@ -81,16 +85,18 @@ class BadCapabilities:
               ) -> None:
         """Remember the items a commit refused as unknown or invalid (not those
         refused before it, ``earlier``: their entries expire as they should),
-        and charge them to ``source``'s budget."""
+        and charge them, and those refused as ``capability_used``, to
+        ``source``'s budget."""
         entries = self._entries
         strikes = 0
         for item, code, before in zip(items, errors, earlier, strict=True):
-            if code in REMEMBERED and before is None:
+            if code in STRUCK and before is None:
                 assert code is not None
-                key = (item.mailbox, item.cap_hash)
-                entries[key] = (now + self.ttl, code)
-                entries.move_to_end(key)
                 strikes += 1
+                if code in REMEMBERED:
+                    key = (item.mailbox, item.cap_hash)
+                    entries[key] = (now + self.ttl, code)
+                    entries.move_to_end(key)
         if strikes and source is not None:
             self.strikes.charge(source, now, strikes)
         while len(entries) > self.max_entries:

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import NamedTuple
 
 from chatcli.crypto.errors import BadSignature, InvalidKey
@@ -34,9 +34,11 @@ __all__ = [
     "DepositItem",
     "Mailboxes",
     "Quota",
+    "answered_ids",
     "cap_hash",
     "commit_result",
     "new_token",
+    "payload_hash",
     "plan_deposits",
     "token_hash",
 ]
@@ -78,10 +80,19 @@ class DepositItem(NamedTuple):
 @dataclasses.dataclass(frozen=True, slots=True)
 class Plan:
     """The outcome of :func:`plan_deposits`: an error code (or None) per item,
-    and the messages to store with the index of the item each comes from."""
+    the messages to store with the index of the item each comes from, and
+    the items answered as stored with nothing stored (``repeated``: a retry
+    of the deposit that used a one-shot capability)."""
 
     errors: list[str | None]
     accepted: list[int]
+    repeated: list[int] = dataclasses.field(default_factory=list)
+
+
+def payload_hash(payload: bytes) -> bytes:
+    """What the relay keeps of the deposit that used a one-shot capability:
+    the SHA-256 of its payload, to recognise a retry of it."""
+    return hashlib.sha256(payload).digest()
 
 
 def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[bytes, bytes]],
@@ -90,14 +101,19 @@ def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[byt
                   room: int | None = None,
                   allow: Callable[[bytes], bool] | None = None,
                   one_shot: Collection[tuple[bytes, bytes]] = (),
-                  used: Collection[tuple[bytes, bytes]] = ()) -> Plan:
+                  used: Mapping[tuple[bytes, bytes], bytes | None] | None = None) -> Plan:
     """Decide each deposit, in order: unknown mailbox, bad capability (or
     ``capability_used`` for the pairs in ``used``), rate limit
     (``allow(cap_hash)``, asked only for valid capabilities), quota, the
     relay's storage budget (``room``: bytes left, None for no budget).
 
     A valid pair in ``one_shot`` lets its first deposit through and refuses
-    the later ones with ``capability_used``.
+    the later ones with ``capability_used``; ``used`` maps the one-shot pairs
+    used already to the :func:`payload_hash` of the deposit that used each
+    (None: not known). A deposit on a used pair with that very payload (a
+    client's retry after the answer was lost) is answered as stored, and
+    nothing is stored again: it goes to ``Plan.repeated``, with no rate,
+    quota or budget charged.
 
     ``refused`` may carry codes decided earlier per item. A full mailbox
     refuses the items that do not fit and keeps everything stored; so does a
@@ -105,13 +121,14 @@ def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[byt
     """
     errors: list[str | None] = []
     accepted: list[int] = []
+    repeated: list[int] = []
     counts = {mb: [u.messages, u.bytes] for mb, u in usage.items()}
     # Locals: this runs once per deposit inside the group commit, in the
     # storage thread, where every microsecond holding the GIL counts twice.
     max_messages, max_bytes = quota.max_messages, quota.max_bytes
     add_error, accept = errors.append, accepted.append
     earlier_codes = refused if refused is not None else [None] * len(items)
-    spent = set(used)
+    spent: dict[tuple[bytes, bytes], bytes | None] = dict(used) if used else {}
     for index, (item, earlier) in enumerate(zip(items, earlier_codes, strict=True)):
         if earlier is not None:
             add_error(earlier)
@@ -120,11 +137,15 @@ def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[byt
         size = len(item.payload)
         if count is None:
             add_error(codes.UNKNOWN_MAILBOX)
-        elif (item.mailbox, item.cap_hash) not in valid_caps:
-            add_error(codes.CAPABILITY_USED if spent and (item.mailbox, item.cap_hash) in spent
-                      else codes.BAD_CAPABILITY)
         elif spent and (item.mailbox, item.cap_hash) in spent:
-            add_error(codes.CAPABILITY_USED)
+            by = spent[(item.mailbox, item.cap_hash)]
+            if by is not None and hmac.compare_digest(by, payload_hash(item.payload)):
+                add_error(None)
+                repeated.append(index)
+            else:
+                add_error(codes.CAPABILITY_USED)
+        elif (item.mailbox, item.cap_hash) not in valid_caps:
+            add_error(codes.BAD_CAPABILITY)
         elif allow is not None and not allow(item.cap_hash):
             add_error(codes.RATE_LIMITED)
         elif count[0] + 1 > max_messages or count[1] + size > max_bytes:
@@ -139,8 +160,8 @@ def plan_deposits(items: Sequence[DepositItem], valid_caps: Collection[tuple[byt
             add_error(None)
             accept(index)
             if one_shot and (item.mailbox, item.cap_hash) in one_shot:
-                spent.add((item.mailbox, item.cap_hash))
-    return Plan(errors, accepted)
+                spent[(item.mailbox, item.cap_hash)] = payload_hash(item.payload)
+    return Plan(errors, accepted, repeated)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -170,8 +191,9 @@ class CommitResult:
 class CommitIds(NamedTuple):
     """What a commit decided, without the payloads (which the caller has):
     the error code of every item of every batch in order, the ids of the
-    accepted items (those whose code is None) in order, and how many
-    acknowledged messages were deleted."""
+    items whose code is None in order (0 for one answered as stored with
+    nothing stored again, :attr:`Plan.repeated`), and how many acknowledged
+    messages were deleted."""
 
     errors: list[str | None]
     ids: list[int]
@@ -190,8 +212,8 @@ def commit_result(deposits: Sequence[DepositBatch], decided: CommitIds, now: int
         start += len(batch.items)
         errors.append(codes_)
         for item, code in zip(batch.items, codes_, strict=True):
-            if code is None:
-                stored.append((item.mailbox, StoredMessage(next(ids), item.payload, now)))
+            if code is None and (message_id := next(ids)):
+                stored.append((item.mailbox, StoredMessage(message_id, item.payload, now)))
     return CommitResult(errors, stored, decided.acked)
 
 
@@ -304,7 +326,8 @@ class Mailboxes:
                 all_items, all_refused, strict=True) if code is None and item.mailbox in usage}
             uses = self.store.cap_uses(pairs) if pairs else {}
             valid = {pair for pair, left in uses.items() if left != 0}
-            used = {pair for pair, left in uses.items() if left == 0}
+            used_up = [pair for pair, left in uses.items() if left == 0]
+            used = self.store.cap_used_by(used_up) if used_up else {}
             one_shot = {pair for pair, left in uses.items() if left}
             room = self.budget.room(now) if plan_needs_room(all_refused) else None
             limits = self.cap_limits
@@ -318,6 +341,8 @@ class Mailboxes:
             new = [NewMessage(all_items[i].mailbox, all_items[i].payload, now)
                    for i in plan.accepted]
             ids = self.store.insert_messages(new) if new else []
+            if plan.repeated:
+                ids = answered_ids(plan, ids)
             self.budget.charge(sum(len(m.payload) for m in new))
             acked = (self.store.delete_messages_many([(a.mailbox, a.ids) for a in acks])
                      if acks else 0)
@@ -328,25 +353,29 @@ class Mailboxes:
     def _consume_one_shot(self, plan: Plan, items: Sequence[DepositItem],
                           valid: set[tuple[bytes, bytes]], usage: dict[bytes, Usage],
                           refused: Sequence[str | None], room: int | None,
-                          one_shot: set[tuple[bytes, bytes]], used: set[tuple[bytes, bytes]]
-                          ) -> Plan:
+                          one_shot: set[tuple[bytes, bytes]],
+                          used: dict[tuple[bytes, bytes], bytes | None]) -> Plan:
         """Take the use of every one-shot capability the plan accepts a deposit
-        with, in the commit's transaction; a use another relay process took
-        first turns its deposit into ``capability_used`` (and the plan is made
-        again without it, so quota and budget stay exact)."""
+        with, in the commit's transaction, recording the deposit's payload
+        hash; a use another relay process took first turns its deposit into
+        ``capability_used``, or into a repeat if that process stored the same
+        payload (and the plan is made again, so quota and budget stay exact)."""
         taken: set[tuple[bytes, bytes]] = set()
         while True:
-            wanted = {(items[i].mailbox, items[i].cap_hash) for i in plan.accepted} & one_shot
-            wanted -= taken
+            wanted = {(items[i].mailbox, items[i].cap_hash): payload_hash(items[i].payload)
+                      for i in plan.accepted
+                      if (items[i].mailbox, items[i].cap_hash) in one_shot}
+            for pair in taken:
+                wanted.pop(pair, None)
             if not wanted:
                 return plan
             got = self.store.consume_caps(wanted)
             taken |= got
-            lost = wanted - got
+            lost = wanted.keys() - got
             if not lost:
                 return plan
             valid = valid - lost
-            used = used | lost
+            used = {**used, **dict.fromkeys(lost), **self.store.cap_used_by(lost)}
             one_shot = one_shot - lost
             plan = plan_deposits(items, valid, usage, self.quota, refused, room, None,
                                  one_shot, used)
@@ -384,6 +413,16 @@ class Mailboxes:
 
     def delete_account(self, mailbox: bytes) -> bool:
         return self.store.delete_mailbox(mailbox)
+
+
+def answered_ids(plan: Plan, ids: Sequence[int]) -> list[int]:
+    """The :class:`CommitIds` ids of a plan with repeats: the stored items'
+    ``ids`` (in ``plan.accepted`` order) merged with a 0 for each repeated
+    item, in item order."""
+    repeated = set(plan.repeated)
+    stored = iter(ids)
+    return [0 if index in repeated else next(stored)
+            for index, code in enumerate(plan.errors) if code is None]
 
 
 def plan_needs_room(refused: Sequence[str | None]) -> bool:

@@ -8,6 +8,6 @@ on ``/ws`` to an API object (the daemon's ``LocalApi``). The request checks
 and :mod:`chatcli.web.auth`.
 """
 
-from chatcli.web.server import WebApi, WebServer
+from chatcli.web.server import EventSource, WebApi, WebServer
 
-__all__ = ["WebApi", "WebServer"]
+__all__ = ["EventSource", "WebApi", "WebServer"]

@@ -2,8 +2,12 @@
 
 Each text frame holds one JSON-RPC request, notification or batch. Requests
 go to ``api.call(method, params)``; ``subscribe``/``unsubscribe`` are handled
-here: a subscription reads ``api.events(...)`` and sends each event as an
-``event`` notification (the shape the daemon's Unix socket uses).
+here: a subscription reads events and sends each one as an ``event``
+notification (the shape the daemon's Unix socket uses). Served by the daemon,
+the events come from its :class:`~chatcli.daemon.hub.EventHub` (an
+:class:`EventSource`), so browsers, CLI commands and scripts all see every
+event; without one (tests, a bare server) each subscription reads
+``api.events(...)``.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ import contextlib
 import json
 import math
 import re
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Protocol, cast
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
@@ -31,13 +35,44 @@ MAX_SUBSCRIPTIONS = 4
 MAX_CALLS_IN_FLIGHT = 16
 
 
-class WebApi(Protocol):
-    """What the web front end needs of the API layer (``chatcli.api.LocalApi``)."""
+class CallApi(Protocol):
+    """What the web front end needs of the API layer when an :class:`EventSource`
+    feeds its subscriptions (the daemon's ``ResidentApi``)."""
 
     async def call(self, method: str, params: dict[str, Any]) -> Any: ...
 
+
+class WebApi(CallApi, Protocol):
+    """An API layer that also streams events itself (``chatcli.api.LocalApi``)."""
+
     def events(self, *, wait: float | None, read_receipts: bool) -> AsyncIterator[dict[str, Any]]:
         ...
+
+
+class HubSubscription(Protocol):
+    """One subscription of an :class:`EventSource`: its id and its events."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def events(self) -> trio.MemoryReceiveChannel[dict[str, Any]]: ...
+
+
+class EventSource(Protocol):
+    """Where subscriptions get their events when the daemon serves the page
+    (``chatcli.daemon.hub.EventHub``): ``subscribe`` never blocks; the
+    subscription's channel closes when it is dropped for not reading."""
+
+    def subscribe(self, types: Iterable[str] | None = None, *,
+                  on_drop: Callable[[], None] | None = None, consumer: bool = False,
+                  backlog: bool = False) -> HubSubscription: ...
+
+    def unsubscribe(self, sub_id: int) -> bool: ...
+
+
+DROPPED = {"code": INTERNAL_ERROR, "message": "The page fell behind the event stream; "
+           "it subscribes again.", "data": {"error": "events_dropped"}}
 
 
 def _snake(name: str) -> str:
@@ -81,8 +116,10 @@ def _error(req_id: Any, code: int, message: str, kind: str) -> dict[str, Any]:
 class Bridge:
     """One browser connection: its calls in flight and its subscriptions."""
 
-    def __init__(self, api: WebApi, ws: WebSocketConnection) -> None:
+    def __init__(self, api: CallApi, ws: WebSocketConnection,
+                 source: EventSource | None = None) -> None:
         self._api = api
+        self._source = source
         self._ws = ws
         self._send_lock = trio.Lock()
         self._calls = trio.Semaphore(MAX_CALLS_IN_FLIGHT)
@@ -188,9 +225,13 @@ class Bridge:
         self, sub_id: int, types: set[str] | None, scope: trio.CancelScope
     ) -> None:
         with scope:
+            if self._source is not None:
+                await self._pump_hub(sub_id, types, self._source)
+                return
             try:
                 # The browser sends read receipts itself (`read`) once a message is shown.
-                async for event in self._api.events(wait=math.inf, read_receipts=False):
+                api = cast(WebApi, self._api)
+                async for event in api.events(wait=math.inf, read_receipts=False):
                     if types is None or event.get("type") in types:
                         await self._send(_notification(sub_id, event))
             except Exception as exc:
@@ -198,6 +239,20 @@ class Bridge:
                 # the page, which shows the error and subscribes again.
                 await self._send(_notification(sub_id, {"type": "error", **error_object(exc)}))
         self._subscriptions.pop(sub_id, None)
+
+    async def _pump_hub(self, sub_id: int, types: set[str] | None,
+                        source: EventSource) -> None:
+        # A consumer, as a chat window is: what the page shows does not wait
+        # in the daemon's backlog for the next `chatcli receive`.
+        sub = source.subscribe(types, consumer=True)
+        try:
+            async for event in sub.events:
+                await self._send(_notification(sub_id, event))
+            # The hub dropped this subscription (the page stopped reading).
+            await self._send(_notification(sub_id, {"type": "error", **DROPPED}))
+        finally:
+            source.unsubscribe(sub.id)
+            self._subscriptions.pop(sub_id, None)
 
 
 def _notification(sub_id: int, event: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import json
 import re
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -29,7 +29,7 @@ from trio_websocket import wrap_server_stream
 from chatcli.web import policy
 from chatcli.web.assets import read_asset
 from chatcli.web.auth import WebAuth
-from chatcli.web.bridge import Bridge, WebApi
+from chatcli.web.bridge import Bridge, CallApi, EventSource, WebApi
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
@@ -38,7 +38,62 @@ MAX_WS_MESSAGE = 1024 * 1024
 HEAD_TIMEOUT = 10.0
 BODY_TIMEOUT = 300.0
 
-__all__ = ["WebApi", "WebServer"]
+__all__ = ["EventSource", "WebApi", "WebServer"]
+
+REFUSED_METHODS = frozenset({"daemon.stop", "receive", "web.login", "web.start"})
+"""Daemon methods a browser has no use for: stopping the daemon, taking the
+backlog meant for `chatcli receive`, minting login links."""
+
+FILE_PARAMS = {"send": "file", "profile.set": "avatar"}
+"""Parameters that name a file the daemon reads: from a browser, only a file
+it uploaded (inside ``upload_dir``), which is deleted once the call is done."""
+
+
+class _PageApi:
+    """The API as a browser may use it (see REFUSED_METHODS and FILE_PARAMS)."""
+
+    def __init__(self, api: CallApi, upload_dir: Path) -> None:
+        self._api = api
+        self._upload_dir = upload_dir
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        if method in REFUSED_METHODS:
+            raise ValueError(f"{method} is not available to the web page")
+        key = FILE_PARAMS.get(method)
+        upload = params.get(key) if key else None
+        folder = None
+        if upload is not None:
+            folder = await trio.to_thread.run_sync(_upload_folder, self._upload_dir, upload)
+            if folder is None:
+                raise ValueError(f"{key} must be a file uploaded through /upload")
+        try:
+            return await self._api.call(method, params)
+        finally:
+            if folder is not None:
+                await trio.to_thread.run_sync(_remove_upload, folder)
+
+    def events(self, *, wait: float | None, read_receipts: bool) -> Any:
+        return cast(WebApi, self._api).events(wait=wait, read_receipts=read_receipts)
+
+
+def _upload_folder(root: Path, path: Any) -> Path | None:
+    """The one-upload folder holding ``path``, if it is a file uploaded here."""
+    if not isinstance(path, str):
+        return None
+    try:
+        base = root.resolve()
+        target = Path(path).resolve()
+    except (OSError, ValueError):
+        return None
+    if target.parent.parent != base or not target.is_file():
+        return None
+    return target.parent
+
+
+def _remove_upload(folder: Path) -> None:
+    for child in folder.iterdir():
+        child.unlink(missing_ok=True)
+    folder.rmdir()
 
 
 class _Replayed(trio.abc.Stream):
@@ -88,17 +143,27 @@ class _Request:
 class WebServer:
     """Serves the page and the JSON-RPC WebSocket to one user's browser.
 
+    ``api`` answers calls; subscriptions read ``events`` (the daemon's hub)
+    when given, else ``api.events(...)`` (``api`` is then a :class:`WebApi`).
     ``upload_dir`` receives files the browser attaches (the API is then asked
     to send them by path); ``download_dir`` is the only folder ``/files``
     reads from (where received attachments are saved).
     """
 
-    def __init__(self, api: WebApi, *, upload_dir: Path, download_dir: Path) -> None:
+    def __init__(self, api: CallApi, *, upload_dir: Path, download_dir: Path,
+                 events: EventSource | None = None) -> None:
         self.api = api
         self.auth = WebAuth()
+        self._page_api = _PageApi(api, upload_dir)
+        self._events = events
         self._upload_dir = upload_dir
         self._download_dir = download_dir
         self.port = 0
+
+    @property
+    def url(self) -> str:
+        """Where the page is (without a login token)."""
+        return f"http://127.0.0.1:{self.port}/"
 
     def login_url(self) -> str:
         """A new one-time URL that logs a browser in (the server must be listening)."""
@@ -197,7 +262,7 @@ class WebServer:
             )
             ws = await ws_request.accept()
             try:
-                await Bridge(self.api, ws).run()
+                await Bridge(self._page_api, ws, self._events).run()
             finally:
                 with trio.move_on_after(2):
                     await ws.aclose()

@@ -35,12 +35,17 @@ class Seen:
     refused: str | None = None
 
 
+class _LostAnswer(Exception):
+    """Raised to drop a connection instead of answering its deposit."""
+
+
 @dataclass
 class Mailbox:
     auth_key: bytes
     caps: set[bytes] = field(default_factory=set)
     one_shot: set[bytes] = field(default_factory=set)  # caps for one deposit each
-    used: set[bytes] = field(default_factory=set)      # one-shot caps that took theirs
+    # One-shot caps that took their deposit -> the SHA-256 of its payload.
+    used: dict[bytes, bytes] = field(default_factory=dict)
     queue: dict[int, tuple[bytes, int]] = field(default_factory=dict)
     online: list[trio.MemorySendChannel[frames.Frame]] = field(default_factory=list)
     hidden: bool = False
@@ -57,6 +62,9 @@ class FakeRelay:
         # Every stored deposit (mailbox, payload), as a relay could record them.
         self.recorded: list[tuple[bytes, bytes]] = []
         self.seen: list[Seen] = []
+        # Deposit frames to handle (store) and then leave unanswered, dropping
+        # the depositor's connection instead, as a lost answer.
+        self.lose_deposit_answers = 0
         self._conn_ids = itertools.count(1)
 
     @property
@@ -102,6 +110,8 @@ class FakeRelay:
                     self.seen.append(Seen(conn_id, type(frame).__name__, logged_in))
                     logged_in = logged_in or isinstance(frame, frames.Register | frames.Auth)
                     owned = await self._dispatch(proto, frame, out_send, owned)
+        except* _LostAnswer:
+            await ws.aclose()
         except* (trio_websocket.ConnectionClosed, trio.BrokenResourceError):
             pass
         finally:
@@ -160,15 +170,18 @@ class FakeRelay:
             errors: list[str | None] = []
             for item in frame.items:
                 box = self.mailboxes.get(item.mailbox)
+                hashed = hashlib.sha256(item.cap).digest()
                 if box is None:
                     errors.append(codes.UNKNOWN_MAILBOX)
-                elif hashlib.sha256(item.cap).digest() not in box.caps:
+                elif hashed not in box.caps:
                     errors.append(codes.BAD_CAPABILITY)
-                elif hashlib.sha256(item.cap).digest() in box.used:
-                    errors.append(codes.CAPABILITY_USED)
+                elif hashed in box.used:
+                    # The deposit that used it, again: stored already (as the relay).
+                    same = box.used[hashed] == hashlib.sha256(item.payload).digest()
+                    errors.append(None if same else codes.CAPABILITY_USED)
                 else:
-                    if hashlib.sha256(item.cap).digest() in box.one_shot:
-                        box.used.add(hashlib.sha256(item.cap).digest())
+                    if hashed in box.one_shot:
+                        box.used[hashed] = hashlib.sha256(item.payload).digest()
                     msg_id = next(self.ids)
                     stamp = int(trio.current_time() * 1000) + 1
                     box.queue[msg_id] = (item.payload, stamp)
@@ -178,6 +191,9 @@ class FakeRelay:
                     for conn in list(box.online):
                         conn.send_nowait(frames.Deliver(messages=[frames.Delivered(
                             id=msg_id, payload=item.payload, received_at=stamp)]))
+            if self.lose_deposit_answers:
+                self.lose_deposit_answers -= 1
+                raise _LostAnswer()
             await out.send(frames.DepositResult(req=frame.req, errors=errors))
         elif isinstance(frame, frames.Ack):
             assert owned is not None

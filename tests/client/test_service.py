@@ -53,6 +53,29 @@ async def test_receipts_and_read(clients: tuple[ChatClient, ChatClient]) -> None
     assert alice.history("bob")[-1]["state"] == "read"
 
 
+async def test_marking_read_twice_tells_the_contact_once(
+        clients: tuple[ChatClient, ChatClient]) -> None:
+    """Two chat windows on one conversation both mark what they show read: one
+    read receipt goes out (and none for an unknown or an own message's id)."""
+    alice, bob = clients
+    await pair(alice, bob)
+    async with alice.online():
+        await alice.send_text("bob", "one")
+    await drain(bob)
+    incoming = bob.history("alice")[-1]["id"]
+
+    def queued_receipts() -> int:
+        with bob.store.read():
+            return db.Outbox.select().where(db.Outbox.kind == "receipt").count()
+
+    before = queued_receipts()
+    bob.mark_read("alice", [incoming])
+    assert queued_receipts() == before + 1
+    bob.mark_read("alice", [incoming, "no-such-id"])
+    assert queued_receipts() == before + 1
+    assert bob.history("alice")[-1]["state"] == "read"
+
+
 async def test_invite_reuse_refused(tmp_path: Path, relay: FakeRelay) -> None:
     alice = await make_client(tmp_path, "alice", relay)
     bob = await make_client(tmp_path, "bob", relay)
@@ -70,6 +93,37 @@ async def test_invite_reuse_refused(tmp_path: Path, relay: FakeRelay) -> None:
     assert alice.contact_names() == ["bob"]
     notices = [e.text for e in events if isinstance(e, NoticeEvent) and e.warning]
     assert any("second time" in n for n in notices)
+
+
+async def test_accept_retries_a_handshake_whose_answer_was_lost(tmp_path: Path,
+                                                               relay: FakeRelay) -> None:
+    """The inviter's relay stores Bob's handshake but the answer is lost (the
+    connection drops): Bob's retry of the same deposit on the used one-shot
+    capability is answered as stored, so accept succeeds and both keep the
+    contact; the handshake is stored once."""
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    async with alice.online():
+        link = await alice.create_invite("bob")
+    inbox = alice.account().mailbox
+    relay.lose_deposit_answers = 1
+    async with bob.online():
+        assert await bob.accept_invite(link, "alice") == "alice"
+    assert relay.lose_deposit_answers == 0   # the first answer was lost
+    assert sum(s.frame == "Deposit" for s in relay.seen) >= 2   # and the deposit retried
+    assert len([p for mailbox, p in relay.recorded if mailbox == inbox]) == 1
+    await drain(alice)
+    await drain(bob)
+    assert alice.contact_names() == ["bob"]
+    assert bob.contact_names() == ["alice"]
+    async with bob.online():
+        await bob.send_text("alice", "made it")
+    assert texts(await drain(alice)) == ["made it"]
+    async with alice.online():
+        await alice.send_text("bob", "so did the answer")
+    assert texts(await drain(bob)) == ["so did the answer"]
+    alice.close()
+    bob.close()
 
 
 async def test_duplicate_delivery_shown_once(

@@ -45,3 +45,26 @@ async def test_remote_calls_errors_and_events(tmp_path: Path) -> None:
         await stream.aclose()
         assert received == [0, 1, 2]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_conversation_subscription_over_the_socket(tmp_path: Path) -> None:
+    """``contact`` narrows a subscription on the wire as in the hub; what it does
+    not take waits in the backlog; the stream ends with DaemonGoneError."""
+    path = tmp_path / "daemon.sock"
+    hub = EventHub()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(DaemonServer(EchoApi(), hub).serve_unix, path)
+        api = remote.RemoteApi(path)
+        hub.publish({"type": "message", "from": "bob", "group": None, "n": 0})
+        window = await api.subscribe(contact="bob", consumer=True, backlog=True)
+        assert window.replayed == 1
+        hub.publish({"type": "message", "from": "carol", "group": None, "n": 1})
+        hub.publish({"type": "sent", "to": "bob", "n": 2})
+        assert [(await window.receive())["n"] for _ in range(2)] == [0, 2]
+        assert hub.backlog == 1  # carol's message waits for a receive
+        with pytest.raises(remote.RemoteError):
+            await api.subscribe(contact="")
+        nursery.cancel_scope.cancel()
+    with pytest.raises(remote.DaemonGoneError):
+        await window.receive()
+    await window.aclose()

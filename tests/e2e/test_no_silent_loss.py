@@ -3,11 +3,17 @@ real `chatcli` command."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+import trio_websocket
 
+from chatcli.protocol import frames
+from chatcli.protocol.codec import ProtocolError, decode_client_frame, decode_relay_frame
 from tests.e2e.conftest import Pair, RelayProcess, User, connect
 
 pytestmark = pytest.mark.slow
@@ -60,3 +66,98 @@ def test_the_installation_a_restored_backup_replaced_exits_6(pair: Pair) -> None
     assert bob.texts() == ["from the new laptop"]
     bob.run("send", "alice", "hello new laptop")
     assert moved.texts() == ["hello new laptop"]
+
+
+class AnswerLosingProxy:
+    """A WebSocket proxy in front of a relay, run in a thread of its own: it
+    forwards every message both ways, except the answer to the first
+    ``lose`` deposit frames: it drops the depositor's connection instead (the
+    relay has stored the deposit; its answer is lost on the way)."""
+
+    def __init__(self, relay_port: int, lose: int = 1) -> None:
+        self.relay_port = relay_port
+        self.lose = lose
+        self.lost = 0
+        self.port = 0
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._scope: trio.CancelScope | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+
+    def __enter__(self) -> AnswerLosingProxy:
+        self._thread.start()
+        assert self._started.wait(10), "the proxy did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._token is not None and self._scope is not None
+        trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)
+        self._thread.join(10)
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as self._scope:
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(trio_websocket.serve_websocket, self._handle,
+                                             "127.0.0.1", 0, None)
+                self.port = server.port
+                self._started.set()
+
+    async def _handle(self, request: trio_websocket.WebSocketRequest) -> None:
+        client = await request.accept()
+        deposits: set[int] = set()
+        try:
+            async with trio_websocket.open_websocket(
+                    "127.0.0.1", self.relay_port, "/", use_ssl=False) as relay, \
+                    trio.open_nursery() as nursery:
+
+                async def upstream() -> None:
+                    while True:
+                        data = await client.get_message()
+                        with contextlib.suppress(ProtocolError):
+                            frame = decode_client_frame(data)  # type: ignore[arg-type]
+                            if isinstance(frame, frames.Deposit):
+                                deposits.add(frame.req)
+                        await relay.send_message(data)
+
+                nursery.start_soon(upstream)
+                while True:
+                    data = await relay.get_message()
+                    with contextlib.suppress(ProtocolError):
+                        answer = decode_relay_frame(data)  # type: ignore[arg-type]
+                        if (isinstance(answer, frames.DepositResult) and answer.req in deposits
+                                and self.lost < self.lose):
+                            self.lost += 1
+                            await client.aclose()
+                            nursery.cancel_scope.cancel()
+                            return
+                    await client.send_message(data)
+        except* (trio_websocket.ConnectionClosed, trio.BrokenResourceError, OSError):
+            pass   # either side went away: so does the other
+
+
+def test_accept_whose_handshake_answer_was_lost_keeps_the_contact(
+        relay: RelayProcess, users: Any) -> None:
+    """Alice's relay stores Bob's handshake, but its answer never reaches Bob:
+    `accept` retries the same handshake on a new connection, the relay answers
+    it as stored (the invite's one-shot capability is used by it), so accept
+    exits 0 and both keep the contact; Alice gets the handshake once."""
+    alice, bob = users("alice", "bob")
+    with AnswerLosingProxy(relay.port) as proxy:
+        # Alice's relay address (in her invites) is the proxy's.
+        alice.run("init", "--name", "alice", "--relay",
+                  relay.url.replace(f":{relay.port}/", f":{proxy.port}/"))
+        bob.init(relay)
+        link = alice.run("invite", "--name", "bob").stdout.strip()
+        accepted = bob.run("accept", link, "--name", "alice", check=False)
+        assert proxy.lost == 1   # the first deposit's answer was lost
+        assert accepted.returncode == 0, accepted.stderr
+        assert [c["name"] for c in bob.json("contacts", "--offline")] == ["alice"]
+        events = alice.events()
+        assert not [e for e in events if e["type"] == "notice" and "second time" in str(e)]
+        assert [c["name"] for c in alice.json("contacts", "--offline")] == ["bob"]
+        assert bob.texts() == []          # alice's answer: bob gets his own capability
+        bob.run("send", "alice", "made it")
+        assert alice.texts() == ["made it"]
+        alice.run("send", "bob", "both of us")
+        assert bob.texts() == ["both of us"]

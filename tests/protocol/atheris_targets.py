@@ -58,7 +58,7 @@ with atheris.instrument_imports(include=["chatcli"]):
         encode,
     )
     from chatcli.protocol.connection import ClientProtocol, RelayIdentityError, RelayProtocol
-    from chatcli.relay.mailbox import DepositItem, Quota, plan_deposits
+    from chatcli.relay.mailbox import DepositItem, Quota, payload_hash, plan_deposits
     from chatcli.relay.store.base import Usage
 
 from tests.protocol.atheris_seeds import (
@@ -546,21 +546,41 @@ def mailbox(data: bytes) -> None:
     if fdp.ConsumeBool():
         refused = [fdp.PickValueInList([None, None, codes.RATE_LIMITED, codes.QUOTA_EXCEEDED])
                    for _ in items]
+    # One-shot capabilities: some valid ones, and some used already, each by
+    # one of the items' payloads or by an unknown deposit.
+    one_shot = {pair for pair in valid if fdp.ConsumeBool()}
+    used: dict[tuple[bytes, bytes], bytes | None] = {}
+    for box in boxes:
+        for cap in caps:
+            if (box, cap) not in valid and fdp.ConsumeIntInRange(0, 3) == 0:
+                used[(box, cap)] = (payload_hash(fdp.PickValueInList(items).payload)
+                                    if items and fdp.ConsumeBool() else None)
     usage_before = dict(usage)
 
-    plan = plan_deposits(items, valid, usage, quota, refused)
+    plan = plan_deposits(items, valid, usage, quota, refused, one_shot=one_shot, used=used)
 
     assert usage == usage_before  # the caller's usage is not changed
-    # A reference model: each item in order, quota counted over accepted items.
+    # A reference model: each item in order, quota counted over accepted items;
+    # a one-shot pair is spent by its first accepted deposit, whose payload
+    # is then answered as stored (a repeat) and any other refused.
     counts = {box: [u.messages, u.bytes] for box, u in usage.items()}
+    spent = dict(used)
     expected: list[str | None] = []
+    repeats: list[int] = []
     for index, item in enumerate(items):
         count = counts.get(item.mailbox)
+        pair = (item.mailbox, item.cap_hash)
         if refused is not None and refused[index] is not None:
             expected.append(refused[index])
         elif count is None:
             expected.append(codes.UNKNOWN_MAILBOX)
-        elif (item.mailbox, item.cap_hash) not in valid:
+        elif pair in spent:
+            if spent[pair] is not None and spent[pair] == payload_hash(item.payload):
+                expected.append(None)
+                repeats.append(index)
+            else:
+                expected.append(codes.CAPABILITY_USED)
+        elif pair not in valid:
             expected.append(codes.BAD_CAPABILITY)
         elif (count[0] + 1 > quota.max_messages
               or count[1] + len(item.payload) > quota.max_bytes):
@@ -569,8 +589,16 @@ def mailbox(data: bytes) -> None:
             count[0] += 1
             count[1] += len(item.payload)
             expected.append(None)
+            if pair in one_shot:
+                spent[pair] = payload_hash(item.payload)
     assert plan.errors == expected, (plan.errors, expected)
-    assert plan.accepted == [i for i, error in enumerate(expected) if error is None]
+    assert plan.repeated == repeats, (plan.repeated, repeats)
+    assert plan.accepted == [i for i, error in enumerate(expected)
+                             if error is None and i not in repeats]
+    # At most one stored deposit per one-shot pair, none on a used one.
+    stored_pairs = [(items[i].mailbox, items[i].cap_hash) for i in plan.accepted]
+    assert not set(stored_pairs) & set(used)
+    assert all(stored_pairs.count(pair) <= 1 for pair in one_shot)
     assert all(error is None or error in codes.ALL_CODES for error in plan.errors)
     # Accepted deposits never take a mailbox over its quota.
     for box, used in usage.items():

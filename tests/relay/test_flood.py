@@ -160,3 +160,19 @@ def test_the_bad_capability_budget_is_per_source_and_refills() -> None:
     bad2 = BadCapabilities(strike_rate=10.0, strike_burst=100.0)
     bad2.learn(items, errors, errors, now=0.0, source=b"flooder")
     assert bad2.admits(b"flooder", 0.0)
+
+
+def test_a_used_one_shot_capability_costs_a_strike_but_is_not_remembered() -> None:
+    """``capability_used`` is charged to the source, but the pair is not refused
+    before the commit: the retry of the deposit that used it must reach the
+    commit, which answers it as stored."""
+    from chatcli.relay.badcaps import BadCapabilities
+    from chatcli.relay.mailbox import DepositItem
+
+    bad = BadCapabilities(strike_rate=10.0, strike_burst=100.0)
+    used = [DepositItem(b"m" * 16, os.urandom(32), b"x") for _ in range(150)]
+    unknown = DepositItem(b"m" * 16, os.urandom(32), b"x")
+    bad.learn([*used, unknown], [codes.CAPABILITY_USED] * 150 + [codes.BAD_CAPABILITY],
+              [None] * 151, now=0.0, source=b"flooder")
+    assert not bad.admits(b"flooder", 0.0)
+    assert bad.check([used[0], unknown], 1.0) == [None, codes.BAD_CAPABILITY]

@@ -11,11 +11,15 @@ from chatcli.protocol import codes, transcripts
 from chatcli.relay.errors import Refused
 from chatcli.relay.mailbox import (
     AckBatch,
+    CommitIds,
     DepositBatch,
     DepositItem,
     Mailboxes,
     Quota,
+    answered_ids,
     cap_hash,
+    commit_result,
+    payload_hash,
     plan_deposits,
     token_hash,
 )
@@ -62,6 +66,55 @@ def test_plan_deposits_decides_each_item_in_order() -> None:
     assert plan.errors == [None, codes.BAD_CAPABILITY, codes.UNKNOWN_MAILBOX,
                            codes.QUOTA_EXCEEDED, codes.RATE_LIMITED]
     assert plan.accepted == [0]
+
+
+def test_plan_one_shot_first_deposit_then_its_repeats() -> None:
+    a, invite = os.urandom(16), os.urandom(32)
+    hs, other = DepositItem(a, invite, b"handshake"), DepositItem(a, invite, b"another")
+    plan = plan_deposits([hs, hs, other, hs], {(a, invite)}, {a: Usage(0, 0)},
+                         Quota(10, 1000), one_shot={(a, invite)})
+    assert plan.errors == [None, None, codes.CAPABILITY_USED, None]
+    assert plan.accepted == [0] and plan.repeated == [1, 3]
+
+
+def test_plan_used_one_shot_answers_its_own_deposit_as_stored() -> None:
+    """``used`` names the payload that used the capability: that payload is a
+    repeat (no quota, rate or budget asked), any other is refused, and an
+    unknown one (used before the relay kept it) refuses everything."""
+    a, invite, old = os.urandom(16), os.urandom(32), os.urandom(32)
+    asked: list[bytes] = []
+
+    def allow(hashed: bytes) -> bool:
+        asked.append(hashed)
+        return False
+
+    items = [DepositItem(a, invite, b"handshake"), DepositItem(a, invite, b"another"),
+             DepositItem(a, old, b"handshake"), DepositItem(a, invite, b"handshake")]
+    plan = plan_deposits(items, set(), {a: Usage(5, 1000)}, Quota(5, 1000), room=0,
+                         allow=allow,
+                         used={(a, invite): payload_hash(b"handshake"), (a, old): None})
+    assert plan.errors == [None, codes.CAPABILITY_USED, codes.CAPABILITY_USED, None]
+    assert plan.accepted == [] and plan.repeated == [0, 3]
+    assert asked == []
+    # Earlier refusals and unknown mailboxes come first, as for every item.
+    plan = plan_deposits(items[:1] * 2, set(), {}, Quota(5, 1000), [codes.RATE_LIMITED, None],
+                         used={(a, invite): payload_hash(b"handshake")})
+    assert plan.errors == [codes.RATE_LIMITED, codes.UNKNOWN_MAILBOX]
+
+
+def test_commit_result_stores_nothing_for_a_repeat() -> None:
+    a, invite = os.urandom(16), os.urandom(32)
+    items = [DepositItem(a, invite, b"hs"), DepositItem(a, os.urandom(32), b"x"),
+             DepositItem(a, invite, b"hs")]
+    plan = plan_deposits(items, {(a, invite)}, {a: Usage(0, 0)}, Quota(10, 1000),
+                         one_shot={(a, invite)})
+    assert plan.repeated == [2]
+    ids = answered_ids(plan, [41])
+    assert ids == [41, 0]
+    result = commit_result([DepositBatch(items, [None] * 3)], CommitIds(plan.errors, ids, 0),
+                           T0)
+    assert result.errors == [[None, codes.BAD_CAPABILITY, None]]
+    assert [(m, msg.id, msg.payload) for m, msg in result.stored] == [(a, 41, b"hs")]
 
 
 def test_plan_counts_bytes_across_the_batch() -> None:
@@ -282,16 +335,57 @@ def test_one_shot_capability_takes_one_deposit(store: Store) -> None:
     mb.add_caps(mailbox, [cap_hash(invite)], T0, one_shot=True)
     # Two in one request, then one more: only the first gets through.
     item = DepositItem(mailbox, cap_hash(invite), b"hello")
-    assert mb.deposit([item, item], T0) == [None, codes.CAPABILITY_USED]
-    assert mb.deposit([item], T0 + 1) == [codes.CAPABILITY_USED]
+    other = DepositItem(mailbox, cap_hash(invite), b"someone else")
+    assert mb.deposit([item, other], T0) == [None, codes.CAPABILITY_USED]
+    assert mb.deposit([other], T0 + 1) == [codes.CAPABILITY_USED]
     assert [m.payload for m in mb.pending(mailbox, 0, 10)] == [b"hello"]
     # Used up: no presence either; re-adding it does not revive it.
     assert store.valid_caps([(mailbox, cap_hash(invite))]) == set()
     mb.add_caps(mailbox, [cap_hash(invite)], T0 + 2, one_shot=True)
-    assert mb.deposit([item], T0 + 3) == [codes.CAPABILITY_USED]
-    # Revoked after use: an ordinary bad capability.
+    assert mb.deposit([other], T0 + 3) == [codes.CAPABILITY_USED]
+    # Revoked after use: an ordinary bad capability, for its own deposit too.
     mb.revoke_caps(mailbox, [cap_hash(invite)], T0 + 4)
-    assert mb.deposit([item], T0 + 5) == [codes.BAD_CAPABILITY]
+    assert mb.deposit([other, item], T0 + 5) == [codes.BAD_CAPABILITY] * 2
+
+
+def test_one_shot_retry_of_its_deposit_answered_as_stored(store: Store) -> None:
+    """The deposit that used a one-shot capability, sent again (its answer
+    was lost): answered as stored, and stored once, before and after the
+    owner fetched it; any other payload is still refused."""
+    mb = service(store)
+    mailbox, _ = register(mb)
+    invite = cap_hash(os.urandom(32))
+    mb.add_caps(mailbox, [invite], T0, one_shot=True)
+    item = DepositItem(mailbox, invite, b"handshake")
+    # Twice in the first request: one copy.
+    result = mb.commit([DepositBatch([item, item], [None, None])], [], {}, T0)
+    assert result.errors == [[None, None]]
+    assert [(m, msg.payload) for m, msg in result.stored] == [(mailbox, b"handshake")]
+    # The retry: stored already, nothing stored (nor pushed) again.
+    again = mb.commit([DepositBatch([item], [None])], [], {}, T0 + 1)
+    assert again.errors == [[None]] and again.stored == []
+    other = DepositItem(mailbox, invite, b"handshake!")
+    assert mb.deposit([other, item], T0 + 2) == [codes.CAPABILITY_USED, None]
+    pending = mb.pending(mailbox, 0, 10)
+    assert [m.payload for m in pending] == [b"handshake"]
+    assert store.mailbox_usage([mailbox])[mailbox] == Usage(1, len(b"handshake"))
+    # Fetched and acknowledged: a late retry is still answered as stored.
+    mb.ack(mailbox, [m.id for m in pending])
+    assert mb.deposit([item], T0 + 3) == [None]
+    assert mb.pending(mailbox, 0, 10) == []
+    assert mb.deposit([other], T0 + 4) == [codes.CAPABILITY_USED]
+
+
+def test_one_shot_retry_needs_no_room(store: Store) -> None:
+    """A retry stores nothing: a full mailbox or a spent rate does not refuse it."""
+    mb = service(store, quota=Quota(1, 1000), capability_rate=0.001, capability_burst=1.0)
+    mailbox, _ = register(mb)
+    invite = cap_hash(os.urandom(32))
+    mb.add_caps(mailbox, [invite], T0, one_shot=True)
+    item = DepositItem(mailbox, invite, b"handshake")
+    assert mb.deposit([item], T0) == [None]           # fills the mailbox, takes the token
+    assert mb.deposit([item, item], T0 + 1) == [None, None]
+    assert len(mb.pending(mailbox, 0, 10)) == 1
 
 
 def test_one_shot_use_not_taken_by_a_refused_deposit(store: Store) -> None:
@@ -320,5 +414,30 @@ def test_one_shot_capability_across_relay_processes(store_factory: StoreFactory)
     assert mb_first.deposit([DepositItem(mailbox, invite, b"first")], T0) == [None]
     assert mb_second.deposit([DepositItem(mailbox, invite, b"second")], T0) == [
         codes.CAPABILITY_USED]
+    # The retry of the first through the other process: answered as stored.
+    assert mb_second.deposit([DepositItem(mailbox, invite, b"first")], T0) == [None]
     assert [m.payload for m in mb_second.pending(mailbox, 0, 10)] == [b"first"]
+
+
+def test_one_shot_use_lost_to_another_process_with_the_same_deposit(
+        store_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that read the capability as unused loses its use to another
+    process (which stored the same deposit: a client retrying on another
+    connection): its copy is answered as stored, not stored twice; with
+    another payload, refused."""
+    first, second = store_factory(), store_factory()
+    first.open(T0)
+    second.open(T0)
+    mb_first, mb_second = service(first), service(second)
+    mailbox, _ = register(mb_first)
+    invite = cap_hash(os.urandom(32))
+    mb_first.add_caps(mailbox, [invite], T0, one_shot=True)
+    # What the second process read before the first one's commit.
+    monkeypatch.setattr(second, "cap_uses", lambda pairs: {(mailbox, invite): 1})
+    assert mb_first.deposit([DepositItem(mailbox, invite, b"first")], T0) == [None]
+    result = mb_second.commit([DepositBatch(
+        [DepositItem(mailbox, invite, b"first"), DepositItem(mailbox, invite, b"other")],
+        [None, None])], [], {}, T0)
+    assert result.errors == [[None, codes.CAPABILITY_USED]] and result.stored == []
+    assert [m.payload for m in mb_first.pending(mailbox, 0, 10)] == [b"first"]
 

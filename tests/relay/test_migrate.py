@@ -27,6 +27,10 @@ def build_source(path: Path) -> dict[str, object]:
     cap_ok, cap_revoked = os.urandom(32), os.urandom(32)
     s.add_caps(a, [cap_ok, cap_revoked], NOW)
     s.revoke_caps(a, [cap_revoked], NOW)
+    invite, handshake = os.urandom(32), os.urandom(32)   # a used one-shot capability
+    s.add_caps(a, [invite], NOW, one_shot=True)
+    with s.transaction():
+        assert s.consume_caps({(a, invite): handshake}) == {(a, invite)}
     ids = s.insert_messages([NewMessage(a, f"m{i}".encode(), NOW + i) for i in range(5)]
                             + [NewMessage(b, b"for-b", NOW)])
     # The highest id is deleted: PostgreSQL must not hand it out again.
@@ -43,7 +47,8 @@ def build_source(path: Path) -> dict[str, object]:
     s.add_token(token, 3, None, NOW)
     s.close()
     return {"seed": seed, "a": a, "b": b, "key_a": key_a, "key_b": key_b,
-            "cap_ok": cap_ok, "cap_revoked": cap_revoked, "ids": ids, "blob": blob,
+            "cap_ok": cap_ok, "cap_revoked": cap_revoked, "invite": invite,
+            "handshake": handshake, "ids": ids, "blob": blob,
             "read_cap": read_cap, "data": data, "token": token}
 
 
@@ -53,7 +58,7 @@ def test_migrate_round_trip(tmp_path: Path, pg_database: tuple[str, str]) -> Non
     want = build_source(source)
     said: list[str] = []
     report = migrate_sqlite_to_postgres(source, url, progress=said.append, now_ms=NOW)
-    assert report.counts == {"meta": 1, "mailbox": 2, "capability": 2, "token": 1,
+    assert report.counts == {"meta": 1, "mailbox": 2, "capability": 3, "token": 1,
                              "message": 5, "blob": 1, "blob_chunk": 2}
     assert report.message_bytes == 10
     assert any("message" in line for line in said)
@@ -70,6 +75,9 @@ def test_migrate_round_trip(tmp_path: Path, pg_database: tuple[str, str]) -> Non
         assert pg.mailbox_auth_key(b) == want["key_b"]
         assert pg.valid_caps([(a, want["cap_ok"]), (a, want["cap_revoked"])]) == {  # type: ignore[list-item]
             (a, want["cap_ok"])}
+        used = [(a, want["invite"]), (a, want["cap_ok"])]
+        assert pg.cap_uses(used) == {used[0]: 0, used[1]: None}  # type: ignore[arg-type]
+        assert pg.cap_used_by(used) == {used[0]: want["handshake"]}  # type: ignore[arg-type]
         got = pg.fetch_messages(a, 0, 100)
         assert [m.id for m in got] == ids[:5]
         assert [m.payload for m in got] == [f"m{i}".encode() for i in range(5)]

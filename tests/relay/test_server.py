@@ -120,6 +120,35 @@ async def test_capabilities_revoke_and_unknown(tmp_path: Path) -> None:
         assert await sender.deposit(mailbox, cap, b"x") == [codes.BAD_CAPABILITY]
 
 
+async def test_one_shot_deposit_retried_after_its_answer_was_lost(tmp_path: Path) -> None:
+    """An invite's handshake is stored but its answer never reaches the
+    accepter (the connection drops): the same deposit sent again on a new
+    connection is answered as stored and not delivered twice; another
+    payload on the used invite is refused, and does not shadow the retry."""
+    async with running_relay(make_config(tmp_path)) as h:
+        owner, mailbox, cap = await h.owner()
+        invite = capability()
+        added = await owner.request(frames.CapAdd(req=owner.req(),
+                                                  cap_hashes=[cap_hash(invite)], one_shot=True))
+        assert isinstance(added, frames.Ok)
+        first = await h.connect()
+        await first.send(frames.Deposit(req=first.req(), items=[
+            frames.DepositItem(mailbox=mailbox, cap=invite, payload=b"handshake")]))
+        (stored,) = await owner.delivered(1)
+        assert stored.payload == b"handshake"
+        await first.close()   # the answer is never read
+        retry = await h.connect()
+        assert await retry.deposit(mailbox, invite, b"handshake") == [None]
+        assert await retry.deposit(mailbox, invite, b"forged") == [codes.CAPABILITY_USED]
+        assert await retry.deposit(mailbox, invite, b"handshake", b"handshake") == [None, None]
+        ok = await owner.request(frames.Ack(req=owner.req(), ids=[stored.id]))
+        assert isinstance(ok, frames.Ok)
+        assert await retry.deposit(mailbox, invite, b"handshake") == [None]
+        # Nothing else was delivered: the next push is a later deposit.
+        assert await retry.deposit(mailbox, cap, b"marker") == [None]
+        assert [m.payload for m in await owner.delivered(1)] == [b"marker"]
+
+
 async def test_quota_exceeded_per_item_nothing_lost(tmp_path: Path) -> None:
     async with running_relay(make_config(tmp_path, mailbox_max_messages=3)) as h:
         owner, mailbox, cap = await h.owner()

@@ -223,6 +223,74 @@ def test_valid_caps_many(store: Store) -> None:
     assert len(store.valid_caps([(mailbox, c) for c in caps])) == 1100
 
 
+def test_one_shot_caps_consumed_with_the_deposit_hash(store: Store) -> None:
+    mailbox = make_mailbox(store)
+    invite, ordinary, fresh = h(), h(), h()
+    store.add_caps(mailbox, [invite, fresh], NOW, one_shot=True)
+    store.add_caps(mailbox, [ordinary], NOW)
+    pairs = [(mailbox, invite), (mailbox, ordinary), (mailbox, fresh), (mb(), invite)]
+    assert store.cap_used_by(pairs) == {}
+    assert store.cap_uses(pairs) == {(mailbox, invite): 1, (mailbox, ordinary): None,
+                                     (mailbox, fresh): 1}
+    deposit = h()
+    with store.transaction():
+        assert store.consume_caps({(mailbox, invite): deposit}) == {(mailbox, invite)}
+    with store.transaction():   # used up: no second use, the first deposit's hash kept
+        assert store.consume_caps({(mailbox, invite): h(), (mailbox, ordinary): h()}) == set()
+    assert store.cap_uses(pairs)[(mailbox, invite)] == 0
+    assert store.cap_used_by(pairs) == {(mailbox, invite): deposit}
+    assert store.cap_used_by([]) == {}
+    store.add_caps(mailbox, [invite], NOW, one_shot=True)   # re-adding keeps it used
+    assert store.cap_used_by(pairs) == {(mailbox, invite): deposit}
+    store.revoke_caps(mailbox, [invite], NOW)
+    assert store.cap_used_by(pairs) == {}
+
+
+def test_schema_3_database_migrated_with_its_data(store_factory: StoreFactory) -> None:
+    """A relay database of schema version 3 (before ``capability.used_by``):
+    opening it migrates it, keeping mailboxes, messages and capabilities; a
+    one-shot capability used before is still used, with no deposit known (its
+    retry is refused as before); one used after keeps its deposit's hash."""
+    from chatcli.relay.mailbox import DepositItem, Mailboxes, Quota, payload_hash
+
+    s = store_factory()
+    s.open(NOW)
+    mailbox, ordinary, invite, unused = make_mailbox(s), h(), h(), h()
+    s.add_caps(mailbox, [ordinary], NOW)
+    s.add_caps(mailbox, [invite, unused], NOW, one_shot=True)
+    mb_old = Mailboxes(s, quota=Quota(10, 10_000), retention_ms=10**9)
+    assert mb_old.deposit([DepositItem(mailbox, invite, b"handshake"),
+                           DepositItem(mailbox, ordinary, b"text")], NOW) == [None, None]
+    with s.transaction():   # back to schema 3, as a relay of that version left it
+        s.db.execute_sql('ALTER TABLE "capability" DROP COLUMN "used_by"')  # type: ignore[attr-defined]
+        s.db.execute_sql('DELETE FROM "schema_migration" WHERE "version" = 4')  # type: ignore[attr-defined]
+    assert s.schema_version() == 3
+    s.close()
+
+    again = store_factory()
+    again.open(NOW + 1)
+    assert again.schema_version() == schema.SCHEMA_VERSION == 4
+    assert again.stats().schema_version == 4
+    pending = again.fetch_messages(mailbox, 0, 10)
+    assert [m.payload for m in pending] == [b"handshake", b"text"]
+    assert again.mailbox_usage([mailbox]) == {mailbox: Usage(2, len(b"handshaketext"))}
+    pairs = [(mailbox, ordinary), (mailbox, invite), (mailbox, unused)]
+    assert again.cap_uses(pairs) == {(mailbox, ordinary): None, (mailbox, invite): 0,
+                                     (mailbox, unused): 1}
+    assert again.cap_used_by(pairs) == {(mailbox, invite): None}
+    mb_new = Mailboxes(again, quota=Quota(10, 10_000), retention_ms=10**9)
+    assert mb_new.deposit([DepositItem(mailbox, invite, b"handshake")], NOW + 2) == [
+        "capability_used"]
+    # The one-shot capability unused at the upgrade works as this version's do.
+    hs = DepositItem(mailbox, unused, b"other handshake")
+    assert mb_new.deposit([hs], NOW + 3) == [None]
+    assert again.cap_used_by(pairs)[(mailbox, unused)] == payload_hash(b"other handshake")
+    assert mb_new.deposit([hs, DepositItem(mailbox, unused, b"x")], NOW + 4) == [
+        None, "capability_used"]
+    assert len(again.fetch_messages(mailbox, 0, 10)) == 3
+    again.close()
+
+
 # ------------------------------------------------------------------ messages
 
 

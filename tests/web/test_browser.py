@@ -114,7 +114,7 @@ def test_page_loads_under_its_policy_unlocks_and_renders_text(
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.goto(trio.from_thread.run_sync(server.login_url, trio_token=token))
             # The unlock form, found by its label (accessible name).
-            passphrase = page.get_by_label("Passphrase")
+            passphrase = page.locator("#unlock-page").get_by_label("Passphrase")
             passphrase.wait_for()
             assert page.url == f"http://127.0.0.1:{server.port}/"
             page.screenshot(path=shots / "unlock.png")

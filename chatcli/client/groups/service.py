@@ -71,6 +71,10 @@ class GroupService(GroupCommands, GroupQueries, GroupDelivery):
     async def flush(self) -> dict[str, str]:
         """Register own group capabilities, then deposit everything queued,
         batched per relay. Returns unreachable relays; never raises RelayError."""
+        async with self.client.delivering():
+            return await self._flush()
+
+    async def _flush(self) -> dict[str, str]:
         unreachable: dict[str, str] = {}
         try:
             await self._sync_caps()

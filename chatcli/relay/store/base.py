@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple
 
 __all__ = [
@@ -208,12 +208,21 @@ class Store(abc.ABC):
         deposits each has left (0: a used one-shot capability), None for no limit."""
 
     @abc.abstractmethod
-    def consume_caps(self, pairs: Collection[tuple[bytes, bytes]]
+    def cap_used_by(self, pairs: Collection[tuple[bytes, bytes]]
+                    ) -> dict[tuple[bytes, bytes], bytes | None]:
+        """For the pairs among ``pairs`` that are allowed, not revoked and used
+        up (one-shot, no deposit left): the payload hash :meth:`consume_caps`
+        recorded with the last use, None where none was (used before schema
+        version 4)."""
+
+    @abc.abstractmethod
+    def consume_caps(self, uses: Mapping[tuple[bytes, bytes], bytes]
                      ) -> set[tuple[bytes, bytes]]:
-        """Inside the deposit's transaction: take one use of each limited pair;
-        return those that still had one. Atomic against other transactions
-        (another relay process on the same database): of two that race, one
-        gets the use."""
+        """Inside the deposit's transaction: take one use of each limited pair
+        of ``uses``, recording with it the value it maps to (the SHA-256 of the
+        deposit's payload, see :meth:`cap_used_by`); return the pairs that
+        still had one. Atomic against other transactions (another relay
+        process on the same database): of two that race, one gets the use."""
 
     # ------------------------------------------------------------ messages
 

@@ -36,7 +36,7 @@ import functools
 import os
 import re
 import secrets
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, Final, ParamSpec, TypeVar
 
 import peewee
@@ -396,14 +396,29 @@ class PostgresStore(PeeweeReads, Store):
         return out
 
     @_guarded
-    def consume_caps(self, pairs: Collection[tuple[bytes, bytes]]
+    def cap_used_by(self, pairs: Collection[tuple[bytes, bytes]]
+                    ) -> dict[tuple[bytes, bytes], bytes | None]:
+        out: dict[tuple[bytes, bytes], bytes | None] = {}
+        for part in _chunks(sorted(set(pairs))):
+            cursor = self._sql(
+                'SELECT c."mailbox", c."cap_hash", c."used_by" FROM "capability" AS c '
+                "JOIN unnest(%b::bytea[], %b::bytea[]) AS t(m, h) "
+                'ON c."mailbox" = t.m AND c."cap_hash" = t.h '
+                'WHERE NOT c."revoked" AND c."uses_left" = 0',
+                ([m for m, _ in part], [h for _, h in part]))
+            out.update(((bytes(m), bytes(h)), None if used_by is None else bytes(used_by))
+                       for m, h, used_by in cursor.fetchall())
+        return out
+
+    @_guarded
+    def consume_caps(self, uses: Mapping[tuple[bytes, bytes], bytes]
                      ) -> set[tuple[bytes, bytes]]:
         taken: set[tuple[bytes, bytes]] = set()
         with self.transaction():
             # Deposits run under the writers' lock (see mailbox_usage), so relay
             # processes take turns; the conditional UPDATE holds on its own too.
-            for mailbox, hashed in sorted(set(pairs)):
-                if (Capability.update(uses_left=Capability.uses_left - 1)
+            for (mailbox, hashed), used_by in sorted(uses.items()):
+                if (Capability.update(uses_left=Capability.uses_left - 1, used_by=used_by)
                         .where((Capability.mailbox == mailbox)
                                & (Capability.cap_hash == hashed)
                                & ~Capability.revoked

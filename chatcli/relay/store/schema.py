@@ -117,6 +117,7 @@ class Capability(_Model):
     revoked = peewee.BooleanField(default=False)
     created_at = peewee.BigIntegerField()
     uses_left = peewee.IntegerField(null=True)         # deposits left (one-shot); NULL: no limit
+    used_by = peewee.BlobField(null=True)              # SHA-256 of the deposit that used it up
 
     class Meta:
         primary_key = peewee.CompositeKey("mailbox", "cap_hash")
@@ -193,10 +194,21 @@ def _capability_uses(db: peewee.Database) -> None:
             table, "uses_left", peewee.IntegerField(null=True)))
 
 
+def _capability_used_by(db: peewee.Database) -> None:
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    table = Capability._meta.table_name
+    if "used_by" not in {c.name for c in db.get_columns(table)}:
+        migrate(SchemaMigrator.from_database(db).add_column(
+            table, "used_by", peewee.BlobField(null=True)))
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "mailboxes, capabilities, messages, blobs, tokens, meta", _initial),
     Migration(2, "the current client installation of each mailbox", _mailbox_installation),
     Migration(3, "one-shot capabilities (invites): deposits left", _capability_uses),
+    Migration(4, "one-shot capabilities: the hash of the deposit that used each",
+              _capability_used_by),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -369,13 +369,27 @@ class SqliteStore(PeeweeReads, Store):
                         out[pair] = None if uses == "-1" else int(uses)
         return out
 
-    def consume_caps(self, pairs: Collection[tuple[bytes, bytes]]
+    def cap_used_by(self, pairs: Collection[tuple[bytes, bytes]]
+                    ) -> dict[tuple[bytes, bytes], bytes | None]:
+        out: dict[tuple[bytes, bytes], bytes | None] = {}
+        for mailbox, hashed in sorted(set(pairs)):   # used-up pairs: a few at most
+            row = (Capability.select(Capability.used_by)
+                   .where((Capability.mailbox == mailbox)
+                          & (Capability.cap_hash == hashed)
+                          & (Capability.revoked == False)  # noqa: E712
+                          & (Capability.uses_left == 0))
+                   .tuples().first())
+            if row is not None:
+                out[(mailbox, hashed)] = None if row[0] is None else bytes(row[0])
+        return out
+
+    def consume_caps(self, uses: Mapping[tuple[bytes, bytes], bytes]
                      ) -> set[tuple[bytes, bytes]]:
         taken: set[tuple[bytes, bytes]] = set()
         with self.db.atomic():
             # The write lock of the transaction makes check and update one step.
-            for mailbox, hashed in sorted(set(pairs)):
-                if (Capability.update(uses_left=Capability.uses_left - 1)
+            for (mailbox, hashed), used_by in sorted(uses.items()):
+                if (Capability.update(uses_left=Capability.uses_left - 1, used_by=used_by)
                         .where((Capability.mailbox == mailbox)
                                & (Capability.cap_hash == hashed)
                                & (Capability.revoked == False)  # noqa: E712

@@ -23,6 +23,9 @@ const state = {
   typingSentAt: 0,
   theirTyping: new Map(),
   settings: {},
+  pictures: new Map(),   // contact name -> blob: URL of their profile picture ("" if none)
+  ownSends: 0,           // sends of this page still waiting for their answer
+  subscription: null,    // the id of this connection's event subscription
 };
 
 const rpc = new Rpc({ onEvent: handleEvent, onState: connectionChanged });
@@ -31,10 +34,16 @@ function key(kind, name) {
   return `${kind}:${name}`;
 }
 
-function showNotice(text) {
+let noticeTimer = null;
+
+// A problem (red, stays until the next one) or, with `info`, news that fades.
+function showNotice(text, { info = false } = {}) {
   const notice = $("notice");
+  clearTimeout(noticeTimer);
   notice.textContent = text;
   notice.hidden = !text;
+  notice.classList.toggle("info", info);
+  if (info && text) noticeTimer = setTimeout(() => showNotice(""), 10000);
 }
 
 function errorText(error) {
@@ -48,12 +57,17 @@ async function connectionChanged(status) {
     connecting: "connecting…", open: "connected", closed: "disconnected: retrying…",
   }[status];
   if (status !== "open") return;
+  state.subscription = null;  // a new connection has no subscription yet
   showNotice("");
   try {
     await rpc.call("status");
   } catch (error) {
     if (error.kind === "locked") {
       showPage("unlock");
+      return;
+    }
+    if (error.kind === "no_identity") {
+      showPage("register");
       return;
     }
     showNotice(errorText(error));
@@ -64,16 +78,28 @@ async function connectionChanged(status) {
 
 function showPage(which) {
   $("unlock-page").hidden = which !== "unlock";
+  $("register-page").hidden = which !== "register";
   $("app").hidden = which !== "app";
   $("lock").hidden = which !== "app";
   $("open-profile").hidden = which !== "app";
   if (which === "unlock") $("passphrase").focus();
+  if (which === "register") $("register-name").focus();
+}
+
+async function subscribe() {
+  if (state.subscription !== null) {
+    const old = state.subscription;
+    state.subscription = null;
+    await rpc.call("unsubscribe", { subscription: old }).catch(() => {});
+  }
+  const answer = await rpc.call("subscribe", {});
+  state.subscription = answer.subscription;
 }
 
 async function startApp() {
   showPage("app");
   try {
-    await rpc.call("subscribe", {});
+    await subscribe();
   } catch (error) {
     showNotice(errorText(error));
   }
@@ -92,6 +118,57 @@ $("unlock-form").addEventListener("submit", async (event) => {
   } catch (error) {
     $("unlock-error").textContent = errorText(error);
     input.select();
+  }
+});
+
+// ------------------------------------------------------------- registration
+
+// A rough hint only: length and variety. The daemon refuses fewer than 8 characters.
+function strength(passphrase) {
+  if (!passphrase) return null;
+  if (passphrase.length < 8) return { level: "weak", text: "Too short: at least 8 characters." };
+  let classes = 0;
+  for (const pattern of [/[a-z]/, /[A-Z]/, /[0-9]/, /[^A-Za-z0-9]/]) if (pattern.test(passphrase)) classes += 1;
+  const words = passphrase.trim().split(/\s+/).length;
+  const score = passphrase.length + 3 * classes + (words >= 4 ? 10 : 0);
+  if (score >= 30) return { level: "strong", text: "Strong: hard to guess." };
+  if (score >= 20) return { level: "fair", text: "Fair: longer is better (a few unrelated words work well)." };
+  return { level: "weak", text: "Weak: easy to guess. Use a few unrelated words." };
+}
+
+$("register-passphrase").addEventListener("input", () => {
+  const hint = strength($("register-passphrase").value);
+  const node = $("register-strength");
+  node.className = `small strength${hint ? ` ${hint.level}` : ""}`;
+  node.textContent = hint ? hint.text : "";
+});
+
+$("register-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = $("register-error");
+  error.textContent = "";
+  const passphrase = $("register-passphrase").value;
+  if (passphrase !== $("register-repeat").value) {
+    error.textContent = "The two passphrases differ.";
+    return;
+  }
+  const params = {
+    name: $("register-name").value.trim(),
+    relay: $("register-relay").value.trim(),
+    passphrase,
+  };
+  const token = $("register-token").value.trim();
+  if (token) params.token = token;
+  $("register-submit").disabled = true;
+  try {
+    await rpc.call("account.create", params);
+    $("register-form").reset();
+    $("register-strength").textContent = "";
+    await startApp();
+  } catch (failure) {
+    error.textContent = errorText(failure);
+  } finally {
+    $("register-submit").disabled = false;
   }
 });
 
@@ -157,7 +234,9 @@ function renderConversations() {
     if (state.current && key(state.current.kind, state.current.name) === k) {
       button.setAttribute("aria-current", "true");
     }
-    button.append(avatar(conversation.name, { online: Boolean(contact && contact.online) }));
+    const face = avatar(conversation.name, { online: Boolean(contact && contact.online) });
+    if (contact) showPicture(face, contact.name);
+    button.append(face);
     const name = el("span", "name", conversation.kind === "group" ? `${conversation.name} (group)` : conversation.name);
     const last = state.last.get(k);
     const meta = el("span", "meta", last ? timeLabel(toDate(last.sent_at || last.received_at)) : "");
@@ -189,6 +268,44 @@ function previewText(message) {
 
 $("search").addEventListener("input", renderConversations);
 
+// Profile pictures: the daemon fetches a contact's profile (encrypted on their
+// relay) and hands the picture over as base64; it is shown from a blob: URL.
+function pictureUrl(base64) {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  return URL.createObjectURL(new Blob([bytes]));
+}
+
+function setPicture(node, url) {
+  if (!url) return;
+  node.textContent = "";
+  node.style.backgroundImage = `url("${url}")`;
+}
+
+async function loadPicture(name) {
+  if (state.pictures.has(name)) return state.pictures.get(name);
+  state.pictures.set(name, "");
+  try {
+    const profile = await rpc.call("profile.get", { contact: name, avatar: true });
+    if (profile && profile.avatar) state.pictures.set(name, pictureUrl(profile.avatar));
+  } catch {
+    // No profile shared (or its relay is unreachable): the initials stay.
+    state.pictures.delete(name);
+  }
+  return state.pictures.get(name) || "";
+}
+
+function showPicture(node, name) {
+  const known = state.pictures.get(name);
+  if (known !== undefined) {
+    setPicture(node, known);
+    return;
+  }
+  loadPicture(name).then((url) => {
+    if (url) renderConversations();
+    if (url && state.current && state.current.name === name) setPicture($("chat-avatar"), url);
+  });
+}
+
 // ------------------------------------------------------------------ chat view
 
 function currentContact() {
@@ -204,6 +321,8 @@ async function openConversation(kind, name) {
   $("chat-pane").hidden = false;
   $("chat-name").textContent = name;
   fillAvatar($("chat-avatar"), name);
+  $("chat-avatar").style.backgroundImage = "";
+  if (kind === "contact") showPicture($("chat-avatar"), name);
   $("open-members").hidden = kind !== "group";
   $("open-verify").hidden = kind !== "contact";
   updateChatHeader();
@@ -283,6 +402,7 @@ function messageNode(message, date) {
     item.append(el("div", "from", message.from));
   }
   if (message.attachment) item.append(attachmentNode(message));
+  else if (!message.text) item.append(el("span", "file muted", "a file"));
   if (message.text) {
     const text = el("p", "text");
     appendLinkified(text, message.text);
@@ -393,6 +513,7 @@ async function send({ text, file, localPreview, attachment }) {
   $("messages").scrollTop = $("messages").scrollHeight;
   const params = { to: current.name, text: text || "" };
   if (file) params.file = file;
+  state.ownSends += 1;
   try {
     const result = await rpc.call("send", params);
     pending.id = result.id;
@@ -401,6 +522,8 @@ async function send({ text, file, localPreview, attachment }) {
     pending.state = "failed";
     showNotice(errorText(error));
     if (error.kind === "key_changed") await refreshContact(current.name);
+  } finally {
+    state.ownSends -= 1;
   }
   state.last.set(key(current.kind, current.name), pending);
   if (state.current === current) renderMessages();
@@ -481,8 +604,9 @@ function handleEvent(event) {
     case "typing": return onTyping(event);
     case "presence": return onPresence(event);
     case "key_change": return refreshContact(event.contact || event.from);
+    case "sent": return onSent(event);
     case "notice": return onNotice(event);
-    case "error": return showNotice(event.message || "the event stream stopped");
+    case "error": return onStreamError(event);
     default: return undefined;
   }
 }
@@ -509,6 +633,44 @@ function onMessage(event) {
   }
   if (!conversations().some((c) => key(c.kind, c.name) === k)) refreshConversations();
   else renderConversations();
+}
+
+// A message sent through the daemon by another front end (a terminal, another
+// tab), or by this page: the page's own are already shown, under the same id.
+function onSent(event) {
+  if (state.ownSends > 0) {
+    setTimeout(() => onSent(event), 200);
+    return;
+  }
+  const kind = event.group ? "group" : "contact";
+  const name = event.group || event.to;
+  const k = key(kind, name);
+  const last = state.last.get(k);
+  if (last && last.id === event.id) return;
+  if (state.messages.some((m) => m.id === event.id)) return;
+  const message = {
+    id: event.id, direction: "out", to: event.to, group: event.group || null,
+    text: event.text || (event.file ? `[file] ${event.file}` : ""),
+    sent_at: event.sent_at, state: event.stored ? "sent" : "queued",
+  };
+  state.last.set(k, message);
+  const current = state.current;
+  if (current && key(current.kind, current.name) === k) {
+    state.messages.push(message);
+    renderMessages();
+    $("messages").scrollTop = $("messages").scrollHeight;
+  }
+  renderConversations();
+}
+
+function onStreamError(event) {
+  showNotice(event.message || "the event stream stopped");
+  // Subscribe again after a pause (what was missed is in the history).
+  setTimeout(() => {
+    state.subscription = null;  // that one is gone
+    subscribe().then(() => showNotice("")).catch(() => {});
+    if (state.current) loadHistory(false);
+  }, 1000);
 }
 
 function onReceipt(event) {
@@ -549,7 +711,7 @@ function onPresence(event) {
 }
 
 function onNotice(event) {
-  showNotice(event.text || event.message || "");
+  showNotice(event.text || event.message || "", { info: !event.warning });
   refreshConversations();
 }
 
@@ -650,7 +812,7 @@ $("open-profile").addEventListener("click", async () => {
   avatarBlob = null;
   try {
     const [profile, settings, presence] = await Promise.all([
-      rpc.call("profile.get", {}),
+      rpc.call("profile.get", { avatar: true }),
       rpc.call("settings.get", {}),
       rpc.call("presence.get", {}).catch(() => null),
     ]);
@@ -662,6 +824,7 @@ $("open-profile").addEventListener("click", async () => {
     $("profile-receipts").checked = state.settings.read_receipts !== false;
     fillAvatar($("profile-avatar"), $("profile-name").value || state.settings.name || "?");
     $("profile-avatar").style.backgroundImage = "";
+    if (profile && profile.avatar) setPicture($("profile-avatar"), pictureUrl(profile.avatar));
     $("profile-dialog").showModal();
   } catch (error) {
     showNotice(errorText(error));
@@ -751,7 +914,8 @@ async function showMembers() {
   $("members-error").textContent = "";
   let members;
   try {
-    members = await rpc.call("groups.members", { group });
+    const answer = await rpc.call("groups.members", { group });
+    members = Array.isArray(answer) ? answer : (answer && answer.members) || [];
   } catch (error) {
     showNotice(errorText(error));
     return;
