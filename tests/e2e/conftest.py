@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,6 +80,10 @@ class RelayProcess:
 
     def restart(self) -> None:
         self.stop()
+        self.start_again()
+
+    def start_again(self) -> None:
+        """Start on the port of the first start (the address users hold)."""
         for _ in range(50):
             try:
                 self.start()
@@ -155,6 +160,52 @@ def connect(a: User, b: User) -> None:
     b.run("receive")
 
 
+class Snapshot:
+    """Users and the relay they live on, saved once and put back for each test
+    that starts there.
+
+    Building users costs seconds of ``chatcli`` runs (init, invites,
+    handshakes). :meth:`restore` copies the saved homes into the test's own
+    directory and the saved relay database back under the relay, and starts
+    the relay again on its port: each test starts from exactly the state the
+    build reached, whatever an earlier test did to the relay or the homes.
+    The relay must be the users' own (its database holds nothing else) and in
+    a directory of its own.
+    """
+
+    def __init__(self, relay: RelayProcess, users: list[User], dest: Path) -> None:
+        self.relay = relay
+        self.dest = dest
+        self.users = [(user.name, user.home.name) for user in users]
+        relay.stop()  # a consistent database: no connection, no commit under way
+        try:
+            shutil.copytree(relay.db.parent, dest / "relay")
+            for user in users:
+                shutil.copytree(user.home, dest / "homes" / user.home.name)
+        finally:
+            relay.start_again()
+
+    def restore(self, where: Path) -> list[User]:
+        """The saved users, with homes under ``where``, on the saved relay."""
+        self.relay.stop()
+        shutil.rmtree(self.relay.db.parent)
+        shutil.copytree(self.dest / "relay", self.relay.db.parent)
+        self.relay.start_again()
+        restored = []
+        for name, home in self.users:
+            shutil.copytree(self.dest / "homes" / home, where / home)
+            restored.append(User(name, where / home))
+        return restored
+
+
+def own_relay(root: Path) -> RelayProcess:
+    """A relay with its database in a directory of its own (for a Snapshot)."""
+    if not Path(CHATCLI).exists():
+        pytest.skip("the chatcli script is not installed")
+    (root / "relay").mkdir(parents=True)
+    return RelayProcess(root / "relay" / "relay.db").start()
+
+
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
     if not Path(CHATCLI).exists():
@@ -162,6 +213,32 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
     process = RelayProcess(tmp_path_factory.mktemp("relay") / "relay.db").start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def saved_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Snapshot]:
+    """alice and bob on a relay of their own, as `connect` leaves them."""
+    root = tmp_path_factory.mktemp("pair")
+    relay = own_relay(root)
+    try:
+        alice, bob = User("alice", root / "build" / "alice"), User("bob", root / "build" / "bob")
+        alice.init(relay)
+        bob.init(relay)
+        connect(alice, bob)
+        yield Snapshot(relay, [alice, bob], root / "saved")
+    finally:
+        relay.stop()
+
+
+Pair = tuple[RelayProcess, User, User]
+
+
+@pytest.fixture
+def pair(saved_pair: Snapshot, tmp_path: Path) -> Pair:
+    """(relay, alice, bob): two users who have just connected (`connect`) on
+    their relay, with homes in the test's tmp_path (as `users` makes them)."""
+    alice, bob = saved_pair.restore(tmp_path)
+    return saved_pair.relay, alice, bob
 
 
 @pytest.fixture

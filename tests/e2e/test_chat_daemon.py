@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import CHATCLI, RelayProcess, User, _env, connect
+from tests.e2e.conftest import CHATCLI, Pair, RelayProcess, User, _env, connect
 from tests.e2e.test_chat_pty import expect, leave
 from tests.e2e.test_daemon import DaemonProcess, events_of, no_passphrase
 
@@ -117,16 +117,12 @@ def test_two_chat_windows_a_send_and_a_receive_through_the_daemon(
             log.close()
 
 
-def test_chat_through_the_daemon_refuses_like_direct_mode(
-        relay: RelayProcess, users: Any, tmp_path: Path) -> None:
+def test_chat_through_the_daemon_refuses_like_direct_mode(pair: Pair, tmp_path: Path) -> None:
     """An unknown contact (exit 2) and a changed key (exit 4): the same screen
     and exit code through the daemon as directly."""
     import sqlite3
 
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+    _relay, alice, _bob = pair
     with sqlite3.connect(alice.home / "chatcli.db") as db:
         db.execute("UPDATE contact SET key_changed = 1 WHERE name = 'bob'")
 

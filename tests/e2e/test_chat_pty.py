@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import pytest
 
-from tests.e2e.conftest import CHATCLI, RelayProcess, User, _env, connect
+from tests.e2e.conftest import CHATCLI, Pair, RelayProcess, User, _env
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -46,16 +46,12 @@ def leave(child: Any) -> int:
     return int(child.exitstatus)
 
 
-def test_chat_in_a_pty(tmp_path: Path, users: Any) -> None:
+def test_chat_in_a_pty(tmp_path: Path, pair: Pair) -> None:
     started = time.monotonic()
-    relay = RelayProcess(tmp_path / "relay.db").start()
+    relay, alice, bob = pair  # their relay is theirs alone
     log = (tmp_path / "screens.log").open("w", encoding="utf-8")
     children: list[Any] = []
     try:
-        alice, bob = users("alice", "bob")
-        alice.init(relay)
-        bob.init(relay)
-        connect(alice, bob)
         alice.run("send", "bob", "earlier from alice")
         bob.run("send", "alice", "earlier from bob")  # alice has not fetched it yet
 

@@ -14,11 +14,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 
 import pytest
 
-from tests.e2e.conftest import CHATCLI, RelayProcess, User, _env, connect
+from tests.e2e.conftest import CHATCLI, RelayProcess, Snapshot, User, _env, connect
 
 pytestmark = pytest.mark.slow
 
@@ -91,11 +92,10 @@ def daemons() -> Iterator[list[DaemonProcess]]:
 
 
 @pytest.fixture
-def pair(relay: RelayProcess, users: Any) -> tuple[User, User]:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def pair(saved_pair: Snapshot, tmp_path: Path) -> tuple[User, User]:
+    """alice and bob as `connect` leaves them, on their own relay
+    (``saved_pair.relay``), with homes in tmp_path."""
+    alice, bob = saved_pair.restore(tmp_path)
     return alice, bob
 
 
@@ -181,8 +181,9 @@ def test_a_second_daemon_is_refused_and_detach_status_stop(
 
 
 def test_sigkill_loses_no_acknowledged_message_and_no_outbox_entry(
-        relay: RelayProcess, pair: tuple[User, User], daemons: list[DaemonProcess]) -> None:
+        saved_pair: Snapshot, pair: tuple[User, User], daemons: list[DaemonProcess]) -> None:
     alice, bob = pair
+    relay = saved_pair.relay  # alice's and bob's
     daemon = DaemonProcess(alice)
     daemons.append(daemon)
     bob.run("send", "alice", "acknowledged before the kill")

@@ -6,13 +6,14 @@ alice knows bob and carol; bob and carol are not each other's contacts.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from tests.e2e.conftest import PASSPHRASE, RelayProcess, User, connect
+from tests.e2e.conftest import PASSPHRASE, RelayProcess, Snapshot, User, connect, own_relay
 
 pytestmark = pytest.mark.slow
 
@@ -35,15 +36,39 @@ def make_group(alice: User, bob: User, carol: User, name: str = "team") -> None:
         assert names == {"alice", "bob", "carol"}, user.name
 
 
+@pytest.fixture(scope="module")
+def saved_trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Snapshot, Snapshot]]:
+    """alice, bob and carol on a relay of their own, saved twice: once
+    connected (alice knows bob and carol), once more with the group team made."""
+    root = tmp_path_factory.mktemp("trio")
+    relay = own_relay(root)
+    try:
+        alice, bob, carol = (User(name, root / "build" / name)
+                             for name in ("alice", "bob", "carol"))
+        for user in (alice, bob, carol):
+            user.init(relay)
+        connect(alice, bob)
+        connect(alice, carol)
+        bob.receive()
+        carol.receive()
+        connected = Snapshot(relay, [alice, bob, carol], root / "connected")
+        make_group(alice, bob, carol)
+        yield connected, Snapshot(relay, [alice, bob, carol], root / "team")
+    finally:
+        relay.stop()
+
+
 @pytest.fixture
-def trio_users(relay: RelayProcess, users: Any) -> tuple[User, User, User]:
-    alice, bob, carol = users("alice", "bob", "carol")
-    for user in (alice, bob, carol):
-        user.init(relay)
-    connect(alice, bob)
-    connect(alice, carol)
-    bob.receive()
-    carol.receive()
+def trio_users(saved_trio: tuple[Snapshot, Snapshot], tmp_path: Path) -> tuple[User, User, User]:
+    """alice, bob and carol, connected: alice knows bob and carol."""
+    alice, bob, carol = saved_trio[0].restore(tmp_path)
+    return alice, bob, carol
+
+
+@pytest.fixture
+def team(saved_trio: tuple[Snapshot, Snapshot], tmp_path: Path) -> tuple[User, User, User]:
+    """alice, bob and carol as `make_group` leaves them, in the group team."""
+    alice, bob, carol = saved_trio[1].restore(tmp_path)
     return alice, bob, carol
 
 
@@ -79,9 +104,8 @@ def test_three_members_not_all_contacts_all_directions(
     assert clash.returncode == 2 and "already used" in clash.stderr
 
 
-def test_offline_member_catches_up_in_order(trio_users: tuple[User, User, User]) -> None:
-    alice, bob, carol = trio_users
-    make_group(alice, bob, carol)
+def test_offline_member_catches_up_in_order(team: tuple[User, User, User]) -> None:
+    alice, bob, carol = team
     for i in range(3):
         alice.run("send", "team", f"a{i}")
         bob.run("send", "team", f"b{i}")
@@ -92,9 +116,8 @@ def test_offline_member_catches_up_in_order(trio_users: tuple[User, User, User])
     assert len(history) == 6
 
 
-def test_remove_then_leave(trio_users: tuple[User, User, User]) -> None:
-    alice, bob, carol = trio_users
-    make_group(alice, bob, carol)
+def test_remove_then_leave(team: tuple[User, User, User]) -> None:
+    alice, bob, carol = team
     alice.run("send", "team", "before")
     assert [t for *_, t in group_texts(bob)] == ["before"]
 
@@ -117,13 +140,14 @@ def test_remove_then_leave(trio_users: tuple[User, User, User]) -> None:
     assert [g["status"] for g in carol.json("group", "list")] == ["left"]
 
 
-def test_forged_member_message_rejected(trio_users: tuple[User, User, User]) -> None:
-    alice, bob, carol = trio_users
-    make_group(alice, bob, carol)
+def test_forged_member_message_rejected(team: tuple[User, User, User],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob, carol = team
     bob.run("send", "team", "genuine")
     assert group_texts(alice) == [("team", "bob", "genuine")]
     carol.receive()
     # Carol has bob's chain key, not his signing key: she writes "as bob".
+    monkeypatch.setenv("CHATCLI_INSECURE_FAST_KDF", "1")  # carol's keystore, unlocked here
     trio.run(_forge_as, carol.home, "bob", "alice")
     events = alice.events()
     assert not [e for e in events if e["type"] == "message" and e["text"] == "forged"]
@@ -144,7 +168,6 @@ async def _forge_as(home: Path, victim: str, target: str) -> None:
     from chatcli.crypto.sender_keys import SenderKeyState
     from chatcli.protocol import frames
 
-    os.environ["CHATCLI_INSECURE_FAST_KDF"] = "1"
     client = ChatClient.unlock(Home(home), PASSPHRASE)
     try:
         service = GroupService(client)
@@ -217,17 +240,10 @@ def test_group_send_benchmark_runs() -> None:
     assert report["send_ms"]["median"] > 0
 
 
-def test_group_chat_in_a_pty(tmp_path: Path, relay: RelayProcess, users: Any) -> None:
+def test_group_chat_in_a_pty(tmp_path: Path, team: tuple[User, User, User]) -> None:
     from tests.e2e.test_chat_pty import expect, leave, spawn_chat
 
-    alice, bob, carol = users("alice", "bob", "carol")
-    for user in (alice, bob, carol):
-        user.init(relay)
-    connect(alice, bob)
-    connect(alice, carol)
-    bob.receive()
-    carol.receive()
-    make_group(alice, bob, carol)
+    alice, bob, carol = team
     carol.run("send", "team", "earlier from carol")
     with (tmp_path / "screens.log").open("w", encoding="utf-8") as log:
         chat = spawn_chat(bob, "team", log)
@@ -244,11 +260,10 @@ def test_group_chat_in_a_pty(tmp_path: Path, relay: RelayProcess, users: Any) ->
 
 
 def test_message_in_flight_during_removal_is_shown_by_everyone(
-        trio_users: tuple[User, User, User]) -> None:
+        team: tuple[User, User, User]) -> None:
     """Bob sends before he hears of his removal; carol and alice applied the
     removal first, and both show bob's message all the same."""
-    alice, bob, carol = trio_users
-    make_group(alice, bob, carol)
+    alice, bob, carol = team
     alice.run("group", "remove", "team", "bob")
     carol.receive()          # applies the removal before bob's message arrives
     assert {m["name"] for m in carol.json("group", "members", "team")} == {"alice", "carol"}
@@ -261,13 +276,12 @@ def test_message_in_flight_during_removal_is_shown_by_everyone(
 
 
 def test_member_restored_from_backup_is_told_and_rejoins_by_itself(
-        trio_users: tuple[User, User, User], users: Any, tmp_path: Path) -> None:
+        team: tuple[User, User, User], users: Any, tmp_path: Path) -> None:
     """Bob moves to a new machine with `keys export` / `keys import`: a group
     message sent on his lost keys is a notice naming its sender (marked: carol
     is not his contact) and the group, not silence; his client rejoins the group
     by itself and all three read each other again."""
-    alice, bob, carol = trio_users
-    make_group(alice, bob, carol)
+    alice, bob, carol = team
     backup = tmp_path / "bob.chatkey"
     bob.run("keys", "export", str(backup))
     (moved,) = users("bob-new")

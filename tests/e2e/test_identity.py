@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import RelayProcess, User, connect
+from tests.e2e.conftest import Pair, RelayProcess, User
 
 pytestmark = pytest.mark.slow
 
@@ -69,11 +69,8 @@ def test_wrong_passphrase(relay: RelayProcess, users: Any) -> None:
     assert ok.stdout.strip() == "[]"
 
 
-def test_key_change_blocks_sending_until_confirmed(relay: RelayProcess, users: Any) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_key_change_blocks_sending_until_confirmed(pair: Pair) -> None:
+    relay, alice, bob = pair
     before = alice.json("verify", "bob")["safety_number"]
     # Bob loses his laptop and starts over with a new identity; Alice invites
     # "bob" again and the new key claims the existing contact.
@@ -95,11 +92,8 @@ def test_key_change_blocks_sending_until_confirmed(relay: RelayProcess, users: A
     assert new_bob.texts() == ["welcome back"]
 
 
-def test_export_import_and_messaging_goes_on(relay: RelayProcess, users: Any) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_export_import_and_messaging_goes_on(pair: Pair) -> None:
+    _relay, alice, bob = pair
     alice.run("send", "bob", "before the move")
     assert bob.texts() == ["before the move"]
     alice.run("verify", "bob", "--confirm")
@@ -127,11 +121,8 @@ def test_export_import_and_messaging_goes_on(relay: RelayProcess, users: Any) ->
     assert bob.json("verify", "alice")["safety_number"] == number
 
 
-def test_block_unblock_and_remove(relay: RelayProcess, users: Any) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_block_unblock_and_remove(pair: Pair) -> None:
+    _relay, alice, bob = pair
     alice.run("block", "bob")
     refused = bob.run("send", "alice", "let me in", check=False)
     assert refused.returncode == 3 and "refused" in refused.stderr
@@ -144,11 +135,8 @@ def test_block_unblock_and_remove(relay: RelayProcess, users: Any) -> None:
     assert bob.run("send", "alice", "hello?", check=False).returncode == 3
 
 
-def test_account_deletion(relay: RelayProcess, users: Any) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_account_deletion(pair: Pair) -> None:
+    relay, alice, bob = pair
     bob.run("account", "delete", "--yes")
     assert not (bob.home / "identity.keystore").exists()
     assert not (bob.home / "chatcli.db").exists()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import CHATCLI, RelayProcess, User, _env, connect, next_message
+from tests.e2e.conftest import CHATCLI, Pair, RelayProcess, User, _env, connect, next_message
 
 pytestmark = pytest.mark.slow
 
@@ -72,13 +72,9 @@ def test_two_users_two_relays(tmp_path: Path, relay: RelayProcess, users: Any) -
         other.stop()
 
 
-def test_offline_delivery_across_relay_restart(tmp_path: Path, users: Any) -> None:
-    own = RelayProcess(tmp_path / "relay.db").start()
+def test_offline_delivery_across_relay_restart(pair: Pair) -> None:
+    own, alice, bob = pair  # their relay is theirs alone
     try:
-        alice, bob = users("alice", "bob")
-        alice.init(own)
-        bob.init(own)
-        connect(alice, bob)
         for i in range(3):
             alice.run("send", "bob", f"while you were away {i}")
         own.restart()
@@ -185,11 +181,8 @@ def test_init_without_fingerprint_pins_the_relay(relay: RelayProcess, users: Any
     assert json.loads(result.stdout)["relay"] == relay.url
 
 
-def test_presence_and_contacts(relay: RelayProcess, users: Any) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_presence_and_contacts(pair: Pair) -> None:
+    _relay, alice, bob = pair
     bob.run("receive")
     listed = alice.json("contacts")[0]
     assert listed["online"] is False and isinstance(listed["last_seen"], int)
@@ -207,15 +200,10 @@ def test_shell_completion_of_contact_names(friends: tuple[User, User]) -> None:
     assert "plain,bob" in result.stdout.split()  # click's bash format: type,value
 
 
-def test_receive_wait_reconnects_after_relay_restart(tmp_path: Path, users: Any) -> None:
-
-    own = RelayProcess(tmp_path / "relay.db").start()
+def test_receive_wait_reconnects_after_relay_restart(pair: Pair) -> None:
+    own, alice, bob = pair  # their relay is theirs alone
     proc = None
     try:
-        alice, bob = users("alice", "bob")
-        alice.init(own)
-        bob.init(own)
-        connect(alice, bob)
         env = _env({"CHATCLI_HOME": str(bob.home), "CHATCLI_PASSPHRASE": bob.passphrase})
         proc = subprocess.Popen([CHATCLI, "receive", "--json", "--wait", "40"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -8,12 +8,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio_websocket
 
 from chatcli.protocol import frames
 from chatcli.protocol.codec import ProtocolError, decode_client_frame, decode_relay_frame
-from tests.e2e.conftest import RelayProcess, User, connect
+from tests.e2e.conftest import Pair, RelayProcess, User, connect
+
+pytestmark = pytest.mark.slow
 
 
 def test_attachment_over_the_relay_limit_exits_5_at_once(users: Any, tmp_path: Path) -> None:
@@ -41,12 +44,8 @@ def test_attachment_over_the_relay_limit_exits_5_at_once(users: Any, tmp_path: P
         relay.stop()
 
 
-def test_the_installation_a_restored_backup_replaced_exits_6(relay: RelayProcess,
-                                                             users: Any) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_the_installation_a_restored_backup_replaced_exits_6(pair: Pair) -> None:
+    _relay, alice, bob = pair
     alice.run("send", "bob", "before the move")
     assert bob.texts() == ["before the move"]
     backup = alice.home.parent / "alice.chatkey"

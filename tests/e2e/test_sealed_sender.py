@@ -5,17 +5,16 @@ chat both ways, get receipts, see each other's presence, and talk in a group."""
 from __future__ import annotations
 
 import subprocess
-from typing import Any
 
-from tests.e2e.conftest import CHATCLI, RelayProcess, _env, connect, next_message
+import pytest
+
+from tests.e2e.conftest import CHATCLI, Pair, _env, next_message
+
+pytestmark = pytest.mark.slow
 
 
-def test_chat_receipts_presence_and_group_on_one_relay(relay: RelayProcess, users: Any
-                                                       ) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_chat_receipts_presence_and_group_on_one_relay(pair: Pair) -> None:
+    _relay, alice, bob = pair
 
     assert alice.json("send", "bob", "hello bob")["stored"] is True
     assert bob.texts("--read-receipts") == ["hello bob"]  # bob's read receipt goes out here

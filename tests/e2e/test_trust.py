@@ -7,16 +7,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import RelayProcess, User, connect
+from tests.e2e.conftest import Pair, RelayProcess, User
 
 pytestmark = pytest.mark.slow
 
 
-def test_verify_reject_refuses_a_changed_key(relay: RelayProcess, users: Any) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_verify_reject_refuses_a_changed_key(pair: Pair) -> None:
+    relay, alice, bob = pair
     alice.run("verify", "bob", "--confirm")
     before = alice.json("verify", "bob")["safety_number"]
     # Someone with a new key accepts an invite alice labelled "bob".
@@ -65,11 +62,8 @@ def test_invite_capability_retired_and_used_invite_fails_loudly(
     assert alice.texts() == ["me too"]
 
 
-def test_key_change_signed_by_the_old_key_is_accepted(relay: RelayProcess, users: Any) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_key_change_signed_by_the_old_key_is_accepted(pair: Pair) -> None:
+    relay, alice, bob = pair
     old_keys = bob.home.parent / "bob-old.chatkey"
     bob.run("keys", "export", str(old_keys))
     # Bob moves to a new identity and proves it with his old key.

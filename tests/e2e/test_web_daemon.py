@@ -14,7 +14,7 @@ import pytest
 import trio
 from trio_websocket import open_websocket
 
-from tests.e2e.conftest import CHATCLI, RelayProcess, User, _env, connect
+from tests.e2e.conftest import CHATCLI, Pair, RelayProcess, User, _env
 from tests.e2e.test_daemon import DaemonProcess, no_passphrase
 
 pytestmark = pytest.mark.slow
@@ -101,13 +101,8 @@ def test_a_daemon_without_web_serves_it_when_asked(
         daemon.stop()
 
 
-def test_the_page_sees_what_the_cli_and_contacts_do(
-    relay: RelayProcess, users: Any
-) -> None:
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+def test_the_page_sees_what_the_cli_and_contacts_do(pair: Pair) -> None:
+    _relay, alice, bob = pair
     daemon = DaemonProcess(alice, "--web", "0")
     try:
         login = web_json(alice)
@@ -198,14 +193,11 @@ def test_the_daemons_page_refuses_other_hosts_origins_and_strangers(
         daemon.stop()
 
 
-def test_a_locked_daemon_over_its_socket(relay: RelayProcess, users: Any) -> None:
+def test_a_locked_daemon_over_its_socket(pair: Pair) -> None:
     from chatcli.api.errors import ApiChatcliError
     from chatcli.daemon.sync_client import find
 
-    alice, bob = users("alice", "bob")
-    alice.init(relay)
-    bob.init(relay)
-    connect(alice, bob)
+    _relay, alice, bob = pair
     started = no_passphrase(alice, "daemon", "--detach", "--locked")
     assert started.returncode == 0, started.stderr
     try:

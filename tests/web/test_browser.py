@@ -93,6 +93,7 @@ def served(tmp_path: Path) -> Iterator[tuple[WebServer, ScriptedApi, trio.lowlev
         thread.join(10)
 
 
+@pytest.mark.slow
 def test_page_loads_under_its_policy_unlocks_and_renders_text(
     served: tuple[WebServer, ScriptedApi, trio.lowlevel.TrioToken], tmp_path: Path
 ) -> None:
