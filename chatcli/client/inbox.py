@@ -19,6 +19,7 @@ from chatcli.client.events import (
     Event,
     MessageEvent,
     NoticeEvent,
+    ProfileEvent,
     ReceiptEvent,
     TypingEvent,
 )
@@ -224,7 +225,7 @@ class Inbox(Invites, Outbox):
                                                           contact.id)
             contact.profile_sealed = None
             contact.save()
-            return []
+            return [ProfileEvent(contact.name)]
         if isinstance(content, m.CapabilityUpdate):
             contact.deposit_cap_sealed = self.sealer.seal(content.capability,
                                                           "contact.deposit_cap", contact.id)
@@ -283,6 +284,27 @@ class Inbox(Invites, Outbox):
             if self.store.account().read_receipts and not contact.key_changed:
                 self._enqueue(contact, m.Receipt(kind="read", ids=fresh), kind="receipt")
 
+    def _history_attachment(self, row: db.Message, path_sealed: bytes | None
+                            ) -> dict[str, Any]:
+        """``{"name", "size", "path"?}`` of a message's attachment; ``path`` for a
+        received one that was saved and is still there."""
+        from chatcli.client.attachments import saved_path
+        from chatcli.client.outbox import _AttachmentRecord
+
+        assert row.attachment_sealed is not None
+        sealed = bytes(row.attachment_sealed)
+        if row.outgoing:
+            record = msgspec.json.decode(self.sealer.open(sealed, "message.attachment", row.uuid),
+                                         type=_AttachmentRecord)
+            return {"name": record.name, "size": record.size}
+        ref = msgspec.msgpack.decode(self.sealer.open(sealed, "message.attachment_ref", row.uuid),
+                                     type=m.AttachmentRef)
+        info: dict[str, Any] = {"name": ref.name, "size": ref.size}
+        path = saved_path(self, row.uuid, path_sealed)
+        if path is not None:
+            info["path"] = path
+        return info
+
     def history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
         """The last ``limit`` messages with ``name`` (a contact or a group), oldest first."""
         if is_group(self, name):
@@ -291,6 +313,10 @@ class Inbox(Invites, Outbox):
         with self.store.read():
             rows = list(db.Message.select().where(db.Message.contact == contact)
                         .order_by(db.Message.sent_at.desc(), db.Message.id.desc()).limit(limit))
+            saved = {row.__data__["message"]: bytes(row.path_sealed)
+                     for row in db.SavedAttachment.select().where(
+                         db.SavedAttachment.message.in_(
+                             [r.id for r in rows if r.attachment_sealed is not None]))}
         out = []
         for row in reversed(rows):
             if row.outgoing:
@@ -308,5 +334,7 @@ class Inbox(Invites, Outbox):
                 "sent_at": row.sent_at, "received_at": row.received_at, "state": state,
                 "group": None,
             }
+            if row.attachment_sealed is not None:
+                entry["attachment"] = self._history_attachment(row, saved.get(row.id))
             out.append(entry)
         return out
