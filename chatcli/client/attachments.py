@@ -200,28 +200,6 @@ async def download_attachment(client: ClientCore, ref: m.AttachmentRef, save_dir
         _remove(tmp)
 
 
-def record_saved(client: ClientCore, message_id: str, path: Path) -> None:
-    """Remember where a received attachment was saved, for the history
-    (one-to-one messages; the path is sealed like the message)."""
-    from chatcli.client import models as db
-
-    with client.store.write():
-        message = db.Message.get_or_none(db.Message.uuid == message_id)
-        if message is None or db.SavedAttachment.get_or_none(
-                db.SavedAttachment.message == message) is not None:
-            return
-        db.SavedAttachment.create(message=message, path_sealed=client.sealer.seal(
-            os.fsencode(path.resolve()), "message.attachment_path", message_id))
-
-
-def saved_path(client: ClientCore, message_id: str, sealed: bytes | None) -> str | None:
-    """The saved path of a received attachment while the file is still there."""
-    if sealed is None:
-        return None
-    path = Path(os.fsdecode(client.sealer.open(sealed, "message.attachment_path", message_id)))
-    return str(path) if path.is_file() else None
-
-
 async def download_for_event(client: ClientCore, event: MessageEvent, save_dir: Path | None
                              ) -> MessageEvent:
     """The event with ``attachment["path"]`` set once the file is saved (or
@@ -237,6 +215,8 @@ async def download_for_event(client: ClientCore, event: MessageEvent, save_dir: 
                                                            allow_key_changed=True).relay_url)
         path = await download_attachment(client, ref, save_dir or client.home.downloads)
         info["path"] = str(path)
+        from chatcli.client.inbox import record_saved
+
         record_saved(client, event.id, path)
     except ChatcliError as exc:
         info["error"] = str(exc)

@@ -6,7 +6,9 @@ batch and acknowledges it."""
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -15,6 +17,7 @@ from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client import prekeys, sessions
 from chatcli.client.capabilities import cap_hash
+from chatcli.client.core import ClientCore
 from chatcli.client.events import (
     Event,
     MessageEvent,
@@ -288,7 +291,6 @@ class Inbox(Invites, Outbox):
                             ) -> dict[str, Any]:
         """``{"name", "size", "path"?}`` of a message's attachment; ``path`` for a
         received one that was saved and is still there."""
-        from chatcli.client.attachments import saved_path
         from chatcli.client.outbox import _AttachmentRecord
 
         assert row.attachment_sealed is not None
@@ -338,3 +340,23 @@ class Inbox(Invites, Outbox):
                 entry["attachment"] = self._history_attachment(row, saved.get(row.id))
             out.append(entry)
         return out
+
+
+def record_saved(client: ClientCore, message_id: str, path: Path) -> None:
+    """Remember where a received attachment was saved, for the history
+    (one-to-one messages; the path is sealed like the message)."""
+    with client.store.write():
+        message = db.Message.get_or_none(db.Message.uuid == message_id)
+        if message is None or db.SavedAttachment.get_or_none(
+                db.SavedAttachment.message == message) is not None:
+            return
+        db.SavedAttachment.create(message=message, path_sealed=client.sealer.seal(
+            os.fsencode(path.resolve()), "message.attachment_path", message_id))
+
+
+def saved_path(client: ClientCore, message_id: str, sealed: bytes | None) -> str | None:
+    """The saved path of a received attachment while the file is still there."""
+    if sealed is None:
+        return None
+    path = Path(os.fsdecode(client.sealer.open(sealed, "message.attachment_path", message_id)))
+    return str(path) if path.is_file() else None
