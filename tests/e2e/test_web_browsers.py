@@ -548,6 +548,24 @@ def test_keyboard_labels_phone_size_and_themes(
             page.screenshot(path=shots / f"phone-list-{scheme}.png")
             alice.open("bob")
         assert page.evaluate(UNNAMED_CONTROLS) == []
+
+        # History scrolls back: after a reload the page shows the latest 50
+        # messages; scrolling to the top loads the older ones.
+        from chatcli.daemon.sync_client import DaemonCliApi
+
+        api = DaemonCliApi(alice_user.home / "daemon.sock")
+        for n in range(1, 56):
+            api.call("send", {"to": "bob", "text": f"Numbered message {n}"})
+        page.locator(".bubble", has_text="Numbered message 55").wait_for()
+        page.reload()
+        alice.open("bob")
+        page.locator(".bubble", has_text="Numbered message 55").wait_for()
+        assert page.locator(".message-list .bubble").count() == 50
+        assert page.locator(".bubble", has_text="Are you there?").count() == 0
+        page.locator("#messages").evaluate("box => { box.scrollTop = 0; }")
+        page.locator(".bubble", has_text="Are you there?").wait_for()
+        assert page.locator(".message-list .bubble").count() == 57
+        assert page.get_by_role("button", name="Load older messages").is_hidden()
     finally:
         alice.close()
     assert problems == []
