@@ -549,6 +549,21 @@ def test_keyboard_labels_phone_size_and_themes(
             alice.open("bob")
         assert page.evaluate(UNNAMED_CONTROLS) == []
 
+        # A file dropped on the chat is sent (the drop zone shows while dragging).
+        dropped = page.evaluate_handle(
+            "() => { const data = new DataTransfer();"
+            " data.items.add(new File(['dropped notes'], 'notes.txt', {type: 'text/plain'}));"
+            " return data; }")
+        page.dispatch_event("#chat", "dragenter", {"dataTransfer": dropped})
+        assert page.get_by_text("Drop a file to send it").is_visible()
+        page.dispatch_event("#chat", "drop", {"dataTransfer": dropped})
+        assert page.get_by_text("Drop a file to send it").is_hidden()
+        page.locator(".bubble.out", has_text="notes.txt").locator(
+            '.state[aria-label="sent"]').wait_for()
+        got = bob_user.receive()[-1]
+        assert got["attachment"]["name"] == "notes.txt"
+        assert Path(got["attachment"]["path"]).read_bytes() == b"dropped notes"
+
         # History scrolls back: after a reload the page shows the latest 50
         # messages; scrolling to the top loads the older ones.
         from chatcli.daemon.sync_client import DaemonCliApi
@@ -564,7 +579,7 @@ def test_keyboard_labels_phone_size_and_themes(
         assert page.locator(".bubble", has_text="Are you there?").count() == 0
         page.locator("#messages").evaluate("box => { box.scrollTop = 0; }")
         page.locator(".bubble", has_text="Are you there?").wait_for()
-        assert page.locator(".message-list .bubble").count() == 57
+        assert page.locator(".message-list .bubble").count() == 58
         assert page.get_by_role("button", name="Load older messages").is_hidden()
     finally:
         alice.close()
