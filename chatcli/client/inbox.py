@@ -345,13 +345,18 @@ class Inbox(Invites, Outbox):
 def record_saved(client: ClientCore, message_id: str, path: Path) -> None:
     """Remember where a received attachment was saved, for the history
     (one-to-one messages; the path is sealed like the message)."""
+    from chatcli.client.groups import models as gdb
+
     with client.store.write():
         message = db.Message.get_or_none(db.Message.uuid == message_id)
-        if message is None or db.SavedAttachment.get_or_none(
-                db.SavedAttachment.message == message) is not None:
+        if message is None:
+            if gdb.has_tables(client.store):
+                with gdb.bound(client.store):
+                    gdb.record_saved(client.sealer, message_id, path)
             return
-        db.SavedAttachment.create(message=message, path_sealed=client.sealer.seal(
-            os.fsencode(path.resolve()), "message.attachment_path", message_id))
+        if db.SavedAttachment.get_or_none(db.SavedAttachment.message == message) is None:
+            db.SavedAttachment.create(message=message, path_sealed=client.sealer.seal(
+                os.fsencode(path.resolve()), "message.attachment_path", message_id))
 
 
 def saved_path(client: ClientCore, message_id: str, sealed: bytes | None) -> str | None:

@@ -190,7 +190,7 @@ class SealingTampered(CorruptData):
 # their row only (there is no older version to roll back to), and kept out of
 # the manifest so that it does not grow with the message history.
 WRITE_ONCE = frozenset({"message.text", "message.attachment", "message.attachment_ref",
-                        "message.attachment_path",
+                        "message.attachment_path", "group.attachment", "group.attachment_path",
                         "invite.capability", "own_prekey.private", "group.op",
                         "group.message_text"})
 MANIFEST_KEY = "seal_manifest"

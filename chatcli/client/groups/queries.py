@@ -115,7 +115,8 @@ class GroupQueries(GroupCore):
             rows = list(gdb.GroupMessage.select().where(gdb.GroupMessage.group == group)
                         .order_by(gdb.GroupMessage.sent_at.desc(), gdb.GroupMessage.id.desc())
                         .limit(limit))
-            out = []
+            files = gdb.attachments(self.sealer, rows)
+            out: list[dict[str, Any]] = []
             for row in reversed(rows):
                 sender, _ = self._label(row.sender, state)
                 out.append({
@@ -129,6 +130,8 @@ class GroupQueries(GroupCore):
                     "state": (("sent" if row.stored >= row.recipients else "queued")
                               if row.outgoing else "received"),
                 })
+                if row.id in files:
+                    out[-1]["attachment"] = files[row.id]
             return out
 
 
