@@ -290,6 +290,20 @@ def test_a_group_of_three_in_three_browsers(relay: RelayProcess, users: Any, bro
             bubble.wait_for()
             assert bubble.locator(".from").inner_text() == "carol"
         bob.page.screenshot(path=shots / "group.png")
+        # A picture in the group (from alice, everyone's contact: a file is
+        # fetched only from its sender's relay, which a contact's address names):
+        # a preview for everyone, and after a reload too (the group's history).
+        cake = tmp_path / "cake.png"
+        cake.write_bytes(png(80, 60, (220, 160, 60)))
+        alice.page.locator("#attach").set_input_files(cake)
+        shown = ("() => { const i = document.querySelector('.bubble.in img.preview');"
+                 " return i && i.complete && i.naturalWidth === 80; }")
+        for person in (bob, carol):
+            person.page.wait_for_function(shown)
+        bob.page.reload()
+        bob.open("sailing", group=True)
+        bob.page.wait_for_function(shown)
+        assert bob.page.get_by_role("link", name="cake.png").is_visible()
     finally:
         for person in people:
             person.close()
