@@ -290,15 +290,16 @@ def test_a_group_of_three_in_three_browsers(relay: RelayProcess, users: Any, bro
             bubble.wait_for()
             assert bubble.locator(".from").inner_text() == "carol"
         bob.page.screenshot(path=shots / "group.png")
-        # A picture in the group (from alice, everyone's contact: a file is
-        # fetched only from its sender's relay, which a contact's address names):
-        # a preview for everyone, and after a reload too (the group's history).
+        # A picture in the group from carol, whom bob only knows as a member
+        # (her file is fetched from her relay, named in the group's member
+        # records): a preview for everyone, and after a reload too (the
+        # group's history).
         cake = tmp_path / "cake.png"
         cake.write_bytes(png(80, 60, (220, 160, 60)))
-        alice.page.locator("#attach").set_input_files(cake)
+        carol.page.locator("#attach").set_input_files(cake)
         shown = ("() => { const i = document.querySelector('.bubble.in img.preview');"
                  " return i && i.complete && i.naturalWidth === 80; }")
-        for person in (bob, carol):
+        for person in (alice, bob):
             person.page.wait_for_function(shown)
         bob.page.reload()
         bob.open("sailing", group=True)

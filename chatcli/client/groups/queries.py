@@ -182,3 +182,18 @@ def group_copies_stored(client: ClientCore, message_id: str) -> tuple[int, int] 
             row = gdb.GroupMessage.get_or_none(gdb.GroupMessage.uuid == message_id,
                                                gdb.GroupMessage.outgoing == True)  # noqa: E712
             return None if row is None else (row.stored, row.recipients)
+
+
+def member_relay(client: ClientCore, group_name: str, fingerprint: str) -> str | None:
+    """The relay of the member of ``group_name`` with this identity fingerprint
+    (from the group's signed member records), or None when there is no such member."""
+    service = GroupQueries(client)
+    with client.store.read(), gdb.bound(client.store):
+        try:
+            state = service._membership(service._group(group_name))
+        except UsageError:
+            return None
+        for member in state.members():
+            if IdentityPublicKey.from_bytes(member).fingerprint() == fingerprint:
+                return service._record(state, member).relay_url
+    return None
