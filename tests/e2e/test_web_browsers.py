@@ -533,6 +533,11 @@ def test_keyboard_labels_phone_size_and_themes(
         page.get_by_role("button", name="Profile").click()
         page.get_by_role("dialog", name="Your profile").wait_for()
         assert page.evaluate(UNNAMED_CONTROLS) == []
+        # A picture must be an image the browser can decode (then it is scaled down).
+        fake = tmp_path / "not-a-picture.png"
+        fake.write_bytes(b"GIF88a, but no image at all")
+        page.locator("#profile-avatar-file").set_input_files(fake)
+        page.get_by_text("That file is not an image this browser can read.").wait_for()
         page.keyboard.press("Escape")
         page.get_by_role("dialog", name="Your profile").wait_for(state="hidden")
 
