@@ -2,8 +2,10 @@
 
 In order: the echo floor, the relay (each ``--relay`` configuration, SQLite
 with one process by default) under the same load parameters, memory per idle
-connection of the bare echo server (the floor) and of the relay, and CLI
-start-up. Then a summary with the ratios to the echo
+connection of the bare echo server (the floor) and of the relay, CLI
+start-up, and the daemon's figures with one contact (``bench.daemon
+--skip-scale``: the 1,000-contact part needs minutes of set-up and runs on
+its own). Then a summary with the ratios to the echo
 floor and each target of issue 3 checked. A section that cannot run (a relay
 that does not start, client commands not built yet) carries an ``error`` and
 the others still run; the exit status is 1 then.
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cli_startup, echo_floor, idle_memory, relay_load
+from bench import cli_startup, daemon, echo_floor, idle_memory, relay_load
 from bench.common import BenchError, RelayConfig, machine_info, raise_nofile_limit
 from bench.loadgen import LoadParams
 
@@ -103,6 +105,21 @@ def summarise(report: dict[str, Any], params: LoadParams) -> dict[str, Any]:
     if summary["cli_ms"]["send_agent"] is not None:
         targets["cli: one-shot send under 1 s (real keystore, key from the agent)"] = (
             summary["cli_ms"]["send_agent"] < 1000)
+    small = (report.get("daemon") or {}).get("small") or {}
+    if small:
+        rpc = small.get("rpc_and_events") or {}
+        summary["daemon_ms"] = {
+            "help_without_daemon_p50": (small.get("help") or {}).get("without_daemon", {}).get(
+                "p50_ms"),
+            "help_with_daemon_p50": (small.get("help") or {}).get("with_daemon", {}).get(
+                "p50_ms"),
+            "cli_send_p50": (small.get("cli_send") or {}).get("p50_ms"),
+            "rpc_send_p50": (rpc.get("rpc_send") or {}).get("p50_ms"),
+            "event_end_to_end_p50": (rpc.get("end_to_end") or {}).get("p50_ms"),
+            "event_daemon_part_p50": (rpc.get("daemon_part") or {}).get("p50_ms"),
+        }
+        targets.update({f"daemon {k}": v for k, v in
+                        (report["daemon"].get("targets") or {}).items()})
     if not paced_as_issue:
         summary["note"] = ("the latency target of issue 3 is defined at 500 msg/s over 100 "
                            "pairs; this run used other values")
@@ -134,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-idle", action="store_true")
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--no-send", action="store_true", help="CLI: skip the one-shot send")
+    parser.add_argument("--skip-daemon", action="store_true")
+    parser.add_argument("--daemon-runs", type=int, default=20,
+                        help="daemon: one-shot sends and --help runs (default 20)")
+    parser.add_argument("--daemon-rpc-sends", type=int, default=100,
+                        help="daemon: timed JSON-RPC sends (default 100)")
+    parser.add_argument("--daemon-idle", type=float, default=10.0,
+                        help="daemon: seconds of idling measured (default 10)")
     parser.add_argument("--output", metavar="FILE", help="also write the JSON to FILE")
     parser.add_argument("--profile", metavar="DIR", type=Path,
                         help="sample the relay (each phase) and one send with py-spy; "
@@ -173,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_cli:
         _section(report, "cli_startup", lambda: cli_startup.run(
             args.cli_runs, send=not args.no_send, profile_dir=args.profile))
+    if not args.skip_daemon:
+        # The one-contact daemons only: the 1,000-contact set-up takes minutes
+        # (`python -m bench.daemon` runs it).
+        _section(report, "daemon", lambda: daemon.run([
+            "--skip-scale", "--runs", str(args.daemon_runs), "--rpc-sends",
+            str(args.daemon_rpc_sends), "--idle", str(args.daemon_idle),
+            "--settle", str(min(5.0, args.daemon_idle))]))
     # Other work on the machine skews every figure: say how busy it was.
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report.update(summarise(report, params))
@@ -183,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.output, "w") as f:
             f.write(text + "\n")
     failed = any("error" in (report.get(k) or {})
-                 for k in ("echo_floor", "idle_memory", "idle_memory_floor"))
+                 for k in ("echo_floor", "idle_memory", "idle_memory_floor", "daemon"))
     failed = failed or any("error" in r for r in report["relays"])
     return 1 if failed else 0
 

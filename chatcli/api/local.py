@@ -209,7 +209,7 @@ class LocalApi:
             await self.client.flush_outbox()
 
     def _history(self, p: s.History) -> list[dict[str, Any]]:
-        return _page(lambda n: self.client.history(p.contact, n), p.limit, p.before)
+        return self.client.history(p.contact, p.limit, before=p.before)
 
     # ------------------------------------------------------------ contacts
 
@@ -377,22 +377,7 @@ class LocalApi:
 
     def _groups_history(self, p: s.GroupsHistory) -> list[dict[str, Any]]:
         service = self._service()
-        return _page(lambda n: service.history(p.group, n), p.limit, p.before)
-
-
-def _page(latest: Callable[[int], list[dict[str, Any]]], limit: int, before: int | None
-          ) -> list[dict[str, Any]]:
-    """The last ``limit`` entries sent before ``before``, from ``latest(n)`` (the
-    latest n entries, oldest first), asking for more until there are enough."""
-    if before is None:
-        return latest(limit)
-    wanted = limit * 2
-    while True:
-        entries = latest(wanted)
-        older = [e for e in entries if e["sent_at"] < before]
-        if len(older) >= limit or len(entries) < wanted:
-            return older[-limit:]
-        wanted *= 4
+        return service.history(p.group, p.limit, before=p.before)
 
 
 def _finish_without_suspending(method: str, coro: Coroutine[Any, Any, Any]) -> Any:

@@ -307,14 +307,20 @@ class Inbox(Invites, Outbox):
             info["path"] = path
         return info
 
-    def history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
-        """The last ``limit`` messages with ``name`` (a contact or a group), oldest first."""
+    def history(self, name: str, limit: int = 50, *, before: int | None = None
+                ) -> list[dict[str, Any]]:
+        """The last ``limit`` messages with ``name`` (a contact or a group), oldest
+        first; with ``before`` (ms), the last ones sent before it (a page of older
+        history: only its rows are read and opened)."""
         if is_group(self, name):
-            return GroupQueries(self).history(name, limit)
+            return GroupQueries(self).history(name, limit, before=before)
         contact = self.get_contact(name)
         with self.store.read():
-            rows = list(db.Message.select().where(db.Message.contact == contact)
-                        .order_by(db.Message.sent_at.desc(), db.Message.id.desc()).limit(limit))
+            query = db.Message.select().where(db.Message.contact == contact)
+            if before is not None:
+                query = query.where(db.Message.sent_at < before)
+            rows = list(query.order_by(db.Message.sent_at.desc(), db.Message.id.desc())
+                        .limit(limit))
             saved = {row.__data__["message"]: bytes(row.path_sealed)
                      for row in db.SavedAttachment.select().where(
                          db.SavedAttachment.message.in_(

@@ -412,12 +412,16 @@ class ChatClient(Backup, Inbox, Presence):
             if isinstance(frame, frames.Deliver):
                 await self._retire_expired_invites()
                 events = self.process_deliveries(frame.messages)
+                # Stored, with their relay ids, in one transaction: hand them
+                # out before the Ack's round trip to the relay (a durable
+                # commit there). Should the Ack be lost, the relay delivers
+                # them again and process_deliveries skips them by relay id.
+                for event in events:
+                    yield event
                 await conn.request(lambda req, f=frame: frames.Ack(  # type: ignore[misc]
                     req=req, ids=[d.id for d in f.messages]))
                 # Invites whose acceptor switched to its own capability just now.
                 await self._retire_expired_invites()
-                for event in events:
-                    yield event
                 await self.flush_outbox()
             elif isinstance(frame, frames.Synced):
                 yield SyncedEvent()

@@ -38,6 +38,8 @@ from chatcli.errors import StorageError
 SCHEMA_VERSION = 6
 SEALED_SCHEMA = 2  # from this version on, sealed values are bound to their rows
 BUSY_TIMEOUT_MS = 10_000
+SCRUB_DEFER_LIMIT = 1.0
+"""Seconds a truncating WAL checkpoint may wait inside :meth:`Store.deferred_scrub`."""
 
 
 def now_ms() -> int:
@@ -348,6 +350,8 @@ class Store:
     def __init__(self, path: Path, sealer: Sealer | None) -> None:
         self.path = path
         self._sealer = sealer
+        self._defer_depth = 0
+        self._scrub_due_since: float | None = None
         self.db = peewee.SqliteDatabase(
             str(path),
             pragmas={
@@ -455,7 +459,7 @@ class Store:
                     # Separately, once the rows sealed for are all inserted.
                     with self.bound(), self.db.atomic("IMMEDIATE"):
                         self._sealer.prune(_live_rows(self.db))
-                self.scrub_wal()
+                self._scrub_after_write()
         except peewee.OperationalError as exc:
             if "locked" in str(exc):
                 raise StorageError(
@@ -463,6 +467,34 @@ class Store:
                     "command is holding it."
                 ) from None
             raise
+
+    def _scrub_after_write(self) -> None:
+        now = time.monotonic()
+        if self._defer_depth:
+            if self._scrub_due_since is None:
+                self._scrub_due_since = now
+            if now - self._scrub_due_since < SCRUB_DEFER_LIMIT:
+                return
+        self._scrub_due_since = None
+        self.scrub_wal()
+
+    @contextlib.contextmanager
+    def deferred_scrub(self) -> Iterator[None]:
+        """Write transactions in this block leave the truncating WAL checkpoint
+        to its end: one checkpoint (and its fsync) runs when the last such
+        block ends, instead of one after each transaction. Blocks may overlap
+        (the daemon serves requests concurrently); once a checkpoint has
+        waited SCRUB_DEFER_LIMIT seconds, the next write or block end runs it."""
+        self._defer_depth += 1
+        try:
+            yield
+        finally:
+            self._defer_depth -= 1
+            due = self._scrub_due_since
+            if due is not None and (self._defer_depth == 0
+                                    or time.monotonic() - due >= SCRUB_DEFER_LIMIT):
+                self._scrub_due_since = None
+                self.scrub_wal()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[None]:

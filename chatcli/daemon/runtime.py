@@ -126,7 +126,10 @@ class ResidentApi:
             raise daemon.locked_error()
         if method == "receive":
             return await self._receive(local, params)
-        result = await local.call(method, params)
+        # One truncating WAL checkpoint per request, not one per transaction
+        # (a send makes four): each costs an fsync (docs/threat-model.md).
+        with local.client.store.deferred_scrub():
+            result = await local.call(method, params)
         if method == "send":
             daemon.published_send(params, result)
         return result

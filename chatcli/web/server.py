@@ -180,6 +180,7 @@ class WebServer:
 
     async def _handle(self, stream: trio.abc.Stream) -> None:
         try:
+            head = None  # a connection that never sends its request (a browser's preconnect)
             with trio.move_on_after(HEAD_TIMEOUT):
                 head = await _read_head(stream)
             if head is None:

@@ -95,20 +95,30 @@ async def test_history_pages(clients: tuple[ChatClient, ChatClient]) -> None:
     assert await call(a, "history", {"contact": "bob", "before": first}) == []
 
 
-def test_history_page_before() -> None:
-    from chatcli.api.local import _page
+async def test_history_pages_open_only_their_rows(clients: tuple[ChatClient, ChatClient],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # A page of older history (the web page scrolling back through a long
+    # conversation) reads and opens its own rows, not everything after them.
+    alice, bob = clients
+    await pair(alice, bob)
+    a, _ = apis(alice, bob)
+    clock = iter(range(1_000_000, 2_000_000, 10))
+    monkeypatch.setattr("chatcli.client.outbox.now_ms", lambda: next(clock))
+    for i in range(40):
+        alice.enqueue_text("bob", f"m{i}")
+    everything = await call(a, "history", {"contact": "bob", "limit": 100})
+    opened: list[str] = []
+    real_open = alice.sealer.open_text
 
-    entries = [{"sent_at": t} for t in range(100)]
-    asked: list[int] = []
+    def counting_open(data: bytes, column: str, row: object) -> str:
+        opened.append(column)
+        return real_open(data, column, row)
 
-    def latest(n: int) -> list[dict[str, int]]:
-        asked.append(n)
-        return entries[-n:]
-
-    assert _page(latest, 3, None) == entries[-3:]
-    assert _page(latest, 3, 50) == [{"sent_at": 47}, {"sent_at": 48}, {"sent_at": 49}]
-    assert _page(latest, 5, 2) == [{"sent_at": 0}, {"sent_at": 1}]  # the start: fewer
-    assert asked[-1] >= 100
+    monkeypatch.setattr(alice.sealer, "open_text", counting_open)
+    page = await call(a, "history", {"contact": "bob", "limit": 5,
+                                     "before": everything[30]["sent_at"]})
+    assert [h["text"] for h in page] == [f"m{i}" for i in range(25, 30)]
+    assert opened == ["message.text"] * 5
 
 
 async def test_receive_with_read_receipts(clients: tuple[ChatClient, ChatClient]) -> None:

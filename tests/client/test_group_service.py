@@ -622,6 +622,35 @@ async def test_dropping_waiting_messages_beyond_the_bound_is_announced(
                for n in _notices(events)), _notices(events)
 
 
+async def test_broadcast_skips_groups_whose_operations_did_not_change(
+        trio_of: Trio, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every delivery pass (every one-to-one send too) runs the admin's
+    broadcast of owed operations: a group whose operations did not change
+    since a committed broadcast is skipped without reading its membership, and
+    looked at again once an operation is added."""
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    service = GroupService(alice)
+    service._deposits_by_relay()  # up to date, and recorded so
+    looked_at: list[str] = []
+    real = GroupService._membership
+
+    def membership(self: GroupService, group: gdb.Group) -> object:
+        looked_at.append(group.name)
+        return real(self, group)
+
+    monkeypatch.setattr(GroupService, "_membership", membership)
+    service._deposits_by_relay()
+    assert looked_at == []
+    service.remove("team", "carol")  # a new operation, owed to bob
+    looked_at.clear()
+    owed = service._deposits_by_relay()
+    assert looked_at == ["team"] and owed
+    looked_at.clear()
+    service._deposits_by_relay()
+    assert looked_at == []
+
+
 async def test_a_members_file_is_fetched_only_from_its_relay_and_kept_in_history(
         trio_of: Trio, tmp_path: Path) -> None:
     """A file's blob must live on its sender's relay: for a member who is not a

@@ -173,3 +173,42 @@ def test_deleted_and_overwritten_secrets_leave_no_trace_on_disk(tmp_path: Path) 
     assert first.encode() not in on_disk
     assert second.encode() not in on_disk
     store.close()
+
+
+def test_deferred_scrub_checkpoints_once_when_the_last_block_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon wraps each request in ``deferred_scrub``: its transactions
+    share one truncating WAL checkpoint, run when the last (overlapping) block
+    ends, and no checkpoint waits longer than SCRUB_DEFER_LIMIT."""
+    from chatcli.client import models
+    from chatcli.client import store as store_module
+
+    path = tmp_path / "local.db"
+    wal = Path(str(path) + "-wal")
+    store = Store.open(path, Sealer(bytes(32)), create=True)
+    first, second = "FIRST-SECRET-" + "a" * 40, "SECOND-SECRET-" + "b" * 40
+
+    def on_disk() -> bytes:
+        return b"".join(p.read_bytes() for p in tmp_path.iterdir()
+                        if p.name.startswith("local.db"))
+
+    with store.deferred_scrub():
+        with store.write():
+            models.MetaEntry.create(key="secret", value=first)
+        with store.write():
+            models.MetaEntry.update(value=second).where(
+                models.MetaEntry.key == "secret").execute()
+        assert wal.stat().st_size > 0  # not checkpointed yet
+        with store.deferred_scrub(), store.write():  # another request, overlapping
+            models.MetaEntry.delete().where(models.MetaEntry.key == "secret").execute()
+        assert wal.stat().st_size > 0  # the first request still runs
+        assert first.encode() in on_disk()
+    assert wal.stat().st_size == 0
+    assert first.encode() not in on_disk() and second.encode() not in on_disk()
+
+    monkeypatch.setattr(store_module, "SCRUB_DEFER_LIMIT", 0.0)
+    with store.deferred_scrub():
+        with store.write():
+            models.MetaEntry.create(key="secret", value=first)
+        assert wal.stat().st_size == 0  # overdue at once: not deferred
+    store.close()

@@ -293,3 +293,25 @@ async def test_invite_expiry_follows_the_local_clock_and_expired_invites_are_ret
         assert invite.used_at is not None and invite.prekey_sealed == b""
     alice.close()
     bob.close()
+
+
+async def test_messages_are_handed_out_before_the_ack_and_never_twice(
+        clients: tuple[ChatClient, ChatClient], relay: FakeRelay) -> None:
+    """A delivered message is shown as soon as it is stored, before the Ack's
+    round trip (the daemon's event latency); if the Ack never happens, the
+    relay delivers it again and it is skipped by its relay id."""
+    alice, bob = clients
+    await pair(alice, bob)
+    async with alice.online():
+        await alice.send_text("bob", "hello")
+    box = relay.mailboxes[bytes(bob.account().mailbox)]
+    async with bob.online():
+        events = bob.events()
+        first = await events.__anext__()
+        assert isinstance(first, MessageEvent) and first.text == "hello"
+        assert len(box.queue) == 1  # not acknowledged yet
+        await events.aclose()  # the consumer goes away before the Ack
+    assert len(box.queue) == 1
+    again = await drain(bob)
+    assert not [e for e in again if isinstance(e, MessageEvent)]
+    assert not box.queue

@@ -100,6 +100,21 @@ async def test_localhost_is_our_name_too(web: Web) -> None:
     assert dict(response.headers)[b"content-type"].startswith(b"text/javascript")
 
 
+async def test_a_connection_that_never_sends_a_request_is_closed_alone(
+        web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Browsers open spare connections ahead of time and may never use them:
+    # each is closed after the head timeout, and the server goes on serving.
+    monkeypatch.setattr("chatcli.web.server.HEAD_TIMEOUT", 0.2)
+    idle = await trio.open_tcp_stream("127.0.0.1", web.port)
+    with trio.fail_after(5):
+        assert await idle.receive_some(100) == b""
+    await idle.aclose()
+    cookie = await web.login()
+    response, _ = await http(web.port, "GET", "/static/app.js",
+                             web.headers(Cookie=f"chatcli_session={cookie}"))
+    assert response.status_code == 200
+
+
 @pytest.mark.parametrize(
     "origin", [None, "http://evil.example", "http://127.0.0.1:1", "null", "https://127.0.0.1:{port}"]
 )

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
+from peewee import fn
+
 from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client.events import Event, NoticeEvent
@@ -45,6 +47,16 @@ REMOVED = "removed"
 # store -> group row id -> (last op id, its digest, op count, membership)
 _MEMBERSHIP_CACHE: WeakKeyDictionary[Store, dict[int, tuple[int, bytes, int, Membership]]] = (
     WeakKeyDictionary())
+
+# store -> group row id -> (last op id, op count) of a committed broadcast that
+# left every member of the group up to date (see GroupCore._broadcast_ops)
+_BROADCAST_DONE: WeakKeyDictionary[Store, dict[int, tuple[int, int]]] = WeakKeyDictionary()
+
+
+def broadcast_done(store: Store, done: dict[int, tuple[int, int]]) -> None:
+    """Record what :meth:`GroupCore._broadcast_ops` returned, once the transaction
+    it ran in has committed (a rolled-back broadcast must run again)."""
+    _BROADCAST_DONE.setdefault(store, {}).update(done)
 
 
 def _digest(data: bytes) -> bytes:
@@ -267,16 +279,33 @@ class GroupCore:
             self._send_direct(record, wire.Ops(group_id=group.group_id,
                                                ops=ops[start:start + OPS_PER_MESSAGE]))
 
-    def _broadcast_ops(self) -> None:
+    def _broadcast_ops(self) -> dict[int, tuple[int, int]]:
         """Admin: send each current member the operations it has not been sent yet
         (all of them to a new member), batched: joins handled together cost one
-        message per member, not one per join and member."""
+        message per member, not one per join and member.
+
+        Runs before every delivery pass, so it must cost little when nothing is
+        owed: a group whose operations (last id, count) did not change since a
+        committed broadcast (:func:`broadcast_done`) is skipped without reading
+        its members. Returns the groups now up to date, for that record."""
+        known = _BROADCAST_DONE.get(self.store, {})
+        heads: dict[int, tuple[int, int]] = {}
+        query = (gdb.GroupOp.select(gdb.GroupOp.group, fn.MAX(gdb.GroupOp.id),
+                                    fn.COUNT(gdb.GroupOp.id))
+                 .group_by(gdb.GroupOp.group).tuples())
+        head_rows: list[tuple[int, int, int]] = list(query)  # type: ignore[arg-type]
+        for row in head_rows:
+            heads[row[0]] = (row[1], row[2])
+        done: dict[int, tuple[int, int]] = {}
         for group in gdb.Group.select().where(gdb.Group.admin == self.me,
                                               gdb.Group.status == ACTIVE):
-            last = (gdb.GroupOp.select(gdb.GroupOp.id).where(gdb.GroupOp.group == group)
-                    .order_by(gdb.GroupOp.id.desc()).first())
-            if last is None:
+            head = heads.get(group.id)
+            if head is None:
                 continue
+            done[group.id] = head
+            if known.get(group.id) == head:
+                continue
+            last = gdb.GroupOp(id=head[0])
             sent = {bytes(row.member): row for row in gdb.GroupOpSent.select().where(
                 gdb.GroupOpSent.group == group)}
             state = self._membership(group)
@@ -298,6 +327,7 @@ class GroupCore:
                 else:
                     mark.last_op = last.id
                     mark.save()
+        return done
 
     # ================================================================== own sender key
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from chatcli.client.capabilities import cap_hash
 from chatcli.client.groups import models as gdb
-from chatcli.client.groups.core import ACTIVE, JOINING, LEFT, REMOVED, GroupCore
+from chatcli.client.groups.core import ACTIVE, JOINING, LEFT, REMOVED, GroupCore, broadcast_done
 from chatcli.protocol import codes, frames
 
 if TYPE_CHECKING:
@@ -60,7 +60,8 @@ class GroupDelivery(GroupCore):
         """The admin's operations owed to members queued first, then every queued
         deposit, in order, grouped by relay."""
         with self.store.write(), gdb.bound(self.store):
-            self._broadcast_ops()
+            done = self._broadcast_ops()
+        broadcast_done(self.store, done)
         with self.store.read(), gdb.bound(self.store):
             rows = list(gdb.GroupOutbox.select().order_by(gdb.GroupOutbox.id))
         by_relay: dict[str, list[gdb.GroupOutbox]] = {}

@@ -108,13 +108,16 @@ class GroupQueries(GroupCore):
             peer.verified = True
             peer.save()
 
-    def history(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+    def history(self, name: str, limit: int = 50, *, before: int | None = None
+                ) -> list[dict[str, Any]]:
         with self.store.read(), gdb.bound(self.store):
             group = self._group(name)
             state = self._membership(group)
-            rows = list(gdb.GroupMessage.select().where(gdb.GroupMessage.group == group)
-                        .order_by(gdb.GroupMessage.sent_at.desc(), gdb.GroupMessage.id.desc())
-                        .limit(limit))
+            query = gdb.GroupMessage.select().where(gdb.GroupMessage.group == group)
+            if before is not None:
+                query = query.where(gdb.GroupMessage.sent_at < before)
+            rows = list(query.order_by(gdb.GroupMessage.sent_at.desc(),
+                                       gdb.GroupMessage.id.desc()).limit(limit))
             files = gdb.attachments(self.sealer, rows)
             out: list[dict[str, Any]] = []
             for row in reversed(rows):

@@ -370,7 +370,9 @@ async function loadHistory(older) {
   const fresh = list.filter((m) => !known.has(m.id));
   state.messages = older ? [...fresh, ...state.messages] : [...state.messages, ...fresh];
   state.hasOlder = list.length === PAGE;
-  renderMessages();
+  // An older page only adds its own nodes: a long conversation does not redraw everything.
+  if (older) prependMessages(fresh);
+  else renderMessages();
   if (older) box.scrollTop = box.scrollHeight - fromBottom;
   else box.scrollTop = box.scrollHeight;
   markRead();
@@ -383,17 +385,35 @@ $("messages").addEventListener("scroll", () => {
 
 function renderMessages() {
   const list = $("message-list");
-  list.replaceChildren();
+  list.replaceChildren(messageNodes(state.messages).nodes);
+  $("older").hidden = !state.hasOlder;
+}
+
+// Nodes for messages (oldest first) with their day separators, and the last day.
+function messageNodes(messages) {
+  const nodes = document.createDocumentFragment();
   let lastDay = "";
-  for (const message of state.messages) {
+  for (const message of messages) {
     const date = toDate(message.sent_at || message.received_at) || new Date();
     const day = date.toDateString();
     if (day !== lastDay) {
-      list.append(el("li", "day", dayLabel(date)));
+      const separator = el("li", "day", dayLabel(date));
+      separator.dataset.day = day;
+      nodes.append(separator);
       lastDay = day;
     }
-    list.append(messageNode(message, date));
+    nodes.append(messageNode(message, date));
   }
+  return { nodes, lastDay };
+}
+
+function prependMessages(messages) {
+  const list = $("message-list");
+  const { nodes, lastDay } = messageNodes(messages);
+  // The day the shown messages start with may be the last of the older page: one separator.
+  const first = list.firstElementChild;
+  if (first && first.dataset.day === lastDay) first.remove();
+  list.prepend(nodes);
   $("older").hidden = !state.hasOlder;
 }
 
@@ -485,15 +505,17 @@ textarea.addEventListener("input", () => {
     rpc.call("typing", { to: current.name, active: true }).catch(() => {});
   }
   clearTimeout(state.typingTimer);
-  state.typingTimer = setTimeout(stopTyping, TYPING_REFRESH_MS + 1000);
+  state.typingTimer = setTimeout(() => stopTyping(), TYPING_REFRESH_MS + 1000);
 });
 
-function stopTyping() {
+// With `queue`, the daemon only queues the signal: the message about to be
+// sent carries it in the same delivery, instead of a delivery of its own first.
+function stopTyping({ queue = false } = {}) {
   const current = state.current;
   clearTimeout(state.typingTimer);
-  if (!current || current.kind !== "contact" || !state.typingSentAt) return;
+  if (!current || current.kind !== "contact" || !state.typingSentAt) return Promise.resolve();
   state.typingSentAt = 0;
-  rpc.call("typing", { to: current.name, active: false }).catch(() => {});
+  return rpc.call("typing", { to: current.name, active: false, queue }).catch(() => {});
 }
 
 $("composer").addEventListener("submit", async (event) => {
@@ -502,7 +524,7 @@ $("composer").addEventListener("submit", async (event) => {
   if (!text || !state.current) return;
   textarea.value = "";
   textarea.style.height = "auto";
-  stopTyping();
+  await stopTyping({ queue: true });
   await send({ text });
 });
 
