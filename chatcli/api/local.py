@@ -298,7 +298,7 @@ class LocalApi:
     # ------------------------------------------------------------ profiles
 
     async def _profile_get(self, p: s.ProfileGet) -> dict[str, Any] | None:
-        from chatcli.client.profiles import contact_profile, own_profile
+        from chatcli.client.profiles import contact_profile, image_kind, own_profile
 
         if p.contact is None:
             shown = own_profile(self.client)
@@ -311,7 +311,8 @@ class LocalApi:
                                 "avatar_bytes": len(shown.avatar) if shown.avatar else 0}
         if p.contact:
             data["contact"] = p.contact
-        if p.avatar and shown.avatar:
+        if p.avatar and shown.avatar and image_kind(shown.avatar) is not None:
+            # A contact's client might share anything: only an image is handed on.
             data["avatar"] = base64.b64encode(shown.avatar).decode("ascii")
         return data
 

@@ -86,6 +86,12 @@ class KeyChangeEvent(Result, tag="key_change", tag_field="type"):
     warning: bool
 
 
+class ProfileEvent(Result, tag="profile", tag_field="type"):
+    """A contact shared a new profile (display name, status or picture): the
+    next ``profile.get {contact}`` fetches it (a page shows the new picture)."""
+    contact: str
+
+
 class SyncedEvent(Result, tag="synced", tag_field="type"):
     """Every message waiting at the relay when the stream started was handled."""
 
@@ -103,9 +109,10 @@ class SentEvent(Result, tag="sent", tag_field="type"):
 
 
 Event = (MessageEvent | ReceiptEvent | TypingEvent | PresenceEvent | NoticeEvent
-         | KeyChangeEvent | SyncedEvent | SentEvent)
+         | KeyChangeEvent | ProfileEvent | SyncedEvent | SentEvent)
 EVENTS: tuple[type[Result], ...] = (MessageEvent, ReceiptEvent, TypingEvent, PresenceEvent,
-                                    NoticeEvent, KeyChangeEvent, SyncedEvent, SentEvent)
+                                    NoticeEvent, KeyChangeEvent, ProfileEvent, SyncedEvent,
+                                    SentEvent)
 
 
 class VersionResult(Result):
@@ -130,6 +137,8 @@ class SendResult(Result):
 
 
 class HistoryEntry(Result):
+    """``attachment`` for a message with a file: its name and size, and for a
+    received one the ``path`` it was saved to, while the file is there."""
     id: str
     from_: str = msgspec.field(name="from")
     to: str
@@ -139,6 +148,7 @@ class HistoryEntry(Result):
     received_at: int | None
     state: str
     group: str | None
+    attachment: Attachment | None = None
 
 
 class ContactEntry(Result):

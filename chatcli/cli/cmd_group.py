@@ -170,6 +170,8 @@ def show_member_safety(result: dict[str, Any], *, confirm: bool, qr: bool,
 @json_option
 def messages(name: str, limit: int, passphrase_file: Path | None, as_json: bool) -> None:
     """Show the local history of the group NAME (no network)."""
+    from chatcli.client.chat_ui import clean
+
     with api_session(passphrase_file, network=False) as api:
         history = api.call("groups.history", {"group": name, "limit": limit})
     for entry in history:
@@ -178,5 +180,10 @@ def messages(name: str, limit: int, passphrase_file: Path | None, as_json: bool)
             continue
         when = datetime.datetime.fromtimestamp(entry["sent_at"] / 1000).strftime(
             "%Y-%m-%d %H:%M")
-        click.echo(f"[{when}] {entry['from']}: {entry['text']}")
+        attachment = entry.get("attachment")
+        file = (f" [file: {attachment['name']}"
+                + (f" in {attachment['path']}" if attachment.get("path") else "") + "]"
+                if attachment else "")
+        # Members chose the text and file names: no escape sequences reach the terminal.
+        click.echo(clean(f"[{when}] {entry['from']}: {entry['text']}{file}"))
     sys.stdout.flush()

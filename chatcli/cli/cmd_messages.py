@@ -140,6 +140,8 @@ def messages(contact: str, limit: int, passphrase_file: Path | None, as_json: bo
     """
     marks = {"queued": "…", "sent": "✓", "delivered": "✓✓", "read": "✓✓ read",
              "failed": "✗ failed", "received": "", }
+    from chatcli.client.chat_ui import clean
+
     with api_session(passphrase_file, network=False) as api:
         history = api.call("history", {"contact": contact, "limit": limit})
     for entry in history:
@@ -148,5 +150,10 @@ def messages(contact: str, limit: int, passphrase_file: Path | None, as_json: bo
             continue
         who = "me" if entry["direction"] == "out" else entry["from"]
         mark = marks.get(entry["state"], "") if entry["direction"] == "out" else ""
-        click.echo(f"[{_clock(entry['sent_at'])}] {who}: {entry['text']}"
+        attachment = entry.get("attachment")
+        file = (f" [file: {attachment['name']}"
+                + (f" in {attachment['path']}" if attachment.get("path") else "") + "]"
+                if attachment else "")
+        # A contact chose the text and the file name: no escape sequences reach the terminal.
+        click.echo(clean(f"[{_clock(entry['sent_at'])}] {who}: {entry['text']}{file}")
                    + (f"  {mark}" if mark else ""))

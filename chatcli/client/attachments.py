@@ -18,7 +18,7 @@ from typing import BinaryIO
 from chatcli.client import messages as m
 from chatcli.client.core import ClientCore
 from chatcli.client.errors import RelayRequestError
-from chatcli.client.events import MessageEvent
+from chatcli.client.events import GroupMessageEvent, MessageEvent
 from chatcli.errors import TooLargeError, UsageError
 from chatcli.protocol import codes, frames
 
@@ -211,10 +211,22 @@ async def download_for_event(client: ClientCore, event: MessageEvent, save_dir: 
         return event
     info = dict(event.attachment)
     try:
-        check_same_relay(ref.relay_url, client.get_contact(event.contact,
-                                                           allow_key_changed=True).relay_url)
+        if isinstance(event, GroupMessageEvent) and not event.from_contact:
+            # A member who is not a contact: its relay is in the group's member records.
+            from chatcli.client.groups.queries import member_relay
+
+            relay = event.group and member_relay(client, event.group, event.fingerprint)
+            if not relay:
+                raise UsageError("The sender is no longer a member of the group; the "
+                                 "attachment was not fetched.")
+        else:
+            relay = client.get_contact(event.contact, allow_key_changed=True).relay_url
+        check_same_relay(ref.relay_url, relay)
         path = await download_attachment(client, ref, save_dir or client.home.downloads)
         info["path"] = str(path)
+        from chatcli.client.inbox import record_saved
+
+        record_saved(client, event.id, path)
     except ChatcliError as exc:
         info["error"] = str(exc)
     return dataclasses.replace(event, attachment=info)

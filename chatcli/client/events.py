@@ -86,6 +86,17 @@ class NoticeEvent:
 
 
 @dataclass(frozen=True)
+class ProfileEvent:
+    """A contact shared a new profile (name, status or picture): ask for it
+    again (``profile.get``) to show the new one."""
+
+    contact: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "profile", "contact": self.contact}
+
+
+@dataclass(frozen=True)
 class SyncedEvent:
     """Every message waiting at the relay when the client connected was handled."""
 
@@ -93,7 +104,8 @@ class SyncedEvent:
         return {"type": "synced"}
 
 
-Event = MessageEvent | ReceiptEvent | TypingEvent | PresenceEvent | NoticeEvent | SyncedEvent
+Event = (MessageEvent | ReceiptEvent | TypingEvent | PresenceEvent | NoticeEvent | ProfileEvent
+         | SyncedEvent)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ batch and acknowledges it."""
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -15,10 +17,12 @@ from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client import prekeys, sessions
 from chatcli.client.capabilities import cap_hash
+from chatcli.client.core import ClientCore
 from chatcli.client.events import (
     Event,
     MessageEvent,
     NoticeEvent,
+    ProfileEvent,
     ReceiptEvent,
     TypingEvent,
 )
@@ -224,7 +228,7 @@ class Inbox(Invites, Outbox):
                                                           contact.id)
             contact.profile_sealed = None
             contact.save()
-            return []
+            return [ProfileEvent(contact.name)]
         if isinstance(content, m.CapabilityUpdate):
             contact.deposit_cap_sealed = self.sealer.seal(content.capability,
                                                           "contact.deposit_cap", contact.id)
@@ -283,6 +287,26 @@ class Inbox(Invites, Outbox):
             if self.store.account().read_receipts and not contact.key_changed:
                 self._enqueue(contact, m.Receipt(kind="read", ids=fresh), kind="receipt")
 
+    def _history_attachment(self, row: db.Message, path_sealed: bytes | None
+                            ) -> dict[str, Any]:
+        """``{"name", "size", "path"?}`` of a message's attachment; ``path`` for a
+        received one that was saved and is still there."""
+        from chatcli.client.outbox import _AttachmentRecord
+
+        assert row.attachment_sealed is not None
+        sealed = bytes(row.attachment_sealed)
+        if row.outgoing:
+            record = msgspec.json.decode(self.sealer.open(sealed, "message.attachment", row.uuid),
+                                         type=_AttachmentRecord)
+            return {"name": record.name, "size": record.size}
+        ref = msgspec.msgpack.decode(self.sealer.open(sealed, "message.attachment_ref", row.uuid),
+                                     type=m.AttachmentRef)
+        info: dict[str, Any] = {"name": ref.name, "size": ref.size}
+        path = saved_path(self, row.uuid, path_sealed)
+        if path is not None:
+            info["path"] = path
+        return info
+
     def history(self, name: str, limit: int = 50, *, before: int | None = None
                 ) -> list[dict[str, Any]]:
         """The last ``limit`` messages with ``name`` (a contact or a group), oldest
@@ -297,6 +321,10 @@ class Inbox(Invites, Outbox):
                 query = query.where(db.Message.sent_at < before)
             rows = list(query.order_by(db.Message.sent_at.desc(), db.Message.id.desc())
                         .limit(limit))
+            saved = {row.__data__["message"]: bytes(row.path_sealed)
+                     for row in db.SavedAttachment.select().where(
+                         db.SavedAttachment.message.in_(
+                             [r.id for r in rows if r.attachment_sealed is not None]))}
         out = []
         for row in reversed(rows):
             if row.outgoing:
@@ -314,5 +342,32 @@ class Inbox(Invites, Outbox):
                 "sent_at": row.sent_at, "received_at": row.received_at, "state": state,
                 "group": None,
             }
+            if row.attachment_sealed is not None:
+                entry["attachment"] = self._history_attachment(row, saved.get(row.id))
             out.append(entry)
         return out
+
+
+def record_saved(client: ClientCore, message_id: str, path: Path) -> None:
+    """Remember where a received attachment was saved, for the history
+    (one-to-one messages; the path is sealed like the message)."""
+    from chatcli.client.groups import models as gdb
+
+    with client.store.write():
+        message = db.Message.get_or_none(db.Message.uuid == message_id)
+        if message is None:
+            if gdb.has_tables(client.store):
+                with gdb.bound(client.store):
+                    gdb.record_saved(client.sealer, message_id, path)
+            return
+        if db.SavedAttachment.get_or_none(db.SavedAttachment.message == message) is None:
+            db.SavedAttachment.create(message=message, path_sealed=client.sealer.seal(
+                os.fsencode(path.resolve()), "message.attachment_path", message_id))
+
+
+def saved_path(client: ClientCore, message_id: str, sealed: bytes | None) -> str | None:
+    """The saved path of a received attachment while the file is still there."""
+    if sealed is None:
+        return None
+    path = Path(os.fsdecode(client.sealer.open(sealed, "message.attachment_path", message_id)))
+    return str(path) if path.is_file() else None

@@ -155,7 +155,15 @@ class RetiredCapability(BaseModel):
     retired_at = peewee.IntegerField()
 
 
+class SavedAttachment(BaseModel):
+    """Where a received attachment was saved (``downloads/`` or ``--save-dir``),
+    so that the history can point at it: the path sealed, bound to the message."""
+
+    message = peewee.ForeignKeyField(Message, primary_key=True, on_delete="CASCADE")
+    path_sealed = peewee.BlobField()
+
+
 ALL_MODELS: list[type[BaseModel]] = [
     MetaEntry, Account, Contact, Session, Invite, Message, Outbox, Processed, SeenHandshake,
-    RetiredCapability,
+    RetiredCapability, SavedAttachment,
 ]

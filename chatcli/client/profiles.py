@@ -19,7 +19,7 @@ import msgspec
 from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client.core import ClientCore
-from chatcli.crypto.profile import Profile, ProfileKey, open_profile, seal_profile
+from chatcli.crypto.profile import MAX_AVATAR, Profile, ProfileKey, open_profile, seal_profile
 from chatcli.errors import CryptoError, RelayError, UsageError
 from chatcli.protocol import frames
 
@@ -159,10 +159,37 @@ async def contact_profile(client: ClientCore, name: str) -> Profile | None:
     return None
 
 
+# The picture formats a profile may carry, by their first bytes (browsers and
+# image viewers show all four; nothing here decodes them).
+IMAGE_MAGIC: tuple[tuple[str, bytes, int], ...] = (
+    ("png", b"\x89PNG\r\n\x1a\n", 0), ("jpeg", b"\xff\xd8\xff", 0),
+    ("gif", b"GIF87a", 0), ("gif", b"GIF89a", 0), ("webp", b"WEBP", 8))
+
+
+def image_kind(data: bytes) -> str | None:
+    """``"png"``, ``"jpeg"``, ``"gif"`` or ``"webp"`` from the magic bytes, else None."""
+    for kind, magic, at in IMAGE_MAGIC:
+        if data[at:at + len(magic)] == magic and (kind != "webp" or data[:4] == b"RIFF"):
+            return kind
+    return None
+
+
+def check_avatar(data: bytes) -> bytes:
+    """``data`` if it is a PNG, JPEG, GIF or WebP image of at most 512 KiB."""
+    if image_kind(data) is None:
+        raise UsageError("The avatar must be a PNG, JPEG, GIF or WebP image.")
+    if len(data) > MAX_AVATAR:
+        raise UsageError(f"The avatar is too large: {len(data) // 1024} KiB, at most "
+                         f"{MAX_AVATAR // 1024} KiB (scale it down, e.g. to 256x256).")
+    return data
+
+
 def merge(current: Profile | None, display_name: str | None, status: str | None,
           avatar: bytes | None) -> Profile:
     if current is None and display_name is None:
         raise UsageError("Give --display-name the first time you set a profile.")
+    if avatar is not None:
+        check_avatar(avatar)
     base = current or Profile(display_name or "")
     return Profile(
         display_name if display_name is not None else base.display_name,

@@ -35,7 +35,7 @@ from chatcli.client.groups.tables import SEALED_GROUP_COLUMNS
 from chatcli.crypto.errors import CorruptData
 from chatcli.errors import StorageError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SEALED_SCHEMA = 2  # from this version on, sealed values are bound to their rows
 BUSY_TIMEOUT_MS = 10_000
 SCRUB_DEFER_LIMIT = 1.0
@@ -63,11 +63,15 @@ def _migrate_to_5(db: peewee.Database) -> None:
     db.create_tables([models.RetiredCapability])  # safe: new databases have it
 
 
+def _migrate_to_6(db: peewee.Database) -> None:
+    db.create_tables([models.SavedAttachment])  # safe: new databases have it
+
+
 # version reached -> migration from the previous version. Append only. The
 # migration to SEALED_SCHEMA reseals every value and needs the local key: it is
 # :func:`_reseal_rows`, run by :meth:`Store._migrate` once a sealer is at hand.
 MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {
-    1: _migrate_to_1, 3: _migrate_to_3, 5: _migrate_to_5}
+    1: _migrate_to_1, 3: _migrate_to_3, 5: _migrate_to_5, 6: _migrate_to_6}
 GROUP_SEALED_SCHEMA = 4  # from this version on, the group tables' values are bound too
 
 
@@ -188,6 +192,7 @@ class SealingTampered(CorruptData):
 # their row only (there is no older version to roll back to), and kept out of
 # the manifest so that it does not grow with the message history.
 WRITE_ONCE = frozenset({"message.text", "message.attachment", "message.attachment_ref",
+                        "message.attachment_path", "group.attachment", "group.attachment_path",
                         "invite.capability", "own_prekey.private", "group.op",
                         "group.message_text"})
 MANIFEST_KEY = "seal_manifest"

@@ -649,3 +649,45 @@ async def test_broadcast_skips_groups_whose_operations_did_not_change(
     looked_at.clear()
     service._deposits_by_relay()
     assert looked_at == []
+
+
+async def test_a_members_file_is_fetched_only_from_its_relay_and_kept_in_history(
+        trio_of: Trio, tmp_path: Path) -> None:
+    """A file's blob must live on its sender's relay: for a member who is not a
+    contact, the relay of its signed member record. The history names the file,
+    and where it was saved once it is."""
+    from chatcli.client.attachments import download_for_event
+    from chatcli.client.groups.queries import member_relay
+    from chatcli.client.groups.service import GroupMessageEvent
+    from chatcli.client.inbox import record_saved
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    carols = carol.identity.public.fingerprint()
+    assert member_relay(bob, "team", carols) == carol.account().relay_url
+    assert member_relay(bob, "team", alice.identity.public.fingerprint()) is not None
+    assert member_relay(bob, "team", "0000 0000") is None
+    assert member_relay(bob, "no such group", carols) is None
+
+    elsewhere = m.AttachmentRef(relay_url="ws://elsewhere.example:8765/", blob=bytes(16),
+                                read_cap=bytes(32), key=bytes(32), digest=bytes(32), size=5,
+                                name="plan.txt")
+    async with carol.online():
+        await GroupService(carol).send_text("team", "the plan", attachment=elsewhere)
+    (event,) = [e for e in await drain(bob) if isinstance(e, GroupMessageEvent)]
+    assert not event.from_contact and event.attachment == {"name": "plan.txt", "size": 5}
+    downloads = tmp_path / "downloads-of-bob"
+    refused = await download_for_event(bob, event, downloads)
+    assert refused.attachment is not None
+    assert "other than the sender's" in refused.attachment["error"]
+    assert not downloads.exists()
+
+    for client in (bob, carol):
+        (entry,) = GroupService(client).history("team")
+        assert entry["attachment"] == {"name": "plan.txt", "size": 5}
+    saved = tmp_path / "plan.txt"
+    saved.write_bytes(b"plan!")
+    record_saved(bob, event.id, saved)
+    assert GroupService(bob).history("team")[0]["attachment"]["path"] == str(saved.resolve())
+    saved.unlink()
+    assert "path" not in GroupService(bob).history("team")[0]["attachment"]

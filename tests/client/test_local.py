@@ -93,6 +93,20 @@ def test_store_seals_and_refuses_newer_schema(tmp_path: Path) -> None:
         _ = locked.sealer
 
 
+def test_a_version_5_database_gains_the_saved_attachments_table(tmp_path: Path) -> None:
+    path = tmp_path / "chatcli.db"
+    store = Store.open(path, Sealer(bytes(32)), create=True)
+    with store.write():
+        store.db.drop_tables([db.SavedAttachment])
+        db.MetaEntry.update(value="5").where(db.MetaEntry.key == "schema_version").execute()
+    store.close()
+    store = Store.open(path, Sealer(bytes(32)))
+    with store.read():
+        assert store.db.table_exists("saved_attachment")
+        assert db.MetaEntry.get(db.MetaEntry.key == "schema_version").value == "6"
+    store.close()
+
+
 def test_home_checks(tmp_path: Path) -> None:
     home = Home(tmp_path / "h")
     with pytest.raises(UsageError, match="chatcli init"):

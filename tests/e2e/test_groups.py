@@ -116,6 +116,26 @@ def test_offline_member_catches_up_in_order(team: tuple[User, User, User]) -> No
     assert len(history) == 6
 
 
+def test_a_file_in_a_group_stays_in_its_history(team: tuple[User, User, User],
+                                                tmp_path: Path) -> None:
+    alice, _bob, carol = team
+    plan = tmp_path / "plan.txt"
+    plan.write_bytes(b"meet at the harbour")
+    alice.run("send", "team", "--file", str(plan), "the plan")
+    got = [m for m in carol.receive() if m.get("group") == "team"]
+    saved = Path(got[-1]["attachment"]["path"])
+    assert saved.read_bytes() == b"meet at the harbour"
+    # The group's history names the file: with where it was saved on carol's
+    # side (while it is there), with its name and size on alice's.
+    mine = alice.lines("group", "messages", "team")[-1]
+    assert (mine["text"], mine["attachment"]) == ("the plan", {"name": "plan.txt", "size": 19})
+    theirs = carol.lines("group", "messages", "team")[-1]
+    assert theirs["attachment"] == {"name": "plan.txt", "size": 19,
+                                    "path": str(saved.resolve())}
+    saved.unlink()
+    assert "path" not in carol.lines("group", "messages", "team")[-1]["attachment"]
+
+
 def test_remove_then_leave(team: tuple[User, User, User]) -> None:
     alice, bob, carol = team
     alice.run("send", "team", "before")

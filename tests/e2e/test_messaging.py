@@ -159,12 +159,28 @@ def test_attachment_and_profile(friends: tuple[User, User], tmp_path: Path) -> N
     assert got[0]["text"] == "the data"
     saved = Path(got[0]["attachment"]["path"])
     assert saved.parent == save and saved.read_bytes() == payload
+    # The history names the file on both sides, and where bob saved it.
+    mine = alice.lines("messages", "bob")[-1]
+    assert mine["attachment"] == {"name": "data.bin", "size": len(payload)}
+    theirs = bob.lines("messages", "alice")[-1]
+    assert theirs["attachment"] == {"name": "data.bin", "size": len(payload),
+                                    "path": str(saved.resolve())}
+    saved.unlink()  # gone from the disk: no path any more
+    assert bob.lines("messages", "alice")[-1]["attachment"] == {"name": "data.bin",
+                                                              "size": len(payload)}
 
+    # Only an image is a profile picture (by its first bytes).
+    not_image = tmp_path / "me.png"
+    not_image.write_bytes(b"GIF88a is no image format")
+    refused = alice.run("profile", "set", "--display-name", "Alice A.", "--avatar",
+                        str(not_image), check=False)
+    assert refused.returncode == 2 and "PNG, JPEG, GIF or WebP" in refused.stderr
     avatar = tmp_path / "me.png"
-    avatar.write_bytes(b"\x89PNG fake image")
+    avatar.write_bytes(b"\x89PNG\r\n\x1a\n fake image")
     alice.run("profile", "set", "--display-name", "Alice A.", "--status", "hi",
               "--avatar", str(avatar))
-    bob.run("receive")
+    # bob's client says a new profile came (a page shows the new picture at once).
+    assert {"type": "profile", "contact": "alice"} in bob.events()
     shown = bob.json("profile", "show", "alice")
     assert shown == {"contact": "alice", "display_name": "Alice A.", "status": "hi",
                      "avatar_bytes": avatar.stat().st_size}

@@ -44,6 +44,18 @@ def png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
             + chunk(b"IEND", b""))
 
 
+# The width of the picture shown as an element's background (a blob: URL), or 0.
+PICTURE_WIDTH = """async (selector) => {
+  const node = document.querySelector(selector);
+  const found = node && node.style.backgroundImage.match(/url\\("(blob:[^"]+)"\\)/);
+  if (!found) return 0;
+  const image = new Image();
+  image.src = found[1];
+  try { await image.decode(); } catch { return 0; }
+  return image.naturalWidth;
+}"""
+
+
 @pytest.fixture
 def browser() -> Iterator[Any]:
     if not shutil.which(CHROMIUM):
@@ -187,13 +199,43 @@ def test_two_people_chat_in_two_browsers(relay: RelayProcess, users: Any, browse
         bob.page.screenshot(path=shots / "profile.png")
         bob.page.get_by_role("button", name="Save").click()
         bob.page.get_by_role("dialog").wait_for(state="hidden")
-        alice.page.reload()
-        alice.open("bob")
+        # alice's page shows it without a reload (a `profile` event), in the
+        # chat header and the list.
         alice.page.wait_for_function(
             "() => document.getElementById('chat-avatar').style.backgroundImage"
             ".startsWith('url(\"blob:')")
+        alice.conversation("bob").locator(".avatar[style*='blob:']").wait_for()
+        assert alice.page.wait_for_function(PICTURE_WIDTH, arg="#chat-avatar").json_value() == 128
+        # A second new picture (64 pixels wide) replaces the first, still without a reload.
+        other = tmp_path / "bob-2.png"
+        other.write_bytes(png(64, 64, (160, 40, 90)))
+        bob.page.get_by_role("button", name="Profile").click()
+        bob.page.get_by_role("dialog", name="Your profile").wait_for()
+        bob.page.wait_for_function(PICTURE_WIDTH, arg="#profile-avatar")
+        bob.page.locator("#profile-avatar-file").set_input_files(other)
+        bob.page.wait_for_function(f"async (s) => await ({PICTURE_WIDTH})(s) === 64",
+                                   arg="#profile-avatar")
+        bob.page.get_by_role("button", name="Save").click()
+        bob.page.get_by_role("dialog").wait_for(state="hidden")
+        alice.page.wait_for_function(f"async (s) => await ({PICTURE_WIDTH})(s) === 64",
+                                     arg="#chat-avatar")
+        alice.page.wait_for_function(f"async (s) => await ({PICTURE_WIDTH})(s) === 64",
+                                     arg=".conversation .avatar")
         alice.page.locator(".bubble", has_text="A sunset").wait_for()
         alice.page.screenshot(path=shots / "conversations.png")
+
+        # After a reload the history still shows the picture alice sent: its
+        # preview and download link on bob's side, its name on alice's.
+        for person in (alice, bob):
+            person.page.reload()
+            person.open("bob" if person is alice else "alice")
+        bob.page.wait_for_function(
+            "() => { const i = document.querySelector('.bubble.in img.preview');"
+            " return i && i.complete && i.naturalWidth === 96; }")
+        assert bob.page.get_by_role("link", name="sunset.png").get_attribute(
+            "href").startswith("/files?path=")
+        alice.page.locator(".bubble.out .file", has_text="sunset.png").wait_for()
+        assert bob.page.locator(".bubble .file", has_text="a file").count() == 0
         bob.page.set_viewport_size({"width": 390, "height": 700})
         bob.page.emulate_media(color_scheme="dark")
         bob.page.screenshot(path=shots / "phone-dark.png")
@@ -248,6 +290,21 @@ def test_a_group_of_three_in_three_browsers(relay: RelayProcess, users: Any, bro
             bubble.wait_for()
             assert bubble.locator(".from").inner_text() == "carol"
         bob.page.screenshot(path=shots / "group.png")
+        # A picture in the group from carol, whom bob only knows as a member
+        # (her file is fetched from her relay, named in the group's member
+        # records): a preview for everyone, and after a reload too (the
+        # group's history).
+        cake = tmp_path / "cake.png"
+        cake.write_bytes(png(80, 60, (220, 160, 60)))
+        carol.page.locator("#attach").set_input_files(cake)
+        shown = ("() => { const i = document.querySelector('.bubble.in img.preview');"
+                 " return i && i.complete && i.naturalWidth === 80; }")
+        for person in (alice, bob):
+            person.page.wait_for_function(shown)
+        bob.page.reload()
+        bob.open("sailing", group=True)
+        bob.page.wait_for_function(shown)
+        assert bob.page.get_by_role("link", name="cake.png").is_visible()
     finally:
         for person in people:
             person.close()
@@ -350,3 +407,200 @@ def test_a_new_user_creates_an_identity_in_the_page(
     assert problems == []
     # The identity is a normal one: the passphrase opens it without a daemon.
     assert dana.json("account", "settings")["name"] == "dana"
+
+
+def test_a_changed_key_blocks_sending_until_the_user_decides(
+    relay: RelayProcess, users: Any, browser: Any, tmp_path: Path
+) -> None:
+    shots = Path(os.environ.get("CHATCLI_WEB_SHOTS", tmp_path))
+    alice_user, bob_user = users("alice", "bob")
+    alice_user.init(relay)
+    bob_user.init(relay)
+    connect(alice_user, bob_user)
+    problems: list[str] = []
+    alice = Person(alice_user, browser, problems)
+    try:
+        alice.open("bob")
+        alice.say("Before the change")
+        alice.page.locator('.bubble.out .state[aria-label="sent"]').wait_for()
+        banner = alice.page.get_by_role("alert").filter(has_text="This contact's key changed")
+        assert not banner.is_visible()
+        # Someone with a new key accepts an invite alice labelled "bob"
+        # (tests/e2e/test_trust.py): a real key change, while the page is open.
+        impostor = User("bob", bob_user.home.parent / "bob-impostor")
+        impostor.init(relay)
+        link = alice_user.run("invite", "--name", "bob").stdout.strip()
+        impostor.run("accept", link, "--name", "alice")
+        banner.wait_for()
+        box = alice.page.get_by_role("textbox", name="Message")
+        assert box.is_disabled()
+        assert alice.page.get_by_role("button", name="Send").is_disabled()
+        assert alice.page.locator("#attach").is_disabled()
+        alice.conversation("bob").get_by_text("key changed").wait_for()
+        alice.page.screenshot(path=shots / "key-changed.png")
+        # The daemon refuses too (a terminal or another page): nothing is sent.
+        refused = no_passphrase(alice_user, "send", "bob", "sneaking past the page")
+        assert refused.returncode == 4
+
+        # alice reviews the new safety number and refuses the key.
+        banner.get_by_role("button", name="Review the safety number").click()
+        dialog = alice.page.get_by_role("dialog", name="Safety number")
+        dialog.get_by_text("The key changed").wait_for()
+        dialog.get_by_role("button", name="Refuse the new key").click()
+        dialog.get_by_role("button", name="Refuse the new key").wait_for(state="hidden")
+        dialog.get_by_role("button", name="Close").click()
+        banner.wait_for(state="hidden")
+        assert box.is_enabled()
+        alice.say("That was not you")
+        alice.page.locator(".bubble.out", has_text="That was not you").locator(
+            '.state[aria-label="sent"]').wait_for()
+        assert bob_user.texts()[-1] == "That was not you"
+    finally:
+        alice.close()
+    assert problems == []
+
+
+# Every control of the page must have a name a screen reader can say: its
+# <label>, aria-label / aria-labelledby, its text, an image's alt, or a title.
+UNNAMED_CONTROLS = """() => {
+  const named = (node) => {
+    if (node.getAttribute('aria-label')) return true;
+    const by = node.getAttribute('aria-labelledby');
+    if (by && by.split(/\\s+/).some((id) => {
+      const target = document.getElementById(id);
+      return target && target.textContent.trim();
+    })) return true;
+    if (node.labels && [...node.labels].some((l) => l.textContent.trim()
+        || l.querySelector('img[alt]:not([alt=""])'))) return true;
+    if (node.tagName === 'BUTTON' && (node.textContent.trim()
+        || node.querySelector('img[alt]:not([alt=""])'))) return true;
+    return Boolean(node.getAttribute('title'));
+  };
+  return [...document.querySelectorAll('input, button, select, textarea, dialog')]
+    .filter((node) => !named(node))
+    .map((node) => node.outerHTML.slice(0, 120));
+}"""
+
+
+def test_keyboard_labels_phone_size_and_themes(
+    relay: RelayProcess, users: Any, browser: Any, tmp_path: Path
+) -> None:
+    shots = Path(os.environ.get("CHATCLI_WEB_SHOTS", tmp_path))
+    alice_user, bob_user = users("alice", "bob")
+    alice_user.init(relay)
+    bob_user.init(relay)
+    connect(alice_user, bob_user)
+    bob_user.run("send", "alice", "Are you there? Try the page on your phone.")
+    problems: list[str] = []
+    alice = Person(alice_user, browser, problems)
+    try:
+        page = alice.page
+        page.locator(".conversation", has_text="Are you there?").wait_for()
+        # Keyboard only: Tab from the search field reaches the conversation,
+        # Enter opens it, Tab reaches the composer, Enter sends.
+        page.get_by_role("searchbox", name="Search contacts").focus()
+        for _ in range(10):
+            page.keyboard.press("Tab")
+            if page.evaluate("() => document.activeElement.classList.contains('conversation')"):
+                break
+        page.keyboard.press("Enter")
+        page.locator("#chat-name", has_text="bob").wait_for()
+        box = page.get_by_role("textbox", name="Message")
+        page.get_by_role("button", name="Safety number").focus()
+        for _ in range(10):
+            page.keyboard.press("Tab")
+            if page.evaluate("() => document.activeElement.id === 'message-text'"):
+                break
+        assert page.evaluate("() => document.activeElement.id") == "message-text"
+        page.keyboard.type("Typed with the keyboard only")
+        page.keyboard.press("Enter")
+        page.locator(".bubble.out", has_text="Typed with the keyboard only").wait_for()
+        assert box.input_value() == ""
+        # Shift+Enter is a new line, not a send.
+        page.keyboard.type("two")
+        page.keyboard.press("Shift+Enter")
+        page.keyboard.type("lines")
+        assert box.input_value() == "two\nlines"
+        box.fill("")
+        # Escape closes a dialog and gives the focus back.
+        page.get_by_role("button", name="Invite", exact=True).press("Enter")
+        invite = page.get_by_role("dialog", name="Invite someone")
+        invite.wait_for()
+        page.keyboard.press("Escape")
+        invite.wait_for(state="hidden")
+        # Every input, button and dialog has an accessible name, in each view.
+        assert page.evaluate(UNNAMED_CONTROLS) == []
+        page.get_by_role("button", name="Profile").click()
+        page.get_by_role("dialog", name="Your profile").wait_for()
+        assert page.evaluate(UNNAMED_CONTROLS) == []
+        # A picture must be an image the browser can decode (then it is scaled down).
+        fake = tmp_path / "not-a-picture.png"
+        fake.write_bytes(b"GIF88a, but no image at all")
+        page.locator("#profile-avatar-file").set_input_files(fake)
+        page.get_by_text("That file is not an image this browser can read.").wait_for()
+        page.keyboard.press("Escape")
+        page.get_by_role("dialog", name="Your profile").wait_for(state="hidden")
+
+        # Light and dark from the system setting, at desktop size.
+        background = "() => getComputedStyle(document.body).backgroundColor"
+        page.emulate_media(color_scheme="light")
+        light = page.evaluate(background)
+        page.screenshot(path=shots / "chat-light.png")
+        page.emulate_media(color_scheme="dark")
+        dark = page.evaluate(background)
+        page.screenshot(path=shots / "chat-dark.png")
+        assert light == "rgb(244, 245, 247)" and dark == "rgb(17, 20, 24)"
+
+        # A phone-sized window: the list and the chat take turns, nothing
+        # wider than the screen.
+        page.set_viewport_size({"width": 390, "height": 844})
+        wider = "() => document.documentElement.scrollWidth > window.innerWidth"
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            assert page.locator("#chat-pane").is_visible()
+            assert not page.locator(".sidebar").is_visible()
+            assert not page.evaluate(wider)
+            page.screenshot(path=shots / f"phone-chat-{scheme}.png")
+            page.get_by_role("button", name="Back to conversations").click()
+            assert page.locator(".sidebar").is_visible()
+            assert not page.locator("#chat").is_visible()
+            assert not page.evaluate(wider)
+            page.screenshot(path=shots / f"phone-list-{scheme}.png")
+            alice.open("bob")
+        assert page.evaluate(UNNAMED_CONTROLS) == []
+
+        # A file dropped on the chat is sent (the drop zone shows while dragging).
+        dropped = page.evaluate_handle(
+            "() => { const data = new DataTransfer();"
+            " data.items.add(new File(['dropped notes'], 'notes.txt', {type: 'text/plain'}));"
+            " return data; }")
+        page.dispatch_event("#chat", "dragenter", {"dataTransfer": dropped})
+        assert page.get_by_text("Drop a file to send it").is_visible()
+        page.dispatch_event("#chat", "drop", {"dataTransfer": dropped})
+        assert page.get_by_text("Drop a file to send it").is_hidden()
+        page.locator(".bubble.out", has_text="notes.txt").locator(
+            '.state[aria-label="sent"]').wait_for()
+        got = bob_user.receive()[-1]
+        assert got["attachment"]["name"] == "notes.txt"
+        assert Path(got["attachment"]["path"]).read_bytes() == b"dropped notes"
+
+        # History scrolls back: after a reload the page shows the latest 50
+        # messages; scrolling to the top loads the older ones.
+        from chatcli.daemon.sync_client import DaemonCliApi
+
+        api = DaemonCliApi(alice_user.home / "daemon.sock")
+        for n in range(1, 56):
+            api.call("send", {"to": "bob", "text": f"Numbered message {n}"})
+        page.locator(".bubble", has_text="Numbered message 55").wait_for()
+        page.reload()
+        alice.open("bob")
+        page.locator(".bubble", has_text="Numbered message 55").wait_for()
+        assert page.locator(".message-list .bubble").count() == 50
+        assert page.locator(".bubble", has_text="Are you there?").count() == 0
+        page.locator("#messages").evaluate("box => { box.scrollTop = 0; }")
+        page.locator(".bubble", has_text="Are you there?").wait_for()
+        assert page.locator(".message-list .bubble").count() == 58
+        assert page.get_by_role("button", name="Load older messages").is_hidden()
+    finally:
+        alice.close()
+    assert problems == []

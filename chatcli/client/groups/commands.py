@@ -138,8 +138,10 @@ class GroupCommands(GroupInbox):
                                wire.Cipher(message=ciphertext, group_id=group.group_id),
                                kind="text",
                                message_uuid=message_id)
-            gdb.GroupMessage.create(
+            row = gdb.GroupMessage.create(
                 uuid=message_id, group=group, sender=self.me, outgoing=True,
                 text_sealed=self.sealer.seal_text(text, "group.message_text", message_id),
                 sent_at=sent_at, recipients=len(others))
+            if attachment is not None:
+                gdb.store_attachment(self.sealer, row, attachment)
         return SendReport(id=message_id, recipients=len(others))

@@ -268,11 +268,13 @@ class GroupInbox(GroupCore):
         if gdb.GroupMessage.get_or_none(gdb.GroupMessage.uuid == content.id) is not None:
             return events
         contact_name, _ = self._label(row.sender, state)
-        gdb.GroupMessage.create(
+        stored = gdb.GroupMessage.create(
             uuid=content.id, group=group, sender=row.sender, outgoing=False,
             text_sealed=self.sealer.seal_text(content.text, "group.message_text",
                                               content.id),
             sent_at=content.sent_at, received_at=received_at)
+        if content.attachment is not None:
+            gdb.store_attachment(self.sealer, stored, content.attachment)
         events.append(GroupMessageEvent(
             id=content.id, contact=contact_name, text=content.text, sent_at=content.sent_at,
             received_at=received_at, group=group.name,

@@ -11,14 +11,19 @@ a schema migration.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 from weakref import WeakSet
+
+import msgspec
 
 from chatcli.client.groups.tables import (
     GROUP_MODELS,
     SEALED_GROUP_COLUMNS,
     Group,
+    GroupAttachment,
     GroupDistributed,
     GroupInvitee,
     GroupMessage,
@@ -35,12 +40,13 @@ from chatcli.client.groups.tables import (
     sender_key_row,
     session_row,
 )
-from chatcli.client.store import Store
+from chatcli.client.store import Sealer, Store
 
 __all__ = [
     "GROUP_MODELS",
     "SEALED_GROUP_COLUMNS",
     "Group",
+    "GroupAttachment",
     "GroupDistributed",
     "GroupInvitee",
     "GroupMessage",
@@ -172,3 +178,46 @@ def is_group(client: HasStore, name: str) -> bool:
     """Whether ``name`` is a group of this identity (reads the local database)."""
     with client.store.read():
         return name_in_use(client, name)
+
+
+class _AttachmentInfo(msgspec.Struct, frozen=True):
+    name: str
+    size: int
+
+
+def store_attachment(sealer: Sealer, message: GroupMessage, attachment: Any) -> None:
+    """Record the name and size of a group message's file (inside ``bound``)."""
+    GroupAttachment.create(message=message, info_sealed=sealer.seal(
+        msgspec.json.encode(_AttachmentInfo(attachment.name, attachment.size)),
+        "group.attachment", message.uuid))
+
+
+def record_saved(sealer: Sealer, uuid: str, path: Path) -> None:
+    """Where a group message's received file was saved (inside ``bound``, writing)."""
+    row = (GroupAttachment.select().join(GroupMessage)
+           .where(GroupMessage.uuid == uuid).first())
+    if row is None or row.path_sealed is not None:
+        return
+    GroupAttachment.update(path_sealed=sealer.seal(
+        os.fsencode(path.resolve()), "group.attachment_path", uuid)).where(
+        GroupAttachment.message == row.__data__["message"]).execute()
+
+
+def attachments(sealer: Sealer, rows: list[GroupMessage]) -> dict[int, dict[str, Any]]:
+    """message id -> ``{"name", "size", "path"?}`` for those of ``rows`` with a
+    file (``path`` while the saved file is there); inside ``bound``."""
+    by_id = {row.id: row.uuid for row in rows}
+    out: dict[int, dict[str, Any]] = {}
+    for found in GroupAttachment.select().where(GroupAttachment.message.in_(list(by_id))):
+        message_id = found.__data__["message"]
+        uuid = by_id[message_id]
+        info = msgspec.json.decode(sealer.open(bytes(found.info_sealed), "group.attachment",
+                                               uuid), type=_AttachmentInfo)
+        entry: dict[str, Any] = {"name": info.name, "size": info.size}
+        if found.path_sealed is not None:
+            path = Path(os.fsdecode(sealer.open(bytes(found.path_sealed),
+                                                "group.attachment_path", uuid)))
+            if path.is_file():
+                entry["path"] = str(path)
+        out[message_id] = entry
+    return out

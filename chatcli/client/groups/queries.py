@@ -118,7 +118,8 @@ class GroupQueries(GroupCore):
                 query = query.where(gdb.GroupMessage.sent_at < before)
             rows = list(query.order_by(gdb.GroupMessage.sent_at.desc(),
                                        gdb.GroupMessage.id.desc()).limit(limit))
-            out = []
+            files = gdb.attachments(self.sealer, rows)
+            out: list[dict[str, Any]] = []
             for row in reversed(rows):
                 sender, _ = self._label(row.sender, state)
                 out.append({
@@ -132,6 +133,8 @@ class GroupQueries(GroupCore):
                     "state": (("sent" if row.stored >= row.recipients else "queued")
                               if row.outgoing else "received"),
                 })
+                if row.id in files:
+                    out[-1]["attachment"] = files[row.id]
             return out
 
 
@@ -182,3 +185,18 @@ def group_copies_stored(client: ClientCore, message_id: str) -> tuple[int, int] 
             row = gdb.GroupMessage.get_or_none(gdb.GroupMessage.uuid == message_id,
                                                gdb.GroupMessage.outgoing == True)  # noqa: E712
             return None if row is None else (row.stored, row.recipients)
+
+
+def member_relay(client: ClientCore, group_name: str, fingerprint: str) -> str | None:
+    """The relay of the member of ``group_name`` with this identity fingerprint
+    (from the group's signed member records), or None when there is no such member."""
+    service = GroupQueries(client)
+    with client.store.read(), gdb.bound(client.store):
+        try:
+            state = service._membership(service._group(group_name))
+        except UsageError:
+            return None
+        for member in state.members():
+            if IdentityPublicKey.from_bytes(member).fingerprint() == fingerprint:
+                return service._record(state, member).relay_url
+    return None

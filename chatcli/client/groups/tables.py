@@ -187,9 +187,19 @@ class GroupOutbox(BaseModel):
     last_error = peewee.TextField(null=True)
 
 
+class GroupAttachment(BaseModel):
+    """The file of a group message: ``{"name", "size"}`` sealed, and where a
+    received one was saved (``path_sealed``, once it is). A table of its own,
+    so that databases made before it only gain a table."""
+
+    message = peewee.ForeignKeyField(GroupMessage, primary_key=True, on_delete="CASCADE")
+    info_sealed = peewee.BlobField()
+    path_sealed = peewee.BlobField(null=True)
+
+
 GROUP_MODELS: list[type[BaseModel]] = [
     Group, GroupOp, GroupOpSent, GroupInvitee, GroupSenderKey, GroupDistributed, GroupPeer,
-    GroupSession, GroupPending, GroupMessage, GroupOutbox,
+    GroupSession, GroupPending, GroupMessage, GroupOutbox, GroupAttachment,
 ]
 
 def group_row(group_id: bytes) -> str:

@@ -240,7 +240,9 @@ function renderConversations() {
     const name = el("span", "name", conversation.kind === "group" ? `${conversation.name} (group)` : conversation.name);
     const last = state.last.get(k);
     const meta = el("span", "meta", last ? timeLabel(toDate(last.sent_at || last.received_at)) : "");
-    const preview = el("span", "last", last ? previewText(last) : contact ? lastSeenLabel(contact) : "");
+    const preview = contact && contact.key_changed
+      ? el("span", "last warning", "⚠ key changed: check the safety number")
+      : el("span", "last", last ? previewText(last) : contact ? lastSeenLabel(contact) : "");
     const unread = state.unread.get(k) || 0;
     const badge = unread ? el("span", "badge", unread) : el("span");
     if (unread) badge.setAttribute("aria-label", `${unread} unread`);
@@ -339,6 +341,7 @@ function updateChatHeader() {
   $("chat-presence").textContent = contact ? lastSeenLabel(contact) : "";
   $("key-banner").hidden = !changed;
   $("message-text").disabled = changed;
+  $("message-text").placeholder = changed ? "Sending is blocked until you decide about the new key" : "Message";
   $("send").disabled = changed;
   $("attach").disabled = changed;
 }
@@ -455,7 +458,8 @@ function attachmentNode(message) {
     link.download = attachment.name;
     box.append(link);
   } else {
-    box.append(el("span", "file", `${attachment.name}${attachment.error ? `: ${attachment.error}` : ""}`));
+    const size = Number.isFinite(attachment.size) ? ` (${formatSize(attachment.size)})` : "";
+    box.append(el("span", "file", `${attachment.name}${attachment.error ? `: ${attachment.error}` : size}`));
   }
   return box;
 }
@@ -626,6 +630,7 @@ function handleEvent(event) {
     case "typing": return onTyping(event);
     case "presence": return onPresence(event);
     case "key_change": return refreshContact(event.contact || event.from);
+    case "profile": return onProfile(event);
     case "sent": return onSent(event);
     case "notice": return onNotice(event);
     case "error": return onStreamError(event);
@@ -730,6 +735,23 @@ function onPresence(event) {
   if (event.last_seen !== undefined) contact.last_seen = event.last_seen;
   renderConversations();
   updateChatHeader();
+}
+
+// A contact shared a new profile: fetch it again, so a new picture shows at once.
+async function onProfile(event) {
+  const name = event.contact;
+  const old = state.pictures.get(name);
+  state.pictures.delete(name);
+  const url = await loadPicture(name);
+  if (old) URL.revokeObjectURL(old);
+  renderConversations();
+  const current = state.current;
+  if (current && current.kind === "contact" && current.name === name) {
+    const head = $("chat-avatar");
+    fillAvatar(head, name);
+    head.style.backgroundImage = "";
+    setPicture(head, url);
+  }
 }
 
 function onNotice(event) {
