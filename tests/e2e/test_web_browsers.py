@@ -215,8 +215,16 @@ def test_two_people_chat_in_two_browsers(relay: RelayProcess, users: Any, browse
         bob.page.locator("#profile-avatar-file").set_input_files(other)
         bob.page.wait_for_function(f"async (s) => await ({PICTURE_WIDTH})(s) === 64",
                                    arg="#profile-avatar")
+        # The same dialog turns read receipts off and hides bob's presence.
+        receipts = bob.page.get_by_label("Send read receipts")
+        presence = bob.page.get_by_label("Show contacts when I am online")
+        assert receipts.is_checked() and presence.is_checked()
+        receipts.uncheck()
+        presence.uncheck()
         bob.page.get_by_role("button", name="Save").click()
         bob.page.get_by_role("dialog").wait_for(state="hidden")
+        settings = bob_user.json("account", "settings")  # through bob's daemon
+        assert (settings["read_receipts"], settings["presence_hidden"]) == (False, True)
         alice.page.wait_for_function(f"async (s) => await ({PICTURE_WIDTH})(s) === 64",
                                      arg="#chat-avatar")
         alice.page.wait_for_function(f"async (s) => await ({PICTURE_WIDTH})(s) === 64",
