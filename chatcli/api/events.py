@@ -20,6 +20,18 @@ class KeyWatch:
         self.client = client
         self.known = {c.name: (bytes(c.identity), bool(c.key_changed)) for c in client.contacts()}
 
+    def refresh(self, name: str) -> None:
+        """Take ``name`` as it is now (after a decision made elsewhere: a key
+        accepted or refused), so that the next change is told apart from it."""
+        from chatcli.errors import UsageError
+
+        try:
+            row = self.client.get_contact(name, allow_key_changed=True)
+        except UsageError:
+            self.known.pop(name, None)
+            return
+        self.known[name] = (bytes(row.identity), bool(row.key_changed))
+
     def change(self, name: str) -> dict[str, Any] | None:
         """``{"contact", "fingerprint", "pending"}`` when ``name``'s key changed."""
         from chatcli.errors import UsageError

@@ -92,6 +92,13 @@ class ProfileEvent(Result, tag="profile", tag_field="type"):
     contact: str
 
 
+class ContactEvent(Result, tag="contact", tag_field="type"):
+    """Daemon only: another front end changed what is known of a contact (its
+    key verified, a changed key accepted or refused, blocked or unblocked):
+    fetch it again (a page takes the changed-key banner down)."""
+    contact: str
+
+
 class SyncedEvent(Result, tag="synced", tag_field="type"):
     """Every message waiting at the relay when the stream started was handled."""
 
@@ -109,10 +116,10 @@ class SentEvent(Result, tag="sent", tag_field="type"):
 
 
 Event = (MessageEvent | ReceiptEvent | TypingEvent | PresenceEvent | NoticeEvent
-         | KeyChangeEvent | ProfileEvent | SyncedEvent | SentEvent)
+         | KeyChangeEvent | ProfileEvent | SyncedEvent | SentEvent | ContactEvent)
 EVENTS: tuple[type[Result], ...] = (MessageEvent, ReceiptEvent, TypingEvent, PresenceEvent,
                                     NoticeEvent, KeyChangeEvent, ProfileEvent, SyncedEvent,
-                                    SentEvent)
+                                    SentEvent, ContactEvent)
 
 
 class VersionResult(Result):

@@ -27,7 +27,7 @@ QUEUE_LIMIT = 256
 BACKLOG_LIMIT = 10_000
 """Events kept for the next consumer; the oldest go first (they stay in the history)."""
 
-MOMENTARY = frozenset({"typing", "presence", "profile", "synced"})
+MOMENTARY = frozenset({"typing", "presence", "profile", "synced", "contact"})
 
 
 def concerns(event: dict[str, Any], name: str) -> bool:

@@ -36,6 +36,7 @@ from chatcli.daemon.instance import InstanceLock
 from chatcli.daemon.server import DaemonServer
 
 if TYPE_CHECKING:
+    from chatcli.api.events import KeyWatch
     from chatcli.client.home import Home
     from chatcli.client.service import ChatClient
     from chatcli.daemon.websocket import WebSocketApi
@@ -46,6 +47,9 @@ RETRY_INTERVAL = 5.0
 
 WEB_UPLOADS = "web-uploads"
 """Folder of CHATCLI_HOME where the page's files wait until they are sent."""
+
+CONTACT_CHANGES = frozenset({"contacts.verify", "contacts.block", "contacts.unblock"})
+"""Methods after which the daemon publishes a ``contact`` event."""
 
 CATCH_UP_WAIT = 10.0
 """How long a ``receive`` waits for the daemon's first catch-up with its relay."""
@@ -132,6 +136,13 @@ class ResidentApi:
             result = await local.call(method, params)
         if method == "send":
             daemon.published_send(params, result)
+        elif method in CONTACT_CHANGES and (method != "contacts.verify" or params.get("confirm")
+                                            or params.get("reject")):
+            # Other front ends showing this contact fetch it again, and the
+            # next key change is told from this decision.
+            if daemon.keys is not None and isinstance(params.get("contact"), str):
+                daemon.keys.refresh(params["contact"])
+            daemon.hub.publish({"type": "contact", "contact": params.get("contact")})
         return result
 
     async def _receive(self, local: LocalApi, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -185,6 +196,8 @@ class Daemon:
         self._session: trio.CancelScope | None = None
         self._session_ended: trio.Event | None = None
         self._unlocking = trio.Lock()
+        self.keys: KeyWatch | None = None
+        """The receive loop's memory of contacts' keys (for key_change events)."""
         if client is not None:
             self._adopt(client)
 
@@ -421,7 +434,7 @@ class Daemon:
         from chatcli.client.attachments import download_for_event
         from chatcli.client.service import MessageEvent, NoticeEvent, SyncedEvent
 
-        keys = KeyWatch(client)
+        keys = self.keys = KeyWatch(client)
         async for event in client.listen(wait=math.inf):
             if isinstance(event, SyncedEvent):
                 self.connected = True

@@ -463,6 +463,19 @@ def test_a_changed_key_blocks_sending_until_the_user_decides(
         alice.page.locator(".bubble.out", has_text="That was not you").locator(
             '.state[aria-label="sent"]').wait_for()
         assert bob_user.texts()[-1] == "That was not you"
+
+        # A second impostor; this time alice decides in a terminal, and the
+        # open page takes the banner down by itself (a `contact` event).
+        second = User("bob", bob_user.home.parent / "bob-impostor-2")
+        second.init(relay)
+        second.run("accept", alice_user.run("invite", "--name", "bob").stdout.strip(),
+                   "--name", "alice")
+        banner.wait_for()
+        assert box.is_disabled()
+        decided = alice_user.run("verify", "bob", "--reject")  # through the daemon
+        assert decided.returncode == 0
+        banner.wait_for(state="hidden")
+        assert box.is_enabled()
     finally:
         alice.close()
     assert problems == []

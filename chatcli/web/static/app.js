@@ -630,6 +630,7 @@ function handleEvent(event) {
     case "typing": return onTyping(event);
     case "presence": return onPresence(event);
     case "key_change": return refreshContact(event.contact || event.from);
+    case "contact": return refreshContact(event.contact);
     case "profile": return onProfile(event);
     case "sent": return onSent(event);
     case "notice": return onNotice(event);
@@ -756,6 +757,7 @@ async function onProfile(event) {
 
 function onNotice(event) {
   showNotice(event.text || event.message || "", { info: !event.warning });
+  if (event.contact) refreshContact(event.contact);
   refreshConversations();
 }
 
