@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -114,43 +113,25 @@ def _keystore_key(home: Any, passphrase_file: Path | None) -> bytes:
 def _start_detached(home: Any, passphrase_file: Path | None, web_port: int | None = None, *,
                     locked: bool, websocket_port: int | None = None) -> int:
     import sys
-    import warnings
 
-    from chatcli.client.agent import _daemon_env, _read_line
+    from chatcli.client.agent import spawn_detached
     from chatcli.errors import ChatcliError
 
     key = b"" if locked else _keystore_key(home, passphrase_file)
     home.create()
     log_fd = os.open(home.root / "daemon.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        proc = subprocess.Popen(
+        line = spawn_detached(
             [sys.executable, "-m", "chatcli.daemon.main", "--home", str(home.root),
              *(["--locked"] if locked else []),
              *([] if web_port is None else ["--web", str(web_port)]),
              *([] if websocket_port is None else ["--websocket", str(websocket_port)])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_fd,
-            start_new_session=True, close_fds=True, cwd="/", env=_daemon_env())
+            key, stderr=log_fd, timeout=START_TIMEOUT)
     finally:
         os.close(log_fd)
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        try:
-            proc.stdin.write(key)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        line = _read_line(proc.stdout, time.monotonic() + START_TIMEOUT)
-    finally:
-        proc.stdout.close()
     del key
     if line.startswith(b"ready"):
-        with warnings.catch_warnings():  # detached on purpose: nobody waits for it
-            warnings.simplefilter("ignore", ResourceWarning)
-            del proc
         return int(line.split()[1])
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
     reason = line.decode("utf-8", "replace").removeprefix("error:").strip()
     raise ChatcliError(f"The daemon did not start: {reason or 'no answer'} "
                        f"(see {home.root / 'daemon.log'}).")

@@ -256,24 +256,19 @@ def _read_line(stream: Any, deadline: float) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
-def start(socket_path: Path, keystore: Path, key: bytes, *, timeout_s: int,
-          max_lifetime_s: int) -> AgentStatus:
-    """Start a detached agent holding ``key`` and wait until it answers.
-
-    The key goes over the agent's stdin, never through argv or the
-    environment. Raises :class:`ChatcliError` if it does not start (or
-    another agent took the socket first)."""
+def spawn_detached(cmd: list[str], key: bytes, *, stderr: int | None = None,
+                   timeout: float = START_TIMEOUT) -> bytes:
+    """Start ``cmd`` as a detached process (its own session, in ``/``), give it
+    ``key`` on stdin (never argv or the environment) and return the first line
+    it prints: ``ready ...`` once it serves, else why it did not start (the
+    process is then killed and reaped). Used for the agent and the daemon."""
     import subprocess
     import warnings
 
-    if len(key) != KEY_SIZE:
-        raise ValueError("the agent holds a 32-byte key")
-    cmd = [sys.executable, "-m", "chatcli.client.agent_daemon",
-           "--socket", str(socket_path), "--keystore", str(keystore),
-           "--timeout", str(timeout_s), "--max-lifetime", str(max_lifetime_s)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, start_new_session=True,
-                            close_fds=True, cwd="/", env=_daemon_env())
+                            stderr=subprocess.DEVNULL if stderr is None else stderr,
+                            start_new_session=True, close_fds=True, cwd="/",
+                            env=_daemon_env())
     assert proc.stdin is not None and proc.stdout is not None
     try:
         try:
@@ -281,21 +276,39 @@ def start(socket_path: Path, keystore: Path, key: bytes, *, timeout_s: int,
             proc.stdin.close()
         except BrokenPipeError:
             pass
-        line = _read_line(proc.stdout, time.monotonic() + START_TIMEOUT)
+        line = _read_line(proc.stdout, time.monotonic() + timeout)
     finally:
         proc.stdout.close()
     if line.startswith(b"ready"):
-        found = status(socket_path)
-        # The agent is detached on purpose: nobody waits for it here.
+        # Detached on purpose: nobody waits for it here.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             del proc
-        if found is None:
-            raise ChatcliError("The agent started but does not answer on its socket.")
-        return found
+        return line
     if proc.poll() is None:
         proc.kill()
     proc.wait()
+    return line
+
+
+def start(socket_path: Path, keystore: Path, key: bytes, *, timeout_s: int,
+          max_lifetime_s: int) -> AgentStatus:
+    """Start a detached agent holding ``key`` and wait until it answers.
+
+    The key goes over the agent's stdin, never through argv or the
+    environment. Raises :class:`ChatcliError` if it does not start (or
+    another agent took the socket first)."""
+    if len(key) != KEY_SIZE:
+        raise ValueError("the agent holds a 32-byte key")
+    line = spawn_detached([sys.executable, "-m", "chatcli.client.agent_daemon",
+                           "--socket", str(socket_path), "--keystore", str(keystore),
+                           "--timeout", str(timeout_s), "--max-lifetime", str(max_lifetime_s)],
+                          key)
+    if line.startswith(b"ready"):
+        found = status(socket_path)
+        if found is None:
+            raise ChatcliError("The agent started but does not answer on its socket.")
+        return found
     reason = line.decode("utf-8", "replace").strip()
     if reason == "busy":
         raise ChatcliError("Another agent started for this identity at the same time.")
