@@ -37,7 +37,6 @@ import trio
 
 from chatcli.client.chat_ui import (
     FAREWELL_SECONDS,
-    HELP,
     HISTORY_DEFAULT,
     MARK,
     MARK_DEBOUNCE,
@@ -47,12 +46,13 @@ from chatcli.client.chat_ui import (
     ChatStatus,
     ChatTarget,
     ChatView,
+    PromptInput,
     _Own,
     advance_marks,
     clean,
     header_lines,
+    input_loop,
     message_line,
-    parse_input,
     pending_count,
     show_history,
     show_incoming,
@@ -110,7 +110,7 @@ def _lost_or(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return unwrap(group)
 
 
-class RemoteChatSession:
+class RemoteChatSession(PromptInput):
     """One chat window on the daemon (see the module docstring); driven like
     :class:`chatcli.client.chat_ui.ChatSession`."""
 
@@ -145,21 +145,6 @@ class RemoteChatSession:
         self._typing_sent_at = -math.inf
         self._marks_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
-
-    # ------------------------------------------------------------ input (sync, in Trio)
-
-    def submit(self, line: str) -> None:
-        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            self._lines_send.send_nowait(line)
-
-    def typed(self) -> None:
-        self._typed.set()
-
-    def close_input(self) -> None:
-        self._lines_send.close()
-
-    def status_line(self) -> str:
-        return self.status.text()
 
     # ------------------------------------------------------------ calls
 
@@ -222,21 +207,10 @@ class RemoteChatSession:
         self._mark_read(unread)
 
     async def _input_loop(self) -> None:
-        async for line in self._lines:
-            action, text = parse_input(line)
-            if action == "quit":
-                return
-            if action == "help":
-                self.view.show(HELP.format(name=self.target.name))
-            elif action == "history":
-                try:
-                    await self._show_history()
-                except RemoteError as exc:
-                    self.view.show(f"! {exc}")
-            elif action == "unknown":
-                self.view.show(f"Unknown command {clean(text)}; /help lists them.")
-            elif action == "send":
-                self._send(text)
+        # A daemon that went away (DaemonGoneError) ends the chat; its refusals do not.
+        await input_loop(self._lines, self.view, self.target.name,
+                         show_history=self._show_history, send=self._send,
+                         recoverable=RemoteError)
 
     async def _farewell(self) -> None:
         """Leaving: wait a moment for the answers still due, and say what is left."""

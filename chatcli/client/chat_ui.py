@@ -61,7 +61,7 @@ import datetime
 import math
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -334,6 +334,30 @@ def parse_input(line: str) -> tuple[str, str]:
     return "send", text[1:] if text.startswith("//") else text
 
 
+async def input_loop(lines: AsyncIterable[str], view: ChatView, name: str, *,
+                     show_history: Callable[[], Awaitable[None]],
+                     send: Callable[[str], None],
+                     recoverable: type[Exception]) -> None:
+    """Act on each line typed until ``/quit`` (both sessions): ``/help``,
+    ``/history`` (an error of type ``recoverable`` is shown, not fatal),
+    unknown commands, and messages to send."""
+    async for line in lines:
+        action, text = parse_input(line)
+        if action == "quit":
+            return
+        if action == "help":
+            view.show(HELP.format(name=name))
+        elif action == "history":
+            try:
+                await show_history()
+            except recoverable as exc:
+                view.show(f"! {exc}")
+        elif action == "unknown":
+            view.show(f"Unknown command {clean(text)}; /help lists them.")
+        elif action == "send":
+            send(text)
+
+
 def _outgoing_states(client: ChatClient, ids: list[str]) -> dict[str, str]:
     """uuid -> pending / sent / delivered / read / failed, from the local store."""
     if not ids:
@@ -358,7 +382,32 @@ def _outgoing_states(client: ChatClient, ids: list[str]) -> dict[str, str]:
 # ------------------------------------------------------------------ the session
 
 
-class ChatSession:
+class PromptInput:
+    """What the terminal calls, in Trio, on either session: the lines typed,
+    typing, leaving, and the status line to draw."""
+
+    _lines_send: trio.MemorySendChannel[str]
+    _typed: trio.Event
+    status: ChatStatus
+
+    def submit(self, line: str) -> None:
+        """A line the user entered."""
+        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
+            self._lines_send.send_nowait(line)
+
+    def typed(self) -> None:
+        """The user is typing a message (called on every change of the input)."""
+        self._typed.set()
+
+    def close_input(self) -> None:
+        """The user left (Ctrl-D, Ctrl-C): the session ends."""
+        self._lines_send.close()
+
+    def status_line(self) -> str:
+        return self.status.text()
+
+
+class ChatSession(PromptInput):
     """One interactive conversation (see the module docstring)."""
 
     def __init__(self, client: ChatClient, target: ChatTarget, view: ChatView, *,
@@ -386,24 +435,6 @@ class ChatSession:
         self._typing_sent_at = -math.inf
         self._connected = False
         self._dropped = False
-
-    # ------------------------------------------------------------ input (sync, in Trio)
-
-    def submit(self, line: str) -> None:
-        """A line the user entered."""
-        with contextlib.suppress(trio.ClosedResourceError, trio.BrokenResourceError):
-            self._lines_send.send_nowait(line)
-
-    def typed(self) -> None:
-        """The user is typing a message (called on every change of the input)."""
-        self._typed.set()
-
-    def close_input(self) -> None:
-        """The user left (Ctrl-D, Ctrl-C): the session ends."""
-        self._lines_send.close()
-
-    def status_line(self) -> str:
-        return self.status.text()
 
     def _local(self, method: str, params: dict[str, Any]) -> Any:
         """An API method that needs no relay; its error as a ChatcliError."""
@@ -453,21 +484,11 @@ class ChatSession:
         self._mark_read(unread)
 
     async def _input_loop(self) -> None:
-        async for line in self._lines:
-            action, text = parse_input(line)
-            if action == "quit":
-                return
-            if action == "help":
-                self.view.show(HELP.format(name=self.target.name))
-            elif action == "history":
-                try:
-                    self._show_history()
-                except ChatcliError as exc:
-                    self.view.show(f"! {exc}")
-            elif action == "unknown":
-                self.view.show(f"Unknown command {clean(text)}; /help lists them.")
-            elif action == "send":
-                self._send(text)
+        async def history() -> None:
+            self._show_history()
+
+        await input_loop(self._lines, self.view, self.target.name, show_history=history,
+                         send=self._send, recoverable=ChatcliError)
 
     def _send(self, text: str) -> None:
         try:
