@@ -451,16 +451,6 @@ class RemoteChatSession(PromptInput):
             self.status.last_seen = info["last_seen"]
             self.status.presence_known = bool(info["known"])
 
-    async def _ticker(self) -> None:
-        """Redraw the status line when the typing indicator runs out."""
-        shown = False
-        while True:
-            await trio.sleep(0.5)
-            now = self.status.typing()
-            if shown and not now:
-                self.view.refresh()
-            shown = now
-
 
 def run_remote_chat(api: DaemonCliApi, target: ChatTarget, *,
                     history: int = HISTORY_DEFAULT) -> None:

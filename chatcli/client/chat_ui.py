@@ -389,6 +389,7 @@ class PromptInput:
     _lines_send: trio.MemorySendChannel[str]
     _typed: trio.Event
     status: ChatStatus
+    view: ChatView
 
     def submit(self, line: str) -> None:
         """A line the user entered."""
@@ -405,6 +406,16 @@ class PromptInput:
 
     def status_line(self) -> str:
         return self.status.text()
+
+    async def _ticker(self) -> None:
+        """Redraw the status line when the typing indicator runs out."""
+        shown = False
+        while True:
+            await trio.sleep(0.5)
+            now = self.status.typing()
+            if shown and not now:
+                self.view.refresh()
+            shown = now
 
 
 class ChatSession(PromptInput):
@@ -769,16 +780,6 @@ class ChatSession(PromptInput):
             self.status.presence_known = info.known
         self.view.refresh()
 
-
-    async def _ticker(self) -> None:
-        """Redraw the status line when the typing indicator runs out."""
-        shown = False
-        while True:
-            await trio.sleep(0.5)
-            now = self.status.typing()
-            if shown and not now:
-                self.view.refresh()
-            shown = now
 
 
 # ------------------------------------------------------------------ the terminal
