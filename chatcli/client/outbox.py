@@ -65,7 +65,7 @@ class Outbox(ClientCore):
             prepared.MESSAGE_INSERT.execute(
                 uuid=message_id, contact=contact.id, outgoing=True,
                 text=self.sealer.seal_text(text, "message.text", message_id),
-                attachment=record, sent_at=sent_at)
+                attachment=record, sent_at=sent_at, received_at=None, read_at=None)
             self._enqueue(contact, content, kind="text", message_uuid=message_id)
         return message_id, contact.id
 

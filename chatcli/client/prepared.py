@@ -8,7 +8,7 @@ go; it is compiled on first use and then re-run with new values.
 
 Statements run on the database their model is bound to, like any peewee
 query: inside ``store.read()``/``store.write()``. Selects give model
-instances through ``Model.raw`` (peewee's own column conversions).
+instances, each column converted by its field as peewee does.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class Prepared(Generic[M]):
         self._build = build
         self._sql: str | None = None
         self._plan: list[tuple[str | None, Any]] = []
+        self._fields: list[tuple[str, Callable[[Any], Any]]] | None = None
 
     def _compiled(self, database: peewee.Database) -> str:
         if self._sql is None:
@@ -70,9 +71,21 @@ class Prepared(Generic[M]):
         return database.execute_sql(sql, self._params(values))  # type: ignore[no-untyped-call]
 
     def rows(self, **values: Any) -> list[M]:
-        """The selected rows as model instances."""
-        sql = self._compiled(self._database)
-        return list(self.model.raw(sql, *self._params(values)))
+        """The selected rows as model instances (as peewee makes them: each
+        column through its field's ``python_value``, nothing marked dirty)."""
+        cursor = self.execute(**values)
+        if self._fields is None:
+            columns = self.model._meta.columns
+            self._fields = [(columns[c[0]].name, columns[c[0]].python_value)
+                            for c in cursor.description]
+        fields = self._fields
+        found = []
+        for row in cursor:
+            instance = self.model(__no_default__=1)
+            instance.__data__.update({name: convert(value) for (name, convert), value
+                                      in zip(fields, row, strict=True)})
+            found.append(instance)
+        return found
 
     def first(self, **values: Any) -> M | None:
         found = self.rows(**values)
@@ -84,12 +97,18 @@ class Prepared(Generic[M]):
         return None if row is None else row[0]
 
 
+# ------------------------------------------------------------------ account
+
+ACCOUNT = Prepared(db.Account, lambda: db.Account.select().limit(1))
+
 # ------------------------------------------------------------------ contacts
 
 CONTACT_BY_NAME = Prepared(db.Contact, lambda: db.Contact.select().where(
     db.Contact.name == param("name")).limit(1))
 CONTACT_BY_ID = Prepared(db.Contact, lambda: db.Contact.select().where(
     db.Contact.id == param("id")).limit(1))
+CONTACT_BY_IDENTITY = Prepared(db.Contact, lambda: db.Contact.select().where(
+    db.Contact.identity == param("identity")).limit(1))
 
 # ------------------------------------------------------------------ sessions
 
@@ -104,9 +123,41 @@ SESSION_UPDATE = Prepared(db.Session, lambda: db.Session.update(
 MESSAGE_INSERT = Prepared(db.Message, lambda: db.Message.insert(
     uuid=param("uuid"), contact=param("contact"), outgoing=param("outgoing"),
     text_sealed=param("text"), attachment_sealed=param("attachment"),
-    sent_at=param("sent_at")))
+    sent_at=param("sent_at"), received_at=param("received_at"), read_at=param("read_at")))
+MESSAGE_EXISTS = Prepared(db.Message, lambda: db.Message.select(db.Message.id).where(
+    db.Message.uuid == param("uuid")).limit(1))
 MESSAGE_STORED = Prepared(db.Message, lambda: db.Message.update(stored_at=param("now")).where(
     db.Message.uuid == param("uuid")))
+
+
+def _receipt(*columns: peewee.Field) -> Prepared[db.Message]:
+    """A receipt's mark on one own message of a contact, once (``columns[0]``
+    not set yet)."""
+    return Prepared(db.Message, lambda: db.Message.update(
+        {column: param("at") for column in columns}).where(
+        db.Message.contact == param("contact"), db.Message.outgoing == True,  # noqa: E712
+        db.Message.uuid == param("uuid"), columns[0].is_null()))
+
+
+MESSAGE_DELIVERED = _receipt(db.Message.delivered_at)
+MESSAGE_READ = _receipt(db.Message.read_at, db.Message.delivered_at)
+
+# ------------------------------------------------------------------ inbox
+
+PROCESSED_PURGE = Prepared(db.Processed, lambda: db.Processed.delete().where(
+    db.Processed.processed_at < param("before")))
+PROCESSED_SEEN = Prepared(db.Processed, lambda: db.Processed.select(db.Processed.relay_id).where(
+    db.Processed.relay_id == param("id")).limit(1))
+PROCESSED_INSERT = Prepared(db.Processed, lambda: db.Processed.insert(
+    relay_id=param("id"), processed_at=param("now")))
+
+# ------------------------------------------------------------------ invites
+
+INVITES_TO_RETIRE = Prepared(db.Invite, lambda: db.Invite.select().where(
+    db.Invite.expires_at_s < param("now"), db.Invite.capability_sealed != b"",
+    db.Invite.used_at.is_null() | (db.Invite.expires_at_s == 0)))
+RETIRED_CAPABILITIES = Prepared(db.RetiredCapability, lambda: db.RetiredCapability.select(
+    db.RetiredCapability.cap_hash))
 
 # ------------------------------------------------------------------ outbox
 

@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 import peewee
 
-from chatcli.client import models
+from chatcli.client import models, prepared
 from chatcli.client.groups.tables import SEALED_GROUP_COLUMNS
 from chatcli.crypto.errors import CorruptData
 from chatcli.errors import StorageError
@@ -529,7 +529,7 @@ class Store:
             yield
 
     def account(self) -> models.Account:
-        row = models.Account.get_or_none()
+        row = prepared.ACCOUNT.first()
         if row is None:
             raise StorageError("The local database has no account; run `chatcli init`.")
         return row
