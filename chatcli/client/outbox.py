@@ -82,13 +82,14 @@ class Outbox(ClientCore):
             with self.store.write():
                 after = self._encrypt_batch(after)
 
-    def _encrypt_batch(self, after: int) -> int | None:
+    def _encrypt_batch(self, after: int, contacts: dict[int, db.Contact] | None = None
+                       ) -> int | None:
         """Encrypt up to :data:`ENCRYPT_BATCH` queued plaintexts past outbox id
         ``after`` (inside a write transaction); the id to go on from, or None
         when nothing is left. A contact's session is read once and written
         once, with the payloads it encrypted."""
         rows = prepared.OUTBOX_TO_ENCRYPT.rows(after=after)
-        contacts: dict[int, db.Contact] = {}
+        contacts = {} if contacts is None else contacts  # by id, read once
         sessions_used: dict[int, RatchetSession] = {}
         advanced: set[int] = set()  # contacts whose session encrypted something
         queued = False  # a restore queued an item: look again
@@ -190,22 +191,27 @@ class Outbox(ClientCore):
         after: int | None = 0
         while after is not None:
             with self.store.write():
-                after = self._encrypt_batch(after)
+                contacts: dict[int, db.Contact] = {}
+                after = self._encrypt_batch(after, contacts)
                 if after is None:
-                    by_relay = self._deposits_by_relay(contact_id)
-                    report.pending = self._pending_count()
+                    by_relay = self._deposits_by_relay(contact_id, contacts)
+                    if not by_relay:  # else recording the deposits counts
+                        report.pending = self._pending_count()
         report.refused.update(self._failed)
         self._failed.clear()
         return report, by_relay
 
-    def _deposits_by_relay(self, contact_id: int | None = None) -> dict[str, list[db.Outbox]]:
+    def _deposits_by_relay(self, contact_id: int | None = None,
+                           contacts: dict[int, db.Contact] | None = None
+                           ) -> dict[str, list[db.Outbox]]:
         """The encrypted items to deposit (all, or those for ``contact_id``), in
-        queue order, grouped by the relay of their contact."""
+        queue order, grouped by the relay of their contact (``contacts``: those
+        read already in this transaction, by id)."""
         by_relay: dict[str, list[db.Outbox]] = {}
+        contacts = {} if contacts is None else contacts
         with self.store.read():
             rows = (prepared.OUTBOX_TO_DEPOSIT.rows() if contact_id is None
                     else prepared.OUTBOX_TO_DEPOSIT_FOR.rows(contact=contact_id))
-            contacts: dict[int, db.Contact] = {}
             for row in rows:
                 contact_of = row.__data__["contact"]
                 contact = contacts.get(contact_of)
