@@ -208,7 +208,6 @@ class GroupCommands(GroupInbox):
             signed.append(self._add_op(group, wire.LeaveOp(member=self.me, since=since)))
             for target in others:
                 self._send_ops(self._record(before, target), group, signed)
-            gdb.GroupInvitee.delete().where(gdb.GroupInvitee.group == group).execute()
             self._reconcile(group, self._membership(group), before.members())
             return self._label(heir, before)[0] if heir is not None else None
 

@@ -320,7 +320,7 @@ class Membership:
         """Current members whose vote for ``candidate`` still counts."""
         change = self._state.admin_change
         return frozenset(v.member for v in self._votes
-                         if v.candidate == candidate and v.base >= change
+                         if v.candidate == candidate and v.base > change
                          and self.is_member(v.member))
 
     def member_at(self, member: bytes, version: int) -> bool | None:
@@ -528,7 +528,7 @@ class Membership:
                    if Leave(m, since) not in self._leaves
                    and self._record_of(m, since, vouched) is not None}
         voters = {voter for voter, base in op.votes
-                  if voter in members and derived.admin_change <= base < op.seq}
+                  if voter in members and derived.admin_change < base <= op.seq}
         if 2 * len(voters) <= len(members):
             return "fewer than a majority of the members voted for it"
         return ""
