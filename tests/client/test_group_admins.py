@@ -176,8 +176,6 @@ async def test_group_profile_is_set_by_admins_and_seen_by_all(four: Four) -> Non
     assert GroupService(bob).info("team")["title"] == "team"
     GroupService(alice).set_profile("team", title="Climbing club",
                                     description="Saturdays at 10", avatar=PNG)
-    with pytest.raises(UsageError, match="PNG, JPEG"):
-        GroupService(alice).set_profile("team", avatar=b"not an image")
     with pytest.raises(UsageError, match="too large"):
         GroupService(alice).set_profile("team", avatar=PNG + bytes(40_000))
     await flush(alice)

@@ -125,16 +125,12 @@ class GroupCommands(GroupInbox):
     def set_profile(self, name: str, *, title: str | None = None,
                     description: str | None = None, avatar: bytes | None = None,
                     clear_avatar: bool = False) -> wire.GroupProfile:
-        """Set the group's profile (admins): what is not given stays."""
-        from chatcli.client.profiles import image_kind
-
-        if avatar is not None:
-            if image_kind(avatar) is None:
-                raise UsageError("The avatar must be a PNG, JPEG, GIF or WebP image.")
-            if len(avatar) > wire.MAX_GROUP_AVATAR:
-                raise UsageError(f"The group avatar is too large: {len(avatar) // 1024} KiB, "
-                                 f"at most {wire.MAX_GROUP_AVATAR // 1024} KiB (scale it down, "
-                                 "e.g. to 128x128).")
+        """Set the group's profile (admins): what is not given stays. The API
+        checks first that an avatar is an image (``profiles.image_kind``)."""
+        if avatar is not None and len(avatar) > wire.MAX_GROUP_AVATAR:
+            raise UsageError(f"The group avatar is too large: {len(avatar) // 1024} KiB, "
+                             f"at most {wire.MAX_GROUP_AVATAR // 1024} KiB (scale it down, "
+                             "e.g. to 128x128).")
         if title is not None and not 1 <= len(title) <= 200:
             raise UsageError("A group name has 1 to 200 characters.")
         if description is not None and len(description) > wire.MAX_DESCRIPTION:
