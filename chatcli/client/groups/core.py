@@ -400,6 +400,9 @@ class GroupCore:
         contact = db.Contact.get_or_none(db.Contact.name == who)
         if contact is not None and contact.identity in pool:
             return bytes(contact.identity)
+        if contact is not None and state.is_invited(contact.identity):
+            raise UsageError(f"{who} has not joined {group_name} yet, or its joining has not "
+                             "reached you: run `chatcli receive`.")
         wanted = who.replace(" ", "").lower()
         found = [member for member in pool
                  if (state.record(member) is not None
