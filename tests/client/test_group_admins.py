@@ -211,3 +211,34 @@ async def test_a_majority_recovers_a_group_whose_admin_is_gone(four: Four) -> No
     await settle(bob)
     assert view(bob) == view(carol)
     assert view(bob)[1] == {fp(alice), fp(carol)}
+
+
+async def test_members_are_told_of_their_role(four: Four) -> None:
+    alice, bob, carol, _dave = four
+    await make_group(alice, bob, carol)
+    await settle(alice, bob, carol)
+    GroupService(alice).set_admin("team", "bob")
+    await flush(alice)
+    notices = [getattr(e, "text", "") for e in await drain(bob)]
+    assert "You are now an admin of the group team." in notices
+    GroupService(alice).set_admin("team", "bob", admin=False)
+    await flush(alice)
+    notices = [getattr(e, "text", "") for e in await drain(bob)]
+    assert "You are no longer an admin of the group team." in notices
+    roles = {i.name: i.role for i in GroupService(carol).members("team")}
+    assert roles == {"alice": "creator", "bob": "member", "carol": "member"}
+
+
+async def test_an_invitation_can_be_withdrawn_before_it_is_accepted(four: Four) -> None:
+    alice, bob, _carol, dave = four
+    GroupService(alice).create("team", ["bob"])
+    await flush(alice)
+    await settle(bob, alice)
+    GroupService(alice).add("team", "dave")
+    assert GroupService(alice).invited("team") == ["dave"]
+    GroupService(alice).remove("team", "dave")
+    await flush(alice)
+    await settle(dave, bob)
+    assert GroupService(alice).invited("team") == []
+    assert [g["status"] for g in GroupService(dave).groups()] == ["removed"]
+    assert fp(dave) not in view(bob)[0]

@@ -101,9 +101,14 @@ class GroupCommands(GroupInbox):
             signed = self._signed_admin_op(group, before, wire.RemoveOp(
                 seq=before.next_seq, member=member))
             state = self._membership(group)
-            # The removed member learns of it now, the others with the broadcast.
+            # The removed member learns of it now, the others with the broadcast;
+            # an invitee not joined yet (no record) through its contact address.
             if before.record(member) is not None:
                 self._send_ops(self._record(before, member), group, [signed])
+            else:
+                contact = db.Contact.get_or_none(db.Contact.identity == member)
+                if contact is not None and not contact.blocked:
+                    self._send_ops(self._contact_record(contact), group, [signed])
             self._reconcile(group, state, before.members())
             self._broadcast_ops()
 

@@ -210,6 +210,10 @@ class GroupInbox(GroupCore):
         self._check_accepts(group, state, before)
         self._renewed(group, before, state)
         events.extend(self._profile_notice(group, before, state))
+        if before.is_admin(self.me) != state.is_admin(self.me) and state.is_member(self.me):
+            events.append(NoticeEvent(
+                f"You are now an admin of the group {group.name}." if state.is_admin(self.me)
+                else f"You are no longer an admin of the group {group.name}."))
         if group.status == JOINING:
             return events + self._accept_invitation(group)
         # Everything reaches the admins, which pass it on to every member with their

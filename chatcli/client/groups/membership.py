@@ -385,8 +385,8 @@ class Membership:
         if isinstance(op, Create):
             return Result(Outcome.CONFLICT, "the group was already created")
         frontier = self._state.frontier
-        if op.seq > frontier and sum(len(v) for s, v in self._ordered.items()
-                                     if s > frontier) >= MAX_BUFFERED:
+        if evaluate and op.seq > frontier and sum(len(v) for s, v in self._ordered.items()
+                                                  if s > frontier) >= MAX_BUFFERED:
             return Result(Outcome.REJECTED, "too many operations wait for a missing one")
         self._ordered.setdefault(op.seq, set()).add(op)
         self._by_author[(op.author or self.admin, op.seq)] = op
