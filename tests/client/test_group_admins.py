@@ -242,3 +242,18 @@ async def test_an_invitation_can_be_withdrawn_before_it_is_accepted(four: Four) 
     assert GroupService(alice).invited("team") == []
     assert [g["status"] for g in GroupService(dave).groups()] == ["removed"]
     assert fp(dave) not in view(bob)[0]
+
+
+def test_the_chat_header_shows_the_group_profile() -> None:
+    from chatcli.client.chat_ui import ChatTarget, header_lines
+
+    target = ChatTarget(name="team", kind="group", contact_id=0, mailbox=b"", relay_url="",
+                        verified=False)
+    members = [{"name": "me", "me": True}, {"name": "bob", "me": False}]
+    plain = header_lines(target, members, {"title": "team", "description": ""})
+    assert plain[0] == "── chat in group team ── with bob"
+    shown = header_lines(target, members, {"title": "Climbers\x1b[2J",
+                                           "description": "Saturdays"})
+    # An admin's text reaches the terminal without escape sequences.
+    assert "\x1b" not in shown[0] and shown[0].startswith("── chat in group team “Climbers")
+    assert shown[1] == "   Saturdays" and len(shown) == 3

@@ -70,7 +70,7 @@ class GroupInbox(GroupCore):
         if isinstance(layer, wire.Cipher):
             advice = f"ask {who} to send it again."
         else:
-            advice = (f"if you restored this identity from a backup, ask the group's creator "
+            advice = (f"if you restored this identity from a backup, ask one of the group's admins "
                       f"to add you again; otherwise ask {who} to send it again.")
         return NoticeEvent(f"A group message from {who}{where} could not be read and was "
                            f"dropped ({reason}): {advice}", warning=True)
@@ -340,7 +340,7 @@ class GroupInbox(GroupCore):
             who = self._display(sender)
             return [NoticeEvent(
                 f"A message from {who} in a group this device does not know cannot be read. "
-                "If you restored this identity from a backup, ask the group's creator to add "
+                "If you restored this identity from a backup, ask one of the group's admins to add "
                 f"you again, then ask {who} to send it again.", warning=True)]
         who = self._display(sender, self._membership(group))
         return [NoticeEvent(
