@@ -9,9 +9,9 @@ import uuid as uuidlib
 
 import msgspec
 
+from chatcli.client import actions, sessions
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client import sessions
 from chatcli.client.core import ClientCore
 from chatcli.client.events import DeliveryReport
 from chatcli.client.groups.commands import GroupCommands
@@ -31,15 +31,20 @@ class _AttachmentRecord(msgspec.Struct, frozen=True):
     name: str
     size: int
     path: str | None = None
+    blob: str | None = None  # hex id on the own relay: deleted with the message
 
 
 class Outbox(ClientCore):
     """Queueing and encrypting what is sent; recording what the relays answered."""
 
     def enqueue_text(self, name: str, text: str,
-                     attachment: m.AttachmentRef | None = None) -> str:
-        """Store an outgoing message in history and outbox; returns its uuid."""
+                     attachment: m.AttachmentRef | None = None, *,
+                     reply_to: str | None = None) -> str:
+        """Store an outgoing message in history and outbox; returns its uuid.
+        ``reply_to`` (an id or a unique prefix) quotes an earlier message."""
         if is_group(self, name):
+            if reply_to is not None:
+                raise UsageError("Replies in groups are not supported yet.")
             return GroupCommands(self).enqueue_text(name, text, attachment).id
         contact = self.get_contact(name)
         if contact.blocked:
@@ -48,23 +53,98 @@ class Outbox(ClientCore):
             raise UsageError(f"The message is too long (the limit is {m.MAX_TEXT} characters).")
         message_id = str(uuidlib.uuid4())
         sent_at = now_ms()
-        content = m.Text(id=message_id, sent_at=sent_at, text=text, attachment=attachment)
         with self.store.write():
             contact = db.Contact.get_by_id(contact.id)
             if contact.key_changed:
                 raise KeyChangedError(f"The identity key of {name} has changed; run "
                                       f"`chatcli verify {name}`.")
+            quote = None
+            if reply_to is not None:
+                quote = self._quote(contact, actions.find_message(contact, reply_to))
+            content = m.Text(id=message_id, sent_at=sent_at, text=text, attachment=attachment,
+                             reply_to=quote)
             record = None
             if attachment is not None:
                 record = self.sealer.seal(msgspec.json.encode(_AttachmentRecord(
-                    name=attachment.name, size=attachment.size)), "message.attachment", message_id)
+                    name=attachment.name, size=attachment.size, blob=attachment.blob.hex())),
+                    "message.attachment", message_id)
             db.Message.create(
                 uuid=message_id, contact=contact, outgoing=True,
                 text_sealed=self.sealer.seal_text(text, "message.text", message_id),
                 attachment_sealed=record, sent_at=sent_at,
+                reply_sealed=(self.sealer.seal(msgspec.msgpack.encode(quote), "message.reply",
+                                               message_id) if quote is not None else None),
             )
             self._enqueue(contact, content, kind="text", message_uuid=message_id)
         return message_id
+
+    def _quote(self, contact: db.Contact, target: db.Message) -> m.Quote:
+        if target.deleted_at is not None:
+            raise UsageError("That message was deleted; it cannot be replied to.")
+        author = self.identity.public.raw if target.outgoing else bytes(contact.identity)
+        text = self.sealer.open_text(bytes(target.text_sealed), "message.text", target.uuid)
+        latest = actions.edit_history(self.sealer, target)[-1]["text"]
+        return m.Quote(id=target.uuid, author=author,
+                       excerpt=actions.excerpt(latest if target.edited_at else text))
+
+    def enqueue_action(self, name: str, ref: str, kind: str, value: str = "") -> tuple[str, str]:
+        """React to (``value`` the emoji, "" removes), edit (``value`` the new
+        text) or delete for everyone (kind ``delete``) message ``ref`` of a
+        conversation, locally and by queueing it for the contact. Answers the
+        target's full id and the id of the attachment blob to delete ("" if none)."""
+        if is_group(self, name):
+            raise UsageError("Reactions, edits and deletes in groups are not supported yet.")
+        contact = self.get_contact(name)
+        if contact.blocked:
+            raise UsageError(f"{name} is blocked; `chatcli unblock {name}` first.")
+        sent_at = now_ms()
+        blob = ""
+        with self.store.write():
+            contact = db.Contact.get_by_id(contact.id)
+            if contact.key_changed:
+                raise KeyChangedError(f"The identity key of {name} has changed; run "
+                                      f"`chatcli verify {name}`.")
+            target = actions.find_message(contact, ref)
+            content: m.Content
+            if target.deleted_at is not None:
+                raise UsageError("That message was deleted for everyone.")
+            if kind == "reaction":
+                if len(value) > m.MAX_EMOJI:
+                    raise UsageError(f"A reaction is at most {m.MAX_EMOJI} characters.")
+                content = m.Reaction(target=target.uuid, emoji=value, sent_at=sent_at)
+                actions.set_reaction(self.sealer, target, self.identity.public.raw, value,
+                                     sent_at)
+            else:
+                if not target.outgoing:
+                    raise UsageError("Only your own messages can be edited or deleted for "
+                                     "everyone.")
+                if target.kind == "unsupported":
+                    raise UsageError("That message cannot be changed.")
+                if kind == "edit":
+                    if not value:
+                        raise UsageError("The new text is empty.")
+                    if len(value) > m.MAX_TEXT:
+                        raise UsageError(f"The message is too long (the limit is {m.MAX_TEXT} "
+                                         "characters).")
+                    edit = m.Edit(target=target.uuid, sent_at=sent_at, text=value,
+                                  id=str(uuidlib.uuid4()))
+                    actions.add_edit(self.sealer, target, edit)
+                    content = edit
+                else:
+                    if target.attachment_sealed is not None:
+                        record = msgspec.json.decode(self.sealer.open(
+                            bytes(target.attachment_sealed), "message.attachment", target.uuid),
+                            type=_AttachmentRecord)
+                        blob = record.blob or ""
+                    content = m.Delete(target=target.uuid, sent_at=sent_at)
+                    actions.tombstone(self.sealer, target, sent_at)
+                    # A queued message not encrypted yet need not go out at all,
+                    # and then neither does its delete.
+                    if db.Outbox.delete().where(db.Outbox.message_uuid == target.uuid,
+                                                db.Outbox.payload_sealed.is_null()).execute():
+                        return target.uuid, blob
+            self._enqueue(contact, content, kind="action")
+            return target.uuid, blob
 
     def queue_typing(self, name: str, active: bool) -> None:
         contact = self.get_contact(name)

@@ -286,19 +286,36 @@ class ChatClient(Backup, Inbox, Presence):
     # ------------------------------------------------------------ sending
 
     async def send_text(self, name: str, text: str, *, time_limit: float = 20.0,
-                        attachment: m.AttachmentRef | None = None) -> str:
+                        attachment: m.AttachmentRef | None = None,
+                        reply_to: str | None = None) -> str:
         """Queue a message and return its uuid once the contact's relay stored it.
         Raises ``RelayError`` when it was refused or could not be stored in time
         (it then stays queued, unless refused)."""
         from chatcli.client.groups.service import GroupService, is_group
 
-        if is_group(self, name):
+        if is_group(self, name) and reply_to is None:
             report = await GroupService(self).send_text(name, text, time_limit=time_limit,
                                                         attachment=attachment)
             return report.id
-        message_id = self.enqueue_text(name, text, attachment)
+        message_id = self.enqueue_text(name, text, attachment, reply_to=reply_to)
         await self.deliver_until_stored(message_id=message_id, time_limit=time_limit)
         return message_id
+
+    async def send_action(self, name: str, ref: str, kind: str, value: str = "", *,
+                          time_limit: float = 20.0) -> str:
+        """React to, edit or delete for everyone a message (:meth:`enqueue_action`),
+        deliver it, and for a delete remove the attachment's blob from the own
+        relay. Answers the target's full id."""
+        target, blob = self.enqueue_action(name, ref, kind, value)
+        if blob:
+            conn = await self.own_relay()
+            with contextlib.suppress(RelayRequestError):  # expired or gone already
+                await conn.request(lambda req: frames.BlobDelete(req=req,
+                                                                 blob=bytes.fromhex(blob)))
+        contact = self.get_contact(name, allow_key_changed=True)
+        await self.deliver_until_stored(kinds={"action"}, contact_id=contact.id,
+                                        time_limit=time_limit)
+        return target
 
     async def deliver_outbox(self, contact_id: int | None = None) -> DeliveryReport:
         """One pass: encrypt what is queued, deposit everything encrypted (or only
