@@ -198,7 +198,7 @@ class LocalApi:
                       retry_for: float) -> dict[str, Any]:
         client = self.client
         if queue:
-            target, _blob = client.enqueue_action(to, ref, kind, value)
+            target = client.enqueue_action(to, ref, kind, value)
             return {"id": target, "to": to, "stored": False}
         async with self._online():
             target = await client.send_action(to, ref, kind, value, time_limit=retry_for)

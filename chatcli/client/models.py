@@ -206,7 +206,16 @@ class PendingAction(BaseModel):
     received_at = peewee.IntegerField()
 
 
+class BlobToDelete(BaseModel):
+    """An attachment blob of ours on the own relay whose message was deleted
+    for everyone: deleted there by the next delivery pass that reaches it."""
+
+    blob = peewee.BlobField(primary_key=True)
+    queued_at = peewee.IntegerField()
+
+
 ALL_MODELS: list[type[BaseModel]] = [
     MetaEntry, Account, Contact, Session, Invite, Message, Outbox, Processed, SeenHandshake,
     RetiredCapability, SavedAttachment, MessageEdit, MessageReaction, PendingAction,
+    BlobToDelete,
 ]

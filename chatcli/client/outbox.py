@@ -87,18 +87,18 @@ class Outbox(ClientCore):
         return m.Quote(id=target.uuid, author=author,
                        excerpt=actions.excerpt(latest if target.edited_at else text))
 
-    def enqueue_action(self, name: str, ref: str, kind: str, value: str = "") -> tuple[str, str]:
+    def enqueue_action(self, name: str, ref: str, kind: str, value: str = "") -> str:
         """React to (``value`` the emoji, "" removes), edit (``value`` the new
         text) or delete for everyone (kind ``delete``) message ``ref`` of a
         conversation, locally and by queueing it for the contact. Answers the
-        target's full id and the id of the attachment blob to delete ("" if none)."""
+        target's full id. A deleted message's attachment blob is queued for
+        deletion on the own relay (:class:`chatcli.client.models.BlobToDelete`)."""
         if is_group(self, name):
             raise UsageError("Reactions, edits and deletes in groups are not supported yet.")
         contact = self.get_contact(name)
         if contact.blocked:
             raise UsageError(f"{name} is blocked; `chatcli unblock {name}` first.")
         sent_at = now_ms()
-        blob = ""
         with self.store.write():
             contact = db.Contact.get_by_id(contact.id)
             if contact.key_changed:
@@ -135,16 +135,19 @@ class Outbox(ClientCore):
                         record = msgspec.json.decode(self.sealer.open(
                             bytes(target.attachment_sealed), "message.attachment", target.uuid),
                             type=_AttachmentRecord)
-                        blob = record.blob or ""
+                        if record.blob:
+                            db.BlobToDelete.insert(blob=bytes.fromhex(record.blob),
+                                                   queued_at=sent_at).on_conflict_ignore(
+                                                   ).execute()
                     content = m.Delete(target=target.uuid, sent_at=sent_at)
                     actions.tombstone(self.sealer, target, sent_at)
                     # A queued message not encrypted yet need not go out at all,
                     # and then neither does its delete.
                     if db.Outbox.delete().where(db.Outbox.message_uuid == target.uuid,
                                                 db.Outbox.payload_sealed.is_null()).execute():
-                        return target.uuid, blob
+                        return str(target.uuid)
             self._enqueue(contact, content, kind="action")
-            return target.uuid, blob
+            return str(target.uuid)
 
     def queue_typing(self, name: str, active: bool) -> None:
         contact = self.get_contact(name)

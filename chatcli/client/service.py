@@ -303,19 +303,31 @@ class ChatClient(Backup, Inbox, Presence):
 
     async def send_action(self, name: str, ref: str, kind: str, value: str = "", *,
                           time_limit: float = 20.0) -> str:
-        """React to, edit or delete for everyone a message (:meth:`enqueue_action`),
-        deliver it, and for a delete remove the attachment's blob from the own
-        relay. Answers the target's full id."""
-        target, blob = self.enqueue_action(name, ref, kind, value)
-        if blob:
-            conn = await self.own_relay()
-            with contextlib.suppress(RelayRequestError):  # expired or gone already
-                await conn.request(lambda req: frames.BlobDelete(req=req,
-                                                                 blob=bytes.fromhex(blob)))
+        """React to, edit or delete for everyone a message (:meth:`enqueue_action`)
+        and deliver it; answers the target's full id."""
+        target = self.enqueue_action(name, ref, kind, value)
         contact = self.get_contact(name, allow_key_changed=True)
         await self.deliver_until_stored(kinds={"action"}, contact_id=contact.id,
                                         time_limit=time_limit)
         return target
+
+    async def _delete_blobs(self) -> None:
+        """Delete from the own relay the blobs of messages deleted for everyone;
+        what cannot be reached now stays queued for the next pass."""
+        with self.store.read():
+            blobs = [bytes(row.blob) for row in db.BlobToDelete.select()]
+        if not blobs:
+            return
+        try:
+            conn = await self.own_relay()
+            for blob in blobs:
+                with contextlib.suppress(RelayRequestError):  # expired or gone already
+                    await conn.request(lambda req, b=blob: frames.BlobDelete(  # type: ignore[misc]
+                        req=req, blob=b))
+                with self.store.write():
+                    db.BlobToDelete.delete().where(db.BlobToDelete.blob == blob).execute()
+        except RelayError:
+            return
 
     async def deliver_outbox(self, contact_id: int | None = None) -> DeliveryReport:
         """One pass: encrypt what is queued, deposit everything encrypted (or only
@@ -329,6 +341,7 @@ class ChatClient(Backup, Inbox, Presence):
 
         await self._check_installation()
         await flush_groups(self)
+        await self._delete_blobs()
         report = self._start_delivery()
         for url, items in self._deposits_by_relay(contact_id).items():
             try:

@@ -78,7 +78,8 @@ def _migrate_to_7(db: peewee.Database) -> None:
         if name not in present:
             db.execute_sql(  # type: ignore[no-untyped-call]
                 f"ALTER TABLE message ADD COLUMN {name} {kind}")
-    db.create_tables([models.MessageEdit, models.MessageReaction, models.PendingAction])
+    db.create_tables([models.MessageEdit, models.MessageReaction, models.PendingAction,
+                      models.BlobToDelete])
 
 
 # version reached -> migration from the previous version. Append only. The
