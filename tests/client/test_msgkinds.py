@@ -15,7 +15,7 @@ from chatcli.client.events import ActionEvent, MessageEvent
 from chatcli.client.service import ChatClient
 from chatcli.errors import UsageError
 from chatcli.protocol import frames
-from tests.client.conftest import drain, pair
+from tests.client.conftest import Trio, drain, pair
 from tests.client.fakerelay import FakeRelay
 
 Clients = tuple[ChatClient, ChatClient]
@@ -218,3 +218,27 @@ async def test_unknown_content_is_shown_as_unsupported(clients: Clients) -> None
     # A malformed known tag is still refused as malformed (not "unsupported").
     with pytest.raises(Exception, match="Expected"):
         m.decode_content(m.encode(Poll(question="x")).replace(b"poll", b"text"))
+
+
+async def test_unknown_group_content_is_shown_as_unsupported(trio_of: Trio) -> None:
+    from chatcli.client.groups import models as gdb
+    from chatcli.client.groups import wire
+    from chatcli.client.groups.service import GroupMessageEvent, GroupService
+    from chatcli.crypto.sender_keys import SenderKeyState
+    from tests.client.test_group_service import make_group, settle
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    await settle(alice, bob, carol)
+    state = SenderKeyState.generate()
+    service = GroupService(carol)
+    with carol.store.write(), gdb.bound(carol.store):
+        group = gdb.Group.get(gdb.Group.name == "team")
+        service._on_sender_key(group, bob.identity.public, wire.SenderKey(
+            group_id=group.group_id, distribution=state.distribution()), received_at=1)
+        events = service._on_cipher(state.encrypt(m.encode(Poll(question="lunch?"))), 2)
+    (event,) = [e for e in events if isinstance(e, GroupMessageEvent)]
+    assert (event.contact, event.text, event.unsupported) == (
+        "bob", "unsupported message, update chatcli", True)
+    assert event.to_json()["unsupported"] is True
+    assert [h["text"] for h in carol.history("team")][-1] == "unsupported message, update chatcli"

@@ -5,11 +5,13 @@ unsupported."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Pair
+from tests.e2e.conftest import Pair, _env
 
 pytestmark = pytest.mark.slow
 
@@ -81,3 +83,16 @@ def test_reactions_are_changed_and_removed(pair: Pair) -> None:
     assert {h["id"]: h for h in alice.lines("messages", "bob")}[first]["reactions"] == []
     unknown = bob.run("react", "alice", "ffffffff", "👍", check=False)
     assert unknown.returncode == 2 and "No message" in unknown.stderr
+
+
+def test_content_from_a_newer_client_is_shown_as_unsupported(pair: Pair) -> None:
+    _relay, alice, bob = pair
+    subprocess.run([sys.executable, "-m", "tests.e2e.newer_client", "alice"], check=True,
+                   env=_env({"CHATCLI_HOME": str(bob.home),
+                             "CHATCLI_PASSPHRASE": bob.passphrase}), timeout=60)
+    (event,) = alice.receive()
+    assert (event["from"], event["text"], event["unsupported"]) == (
+        "bob", "unsupported message, update chatcli", True)
+    (entry,) = alice.lines("messages", "bob")
+    assert entry["unsupported"] is True
+    assert "bob: unsupported message, update chatcli" in alice.run("messages", "bob").stdout
