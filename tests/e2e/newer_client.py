@@ -20,7 +20,8 @@ class Poll(m.Content, frozen=True, tag="poll"):
 
 
 async def main(contact: str) -> None:
-    client = ChatClient.unlock(Home(Path(os.environ["CHATCLI_HOME"])), os.environ["CHATCLI_PASSPHRASE"])
+    home = Home(Path(os.environ["CHATCLI_HOME"]))
+    client = ChatClient.unlock(home, os.environ["CHATCLI_PASSPHRASE"])
     try:
         row = client.get_contact(contact)
         with client.store.write():
