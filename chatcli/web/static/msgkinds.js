@@ -137,6 +137,7 @@ function closePicker() {
 function openPicker(anchor, message) {
   closePicker();
   picker = el("div", "reaction-picker");
+  picker.dataset.for = message.id;
   picker.setAttribute("role", "menu");
   picker.setAttribute("aria-label", "Pick a reaction");
   const mine = (message.reactions || []).find((r) => r.from === "me");
@@ -228,6 +229,8 @@ export function decorateMessage(item, message) {
     }));
   }
   item.append(tools);
+  // A redraw (an event, a receipt) while the picker is open keeps it open.
+  if (picker && picker.dataset.for === message.id) tools.after(picker);
   return item;
 }
 
