@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
+import peewee
+
 from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client import sessions
@@ -23,7 +25,8 @@ from chatcli.client.groups.models import name_in_use
 from chatcli.client.home import Home
 from chatcli.client.keys import KeystoreSecrets, encode_secrets, read_secrets, write_keys
 from chatcli.client.names import NAME_RE
-from chatcli.client.store import Sealer, Store, now_ms
+from chatcli.client.store import Sealer, Store, now_ms, session_row
+from chatcli.crypto import devicelist as dl
 from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair, MailboxKeyPair
 from chatcli.crypto.ratchet import RatchetSession
 from chatcli.errors import KeyChangedError, UnknownContactError
@@ -34,6 +37,15 @@ if TYPE_CHECKING:
 
 INSTALLATION_KEY = "installation"      # meta_entry: this installation's id (hex)
 SUPERSEDE_KEY = "supersede_pending"    # meta_entry: restored, not yet announced to the relay
+
+
+def _id(contact: db.Contact | None) -> int | None:
+    return None if contact is None else int(contact.id)
+
+
+def _session_where(contact: db.Contact | None, device: bytes) -> peewee.Expression:
+    who = db.Session.contact.is_null() if contact is None else db.Session.contact == contact
+    return who & (db.Session.device == device)
 
 
 class ClientCore(abc.ABC):
@@ -173,19 +185,25 @@ class ClientCore(abc.ABC):
             )
         return contact
 
-    def _load_session(self, contact: db.Contact) -> RatchetSession | None:
-        row = db.Session.get_or_none(db.Session.contact == contact)
+    def _load_session(self, contact: db.Contact | None,
+                      device: bytes = db.LEGACY_DEVICE) -> RatchetSession | None:
+        """The session with ``contact``'s ``device`` (contact None: the own
+        device ``device``), or None."""
+        row = db.Session.get_or_none(_session_where(contact, device))
         if row is None:
             return None
-        return RatchetSession.from_bytes(self.sealer.open(row.state_sealed, "session.state",
-                                                          contact.id))
+        return RatchetSession.from_bytes(self.sealer.open(
+            row.state_sealed, "session.state", session_row(_id(contact), device)))
 
-    def _save_session(self, contact: db.Contact, session: RatchetSession) -> None:
-        sealed = self.sealer.seal(session.to_bytes(), "session.state", contact.id)
+    def _save_session(self, contact: db.Contact | None, session: RatchetSession,
+                      device: bytes = db.LEGACY_DEVICE) -> None:
+        sealed = self.sealer.seal(session.to_bytes(), "session.state",
+                                  session_row(_id(contact), device))
         updated = db.Session.update(state_sealed=sealed, updated_at=now_ms()).where(
-            db.Session.contact == contact).execute()
+            _session_where(contact, device)).execute()
         if not updated:
-            db.Session.create(contact=contact, state_sealed=sealed, updated_at=now_ms())
+            db.Session.create(contact=contact, device=device, state_sealed=sealed,
+                              updated_at=now_ms())
 
     def _own_info(self, capability: bytes) -> m.ContactInfo:
         account = self.store.account()
@@ -194,14 +212,24 @@ class ClientCore(abc.ABC):
             box_key=self.mailbox_key.box_public, name=account.name,
             restore_prekey=account.restore_prekey_public,
             restore_prekey_signature=account.restore_prekey_signature,
+            devices=(None if account.device_list is None
+                     else dl.decode_device_list(bytes(account.device_list))),
         )
 
     def _enqueue(self, contact: db.Contact, content: m.Content, *, kind: str,
-                 message_uuid: str | None = None) -> None:
-        """Queue a content message for a contact (inside a write transaction)."""
+                 message_uuid: str | None = None, device: bytes | None = None) -> None:
+        """Queue a content message for a contact (inside a write transaction):
+        :class:`chatcli.client.devices.Devices` fans it out to every device."""
+        self._enqueue_one(contact, content, kind=kind, message_uuid=message_uuid,
+                          device=db.LEGACY_DEVICE if device is None else device)
+
+    def _enqueue_one(self, contact: db.Contact | None, content: m.Content, *, kind: str,
+                     message_uuid: str | None = None, device: bytes) -> None:
+        """Queue a content message for one device of a contact, or (contact
+        None) for the own device ``device`` (inside a write transaction)."""
         outbox_id = self.store.next_id(db.Outbox)
         db.Outbox.create(
-            id=outbox_id, contact=contact, kind=kind, message_uuid=message_uuid,
+            id=outbox_id, contact=contact, device=device, kind=kind, message_uuid=message_uuid,
             created_at=now_ms(),
             plaintext_sealed=self.sealer.seal(m.encode(content), "outbox.plaintext",
                                               outbox_id),

@@ -8,11 +8,12 @@ from __future__ import annotations
 import uuid as uuidlib
 
 import msgspec
+import peewee
 
 from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client import sessions
-from chatcli.client.core import ClientCore
+from chatcli.client.devices import Devices, Target
 from chatcli.client.events import DeliveryReport
 from chatcli.client.groups.commands import GroupCommands
 from chatcli.client.groups.models import is_group
@@ -33,7 +34,7 @@ class _AttachmentRecord(msgspec.Struct, frozen=True):
     path: str | None = None
 
 
-class Outbox(ClientCore):
+class Outbox(Devices):
     """Queueing and encrypting what is sent; recording what the relays answered."""
 
     def enqueue_text(self, name: str, text: str,
@@ -73,13 +74,14 @@ class Outbox(ClientCore):
 
     def _encrypt_pending(self) -> None:
         """Encrypt every queued plaintext in order, each in one transaction with
-        its ratchet update, so that a retry re-sends the very same bytes."""
+        its ratchet update, so that a retry re-sends the very same bytes. Each
+        row is one device's copy, encrypted in that device's session."""
         skipped: set[int] = set()
         while True:
             with self.store.write():
-                query = (db.Outbox.select().join(db.Contact)
+                query = (db.Outbox.select().join(db.Contact, peewee.JOIN.LEFT_OUTER)
                          .where(db.Outbox.payload_sealed.is_null(),
-                                db.Contact.key_changed == False)  # noqa: E712
+                                db.Contact.id.is_null() | (db.Contact.key_changed == False))  # noqa: E712
                          .order_by(db.Outbox.id))
                 if skipped:
                     query = query.where(db.Outbox.id.not_in(list(skipped)))
@@ -87,15 +89,20 @@ class Outbox(ClientCore):
                 if row is None:
                     return
                 contact = row.contact
+                target = self._target(contact, bytes(row.device))
+                if target is None:      # the device left its list meanwhile
+                    row.delete_instance()
+                    continue
                 plaintext = self.sealer.open(row.plaintext_sealed, "outbox.plaintext",
                                              row.id)
-                session = self._load_session(contact)
+                session = self._load_session(contact, target.session_device)
                 body: m.Body
+                me = self.store.account().device_id
                 if session is None:
-                    if contact.restore_prekey is None:
+                    if target.restore_prekey is None:
                         # No session and no way to start one (the contact never
                         # sent its restore prekey): the message cannot be sent.
-                        if row.message_uuid:
+                        if row.message_uuid and contact is not None:
                             db.Message.update(failed="no_session").where(
                                 db.Message.uuid == row.message_uuid).execute()
                             self._failed[row.message_uuid] = (
@@ -103,24 +110,28 @@ class Outbox(ClientCore):
                                 "set up; ask them for a new invite")
                         row.delete_instance()
                         continue
-                    their = IdentityPublicKey.from_bytes(contact.identity)
-                    session, body = sessions.start_restore(
-                        self.identity, their, contact.restore_prekey[:32], plaintext)
+                    their = (self.identity.public if contact is None
+                             else IdentityPublicKey.from_bytes(contact.identity))
+                    session, first = sessions.start_restore(
+                        self.identity, their, target.restore_prekey, plaintext)
+                    body = msgspec.structs.replace(first, device=me)
                     # Tell the contact our (possibly new) restore prekey in the new session.
-                    if contact.issued_cap_sealed is not None:
+                    if contact is not None and contact.issued_cap_sealed is not None:
                         capability = self.sealer.open(contact.issued_cap_sealed,
                                                       "contact.issued_cap", contact.id)
-                        self._enqueue(contact, self._own_info(capability), kind="info")
+                        self._enqueue(contact, self._own_info(capability), kind="info",
+                                      device=bytes(row.device))
                 elif not session.can_send:
                     skipped.add(row.id)
                     continue
                 else:
-                    body = m.RatchetBody(v=m.BODY_VERSION, message=session.encrypt(plaintext))
-                payload = seal_envelope(contact.box_key, self.identity.public, m.encode(body))
+                    body = m.RatchetBody(v=m.BODY_VERSION, message=session.encrypt(plaintext),
+                                         device=me)
+                payload = seal_envelope(target.box_key, self.identity.public, m.encode(body))
                 row.payload_sealed = self.sealer.seal(payload, "outbox.payload", row.id)
                 row.plaintext_sealed = None
                 row.save()
-                self._save_session(contact, session)
+                self._save_session(contact, session, target.session_device)
 
     def _record_deposit(self, chunk: list[db.Outbox], errors: list[str | None],
                         report: DeliveryReport) -> None:
@@ -133,6 +144,13 @@ class Outbox(ClientCore):
                         db.Message.update(stored_at=stamp).where(
                             db.Message.uuid == row.message_uuid).execute()
                         report.stored.append(row.message_uuid)
+                elif row.contact is None:
+                    # A copy for an own device: retried, never failing the message.
+                    if error in PERMANENT_DEPOSIT_ERRORS:
+                        db.Outbox.delete().where(db.Outbox.id == row.id).execute()
+                    else:
+                        db.Outbox.update(attempts=db.Outbox.attempts + 1, last_error=error
+                                         ).where(db.Outbox.id == row.id).execute()
                 elif (error == codes.CAPABILITY_USED and row.kind != "handshake"
                       and row.kind != "typing"):
                     # Our handshake used the invite's one-shot capability; the
@@ -145,15 +163,20 @@ class Outbox(ClientCore):
                             "invite yet; the message stays queued and goes out once their "
                             "answer arrives (any chatcli command that receives fetches it)")
                 elif error in PERMANENT_DEPOSIT_ERRORS or row.kind == "typing":
+                    others = db.Outbox.select().where(
+                        db.Outbox.message_uuid == row.message_uuid, db.Outbox.id != row.id,
+                        db.Outbox.contact.is_null(False)).exists() if row.message_uuid else False
                     db.Outbox.delete().where(db.Outbox.id == row.id).execute()
                     reason = (f"{row.contact.name}'s relay refused the message ({error}): "
                               "they may have blocked you or deleted their account")
                     if row.kind == "handshake" and error in (codes.BAD_CAPABILITY,
                                                              codes.CAPABILITY_USED):
                         reason = "This invite was already used or revoked; ask for a new one"
-                    if row.message_uuid:
+                    if row.message_uuid and not others:
+                        # Failed only when no other device's copy is still on its way.
                         db.Message.update(failed=error).where(
-                            db.Message.uuid == row.message_uuid).execute()
+                            db.Message.uuid == row.message_uuid,
+                            db.Message.stored_at.is_null()).execute()
                         report.refused[row.message_uuid] = reason
                     elif row.kind == "handshake":
                         report.refused["handshake"] = reason
@@ -172,29 +195,33 @@ class Outbox(ClientCore):
         self._failed.clear()
         return report
 
-    def _deposits_by_relay(self, contact_id: int | None = None) -> dict[str, list[db.Outbox]]:
-        """The encrypted items to deposit (all, or those for ``contact_id``), in
-        queue order, grouped by the relay of their contact."""
+    def _deposits_by_relay(self, contact_id: int | None = None
+                           ) -> dict[str, list[tuple[db.Outbox, Target]]]:
+        """The encrypted items to deposit (all, or those for ``contact_id`` and
+        the own devices), in queue order, each with where it goes, grouped by
+        relay: every device's copy on one relay travels in the same Deposit."""
         with self.store.read():
-            query = (db.Outbox.select(db.Outbox, db.Contact).join(db.Contact)
+            query = (db.Outbox.select(db.Outbox, db.Contact)
+                     .join(db.Contact, peewee.JOIN.LEFT_OUTER)
                      .where(db.Outbox.payload_sealed.is_null(False))
                      .order_by(db.Outbox.id))
             if contact_id is not None:
-                query = query.where(db.Outbox.contact == contact_id)
+                query = query.where((db.Outbox.contact == contact_id)
+                                    | db.Outbox.contact.is_null())
             rows = list(query)
-        by_relay: dict[str, list[db.Outbox]] = {}
-        for row in rows:
-            by_relay.setdefault(row.contact.relay_url, []).append(row)
+            by_relay: dict[str, list[tuple[db.Outbox, Target]]] = {}
+            for row in rows:
+                target = self._target(row.contact, bytes(row.device))
+                if target is not None:
+                    by_relay.setdefault(target.relay_url, []).append((row, target))
         return by_relay
 
-    def _deposit_items(self, chunk: list[db.Outbox]) -> list[frames.DepositItem]:
+    def _deposit_items(self, chunk: list[tuple[db.Outbox, Target]]) -> list[frames.DepositItem]:
         """The items of one ``Deposit`` frame for these outbox rows."""
         return [frames.DepositItem(
-            mailbox=row.contact.mailbox,
-            cap=self.sealer.open(row.contact.deposit_cap_sealed, "contact.deposit_cap",
-                                 row.contact.id),
+            mailbox=target.mailbox, cap=target.capability,
             payload=self.sealer.open(row.payload_sealed or b"", "outbox.payload", row.id),
-        ) for row in chunk]
+        ) for row, target in chunk]
 
     def _record_unreachable(self, items: list[db.Outbox], reason: str) -> None:
         """Their relay could not be reached (or failed for now): one attempt more."""

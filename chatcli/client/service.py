@@ -322,13 +322,13 @@ class ChatClient(Backup, Inbox, Presence):
                     answer = await conn.request(
                         lambda req, d=deposit: frames.Deposit(req=req, items=d))  # type: ignore[misc]
                     assert isinstance(answer, frames.DepositResult)
-                    self._record_deposit(chunk, answer.errors, report)
+                    self._record_deposit([row for row, _ in chunk], answer.errors, report)
             except RelayError as exc:
                 if isinstance(exc, RelayRequestError) and not exc.transient:
                     raise
                 self._require_pool().drop(url)
                 report.unreachable[url] = str(exc)
-                self._record_unreachable(items, str(exc))
+                self._record_unreachable([row for row, _ in items], str(exc))
         report.pending = self._pending_count()
         return report
 

@@ -103,7 +103,8 @@ def test_a_version_5_database_gains_the_saved_attachments_table(tmp_path: Path) 
     store = Store.open(path, Sealer(bytes(32)))
     with store.read():
         assert store.db.table_exists("saved_attachment")
-        assert db.MetaEntry.get(db.MetaEntry.key == "schema_version").value == "6"
+        version = db.MetaEntry.get(db.MetaEntry.key == "schema_version").value
+        assert version == str(SCHEMA_VERSION)
     store.close()
 
 
