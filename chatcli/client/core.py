@@ -81,14 +81,17 @@ class ClientCore(abc.ABC):
     @classmethod
     def create(cls, home: Home, passphrase: str, *, name: str, relay_url: str,
                mailbox: bytes, identity: IdentityKeyPair, mailbox_key: MailboxKeyPair,
-               profile_key: bytes | None = None) -> Self:
-        """Write a new keystore and database for an identity whose mailbox exists."""
+               profile_key: bytes | None = None, restore_prekey: DHKeyPair | None = None,
+               device_id: bytes | None = None, device_name: str | None = None) -> Self:
+        """Write a new keystore and database for an identity whose mailbox exists
+        (a new device of it: ``restore_prekey``, ``device_id`` and ``device_name``
+        given; otherwise made here)."""
         home.create()
         local_key = os.urandom(32)
         store = Store.open(home.database, Sealer(local_key), create=True)
         try:
             client = cls(home, identity, mailbox_key, store)
-            restore = DHKeyPair.generate()
+            restore = restore_prekey or DHKeyPair.generate()
             with store.write():
                 account_id = store.next_id(db.Account)
                 db.Account.create(
@@ -101,6 +104,7 @@ class ClientCore(abc.ABC):
                                                                           restore.public),
                     profile_key_sealed=client.sealer.seal(profile_key or os.urandom(32),
                                                           "account.profile_key", account_id),
+                    device_id=device_id or os.urandom(16), device_name=device_name,
                 )
             write_keys(home.keystore, encode_secrets(identity.private_bytes(),
                                                      mailbox_key.private_bytes(), local_key),

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import msgspec
+
 from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client.capabilities import cap_hash
@@ -26,6 +28,9 @@ from chatcli.errors import CryptoError, ReplacedError, UsageError
 
 LEGACY = db.LEGACY_DEVICE
 REMOVED_KEY = "device_removed"   # meta_entry: a newer own list no longer names this device
+# meta_entry DEPARTED + device id (hex): the record of an own device just
+# removed, so that the list telling it so can still reach its mailbox.
+DEPARTED = "departed_device:"
 DEFAULT_DEVICE_NAME = "first device"
 
 
@@ -175,6 +180,9 @@ class Devices(ClientCore):
                 raise UsageError("This device cannot remove itself; remove it from another "
                                  "device.")
             signed = dl.without_device(current, self.identity, record.device_id, now=now)
+            db.MetaEntry.replace(  # type: ignore[no-untyped-call]
+                key=DEPARTED + record.device_id.hex(),
+                value=msgspec.msgpack.encode(record).hex()).execute()
             self._publish_own_list(signed, also=[record])
             db.Session.delete().where(db.Session.contact.is_null(),
                                       db.Session.device == record.device_id).execute()
@@ -207,8 +215,9 @@ class Devices(ClientCore):
         update = m.DeviceListUpdate(devices=signed)
         for contact in db.Contact.select().where(db.Contact.blocked == False,  # noqa: E712
                                                  db.Contact.key_changed == False):  # noqa: E712
-            self._enqueue(contact, update, kind="device_list")
-        for record in also or []:
+            for device in self._contact_devices(contact):
+                self._enqueue_one(contact, update, kind="device_list", device=device)
+        for record in [*self._other_own_devices(), *(also or [])]:
             self._enqueue_own(record.device_id, update, kind="device_list")
 
     # ------------------------------------------------------------ queueing
@@ -221,10 +230,6 @@ class Devices(ClientCore):
         for target in devices:
             self._enqueue_one(contact, content, kind=kind, message_uuid=message_uuid,
                              device=target)
-        if kind == "device_list" and isinstance(content, m.DeviceListUpdate) and \
-                content.devices.identity == self.identity.public.raw:
-            for record in self._other_own_devices():
-                self._enqueue_one(None, content, kind=kind, device=record.device_id)
         if isinstance(content, m.Text) and device is None:
             sync = m.SyncSent(destination=bytes(contact.identity), content=m.encode(content))
             for record in self._other_own_devices():
@@ -252,7 +257,11 @@ class Devices(ClientCore):
             own = self._own_list_if_any()
             record = None if own is None else own.find(device)
             if record is None:
-                return None
+                departed = db.MetaEntry.get_or_none(db.MetaEntry.key == DEPARTED + device.hex())
+                if departed is None:
+                    return None
+                record = msgspec.msgpack.decode(bytes.fromhex(departed.value),
+                                                type=dl.DeviceRecord)
             return Target(record.relay_url, record.mailbox, record.box_key, self._self_cap(),
                           record.restore_prekey, device)
         capability = self.sealer.open(contact.deposit_cap_sealed, "contact.deposit_cap",

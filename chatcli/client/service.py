@@ -150,6 +150,7 @@ class ChatClient(Backup, Inbox, Presence):
     async def own_relay(self, *, authenticate: bool = True) -> OwnerConnection:
         """The connection to this identity's relay, authenticated as the mailbox
         owner. It refuses deposits and presence queries: use :meth:`anonymous`."""
+        self.require_listed()
         account = self.account()
         conn = await self._require_pool().owner(account.relay_url)
         if authenticate and (conn is not self._own or not self._authenticated):

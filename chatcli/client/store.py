@@ -181,6 +181,7 @@ SEALED_COLUMNS: list[tuple[str, type[models.BaseModel], str, Callable[[Any], obj
     ("account.profile_key", models.Account, "profile_key_sealed", _account_row),
     ("account.profile", models.Account, "profile_sealed", _account_row),
     ("account.profile_ref", models.Account, "profile_ref_sealed", _account_row),
+    ("account.self_cap", models.Account, "self_cap_sealed", _account_row),
     ("contact.deposit_cap", models.Contact, "deposit_cap_sealed", _contact_row),
     ("contact.issued_cap", models.Contact, "issued_cap_sealed", _contact_row),
     ("contact.pending", models.Contact, "pending_sealed", _contact_row),
