@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "contact": "chatcli.cli.cmd_contacts:contact",
     "contacts": "chatcli.cli.cmd_contacts:contacts",
     "daemon": "chatcli.cli.cmd_daemon:daemon",
+    "device": "chatcli.cli.cmd_device:device",
     "group": "chatcli.cli.cmd_group:group",
     "init": "chatcli.cli.cmd_account:init",
     "invite": "chatcli.cli.cmd_contacts:invite",
