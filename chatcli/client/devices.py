@@ -316,6 +316,15 @@ class Devices(ClientCore):
         db.Outbox.delete().where(db.Outbox.contact == contact, db.Outbox.device != LEGACY,
                                  db.Outbox.device.not_in(
                                      [d.device_id for d in offered.devices])).execute()
+        # Their new devices may not know our devices yet (they were made from
+        # a snapshot taken before our list reached them): tell them.
+        own = self._own_list_if_any()
+        known = set() if stored is None else stored.device_ids
+        if own is not None:
+            for record in offered.devices:
+                if record.device_id not in known and session_device(contact, record) != LEGACY:
+                    self._enqueue_one(contact, m.DeviceListUpdate(devices=own),
+                                      kind="device_list", device=record.device_id)
         if stored is None and legacy_listed and len(offered.devices) == 1:
             return []   # the device already known, now with a list: nothing changed
         added, removed = dl.changes(stored, offered)

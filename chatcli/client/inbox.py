@@ -18,6 +18,7 @@ from chatcli.client import models as db
 from chatcli.client import prekeys, sessions
 from chatcli.client.capabilities import cap_hash
 from chatcli.client.core import ClientCore
+from chatcli.client.devices import contact_list
 from chatcli.client.events import (
     Event,
     MessageEvent,
@@ -173,8 +174,15 @@ class Inbox(Invites, Outbox):
         if prekey is None:
             return [NoticeEvent(f"A session request from {contact.name} named an old prekey; "
                                 "refused.", warning=True, contact=contact.name)]
-        device = self._sender_device(contact, body.device)
         session, plaintext = sessions.answer_prekey(self.identity, prekey, sender, body)
+        content = m.decode_content(plaintext)
+        events: list[Event] = []
+        if isinstance(content, m.DeviceListUpdate) and body.device is not None \
+                and content.devices.find(body.device) is not None:
+            # A new session's first message carries the sender's device list,
+            # so that a device not known yet is known before it is checked.
+            events += self._accept_contact_list(contact, content.devices)
+        device = self._sender_device(contact, body.device)
         db.SeenHandshake.create(digest=digest, seen_at=now)
         had_session = self._load_session(contact, device) is not None
         self._save_session(contact, session, device)
@@ -187,13 +195,12 @@ class Inbox(Invites, Outbox):
             db.Message.uuid.in_([row.message_uuid for row in stale if row.message_uuid]),
             db.Message.stored_at.is_null()).execute()
         db.Outbox.delete().where(db.Outbox.id.in_([row.id for row in stale])).execute()
-        events: list[Event] = []
-        if device == db.LEGACY_DEVICE or had_session:
+        if had_session:
             events.append(NoticeEvent(
                 f"{contact.name} set up a new session (restored from a backup); the safety "
                 "number is unchanged.", contact=contact.name))
-        events.extend(self._handle_content(contact, m.decode_content(plaintext), item, receipts,
-                                           now))
+        if not isinstance(content, m.DeviceListUpdate):
+            events.extend(self._handle_content(contact, content, item, receipts, now))
         return events
 
     def _handle_content(self, contact: db.Contact, content: m.AnyContent, item: frames.Delivered,
@@ -222,9 +229,7 @@ class Inbox(Invites, Outbox):
                 listed = self._accept_contact_list(contact, content.devices)
                 if listed:
                     return listed
-            previous = self.sealer.open(contact.deposit_cap_sealed, "contact.deposit_cap",
-                                         contact.id)
-            self._update_address(contact, content)
+            previous = self._contact_info_from_device(contact, content)
             if not hmac.compare_digest(previous, content.capability):
                 # From now on every deposit uses the new capability: say so, so
                 # that the old one (an invite's) can be revoked.
@@ -263,6 +268,21 @@ class Inbox(Invites, Outbox):
              .execute())
             return []
         return []
+
+    def _contact_info_from_device(self, contact: db.Contact, info: m.ContactInfo) -> bytes:
+        """Take a contact's ContactInfo; the capability it replaces. From a
+        device other than the one at the contact address, only the (shared)
+        capability is taken: that device's address is in the device list."""
+        previous = self.sealer.open(contact.deposit_cap_sealed, "contact.deposit_cap",
+                                    contact.id)
+        listed = contact_list(contact)
+        if listed is not None and bytes(info.mailbox) != bytes(contact.mailbox) and any(
+                bytes(d.mailbox) == bytes(info.mailbox) for d in listed.devices):
+            contact.deposit_cap_sealed = self.sealer.seal(info.capability,
+                                                          "contact.deposit_cap", contact.id)
+        else:
+            self._update_address(contact, info)
+        return previous
 
     def _from_own_device(self, body: m.AnyBody, item: frames.Delivered, now: int
                          ) -> list[Event]:

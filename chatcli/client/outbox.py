@@ -110,6 +110,7 @@ class Outbox(Devices):
                                 "set up; ask them for a new invite")
                         row.delete_instance()
                         continue
+                    plaintext = self._list_first(row, plaintext)
                     their = (self.identity.public if contact is None
                              else IdentityPublicKey.from_bytes(contact.identity))
                     session, first = sessions.start_restore(
@@ -132,6 +133,22 @@ class Outbox(Devices):
                 row.plaintext_sealed = None
                 row.save()
                 self._save_session(contact, session, target.session_device)
+
+    def _list_first(self, row: db.Outbox, plaintext: bytes) -> bytes:
+        """The first message of a new session with a contact's device carries
+        our device list (when we have one), so that the device knows which of
+        our devices this is before anything else: the row's own content moves
+        to a new row behind it. Returns the plaintext to encrypt in ``row``."""
+        own = self._own_list_if_any()
+        if row.contact is None or own is None or row.kind == "device_list":
+            return plaintext
+        moved_id = self.store.next_id(db.Outbox)
+        db.Outbox.create(
+            id=moved_id, contact=row.contact, device=row.device, kind=row.kind,
+            message_uuid=row.message_uuid, created_at=row.created_at,
+            plaintext_sealed=self.sealer.seal(plaintext, "outbox.plaintext", moved_id))
+        row.kind, row.message_uuid = "device_list", None
+        return m.encode(m.DeviceListUpdate(devices=own))
 
     def _record_deposit(self, chunk: list[db.Outbox], errors: list[str | None],
                         report: DeliveryReport) -> None:

@@ -107,3 +107,24 @@ async def test_a_removed_device_refuses_to_go_online(tmp_path: Path, relay: Fake
         await drain(laptop)
     with pytest.raises(Exception, match="cannot remove itself"):
         alice.remove_own_device("first device")
+
+
+async def test_devices_made_on_both_sides_before_either_list_arrived(
+        tmp_path: Path, relay: FakeRelay) -> None:
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    await pair(alice, bob)
+    laptop = await add_device(alice, Home(tmp_path / "a-laptop"), PASS, device_name="laptop")
+    bob_laptop = await add_device(bob, Home(tmp_path / "b-laptop"), PASS, device_name="laptop")
+    bob_phone = await add_device(bob, Home(tmp_path / "b-phone"), PASS, device_name="phone")
+    for device in (bob, alice, laptop, bob_laptop, bob_phone):
+        await drain(device)
+    await send(alice, "bob", "to all of bob")
+    for device in (bob, bob_laptop, bob_phone):
+        assert texts(await drain(device)) == ["to all of bob"]
+    await send(laptop, "bob", "from the laptop")
+    for device in (bob, bob_laptop, bob_phone):
+        assert texts(await drain(device)) == ["from the laptop"]
+    await send(bob_phone, "alice", "from the phone")
+    for device in (alice, laptop):
+        assert texts(await drain(device)) == ["from the phone"]
