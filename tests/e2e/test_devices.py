@@ -135,3 +135,18 @@ def test_two_and_three_devices_chat_sync_remove_and_refuse(tmp_path: Path,
     assert any("This device was removed from alice's account" in n for n in notices(told))
     again = laptop.run("receive", check=False)
     assert again.returncode == 6 and "removed from alice's account" in again.stderr
+
+
+def test_devices_benchmark_runs() -> None:
+    """`python -m bench.devices` with two messages, so that it cannot rot."""
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "bench.devices", "--messages", "2"],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["devices"] == {"alice": 2, "bob": 3}
+    assert report["sync_to_other_device_ms"]["max"] > 0
