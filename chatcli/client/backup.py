@@ -9,10 +9,12 @@ import msgspec
 
 from chatcli.client import models as db
 from chatcli.client.capabilities import cap_hash
-from chatcli.client.core import SUPERSEDE_KEY, ClientCore
+from chatcli.client.core import SUPERSEDE_KEY
+from chatcli.client.devices import Devices
 from chatcli.client.groups.backup import BackupGroup, export_groups, restore_groups
 from chatcli.client.home import Home
 from chatcli.client.store import now_ms
+from chatcli.crypto import devicelist as dl
 from chatcli.crypto.keys import IdentityKeyPair, MailboxKeyPair
 from chatcli.errors import StorageError
 
@@ -47,7 +49,7 @@ class BackupV1(msgspec.Struct, array_like=True, frozen=True, tag="chatcli-backup
     device_id: bytes | None = None        # the device the backup was made on
 
 
-class Backup(ClientCore):
+class Backup(Devices):
     """Exporting and importing key backups."""
 
     def export_backup(self) -> bytes:
@@ -95,16 +97,28 @@ class Backup(ClientCore):
         """Create this home from a backup payload (the home must be empty)."""
         backup = cls.decode_backup(payload)
         identity = IdentityKeyPair.from_private_bytes(backup.identity)
+        own_list = (None if backup.device_list is None
+                    else dl.decode_device_list(backup.device_list))
+        record = None if own_list is None else own_list.find(backup.device_id)
         client = cls.create(home, passphrase, name=backup.name, relay_url=backup.relay_url,
                             mailbox=backup.mailbox, identity=identity,
                             mailbox_key=MailboxKeyPair.from_private_bytes(backup.mailbox_key),
-                            profile_key=backup.profile_key)
+                            profile_key=backup.profile_key,
+                            device_id=None if record is None else record.device_id,
+                            device_name=None if record is None else record.name)
         with client.store.write():
             # A new installation that replaces the one the backup came from:
             # its first login tells the relay (see own_relay).
             db.MetaEntry.replace(  # type: ignore[no-untyped-call]
                 key=SUPERSEDE_KEY, value="1").execute()
             client.restore_contacts(backup)
+            if own_list is not None and record is not None:
+                # The same device (mailbox, id) with a new restore prekey: the
+                # list names the new one, for contacts and own devices.
+                now = now_ms()
+                db.Account.update(device_list=dl.encode_device_list(own_list)).execute()
+                signed = dl.with_device(own_list, identity, client._own_record(now), now=now)
+                client._publish_own_list(signed)
         return client
 
     @staticmethod
@@ -127,6 +141,10 @@ class Backup(ClientCore):
         client = self
         db.Account.update(read_receipts=backup.read_receipts,
                           presence_hidden=backup.presence_hidden).execute()
+        if backup.self_capability is not None:
+            account = self.store.account()
+            db.Account.update(self_cap_sealed=self.sealer.seal(
+                backup.self_capability, "account.self_cap", account.id)).execute()
         for c in backup.contacts:
             contact_id = client.store.next_id(db.Contact)
             db.Contact.create(

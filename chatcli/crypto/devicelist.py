@@ -148,8 +148,11 @@ def with_device(current: DeviceList, own: IdentityKeyPair, record: DeviceRecord,
     same_name = current.find_name(record.name)
     if same_name is not None and same_name.device_id != record.device_id:
         raise BadDeviceList(f"A device named {record.name!r} is already in the list.")
-    kept = [d for d in current.devices if d.device_id != record.device_id]
-    return sign_device_list(own, current.version + 1, [*kept, record], now=now)
+    if current.find(record.device_id) is not None:   # replaced where it stands
+        devices = [record if d.device_id == record.device_id else d for d in current.devices]
+    else:
+        devices = [*current.devices, record]
+    return sign_device_list(own, current.version + 1, devices, now=now)
 
 
 def without_device(current: DeviceList, own: IdentityKeyPair, device_id: bytes, *,

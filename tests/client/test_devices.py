@@ -128,3 +128,25 @@ async def test_devices_made_on_both_sides_before_either_list_arrived(
     await send(bob_phone, "alice", "from the phone")
     for device in (alice, laptop):
         assert texts(await drain(device)) == ["from the phone"]
+
+
+async def test_a_backup_of_a_device_restores_that_device(tmp_path: Path,
+                                                         relay: FakeRelay) -> None:
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    await pair(alice, bob)
+    laptop = await add_device(alice, Home(tmp_path / "alice-laptop"), PASS,
+                              device_name="laptop")
+    await drain(bob)
+    payload = alice.export_backup()
+    restored = ChatClient.import_backup(Home(tmp_path / "alice-restored"), payload, PASS)
+    assert restored.device_id == alice.device_id
+    listed = restored.own_device_list()
+    assert sorted(d.name for d in listed.devices) == ["first device", "laptop"]
+    assert listed.version == alice.own_device_list().version + 1
+    await send(restored, "bob", "back again")
+    assert texts(await drain(bob)) == ["back again"]
+    assert synced(await drain(laptop)) == ["back again"]
+    await send(bob, "alice", "welcome back")
+    assert texts(await drain(restored)) == ["welcome back"]
+    assert texts(await drain(laptop)) == ["welcome back"]
