@@ -150,3 +150,50 @@ async def test_a_backup_of_a_device_restores_that_device(tmp_path: Path,
     await send(bob, "alice", "welcome back")
     assert texts(await drain(restored)) == ["welcome back"]
     assert texts(await drain(laptop)) == ["welcome back"]
+
+
+def as_version_6(client: ChatClient) -> None:
+    """Rewrite the database in the shape chatcli wrote before devices (schema 6):
+    sessions unique per contact, outbox rows without a device, no device columns."""
+    import sqlite3
+
+    path = client.home.database
+    client.close()
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        BEGIN;
+        CREATE TABLE session_v6 (id INTEGER NOT NULL PRIMARY KEY,
+            contact_id INTEGER NOT NULL UNIQUE REFERENCES contact (id) ON DELETE CASCADE,
+            state_sealed BLOB NOT NULL, updated_at INTEGER NOT NULL);
+        INSERT INTO session_v6 SELECT id, contact_id, state_sealed, updated_at FROM session;
+        DROP TABLE session; ALTER TABLE session_v6 RENAME TO session;
+        ALTER TABLE outbox DROP COLUMN device;
+        ALTER TABLE account DROP COLUMN device_id; ALTER TABLE account DROP COLUMN device_name;
+        ALTER TABLE account DROP COLUMN device_list;
+        ALTER TABLE account DROP COLUMN self_cap_sealed;
+        ALTER TABLE contact DROP COLUMN device_list;
+        UPDATE meta_entry SET value = '6' WHERE key = 'schema_version';
+        COMMIT;
+    """)
+    conn.close()
+
+
+async def test_a_version_6_database_becomes_one_device_and_keeps_its_sessions(
+        tmp_path: Path, relay: FakeRelay) -> None:
+    alice = await make_client(tmp_path, "alice", relay)
+    bob = await make_client(tmp_path, "bob", relay)
+    await pair(alice, bob)
+    await send(alice, "bob", "before")
+    assert texts(await drain(bob)) == ["before"]
+    alice.enqueue_text("bob", "queued across the upgrade")
+    home = alice.home
+    as_version_6(alice)
+    alice = ChatClient.unlock(Home(home.root), PASS)
+    assert len(alice.device_id) == 16
+    async with alice.online():
+        await alice.flush_outbox()
+    await send(alice, "bob", "after")
+    assert texts(await drain(bob)) == ["queued across the upgrade", "after"]
+    await send(bob, "alice", "reply")
+    assert texts(await drain(alice)) == ["reply"]
+    assert [d.name for d in alice.own_device_list().devices] == ["first device"]
