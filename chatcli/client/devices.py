@@ -138,13 +138,12 @@ class Devices(ClientCore):
 
     def capability_hashes(self) -> list[bytes]:
         """SHA-256 of every capability this identity issued that a device's
-        mailbox must accept: contacts', live invites' and the self capability."""
+        mailbox must accept: contacts' and the self capability. (An invite's
+        one-shot capability stays on the device that made the invite.)"""
         own = self.self_capability()
         with self.store.read():
             hashes = [bytes(c.issued_cap_hash or b"") for c in db.Contact.select().where(
                 db.Contact.issued_cap_hash.is_null(False), db.Contact.blocked == False)]  # noqa: E712
-            hashes += [bytes(i.cap_hash) for i in db.Invite.select().where(
-                db.Invite.capability_sealed != b"")]
         return [*hashes, cap_hash(own)]
 
     def require_listed(self) -> None:
