@@ -34,6 +34,7 @@ CLIENT_CORE = (
     "chatcli.client.outbox", "chatcli.client.inbox", "chatcli.client.presence",
     "chatcli.client.backup", "chatcli.client.events", "chatcli.client.names",
     "chatcli.client.capabilities", "chatcli.client.sessions", "chatcli.client.prekeys",
+    "chatcli.client.devices",
     "chatcli.client.groups.core", "chatcli.client.groups.inbox",
     "chatcli.client.groups.commands", "chatcli.client.groups.queries",
     "chatcli.client.groups.delivery", "chatcli.client.groups.backup",
@@ -42,7 +43,7 @@ CLIENT_SHELLS = (
     "chatcli.client.service", "chatcli.client.groups.service", "chatcli.client.chat_ui",
     "chatcli.client.chat_remote",
     "chatcli.client.agent", "chatcli.client.agent_daemon", "chatcli.client.profiles",
-    "chatcli.client.attachments", "chatcli.cli", "chatcli.api",
+    "chatcli.client.attachments", "chatcli.client.device_setup", "chatcli.cli", "chatcli.api",
 )
 CLIENT_FORBIDDEN = ("trio", "trio_websocket", "click", "prompt_toolkit")
 

@@ -300,6 +300,24 @@ class LocalApi:
         async with self._online():
             await self.client.remove_contact(p.contact)
 
+    # ------------------------------------------------------------ devices
+
+    async def _devices_list(self, p: s.NoParams) -> list[dict[str, Any]]:
+        client = self.client
+        me = client.device_id
+        return [{"id": d.device_id.hex(), "name": d.name, "this_device": d.device_id == me,
+                 "added_at": d.added_at} for d in client.own_device_list().devices]
+
+    async def _devices_remove(self, p: s.DevicesRemove) -> None:
+        self.client.remove_own_device(p.name)
+        async with self._online():
+            await self.client.flush_outbox()
+
+    async def _devices_rename(self, p: s.DevicesRename) -> None:
+        self.client.rename_own_device(p.name, p.new_name)
+        async with self._online():
+            await self.client.flush_outbox()
+
     async def _invites_create(self, p: s.InvitesCreate) -> dict[str, Any]:
         taken = p.label is not None and p.label in self.client.contact_names()
         async with self._online():

@@ -445,6 +445,27 @@ class Contact(Params):
     contact: Name
 
 
+DeviceName = Annotated[str, msgspec.Meta(min_length=1, max_length=64,
+                                         description="A device's name in the device list.")]
+
+
+class DevicesRemove(Params):
+    name: DeviceName
+
+
+class DevicesRename(Params):
+    name: DeviceName
+    new_name: DeviceName
+
+
+class DeviceEntry(Result):
+    """One device of this identity (its signed device list)."""
+    id: str
+    name: str
+    this_device: bool
+    added_at: int
+
+
 class InvitesCreate(Params):
     label: str | None = None
     expires: Annotated[int, msgspec.Meta(gt=0, description="Seconds.")] = 7 * 86400
@@ -681,6 +702,13 @@ METHODS: dict[str, Method] = {
     "contacts.block": Method(Contact, None, "Revoke a contact's capability on your relay."),
     "contacts.unblock": Method(Contact, None, "Send a contact a new capability."),
     "contacts.remove": Method(Contact, None, "Delete a contact and its history."),
+    "devices.list": Method(NoParams, list[DeviceEntry],
+                           "This identity's devices, from its signed device list."),
+    "devices.remove": Method(DevicesRemove, None,
+                             "Remove a device: a new signed list goes to every contact and "
+                             "own device (the removed one included); nothing more is "
+                             "encrypted to it."),
+    "devices.rename": Method(DevicesRename, None, "Rename a device in the signed list."),
     "invites.create": Method(InvitesCreate, InviteResult, "A one-time invite link."),
     "invites.accept": Method(InvitesAccept, AcceptResult,
                              "Accept an invite link: add the inviter and send the handshake."),

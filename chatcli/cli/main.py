@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "daemon": "chatcli.cli.cmd_daemon:daemon",
     "delete": "chatcli.cli.cmd_msgkinds:delete",
     "edit": "chatcli.cli.cmd_msgkinds:edit",
+    "device": "chatcli.cli.cmd_device:device",
     "group": "chatcli.cli.cmd_group:group",
     "init": "chatcli.cli.cmd_account:init",
     "invite": "chatcli.cli.cmd_contacts:invite",

@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
+import peewee
+
 from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client import prepared, sessions
@@ -23,7 +25,8 @@ from chatcli.client.groups.models import name_in_use
 from chatcli.client.home import Home
 from chatcli.client.keys import KeystoreSecrets, encode_secrets, read_secrets, write_keys
 from chatcli.client.names import NAME_RE
-from chatcli.client.store import Sealer, Store, now_ms
+from chatcli.client.store import Sealer, Store, now_ms, session_row
+from chatcli.crypto import devicelist as dl
 from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair, MailboxKeyPair
 from chatcli.crypto.ratchet import RatchetSession
 from chatcli.errors import KeyChangedError, UnknownContactError
@@ -34,6 +37,15 @@ if TYPE_CHECKING:
 
 INSTALLATION_KEY = "installation"      # meta_entry: this installation's id (hex)
 SUPERSEDE_KEY = "supersede_pending"    # meta_entry: restored, not yet announced to the relay
+
+
+def _id(contact: db.Contact | None) -> int | None:
+    return None if contact is None else int(contact.id)
+
+
+def _session_where(contact: db.Contact | None, device: bytes) -> peewee.Expression:
+    who = db.Session.contact.is_null() if contact is None else db.Session.contact == contact
+    return who & (db.Session.device == device)
 
 
 class ClientCore(abc.ABC):
@@ -69,14 +81,17 @@ class ClientCore(abc.ABC):
     @classmethod
     def create(cls, home: Home, passphrase: str, *, name: str, relay_url: str,
                mailbox: bytes, identity: IdentityKeyPair, mailbox_key: MailboxKeyPair,
-               profile_key: bytes | None = None) -> Self:
-        """Write a new keystore and database for an identity whose mailbox exists."""
+               profile_key: bytes | None = None, restore_prekey: DHKeyPair | None = None,
+               device_id: bytes | None = None, device_name: str | None = None) -> Self:
+        """Write a new keystore and database for an identity whose mailbox exists
+        (a new device of it: ``restore_prekey``, ``device_id`` and ``device_name``
+        given; otherwise made here)."""
         home.create()
         local_key = os.urandom(32)
         store = Store.open(home.database, Sealer(local_key), create=True)
         try:
             client = cls(home, identity, mailbox_key, store)
-            restore = DHKeyPair.generate()
+            restore = restore_prekey or DHKeyPair.generate()
             with store.write():
                 account_id = store.next_id(db.Account)
                 db.Account.create(
@@ -89,6 +104,7 @@ class ClientCore(abc.ABC):
                                                                           restore.public),
                     profile_key_sealed=client.sealer.seal(profile_key or os.urandom(32),
                                                           "account.profile_key", account_id),
+                    device_id=device_id or os.urandom(16), device_name=device_name,
                 )
             write_keys(home.keystore, encode_secrets(identity.private_bytes(),
                                                      mailbox_key.private_bytes(), local_key),
@@ -173,18 +189,33 @@ class ClientCore(abc.ABC):
             )
         return contact
 
-    def _load_session(self, contact: db.Contact) -> RatchetSession | None:
-        state = prepared.SESSION_STATE.scalar(contact=contact.id)
+    def _load_session(self, contact: db.Contact | None,
+                      device: bytes = db.LEGACY_DEVICE) -> RatchetSession | None:
+        """The session with ``contact``'s ``device`` (contact None: the own
+        device ``device``), or None."""
+        if contact is not None:
+            state = prepared.SESSION_STATE.scalar(contact=contact.id, device=device)
+        else:
+            row = db.Session.get_or_none(_session_where(contact, device))
+            state = None if row is None else row.state_sealed
         if state is None:
             return None
-        return RatchetSession.from_bytes(self.sealer.open(state, "session.state", contact.id))
+        return RatchetSession.from_bytes(self.sealer.open(
+            state, "session.state", session_row(_id(contact), device)))
 
-    def _save_session(self, contact: db.Contact, session: RatchetSession) -> None:
-        sealed = self.sealer.seal(session.to_bytes(), "session.state", contact.id)
-        updated = prepared.SESSION_UPDATE.execute(state=sealed, now=now_ms(),
-                                                  contact=contact.id).rowcount
+    def _save_session(self, contact: db.Contact | None, session: RatchetSession,
+                      device: bytes = db.LEGACY_DEVICE) -> None:
+        sealed = self.sealer.seal(session.to_bytes(), "session.state",
+                                  session_row(_id(contact), device))
+        if contact is not None:
+            updated = prepared.SESSION_UPDATE.execute(
+                state=sealed, now=now_ms(), contact=contact.id, device=device).rowcount
+        else:
+            updated = db.Session.update(state_sealed=sealed, updated_at=now_ms()).where(
+                _session_where(contact, device)).execute()
         if not updated:
-            db.Session.create(contact=contact, state_sealed=sealed, updated_at=now_ms())
+            db.Session.create(contact=contact, device=device, state_sealed=sealed,
+                              updated_at=now_ms())
 
     def _own_info(self, capability: bytes) -> m.ContactInfo:
         account = self.store.account()
@@ -193,14 +224,25 @@ class ClientCore(abc.ABC):
             box_key=self.mailbox_key.box_public, name=account.name,
             restore_prekey=account.restore_prekey_public,
             restore_prekey_signature=account.restore_prekey_signature,
+            devices=(None if account.device_list is None
+                     else dl.decode_device_list(bytes(account.device_list))),
         )
 
     def _enqueue(self, contact: db.Contact, content: m.Content, *, kind: str,
-                 message_uuid: str | None = None) -> None:
-        """Queue a content message for a contact (inside a write transaction)."""
+                 message_uuid: str | None = None, device: bytes | None = None) -> None:
+        """Queue a content message for a contact (inside a write transaction):
+        :class:`chatcli.client.devices.Devices` fans it out to every device."""
+        self._enqueue_one(contact, content, kind=kind, message_uuid=message_uuid,
+                          device=db.LEGACY_DEVICE if device is None else device)
+
+    def _enqueue_one(self, contact: db.Contact | None, content: m.Content, *, kind: str,
+                     message_uuid: str | None = None, device: bytes) -> None:
+        """Queue a content message for one device of a contact, or (contact
+        None) for the own device ``device`` (inside a write transaction)."""
         outbox_id = int(prepared.OUTBOX_NEXT_ID.scalar() or 0) + 1
         prepared.OUTBOX_INSERT.execute(
-            id=outbox_id, contact=contact.id, kind=kind, uuid=message_uuid, now=now_ms(),
+            id=outbox_id, contact=_id(contact), device=device, kind=kind, uuid=message_uuid,
+            now=now_ms(),
             plaintext=self.sealer.seal(m.encode(content), "outbox.plaintext", outbox_id))
 
     # ------------------------------------------------------------ the shell's

@@ -132,8 +132,24 @@ class SyncedEvent:
         return {"type": "synced"}
 
 
+@dataclass(frozen=True)
+class SentElsewhereEvent:
+    """Another device of this identity sent a message (its ``sync_sent``):
+    shown as an own message in the conversation with ``contact``."""
+
+    id: str
+    contact: str
+    text: str
+    sent_at: int
+    file: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "sent", "id": self.id, "to": self.contact, "text": self.text,
+                "sent_at": self.sent_at, "stored": True, "file": self.file, "group": None}
+
+
 Event = (MessageEvent | ReceiptEvent | TypingEvent | PresenceEvent | NoticeEvent | ProfileEvent
-         | SyncedEvent | ActionEvent)
+         | SyncedEvent | ActionEvent | SentElsewhereEvent)
 
 
 @dataclass(frozen=True)

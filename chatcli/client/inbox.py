@@ -19,6 +19,7 @@ from chatcli.client import messages as m
 from chatcli.client import models as db
 from chatcli.client.capabilities import cap_hash
 from chatcli.client.core import ClientCore
+from chatcli.client.devices import contact_list
 from chatcli.client.events import (
     Event,
     MessageEvent,
@@ -99,15 +100,18 @@ class Inbox(Invites, Outbox):
         sender = opened.sender
         if isinstance(body, m.GroupBody):
             return GroupInbox(self).handle_body(sender, body.message, item.received_at)
+        if sender == self.identity.public:
+            return self._from_own_device(body, item, now)
         if isinstance(body, m.PrekeyBody):
             return self._handle_prekey(sender, body, item, receipts, now)
         contact = prepared.CONTACT_BY_IDENTITY.first(identity=sender.raw)
         if contact is not None:
-            session = self._load_session(contact)
+            device = self._sender_device(contact, body.device)
+            session = self._load_session(contact, device)
             if session is None:
-                return self._no_session(contact)
+                return self._no_session(contact, device)
             plaintext = session.decrypt(body.message)
-            self._save_session(contact, session)
+            self._save_session(contact, session, device)
             return self._handle_content(contact, m.decode_content(plaintext), item, receipts,
                                         now)
         pending_contact = self._pending_from(sender)
@@ -129,14 +133,19 @@ class Inbox(Invites, Outbox):
             return self._store_unsupported(contact, content, item, now)
         return []
 
-    def _no_session(self, contact: db.Contact) -> list[Event]:
+    def _no_session(self, contact: db.Contact, device: bytes = db.LEGACY_DEVICE
+                    ) -> list[Event]:
         # We were restored from a backup and the contact still uses the old
         # session: start a new one so that their next messages can be read.
-        if contact.issued_cap_sealed is not None and contact.restore_prekey is not None:
+        if contact.issued_cap_sealed is not None:
             capability = self.sealer.open(contact.issued_cap_sealed, "contact.issued_cap",
                                             contact.id)
-            if not db.Outbox.select().where(db.Outbox.contact == contact).exists():
-                self._enqueue(contact, self._own_info(capability), kind="info")
+            target = next((d for d in self._contact_devices(contact)
+                           if (t := self._target(contact, d)) is not None
+                           and t.session_device == device), None)
+            if target is not None and not db.Outbox.select().where(
+                    db.Outbox.contact == contact, db.Outbox.device == target).exists():
+                self._enqueue(contact, self._own_info(capability), kind="info", device=target)
         return [NoticeEvent(
             f"A message from {contact.name} was sent in a session this device does not have "
             "(restored from a backup?); a new session is being set up: ask them to resend.",
@@ -168,20 +177,32 @@ class Inbox(Invites, Outbox):
             return [NoticeEvent(f"A session request from {contact.name} named an old prekey; "
                                 "refused.", warning=True, contact=contact.name)]
         session, plaintext = sessions.answer_prekey(self.identity, prekey, sender, body)
+        content = m.decode_content(plaintext)
+        events: list[Event] = []
+        if isinstance(content, m.DeviceListUpdate) and body.device is not None \
+                and content.devices.find(body.device) is not None:
+            # A new session's first message carries the sender's device list,
+            # so that a device not known yet is known before it is checked.
+            events += self._accept_contact_list(contact, content.devices)
+        device = self._sender_device(contact, body.device)
         db.SeenHandshake.create(digest=digest, seen_at=now)
-        self._save_session(contact, session)
-        # Queued but not yet sent messages were encrypted for the old session.
-        stale = db.Outbox.select().where(db.Outbox.contact == contact,
-                                         db.Outbox.payload_sealed.is_null(False))
+        had_session = self._load_session(contact, device) is not None
+        self._save_session(contact, session, device)
+        # Queued but not yet sent copies for that device were encrypted for the old session.
+        stale = [row for row in db.Outbox.select().where(
+            db.Outbox.contact == contact, db.Outbox.payload_sealed.is_null(False))
+            if (t := self._target(contact, bytes(row.device))) is None
+            or t.session_device == device]
         db.Message.update(failed="session_reset").where(
-            db.Message.uuid.in_([row.message_uuid for row in stale if row.message_uuid])
-        ).execute()
+            db.Message.uuid.in_([row.message_uuid for row in stale if row.message_uuid]),
+            db.Message.stored_at.is_null()).execute()
         db.Outbox.delete().where(db.Outbox.id.in_([row.id for row in stale])).execute()
-        events: list[Event] = [NoticeEvent(
-            f"{contact.name} set up a new session (restored from a backup); the safety number "
-            "is unchanged.", contact=contact.name)]
-        events.extend(self._handle_content(contact, m.decode_content(plaintext), item, receipts,
-                                           now))
+        if had_session:
+            events.append(NoticeEvent(
+                f"{contact.name} set up a new session (restored from a backup); the safety "
+                "number is unchanged.", contact=contact.name))
+        if not isinstance(content, m.DeviceListUpdate):
+            events.extend(self._handle_content(contact, content, item, receipts, now))
         return events
 
     def _handle_content(self, contact: db.Contact, content: m.AnyContent | m.Unsupported,
@@ -203,13 +224,17 @@ class Inbox(Invites, Outbox):
             return [ReceiptEvent(contact.name, content.kind, list(content.ids))]
         if isinstance(content, m.Typing):
             return [TypingEvent(contact.name, content.active)]
+        if isinstance(content, m.DeviceListUpdate):
+            return self._accept_contact_list(contact, content.devices)
         if isinstance(content, m.ContactInfo):
             sessions.verify_restore_prekey(IdentityPublicKey.from_bytes(contact.identity),
                                            content.restore_prekey,
                                            content.restore_prekey_signature)
-            previous = self.sealer.open(contact.deposit_cap_sealed, "contact.deposit_cap",
-                                         contact.id)
-            self._update_address(contact, content)
+            if content.devices is not None:
+                listed = self._accept_contact_list(contact, content.devices)
+                if listed:
+                    return listed
+            previous = self._contact_info_from_device(contact, content)
             if not hmac.compare_digest(previous, content.capability):
                 # From now on every deposit uses the new capability: say so, so
                 # that the old one (an invite's) can be revoked.
@@ -248,6 +273,79 @@ class Inbox(Invites, Outbox):
              .execute())
             return []
         return []
+
+    def _contact_info_from_device(self, contact: db.Contact, info: m.ContactInfo) -> bytes:
+        """Take a contact's ContactInfo; the capability it replaces. From a
+        device other than the one at the contact address, only the (shared)
+        capability is taken: that device's address is in the device list."""
+        previous = self.sealer.open(contact.deposit_cap_sealed, "contact.deposit_cap",
+                                    contact.id)
+        listed = contact_list(contact)
+        if listed is not None and bytes(info.mailbox) != bytes(contact.mailbox) and any(
+                bytes(d.mailbox) == bytes(info.mailbox) for d in listed.devices):
+            contact.deposit_cap_sealed = self.sealer.seal(info.capability,
+                                                          "contact.deposit_cap", contact.id)
+        else:
+            self._update_address(contact, info)
+        return previous
+
+    def _from_own_device(self, body: m.AnyBody, item: frames.Delivered, now: int
+                         ) -> list[Event]:
+        """A message from another device of this identity: a device list or a
+        copy of a message it sent."""
+        device = self._sender_device(None, body.device)
+        if isinstance(body, m.PrekeyBody):
+            digest = sessions.handshake_digest(body)
+            if db.SeenHandshake.get_or_none(db.SeenHandshake.digest == digest) is not None:
+                return []
+            prekey = (prekeys.private_for(self.store, body.restore_prekey)
+                      if body.restore_prekey is not None else None)
+            if prekey is None:
+                return [NoticeEvent("A session request from another device of this account "
+                                    "named an old prekey; refused.", warning=True)]
+            session, plaintext = sessions.answer_prekey(self.identity, prekey,
+                                                        self.identity.public, body)
+            db.SeenHandshake.create(digest=digest, seen_at=now)
+        else:
+            found = self._load_session(None, device)
+            if found is None:
+                return [NoticeEvent("A message from another device of this account was sent "
+                                    "in a session this device does not have; dropped.",
+                                    warning=True)]
+            session = found
+            plaintext = session.decrypt(body.message)
+        self._save_session(None, session, device)
+        content = m.decode_content(plaintext)
+        if isinstance(content, m.DeviceListUpdate):
+            return self._accept_own_list(content.devices)
+        if isinstance(content, m.SyncSent):
+            return self._store_synced(content, item)
+        return []
+
+    def _store_synced(self, sync: m.SyncSent, item: frames.Delivered) -> list[Event]:
+        """Store a message another own device sent as an outgoing one (same uuid,
+        so that the contact's receipts match it here too)."""
+        from chatcli.client.events import SentElsewhereEvent
+        from chatcli.client.outbox import _AttachmentRecord
+
+        content = m.decode_content(sync.content)
+        contact = db.Contact.get_or_none(db.Contact.identity == sync.destination)
+        if not isinstance(content, m.Text) or contact is None:
+            return []
+        if db.Message.get_or_none(db.Message.uuid == content.id) is not None:
+            return []
+        record = None
+        if content.attachment is not None:
+            record = self.sealer.seal(msgspec.json.encode(_AttachmentRecord(
+                name=content.attachment.name, size=content.attachment.size)),
+                "message.attachment", content.id)
+        db.Message.create(
+            uuid=content.id, contact=contact, outgoing=True,
+            text_sealed=self.sealer.seal_text(content.text, "message.text", content.id),
+            attachment_sealed=record, sent_at=content.sent_at, stored_at=item.received_at)
+        return [SentElsewhereEvent(
+            id=content.id, contact=contact.name, text=content.text, sent_at=content.sent_at,
+            file=None if content.attachment is None else content.attachment.name)]
 
     def _store_text(self, contact: db.Contact, content: m.Text, item: frames.Delivered,
                     receipts: dict[int, list[str]] | None, now: int, *,

@@ -7,7 +7,8 @@ Two layers, both MessagePack arrays via msgspec with a string tag first:
   :class:`RatchetBody` (a ratchet message);
 * the **content**, the plaintext of a ratchet message: :class:`ContactInfo`,
   :class:`Text`, :class:`Receipt`, :class:`Typing`, :class:`ProfileKeyUpdate`,
-  :class:`CapabilityUpdate`, :class:`CapabilitySwitched`.
+  :class:`CapabilityUpdate`, :class:`CapabilitySwitched`, :class:`DeviceListUpdate`,
+  :class:`SyncSent` (``docs/protocol.md`` "Devices").
 
 Versioning: a tag never changes meaning; new fields are only appended with a
 default, so older clients decode newer messages (trailing fields they do not
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import msgspec
+
+from chatcli.crypto.devicelist import DeviceList
 
 Bytes16 = Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
 Bytes32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
@@ -51,6 +54,7 @@ class PrekeyBody(Body, frozen=True, tag="prekey"):
     identity: Bytes32
     ephemeral: Bytes32
     message: bytes
+    device: Bytes16 | None = None  # the sending device (None: a legacy device)
 
 
 class RatchetBody(Body, frozen=True, tag="ratchet"):
@@ -58,6 +62,7 @@ class RatchetBody(Body, frozen=True, tag="ratchet"):
 
     v: int
     message: bytes
+    device: Bytes16 | None = None
 
 
 class GroupBody(Body, frozen=True, tag="group"):
@@ -66,6 +71,7 @@ class GroupBody(Body, frozen=True, tag="group"):
 
     v: int
     message: bytes
+    device: Bytes16 | None = None
 
 
 AnyBody = PrekeyBody | RatchetBody | GroupBody
@@ -99,6 +105,7 @@ class ContactInfo(Content, frozen=True, tag="contact_info"):
     restore_prekey: Bytes32
     restore_prekey_signature: Bytes64
     key_change: KeyChangeRecord | None = None
+    devices: DeviceList | None = None  # the sender's signed device list
 
 
 class AttachmentRef(msgspec.Struct, array_like=True, frozen=True):
@@ -193,8 +200,22 @@ class CapabilitySwitched(Content, frozen=True, tag="capability_switched"):
     replaced: Bytes32
 
 
+class DeviceListUpdate(Content, frozen=True, tag="device_list"):
+    """The sender's newest signed device list (to contacts and own devices)."""
+
+    devices: DeviceList
+
+
+class SyncSent(Content, frozen=True, tag="sync_sent"):
+    """To the sender's own other devices: ``content`` (an encoded :class:`Text`)
+    was sent to ``destination`` (a contact's identity key)."""
+
+    destination: Bytes32
+    content: bytes
+
+
 AnyContent = (ContactInfo | Text | Receipt | Typing | ProfileKeyUpdate | CapabilityUpdate
-              | CapabilitySwitched | Reaction | Edit | Delete)
+              | CapabilitySwitched | Reaction | Edit | Delete | DeviceListUpdate | SyncSent)
 
 
 @dataclass(frozen=True)

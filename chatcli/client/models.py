@@ -43,6 +43,13 @@ class Account(BaseModel):
     profile_key_sealed = peewee.BlobField()
     profile_sealed = peewee.BlobField(null=True)     # own Profile (msgspec)
     profile_ref_sealed = peewee.BlobField(null=True)  # where the sealed profile blob lives
+    # Devices (schema 11): this device's id and name, the identity's signed
+    # device list (chatcli.crypto.devicelist, public), and the self capability
+    # the identity's devices deposit to each other with.
+    device_id = peewee.BlobField(null=True)
+    device_name = peewee.TextField(null=True)
+    device_list = peewee.BlobField(null=True)
+    self_cap_sealed = peewee.BlobField(null=True)
 
 
 class Contact(BaseModel):
@@ -67,15 +74,26 @@ class Contact(BaseModel):
     profile_sealed = peewee.BlobField(null=True)
     auto_named = peewee.BooleanField(default=False)  # take the name the contact announces
     created_at = peewee.IntegerField()
+    # Their newest accepted signed device list; NULL: one legacy device at the
+    # address above (a contact that never published a list).
+    device_list = peewee.BlobField(null=True)
+
+
+LEGACY_DEVICE = b""  # the device id of a contact without a device list
 
 
 class Session(BaseModel):
-    """The Double Ratchet state with one contact."""
+    """The Double Ratchet state with one device of a contact (``contact`` set)
+    or with one other device of this identity (``contact`` NULL)."""
 
     id = peewee.AutoField()
-    contact = peewee.ForeignKeyField(Contact, unique=True, on_delete="CASCADE")
+    contact = peewee.ForeignKeyField(Contact, null=True, on_delete="CASCADE")
+    device = peewee.BlobField(default=LEGACY_DEVICE, constraints=[peewee.SQL("DEFAULT x''")])
     state_sealed = peewee.BlobField()
     updated_at = peewee.IntegerField()
+
+    class Meta:
+        indexes = ((("contact", "device"), True),)
 
 
 class Invite(BaseModel):
@@ -127,7 +145,10 @@ class Outbox(BaseModel):
     so a retry deposits exactly the same bytes."""
 
     id = peewee.AutoField()
-    contact = peewee.ForeignKeyField(Contact, on_delete="CASCADE")
+    # The contact's device ``device`` (LEGACY_DEVICE: its contact address), or,
+    # with ``contact`` NULL, this identity's other device ``device``.
+    contact = peewee.ForeignKeyField(Contact, null=True, on_delete="CASCADE")
+    device = peewee.BlobField(default=LEGACY_DEVICE, constraints=[peewee.SQL("DEFAULT x''")])
     kind = peewee.TextField()
     message_uuid = peewee.TextField(null=True)
     plaintext_sealed = peewee.BlobField(null=True)

@@ -8,18 +8,18 @@ from __future__ import annotations
 import uuid as uuidlib
 
 import msgspec
+import peewee
 
 from chatcli.client import actions, prepared, sessions
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client.core import ClientCore
+from chatcli.client.devices import Devices, Target
 from chatcli.client.events import DeliveryReport
 from chatcli.client.groups.commands import GroupCommands
 from chatcli.client.groups.models import is_group
 from chatcli.client.store import now_ms
 from chatcli.crypto.envelope import seal_envelope
 from chatcli.crypto.keys import IdentityPublicKey
-from chatcli.crypto.ratchet import RatchetSession
 from chatcli.errors import KeyChangedError, UsageError
 from chatcli.protocol import codes, frames
 
@@ -35,7 +35,7 @@ class _AttachmentRecord(msgspec.Struct, frozen=True):
     blob: str | None = None  # hex id on the own relay: deleted with the message
 
 
-class Outbox(ClientCore):
+class Outbox(Devices):
     """Queueing and encrypting what is sent; recording what the relays answered."""
 
     # Whether a delivery pass must look for attachment blobs to delete on the
@@ -165,70 +165,92 @@ class Outbox(ClientCore):
 
     def _encrypt_pending(self) -> None:
         """Encrypt every queued plaintext in order, each in the transaction of
-        its ratchet update, so that a retry re-sends the very same bytes."""
-        after: int | None = 0
-        while after is not None:
+        its ratchet update, so that a retry re-sends the very same bytes. Each
+        row is one device's copy, encrypted in that device's session. At most
+        ``prepared.ENCRYPT_BATCH`` rows a transaction: a long queue holds the
+        write lock in turns, a short one costs one transaction."""
+        after = 0
+        while True:
             with self.store.write():
-                after = self._encrypt_batch(after)
+                me = self._me()
+                done = 0
+                while done < prepared.ENCRYPT_BATCH:
+                    # Rows queued meanwhile (a restore's address, a moved
+                    # content) come after ``after`` and are found next.
+                    rows = list(db.Outbox.select(db.Outbox, db.Contact)
+                                .join(db.Contact, peewee.JOIN.LEFT_OUTER)
+                                .where(db.Outbox.payload_sealed.is_null(), db.Outbox.id > after,
+                                       db.Contact.id.is_null()
+                                       | (db.Contact.key_changed == False))  # noqa: E712
+                                .order_by(db.Outbox.id).limit(prepared.ENCRYPT_BATCH - done))
+                    if not rows:
+                        return
+                    for row in rows:
+                        self._encrypt_row(row, me)
+                    after = rows[-1].id
+                    done += len(rows)
 
-    def _encrypt_batch(self, after: int, contacts: dict[int, db.Contact] | None = None
-                       ) -> int | None:
-        """Encrypt up to :data:`ENCRYPT_BATCH` queued plaintexts past outbox id
-        ``after`` (inside a write transaction); the id to go on from, or None
-        when nothing is left. A contact's session is read once and written
-        once, with the payloads it encrypted."""
-        rows = prepared.OUTBOX_TO_ENCRYPT.rows(after=after)
-        contacts = {} if contacts is None else contacts  # by id, read once
-        sessions_used: dict[int, RatchetSession] = {}
-        advanced: set[int] = set()  # contacts whose session encrypted something
-        queued = False  # a restore queued an item: look again
-        for row in rows:
-            after = row.id
-            contact_id = row.__data__["contact"]
-            contact = contacts.get(contact_id)
-            if contact is None:
-                contact = contacts[contact_id] = prepared.CONTACT_BY_ID.rows(id=contact_id)[0]
-            plaintext = self.sealer.open(row.plaintext_sealed or b"", "outbox.plaintext", row.id)
-            session = sessions_used.get(contact_id)
-            if session is None:
-                session = self._load_session(contact)
-            body: m.Body
-            if session is None:
-                if contact.restore_prekey is None:
-                    # No session and no way to start one (the contact never
-                    # sent its restore prekey): the message cannot be sent.
-                    if row.message_uuid:
-                        db.Message.update(failed="no_session").where(
-                            db.Message.uuid == row.message_uuid).execute()
-                        self._failed[row.message_uuid] = (
-                            f"there is no session with {contact.name} and none can be "
-                            "set up; ask them for a new invite")
-                    prepared.OUTBOX_DELETE.execute(id=row.id)
-                    continue
-                their = IdentityPublicKey.from_bytes(contact.identity)
-                session, body = sessions.start_restore(
-                    self.identity, their, contact.restore_prekey[:32], plaintext)
-                # Tell the contact our (possibly new) restore prekey in the new session.
-                if contact.issued_cap_sealed is not None:
-                    capability = self.sealer.open(contact.issued_cap_sealed,
-                                                  "contact.issued_cap", contact.id)
-                    self._enqueue(contact, self._own_info(capability), kind="info")
-                    queued = True
-            elif not session.can_send:
-                sessions_used[contact_id] = session
-                continue
-            else:
-                body = m.RatchetBody(v=m.BODY_VERSION, message=session.encrypt(plaintext))
-            sessions_used[contact_id] = session
-            advanced.add(contact_id)
-            payload = seal_envelope(contact.box_key, self.identity.public, m.encode(body))
-            prepared.OUTBOX_ENCRYPTED.execute(
-                payload=self.sealer.seal(payload, "outbox.payload", row.id), id=row.id)
-        for contact_id in advanced:
-            self._save_session(contacts[contact_id], sessions_used[contact_id])
-        if len(rows) < prepared.ENCRYPT_BATCH and not queued:
-            return None
-        return after
+    def _encrypt_row(self, row: db.Outbox, me: bytes) -> None:
+        """Encrypt one queued row for its device (inside a write transaction);
+        a row whose session cannot send yet stays queued."""
+        contact = row.contact
+        target = self._target(contact, bytes(row.device))
+        if target is None:      # the device left its list meanwhile
+            row.delete_instance()
+            return
+        plaintext = self.sealer.open(row.plaintext_sealed or b"", "outbox.plaintext", row.id)
+        session = self._load_session(contact, target.session_device)
+        body: m.Body
+        if session is None:
+            if target.restore_prekey is None:
+                # No session and no way to start one (the contact never
+                # sent its restore prekey): the message cannot be sent.
+                if row.message_uuid and contact is not None:
+                    db.Message.update(failed="no_session").where(
+                        db.Message.uuid == row.message_uuid).execute()
+                    self._failed[row.message_uuid] = (
+                        f"there is no session with {contact.name} and none can be "
+                        "set up; ask them for a new invite")
+                row.delete_instance()
+                return
+            plaintext = self._list_first(row, plaintext)
+            their = (self.identity.public if contact is None
+                     else IdentityPublicKey.from_bytes(contact.identity))
+            session, first = sessions.start_restore(
+                self.identity, their, target.restore_prekey, plaintext)
+            body = msgspec.structs.replace(first, device=me)
+            # Tell the contact our (possibly new) restore prekey in the new session.
+            if contact is not None and contact.issued_cap_sealed is not None:
+                capability = self.sealer.open(contact.issued_cap_sealed,
+                                              "contact.issued_cap", contact.id)
+                self._enqueue(contact, self._own_info(capability), kind="info",
+                              device=bytes(row.device))
+        elif not session.can_send:
+            return
+        else:
+            body = m.RatchetBody(v=m.BODY_VERSION, message=session.encrypt(plaintext),
+                                 device=me)
+        payload = seal_envelope(target.box_key, self.identity.public, m.encode(body))
+        prepared.OUTBOX_ENCRYPTED.execute(
+            payload=self.sealer.seal(payload, "outbox.payload", row.id), id=row.id)
+        self._save_session(contact, session, target.session_device)
+
+    def _list_first(self, row: db.Outbox, plaintext: bytes) -> bytes:
+        """The first message of a new session with a contact's device carries
+        our device list (when we have one), so that the device knows which of
+        our devices this is before anything else: the row's own content moves
+        to a new row behind it. Returns the plaintext to encrypt in ``row``."""
+        own = self._own_list_if_any()
+        if row.contact is None or own is None or row.kind == "device_list":
+            return plaintext
+        moved_id = self.store.next_id(db.Outbox)
+        db.Outbox.create(
+            id=moved_id, contact=row.contact, device=row.device, kind=row.kind,
+            message_uuid=row.message_uuid, created_at=row.created_at,
+            plaintext_sealed=self.sealer.seal(plaintext, "outbox.plaintext", moved_id))
+        row.kind, row.message_uuid = "device_list", None
+        db.Outbox.update(kind=row.kind, message_uuid=None).where(db.Outbox.id == row.id).execute()
+        return m.encode(m.DeviceListUpdate(devices=own))
 
     def _record_deposit(self, chunk: list[db.Outbox], errors: list[str | None],
                         report: DeliveryReport) -> None:
@@ -240,6 +262,13 @@ class Outbox(ClientCore):
                     if row.message_uuid:
                         prepared.MESSAGE_STORED.execute(now=stamp, uuid=row.message_uuid)
                         report.stored.append(row.message_uuid)
+                elif row.contact is None:
+                    # A copy for an own device: retried, never failing the message.
+                    if error in PERMANENT_DEPOSIT_ERRORS:
+                        db.Outbox.delete().where(db.Outbox.id == row.id).execute()
+                    else:
+                        db.Outbox.update(attempts=db.Outbox.attempts + 1, last_error=error
+                                         ).where(db.Outbox.id == row.id).execute()
                 elif (error == codes.CAPABILITY_USED and row.kind != "handshake"
                       and row.kind != "typing"):
                     # Our handshake used the invite's one-shot capability; the
@@ -252,15 +281,20 @@ class Outbox(ClientCore):
                             "invite yet; the message stays queued and goes out once their "
                             "answer arrives (any chatcli command that receives fetches it)")
                 elif error in PERMANENT_DEPOSIT_ERRORS or row.kind == "typing":
-                    prepared.OUTBOX_DELETE.execute(id=row.id)
+                    others = db.Outbox.select().where(
+                        db.Outbox.message_uuid == row.message_uuid, db.Outbox.id != row.id,
+                        db.Outbox.contact.is_null(False)).exists() if row.message_uuid else False
+                    db.Outbox.delete().where(db.Outbox.id == row.id).execute()
                     reason = (f"{row.contact.name}'s relay refused the message ({error}): "
                               "they may have blocked you or deleted their account")
                     if row.kind == "handshake" and error in (codes.BAD_CAPABILITY,
                                                              codes.CAPABILITY_USED):
                         reason = "This invite was already used or revoked; ask for a new one"
-                    if row.message_uuid:
+                    if row.message_uuid and not others:
+                        # Failed only when no other device's copy is still on its way.
                         db.Message.update(failed=error).where(
-                            db.Message.uuid == row.message_uuid).execute()
+                            db.Message.uuid == row.message_uuid,
+                            db.Message.stored_at.is_null()).execute()
                         report.refused[row.message_uuid] = reason
                     elif row.kind == "handshake":
                         report.refused["handshake"] = reason
@@ -272,52 +306,46 @@ class Outbox(ClientCore):
     # ------------------------------------------------------------ one delivery pass
 
     def _start_delivery(self, contact_id: int | None = None
-                        ) -> tuple[DeliveryReport, dict[str, list[db.Outbox]]]:
+                        ) -> tuple[DeliveryReport, dict[str, list[tuple[db.Outbox, Target]]]]:
         """Encrypt what is queued; a report that starts with the messages found
         unsendable meanwhile, and the encrypted items to deposit (all, or those
-        for ``contact_id``) by relay, read in the last encryption's transaction."""
+        for ``contact_id`` and the own devices) by relay."""
         report = DeliveryReport()
-        after: int | None = 0
-        while after is not None:
-            with self.store.write():
-                contacts: dict[int, db.Contact] = {}
-                after = self._encrypt_batch(after, contacts)
-                if after is None:
-                    by_relay = self._deposits_by_relay(contact_id, contacts)
-                    if not by_relay:  # else recording the deposits counts
-                        report.pending = self._pending_count()
+        self._encrypt_pending()
+        by_relay = self._deposits_by_relay(contact_id)
+        if not by_relay:  # else recording the deposits counts
+            report.pending = self._pending_count()
         report.refused.update(self._failed)
         self._failed.clear()
         return report, by_relay
 
-    def _deposits_by_relay(self, contact_id: int | None = None,
-                           contacts: dict[int, db.Contact] | None = None
-                           ) -> dict[str, list[db.Outbox]]:
-        """The encrypted items to deposit (all, or those for ``contact_id``), in
-        queue order, grouped by the relay of their contact (``contacts``: those
-        read already in this transaction, by id)."""
-        by_relay: dict[str, list[db.Outbox]] = {}
-        contacts = {} if contacts is None else contacts
+    def _deposits_by_relay(self, contact_id: int | None = None
+                           ) -> dict[str, list[tuple[db.Outbox, Target]]]:
+        """The encrypted items to deposit (all, or those for ``contact_id`` and
+        the own devices), in queue order, each with where it goes, grouped by
+        relay: every device's copy on one relay travels in the same Deposit."""
         with self.store.read():
-            rows = (prepared.OUTBOX_TO_DEPOSIT.rows() if contact_id is None
-                    else prepared.OUTBOX_TO_DEPOSIT_FOR.rows(contact=contact_id))
+            query = (db.Outbox.select(db.Outbox, db.Contact)
+                     .join(db.Contact, peewee.JOIN.LEFT_OUTER)
+                     .where(db.Outbox.payload_sealed.is_null(False))
+                     .order_by(db.Outbox.id))
+            if contact_id is not None:
+                query = query.where((db.Outbox.contact == contact_id)
+                                    | db.Outbox.contact.is_null())
+            rows = list(query)
+            by_relay: dict[str, list[tuple[db.Outbox, Target]]] = {}
             for row in rows:
-                contact_of = row.__data__["contact"]
-                contact = contacts.get(contact_of)
-                if contact is None:
-                    contact = contacts[contact_of] = prepared.CONTACT_BY_ID.rows(id=contact_of)[0]
-                row.contact = contact
-                by_relay.setdefault(contact.relay_url, []).append(row)
+                target = self._target(row.contact, bytes(row.device))
+                if target is not None:
+                    by_relay.setdefault(target.relay_url, []).append((row, target))
         return by_relay
 
-    def _deposit_items(self, chunk: list[db.Outbox]) -> list[frames.DepositItem]:
+    def _deposit_items(self, chunk: list[tuple[db.Outbox, Target]]) -> list[frames.DepositItem]:
         """The items of one ``Deposit`` frame for these outbox rows."""
         return [frames.DepositItem(
-            mailbox=row.contact.mailbox,
-            cap=self.sealer.open(row.contact.deposit_cap_sealed, "contact.deposit_cap",
-                                 row.contact.id),
+            mailbox=target.mailbox, cap=target.capability,
             payload=self.sealer.open(row.payload_sealed or b"", "outbox.payload", row.id),
-        ) for row in chunk]
+        ) for row, target in chunk]
 
     def _record_unreachable(self, items: list[db.Outbox], reason: str,
                             report: DeliveryReport) -> None:

@@ -112,11 +112,13 @@ CONTACT_BY_IDENTITY = Prepared(db.Contact, lambda: db.Contact.select().where(
 
 # ------------------------------------------------------------------ sessions
 
+# A contact's device's session (own devices' sessions, contact NULL, are not
+# on the hot path: chatcli.client.core asks peewee for those).
 SESSION_STATE = Prepared(db.Session, lambda: db.Session.select(db.Session.state_sealed).where(
-    db.Session.contact == param("contact")).limit(1))
+    db.Session.contact == param("contact"), db.Session.device == param("device")).limit(1))
 SESSION_UPDATE = Prepared(db.Session, lambda: db.Session.update(
     state_sealed=param("state"), updated_at=param("now")).where(
-    db.Session.contact == param("contact")))
+    db.Session.contact == param("contact"), db.Session.device == param("device")))
 
 # ------------------------------------------------------------------ history
 
@@ -165,23 +167,13 @@ RETIRED_CAPABILITIES = Prepared(db.RetiredCapability, lambda: db.RetiredCapabili
 
 OUTBOX_NEXT_ID = Prepared(db.Outbox, lambda: db.Outbox.select(peewee.fn.MAX(db.Outbox.id)))
 OUTBOX_INSERT = Prepared(db.Outbox, lambda: db.Outbox.insert(
-    id=param("id"), contact=param("contact"), kind=param("kind"),
+    id=param("id"), contact=param("contact"), device=param("device"), kind=param("kind"),
     message_uuid=param("uuid"), created_at=param("now"), plaintext_sealed=param("plaintext")))
 ENCRYPT_BATCH = 64
 """Queued plaintexts encrypted in one transaction at most (a long queue holds
 the write lock in turns, not all at once)."""
-OUTBOX_TO_ENCRYPT = Prepared(db.Outbox, lambda: (
-    db.Outbox.select(db.Outbox).join(db.Contact)
-    .where(db.Outbox.payload_sealed.is_null(), db.Contact.key_changed == False,  # noqa: E712
-           db.Outbox.id > param("after"))
-    .order_by(db.Outbox.id).limit(ENCRYPT_BATCH)))
 OUTBOX_ENCRYPTED = Prepared(db.Outbox, lambda: db.Outbox.update(
     payload_sealed=param("payload"), plaintext_sealed=None).where(db.Outbox.id == param("id")))
-OUTBOX_TO_DEPOSIT = Prepared(db.Outbox, lambda: (
-    db.Outbox.select().where(db.Outbox.payload_sealed.is_null(False)).order_by(db.Outbox.id)))
-OUTBOX_TO_DEPOSIT_FOR = Prepared(db.Outbox, lambda: (
-    db.Outbox.select().where(db.Outbox.payload_sealed.is_null(False),
-                             db.Outbox.contact == param("contact")).order_by(db.Outbox.id)))
 OUTBOX_DELETE = Prepared(db.Outbox, lambda: db.Outbox.delete().where(
     db.Outbox.id == param("id")))
 OUTBOX_COUNT = Prepared(db.Outbox, lambda: db.Outbox.select(peewee.fn.COUNT(db.Outbox.id)))

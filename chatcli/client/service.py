@@ -151,6 +151,7 @@ class ChatClient(Backup, Inbox, Presence):
     async def own_relay(self, *, authenticate: bool = True) -> OwnerConnection:
         """The connection to this identity's relay, authenticated as the mailbox
         owner. It refuses deposits and presence queries: use :meth:`anonymous`."""
+        self.require_listed()
         account = self.account()
         conn = await self._require_pool().owner(account.relay_url)
         if authenticate and (conn is not self._own or not self._authenticated):
@@ -359,13 +360,13 @@ class ChatClient(Backup, Inbox, Presence):
                     answer = await conn.request(
                         lambda req, d=deposit: frames.Deposit(req=req, items=d))  # type: ignore[misc]
                     assert isinstance(answer, frames.DepositResult)
-                    self._record_deposit(chunk, answer.errors, report)
+                    self._record_deposit([row for row, _ in chunk], answer.errors, report)
             except RelayError as exc:
                 if isinstance(exc, RelayRequestError) and not exc.transient:
                     raise
                 self._require_pool().drop(url)
                 report.unreachable[url] = str(exc)
-                self._record_unreachable(items, str(exc), report)
+                self._record_unreachable([row for row, _ in items], str(exc), report)
         return report
 
     async def deliver_until_stored(self, *, message_id: str | None = None,

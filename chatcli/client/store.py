@@ -35,7 +35,7 @@ from chatcli.client.groups.tables import SEALED_GROUP_COLUMNS
 from chatcli.crypto.errors import CorruptData
 from chatcli.errors import StorageError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 11
 SEALED_SCHEMA = 2  # from this version on, sealed values are bound to their rows
 BUSY_TIMEOUT_MS = 10_000
 SCRUB_DEFER_LIMIT = 1.0
@@ -82,12 +82,53 @@ def _migrate_to_7(db: peewee.Database) -> None:
                       models.BlobToDelete])
 
 
+def _rebuild(db: peewee.Database, model: type[models.BaseModel], columns: str,
+             select: str) -> None:
+    """Re-create ``model``'s table in today's shape (SQLite cannot drop a
+    UNIQUE constraint or a NOT NULL in place), copying its rows."""
+    table = model._meta.table_name
+    run = db.execute_sql
+    run(f"ALTER TABLE {table} RENAME TO {table}_old")  # type: ignore[no-untyped-call]
+    for (index,) in run(  # type: ignore[no-untyped-call]
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+            "AND name NOT LIKE 'sqlite_autoindex%'", (f"{table}_old",)).fetchall():
+        run(f'DROP INDEX "{index}"')  # type: ignore[no-untyped-call]
+    db.create_tables([model])
+    # Table and column names are this module's constants, never input.
+    run(f"INSERT INTO {table} ({columns}) SELECT {select} FROM {table}_old")  # type: ignore[no-untyped-call]  # noqa: S608
+    run(f"DROP TABLE {table}_old")  # type: ignore[no-untyped-call]
+
+
+def _migrate_to_11(db: peewee.Database) -> None:
+    """Devices: an existing identity becomes one device (a random id) and its
+    contacts legacy single devices; sessions and outbox rows are keyed by
+    device. Idempotent (a new database has today's shape)."""
+    def columns(table: str) -> set[str]:
+        return {c.name for c in db.get_columns(table)}
+
+    for name in ("device_id BLOB", "device_name TEXT", "device_list BLOB",
+                 "self_cap_sealed BLOB"):
+        if name.split()[0] not in columns("account"):
+            db.execute_sql(f"ALTER TABLE account ADD COLUMN {name}")  # type: ignore[no-untyped-call]
+    if "device_list" not in columns("contact"):
+        db.execute_sql("ALTER TABLE contact ADD COLUMN device_list BLOB")  # type: ignore[no-untyped-call]
+    if "device" not in columns("session"):
+        _rebuild(db, models.Session, "id, contact_id, device, state_sealed, updated_at",
+                 "id, contact_id, x'', state_sealed, updated_at")
+    if "device" not in columns("outbox"):
+        kept = ("id, contact_id, kind, message_uuid, plaintext_sealed, payload_sealed, "
+                "created_at, attempts, next_attempt_at, last_error")
+        _rebuild(db, models.Outbox, kept + ", device", kept + ", x''")
+    db.execute_sql(  # type: ignore[no-untyped-call]
+        "UPDATE account SET device_id = randomblob(16) WHERE device_id IS NULL")
+
+
 # version reached -> migration from the previous version. Append only. The
 # migration to SEALED_SCHEMA reseals every value and needs the local key: it is
 # :func:`_reseal_rows`, run by :meth:`Store._migrate` once a sealer is at hand.
 MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {
     1: _migrate_to_1, 3: _migrate_to_3, 5: _migrate_to_5, 6: _migrate_to_6,
-    7: _migrate_to_7}
+    7: _migrate_to_7, 11: _migrate_to_11}
 GROUP_SEALED_SCHEMA = 4  # from this version on, the group tables' values are bound too
 
 
@@ -120,7 +161,15 @@ def _contact_row(row: models.Contact) -> object:
 
 
 def _session_row(row: models.Session) -> object:
-    return row.__data__["contact"]
+    return session_row(row.__data__["contact"], bytes(row.device))
+
+
+def session_row(contact_id: int | None, device: bytes) -> str:
+    """The row identity a session's state is bound to: the contact's id for its
+    legacy device (as before devices), else the contact (or "self") and device."""
+    if contact_id is not None and device == models.LEGACY_DEVICE:
+        return str(contact_id)
+    return f"{'self' if contact_id is None else contact_id}:{device.hex()}"
 
 
 def _invite_row(row: models.Invite) -> object:
@@ -147,6 +196,7 @@ SEALED_COLUMNS: list[tuple[str, type[models.BaseModel], str, Callable[[Any], obj
     ("account.profile_key", models.Account, "profile_key_sealed", _account_row),
     ("account.profile", models.Account, "profile_sealed", _account_row),
     ("account.profile_ref", models.Account, "profile_ref_sealed", _account_row),
+    ("account.self_cap", models.Account, "self_cap_sealed", _account_row),
     ("contact.deposit_cap", models.Contact, "deposit_cap_sealed", _contact_row),
     ("contact.issued_cap", models.Contact, "issued_cap_sealed", _contact_row),
     ("contact.pending", models.Contact, "pending_sealed", _contact_row),
@@ -466,7 +516,7 @@ class Store:
                 elif step == GROUP_SEALED_SCHEMA:
                     assert self._sealer is not None
                     _reseal_group_rows(self.db, self._sealer)
-                else:
+                elif step in MIGRATIONS:  # versions 7-10 belong to other branches
                     MIGRATIONS[step](self.db)
             if target > version:
                 models.MetaEntry.replace(  # type: ignore[no-untyped-call]

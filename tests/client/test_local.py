@@ -124,7 +124,8 @@ def test_a_version_6_database_gains_the_message_kinds(tmp_path: Path) -> None:
     with store.read():
         assert store.db.table_exists("pending_action")
         assert "deleted_at" in {c.name for c in store.db.get_columns("message")}
-        assert db.MetaEntry.get(db.MetaEntry.key == "schema_version").value == "7"
+        assert db.MetaEntry.get(db.MetaEntry.key == "schema_version").value == str(
+            SCHEMA_VERSION)
     store.close()
 
 

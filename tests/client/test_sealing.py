@@ -123,7 +123,8 @@ async def test_a_value_whose_version_was_removed_is_refused(tmp_path: Path,
         (bob_id,)).fetchone()
     write_raw(alice.store, "DELETE FROM session WHERE contact_id = ?", (bob_id,))
     alice = reopen(alice)  # prunes the versions of rows that are gone
-    write_raw(alice.store, "INSERT INTO session VALUES (?, ?, ?, ?)", tuple(row))
+    write_raw(alice.store, "INSERT INTO session (id, contact_id, state_sealed, updated_at) "
+              "VALUES (?, ?, ?, ?)", tuple(row))
     alice.enqueue_text("bob", "after")
     with pytest.raises(SealingTampered):
         alice._encrypt_pending()

@@ -215,6 +215,11 @@ def test_two_people_chat_in_two_browsers(relay: RelayProcess, users: Any, browse
         bob.page.locator("#profile-avatar-file").set_input_files(other)
         bob.page.wait_for_function(f"async (s) => await ({PICTURE_WIDTH})(s) === 64",
                                    arg="#profile-avatar")
+        # The dialog lists bob's devices: this one alone, which cannot remove itself.
+        devices = bob.page.locator("#device-list li")
+        devices.first.wait_for()
+        assert devices.all_inner_texts() == ["first device (this device)"]
+        assert bob.page.locator("#device-list button").count() == 0
         # The same dialog turns read receipts off and hides bob's presence.
         receipts = bob.page.get_by_label("Send read receipts")
         presence = bob.page.get_by_label("Show contacts when I am online")

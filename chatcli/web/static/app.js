@@ -888,11 +888,42 @@ $("open-profile").addEventListener("click", async () => {
     fillAvatar($("profile-avatar"), $("profile-name").value || state.settings.name || "?");
     $("profile-avatar").style.backgroundImage = "";
     if (profile && profile.avatar) setPicture($("profile-avatar"), pictureUrl(profile.avatar));
+    await showDevices();
     $("profile-dialog").showModal();
   } catch (error) {
     showNotice(errorText(error));
   }
 });
+
+// Devices of this identity (its signed device list); another one can be removed.
+async function showDevices() {
+  const list = $("device-list");
+  list.textContent = "";
+  const devices = await rpc.call("devices.list", {});
+  for (const device of devices) {
+    const item = document.createElement("li");
+    const name = document.createElement("span");
+    name.textContent = device.this_device ? `${device.name} (this device)` : device.name;
+    item.append(name);
+    if (!device.this_device) {
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.textContent = "Remove";
+      remove.setAttribute("aria-label", `Remove the device ${device.name}`);
+      remove.addEventListener("click", async () => {
+        if (!confirm(`Remove the device ${device.name}? It will no longer send or receive.`)) return;
+        try {
+          await rpc.call("devices.remove", { name: device.name });
+          await showDevices();
+        } catch (error) {
+          $("profile-error").textContent = errorText(error);
+        }
+      });
+      item.append(remove);
+    }
+    list.append(item);
+  }
+}
 
 $("profile-avatar-file").addEventListener("change", async () => {
   const file = $("profile-avatar-file").files[0];
