@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid as uuidlib
 
 import msgspec
-import peewee
 
 from chatcli.client import actions, prepared, sessions
 from chatcli.client import messages as m
@@ -163,12 +162,14 @@ class Outbox(Devices):
         with self.store.write():
             self._enqueue(contact, m.Typing(active=active), kind="typing")
 
-    def _encrypt_pending(self) -> None:
+    def _encrypt_pending(self, contacts: dict[int, db.Contact] | None = None) -> None:
         """Encrypt every queued plaintext in order, each in the transaction of
         its ratchet update, so that a retry re-sends the very same bytes. Each
         row is one device's copy, encrypted in that device's session. At most
         ``prepared.ENCRYPT_BATCH`` rows a transaction: a long queue holds the
-        write lock in turns, a short one costs one transaction."""
+        write lock in turns, a short one costs one transaction. ``contacts``:
+        the contacts read so far in this delivery pass, by id (filled in)."""
+        contacts = {} if contacts is None else contacts
         after = 0
         while True:
             with self.store.write():
@@ -177,18 +178,27 @@ class Outbox(Devices):
                 while done < prepared.ENCRYPT_BATCH:
                     # Rows queued meanwhile (a restore's address, a moved
                     # content) come after ``after`` and are found next.
-                    rows = list(db.Outbox.select(db.Outbox, db.Contact)
-                                .join(db.Contact, peewee.JOIN.LEFT_OUTER)
-                                .where(db.Outbox.payload_sealed.is_null(), db.Outbox.id > after,
-                                       db.Contact.id.is_null()
-                                       | (db.Contact.key_changed == False))  # noqa: E712
-                                .order_by(db.Outbox.id).limit(prepared.ENCRYPT_BATCH - done))
+                    rows = prepared.OUTBOX_TO_ENCRYPT.rows(after=after)
                     if not rows:
                         return
                     for row in rows:
+                        self._attach_contact(row, contacts)
                         self._encrypt_row(row, me)
                     after = rows[-1].id
                     done += len(rows)
+
+    @staticmethod
+    def _attach_contact(row: db.Outbox, contacts: dict[int, db.Contact]) -> None:
+        """Give an outbox row its contact (None for an own device's copy), each
+        contact read once per transaction (``contacts``, by id)."""
+        contact_id = row.__data__.get("contact")
+        if contact_id is None:
+            row.contact = None
+            return
+        contact = contacts.get(contact_id)
+        if contact is None:
+            contact = contacts[contact_id] = prepared.CONTACT_BY_ID.rows(id=contact_id)[0]
+        row.contact = contact
 
     def _encrypt_row(self, row: db.Outbox, me: bytes) -> None:
         """Encrypt one queued row for its device (inside a write transaction);
@@ -311,28 +321,29 @@ class Outbox(Devices):
         unsendable meanwhile, and the encrypted items to deposit (all, or those
         for ``contact_id`` and the own devices) by relay."""
         report = DeliveryReport()
-        self._encrypt_pending()
-        by_relay = self._deposits_by_relay(contact_id)
+        # Contacts read while encrypting serve the deposits too: nothing runs
+        # in between (no await), and the relay checks the capability anyway.
+        contacts: dict[int, db.Contact] = {}
+        self._encrypt_pending(contacts)
+        by_relay = self._deposits_by_relay(contact_id, contacts)
         if not by_relay:  # else recording the deposits counts
             report.pending = self._pending_count()
         report.refused.update(self._failed)
         self._failed.clear()
         return report, by_relay
 
-    def _deposits_by_relay(self, contact_id: int | None = None
+    def _deposits_by_relay(self, contact_id: int | None = None,
+                           contacts: dict[int, db.Contact] | None = None
                            ) -> dict[str, list[tuple[db.Outbox, Target]]]:
         """The encrypted items to deposit (all, or those for ``contact_id`` and
         the own devices), in queue order, each with where it goes, grouped by
         relay: every device's copy on one relay travels in the same Deposit."""
         with self.store.read():
-            query = (db.Outbox.select(db.Outbox, db.Contact)
-                     .join(db.Contact, peewee.JOIN.LEFT_OUTER)
-                     .where(db.Outbox.payload_sealed.is_null(False))
-                     .order_by(db.Outbox.id))
-            if contact_id is not None:
-                query = query.where((db.Outbox.contact == contact_id)
-                                    | db.Outbox.contact.is_null())
-            rows = list(query)
+            rows = (prepared.OUTBOX_TO_DEPOSIT.rows() if contact_id is None
+                    else prepared.OUTBOX_TO_DEPOSIT_FOR.rows(contact=contact_id))
+            contacts = {} if contacts is None else contacts
+            for row in rows:
+                self._attach_contact(row, contacts)
             by_relay: dict[str, list[tuple[db.Outbox, Target]]] = {}
             for row in rows:
                 target = self._target(row.contact, bytes(row.device))

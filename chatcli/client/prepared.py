@@ -172,6 +172,18 @@ OUTBOX_INSERT = Prepared(db.Outbox, lambda: db.Outbox.insert(
 ENCRYPT_BATCH = 64
 """Queued plaintexts encrypted in one transaction at most (a long queue holds
 the write lock in turns, not all at once)."""
+OUTBOX_TO_ENCRYPT = Prepared(db.Outbox, lambda: (
+    db.Outbox.select(db.Outbox).join(db.Contact, peewee.JOIN.LEFT_OUTER)
+    .where(db.Outbox.payload_sealed.is_null(), db.Outbox.id > param("after"),
+           db.Contact.id.is_null() | (db.Contact.key_changed == False))  # noqa: E712
+    .order_by(db.Outbox.id).limit(ENCRYPT_BATCH)))
+OUTBOX_TO_DEPOSIT = Prepared(db.Outbox, lambda: (
+    db.Outbox.select().where(db.Outbox.payload_sealed.is_null(False)).order_by(db.Outbox.id)))
+# For one contact's devices, and the own devices (their sent-message copies).
+OUTBOX_TO_DEPOSIT_FOR = Prepared(db.Outbox, lambda: (
+    db.Outbox.select().where(db.Outbox.payload_sealed.is_null(False),
+                             (db.Outbox.contact == param("contact"))
+                             | db.Outbox.contact.is_null()).order_by(db.Outbox.id)))
 OUTBOX_ENCRYPTED = Prepared(db.Outbox, lambda: db.Outbox.update(
     payload_sealed=param("payload"), plaintext_sealed=None).where(db.Outbox.id == param("id")))
 OUTBOX_DELETE = Prepared(db.Outbox, lambda: db.Outbox.delete().where(
