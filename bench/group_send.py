@@ -67,9 +67,15 @@ def scrape(metrics_url: str | None) -> dict[str, float]:
 
 
 def _start_relay(directory: Path, metrics_port: int) -> tuple[subprocess.Popen[str], str]:
+    from bench.common import LOOPBACK_LOAD_SETTINGS, _toml
+
+    # Every member registers from this one address: lift the per-address limits.
+    config = directory / "relay.toml"
+    config.write_text(_toml(LOOPBACK_LOAD_SETTINGS))
     chatcli = str(Path(sys.executable).parent / "chatcli")
     proc = subprocess.Popen([chatcli, "relay", "serve", "--port", "0", "--db",
-                             str(directory / "relay.db"), "--metrics-port", str(metrics_port)],
+                             str(directory / "relay.db"), "--metrics-port", str(metrics_port),
+                             "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + 30
