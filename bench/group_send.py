@@ -4,8 +4,17 @@ Starts a real relay process (``chatcli relay serve --port 0``) unless
 ``--relay URL`` is given, creates N identities in this process (real
 ``ChatClient`` objects, fast KDF), forms the group with the real protocol
 (invitations, joins, membership operations, pairwise X3DH between members who
-are not contacts, sender-key distributions), then has the creator send
-``--messages`` texts and times each send:
+are not contacts, sender-key distributions), then has every member send its
+first message and every member receive them all, then has the creator send
+``--messages`` texts and times each send.
+
+``setup`` holds wall-clock seconds of each phase, driven one member at a time
+in this one process (each member connects, receives, delivers and goes
+offline, in turn): ``group_formation_s`` (from ``group create`` until every
+member holds every other's sender key), ``first_message_from_every_member_s``
+(each member sends one text, then each receives the others'; checked by
+``first_messages_received``), and the CPU seconds of this process and the
+relay's (``formation_cpu_s``, ``first_messages_cpu_s``). The creator's sends:
 
 * ``encrypt_seal_ms``: encrypt once with the sender key and seal one envelope
   per other member (``GroupService.enqueue_text``, including the local
