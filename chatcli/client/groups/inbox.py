@@ -354,7 +354,9 @@ class GroupInbox(GroupCore):
         chain of that id is known. Several members may have announced the same
         chain id (one of them to squat it): only the signature tells whose it is.
         Raises ``BadSignature`` when chains of that id are known but none signed it."""
-        rows = list(gdb.GroupSenderKey.select().where(gdb.GroupSenderKey.chain_id == chain_id)
+        # The group comes in the same query: every caller needs it.
+        rows = list(gdb.GroupSenderKey.select(gdb.GroupSenderKey, gdb.Group)
+                    .join(gdb.Group).where(gdb.GroupSenderKey.chain_id == chain_id)
                     .order_by(gdb.GroupSenderKey.id))
         if not rows:
             return None
