@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Self
 
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client import sessions
+from chatcli.client import prepared, sessions
 from chatcli.client.groups.models import name_in_use
 from chatcli.client.home import Home
 from chatcli.client.keys import KeystoreSecrets, encode_secrets, read_secrets, write_keys
@@ -162,7 +162,7 @@ class ClientCore(abc.ABC):
         """The contact called ``name``; ``UsageError`` if none, ``KeyChangedError``
         if its key changed and the change was not accepted."""
         with self.store.read():
-            contact = db.Contact.get_or_none(db.Contact.name == name)
+            contact = prepared.CONTACT_BY_NAME.first(name=name)
         if contact is None:
             raise UnknownContactError(f"No contact is called {name!r}; see `chatcli contacts`.")
         if contact.key_changed and not allow_key_changed:
@@ -174,16 +174,15 @@ class ClientCore(abc.ABC):
         return contact
 
     def _load_session(self, contact: db.Contact) -> RatchetSession | None:
-        row = db.Session.get_or_none(db.Session.contact == contact)
-        if row is None:
+        state = prepared.SESSION_STATE.scalar(contact=contact.id)
+        if state is None:
             return None
-        return RatchetSession.from_bytes(self.sealer.open(row.state_sealed, "session.state",
-                                                          contact.id))
+        return RatchetSession.from_bytes(self.sealer.open(state, "session.state", contact.id))
 
     def _save_session(self, contact: db.Contact, session: RatchetSession) -> None:
         sealed = self.sealer.seal(session.to_bytes(), "session.state", contact.id)
-        updated = db.Session.update(state_sealed=sealed, updated_at=now_ms()).where(
-            db.Session.contact == contact).execute()
+        updated = prepared.SESSION_UPDATE.execute(state=sealed, now=now_ms(),
+                                                  contact=contact.id).rowcount
         if not updated:
             db.Session.create(contact=contact, state_sealed=sealed, updated_at=now_ms())
 
@@ -199,13 +198,10 @@ class ClientCore(abc.ABC):
     def _enqueue(self, contact: db.Contact, content: m.Content, *, kind: str,
                  message_uuid: str | None = None) -> None:
         """Queue a content message for a contact (inside a write transaction)."""
-        outbox_id = self.store.next_id(db.Outbox)
-        db.Outbox.create(
-            id=outbox_id, contact=contact, kind=kind, message_uuid=message_uuid,
-            created_at=now_ms(),
-            plaintext_sealed=self.sealer.seal(m.encode(content), "outbox.plaintext",
-                                              outbox_id),
-        )
+        outbox_id = int(prepared.OUTBOX_NEXT_ID.scalar() or 0) + 1
+        prepared.OUTBOX_INSERT.execute(
+            id=outbox_id, contact=contact.id, kind=kind, uuid=message_uuid, now=now_ms(),
+            plaintext=self.sealer.seal(m.encode(content), "outbox.plaintext", outbox_id))
 
     # ------------------------------------------------------------ the shell's
 

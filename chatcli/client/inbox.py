@@ -15,7 +15,7 @@ import msgspec
 
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client import prekeys, sessions
+from chatcli.client import prekeys, prepared, sessions
 from chatcli.client.capabilities import cap_hash
 from chatcli.client.core import ClientCore
 from chatcli.client.events import (
@@ -65,12 +65,11 @@ class Inbox(Invites, Outbox):
             read_receipts = self.store.account().read_receipts
             # Relay ids matter only while a delivery may come twice (two
             # processes, a lost Ack); forget them after the longest retention.
-            db.Processed.delete().where(
-                db.Processed.processed_at < now - PROCESSED_KEEP_MS).execute()
+            prepared.PROCESSED_PURGE.execute(before=now - PROCESSED_KEEP_MS)
             for item in delivered:
-                if db.Processed.get_or_none(db.Processed.relay_id == item.id) is not None:
+                if prepared.PROCESSED_SEEN.scalar(id=item.id) is not None:
                     continue
-                db.Processed.create(relay_id=item.id, processed_at=now)
+                prepared.PROCESSED_INSERT.execute(id=item.id, now=now)
                 try:
                     with self.store.db.atomic():
                         events.extend(self._process_one(item, receipts, now))
@@ -86,7 +85,7 @@ class Inbox(Invites, Outbox):
             kind: Literal["delivered", "read"] = (
                 "read" if self.auto_read and read_receipts else "delivered")
             for contact_id, ids in receipts.items():
-                contact = db.Contact.get_by_id(contact_id)
+                contact = prepared.CONTACT_BY_ID.rows(id=contact_id)[0]
                 for start in range(0, len(ids), 500):
                     self._enqueue(contact, m.Receipt(kind=kind, ids=ids[start:start + 500]),
                                   kind="receipt")
@@ -101,7 +100,7 @@ class Inbox(Invites, Outbox):
             return GroupInbox(self).handle_body(sender, body.message, item.received_at)
         if isinstance(body, m.PrekeyBody):
             return self._handle_prekey(sender, body, item, receipts, now)
-        contact = db.Contact.get_or_none(db.Contact.identity == sender.raw)
+        contact = prepared.CONTACT_BY_IDENTITY.first(identity=sender.raw)
         if contact is not None:
             session = self._load_session(contact)
             if session is None:
@@ -187,14 +186,10 @@ class Inbox(Invites, Outbox):
         if isinstance(content, m.Text):
             return self._store_text(contact, content, item, receipts, now)
         if isinstance(content, m.Receipt):
-            column = db.Message.delivered_at if content.kind == "delivered" else db.Message.read_at
-            updates: dict[Any, Any] = {column: item.received_at}
-            if content.kind == "read":
-                updates[db.Message.delivered_at] = item.received_at
-            (db.Message.update(updates)
-             .where(db.Message.contact == contact, db.Message.outgoing == True,  # noqa: E712
-                    db.Message.uuid.in_(content.ids), column.is_null())
-             .execute())
+            mark = (prepared.MESSAGE_DELIVERED if content.kind == "delivered"
+                    else prepared.MESSAGE_READ)
+            for message_id in content.ids:
+                mark.execute(at=item.received_at, contact=contact.id, uuid=message_id)
             return [ReceiptEvent(contact.name, content.kind, list(content.ids))]
         if isinstance(content, m.Typing):
             return [TypingEvent(contact.name, content.active)]
@@ -247,22 +242,21 @@ class Inbox(Invites, Outbox):
     def _store_text(self, contact: db.Contact, content: m.Text, item: frames.Delivered,
                     receipts: dict[int, list[str]] | None, now: int, *,
                     unverified: bool = False) -> list[Event]:
-        if db.Message.get_or_none(db.Message.uuid == content.id) is not None:
+        if prepared.MESSAGE_EXISTS.scalar(uuid=content.id) is not None:
             return []
         if contact.blocked:
             return []
         attachment = None
         if content.attachment is not None:
             attachment = {"name": content.attachment.name, "size": content.attachment.size}
-        db.Message.create(
-            uuid=content.id, contact=contact, outgoing=False,
-            text_sealed=self.sealer.seal_text(content.text, "message.text", content.id),
-            attachment_sealed=(self.sealer.seal(msgspec.msgpack.encode(content.attachment),
-                                                "message.attachment_ref", content.id)
-                               if content.attachment else None),
+        prepared.MESSAGE_INSERT.execute(
+            uuid=content.id, contact=contact.id, outgoing=False,
+            text=self.sealer.seal_text(content.text, "message.text", content.id),
+            attachment=(self.sealer.seal(msgspec.msgpack.encode(content.attachment),
+                                         "message.attachment_ref", content.id)
+                        if content.attachment else None),
             sent_at=content.sent_at, received_at=item.received_at,
-            read_at=now if self.auto_read else None,
-        )
+            read_at=now if self.auto_read else None)
         if receipts is not None:
             receipts.setdefault(contact.id, []).append(content.id)
         return [MessageEvent(id=content.id, contact=contact.name, text=content.text,

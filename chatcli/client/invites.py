@@ -11,7 +11,7 @@ import msgspec
 
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client import sessions
+from chatcli.client import prepared, sessions
 from chatcli.client.capabilities import (
     cap_hash,
     invite_contact_capability,
@@ -108,11 +108,8 @@ class Invites(Contacts):
         rejected), plus the capabilities issued to contacts' previous identity
         keys (:class:`db.RetiredCapability`)."""
         with self.store.read():
-            expired = list(db.Invite.select().where(
-                db.Invite.expires_at_s < now,
-                db.Invite.capability_sealed != b"",
-                db.Invite.used_at.is_null() | (db.Invite.expires_at_s == 0)))
-            retired = [bytes(row.cap_hash) for row in db.RetiredCapability.select()]
+            expired = prepared.INVITES_TO_RETIRE.rows(now=now)
+            retired = [bytes(row.cap_hash) for row in prepared.RETIRED_CAPABILITIES.rows()]
         hashes = [row.cap_hash for row in expired] + retired
         for row in expired:
             if row.used_at is None and row.prekey_sealed:

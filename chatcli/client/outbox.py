@@ -11,7 +11,7 @@ import msgspec
 
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client import sessions
+from chatcli.client import prepared, sessions
 from chatcli.client.core import ClientCore
 from chatcli.client.events import DeliveryReport
 from chatcli.client.groups.commands import GroupCommands
@@ -19,7 +19,8 @@ from chatcli.client.groups.models import is_group
 from chatcli.client.store import now_ms
 from chatcli.crypto.envelope import seal_envelope
 from chatcli.crypto.keys import IdentityPublicKey
-from chatcli.errors import KeyChangedError, UsageError
+from chatcli.crypto.ratchet import RatchetSession
+from chatcli.errors import UsageError
 from chatcli.protocol import codes, frames
 
 DEPOSIT_CHUNK = 64
@@ -41,30 +42,32 @@ class Outbox(ClientCore):
         """Store an outgoing message in history and outbox; returns its uuid."""
         if is_group(self, name):
             return GroupCommands(self).enqueue_text(name, text, attachment).id
-        contact = self.get_contact(name)
-        if contact.blocked:
-            raise UsageError(f"{name} is blocked; `chatcli unblock {name}` first.")
-        if len(text) > m.MAX_TEXT:
-            raise UsageError(f"The message is too long (the limit is {m.MAX_TEXT} characters).")
+        return self._queue_text(name, text, attachment)[0]
+
+    def _queue_text(self, name: str, text: str, attachment: m.AttachmentRef | None
+                    ) -> tuple[str, int]:
+        """:meth:`enqueue_text` for a contact (not a group): its uuid and the contact's id."""
         message_id = str(uuidlib.uuid4())
         sent_at = now_ms()
         content = m.Text(id=message_id, sent_at=sent_at, text=text, attachment=attachment)
         with self.store.write():
-            contact = db.Contact.get_by_id(contact.id)
-            if contact.key_changed:
-                raise KeyChangedError(f"The identity key of {name} has changed; run "
-                                      f"`chatcli verify {name}`.")
+            # Read under the write lock: what is checked is what the message goes to.
+            contact = self.get_contact(name)
+            if contact.blocked:
+                raise UsageError(f"{name} is blocked; `chatcli unblock {name}` first.")
+            if len(text) > m.MAX_TEXT:
+                raise UsageError(
+                    f"The message is too long (the limit is {m.MAX_TEXT} characters).")
             record = None
             if attachment is not None:
                 record = self.sealer.seal(msgspec.json.encode(_AttachmentRecord(
                     name=attachment.name, size=attachment.size)), "message.attachment", message_id)
-            db.Message.create(
-                uuid=message_id, contact=contact, outgoing=True,
-                text_sealed=self.sealer.seal_text(text, "message.text", message_id),
-                attachment_sealed=record, sent_at=sent_at,
-            )
+            prepared.MESSAGE_INSERT.execute(
+                uuid=message_id, contact=contact.id, outgoing=True,
+                text=self.sealer.seal_text(text, "message.text", message_id),
+                attachment=record, sent_at=sent_at, received_at=None, read_at=None)
             self._enqueue(contact, content, kind="text", message_uuid=message_id)
-        return message_id
+        return message_id, contact.id
 
     def queue_typing(self, name: str, active: bool) -> None:
         contact = self.get_contact(name)
@@ -72,55 +75,71 @@ class Outbox(ClientCore):
             self._enqueue(contact, m.Typing(active=active), kind="typing")
 
     def _encrypt_pending(self) -> None:
-        """Encrypt every queued plaintext in order, each in one transaction with
+        """Encrypt every queued plaintext in order, each in the transaction of
         its ratchet update, so that a retry re-sends the very same bytes."""
-        skipped: set[int] = set()
-        while True:
+        after: int | None = 0
+        while after is not None:
             with self.store.write():
-                query = (db.Outbox.select().join(db.Contact)
-                         .where(db.Outbox.payload_sealed.is_null(),
-                                db.Contact.key_changed == False)  # noqa: E712
-                         .order_by(db.Outbox.id))
-                if skipped:
-                    query = query.where(db.Outbox.id.not_in(list(skipped)))
-                row = query.first()
-                if row is None:
-                    return
-                contact = row.contact
-                plaintext = self.sealer.open(row.plaintext_sealed, "outbox.plaintext",
-                                             row.id)
+                after = self._encrypt_batch(after)
+
+    def _encrypt_batch(self, after: int, contacts: dict[int, db.Contact] | None = None
+                       ) -> int | None:
+        """Encrypt up to :data:`ENCRYPT_BATCH` queued plaintexts past outbox id
+        ``after`` (inside a write transaction); the id to go on from, or None
+        when nothing is left. A contact's session is read once and written
+        once, with the payloads it encrypted."""
+        rows = prepared.OUTBOX_TO_ENCRYPT.rows(after=after)
+        contacts = {} if contacts is None else contacts  # by id, read once
+        sessions_used: dict[int, RatchetSession] = {}
+        advanced: set[int] = set()  # contacts whose session encrypted something
+        queued = False  # a restore queued an item: look again
+        for row in rows:
+            after = row.id
+            contact_id = row.__data__["contact"]
+            contact = contacts.get(contact_id)
+            if contact is None:
+                contact = contacts[contact_id] = prepared.CONTACT_BY_ID.rows(id=contact_id)[0]
+            plaintext = self.sealer.open(row.plaintext_sealed or b"", "outbox.plaintext", row.id)
+            session = sessions_used.get(contact_id)
+            if session is None:
                 session = self._load_session(contact)
-                body: m.Body
-                if session is None:
-                    if contact.restore_prekey is None:
-                        # No session and no way to start one (the contact never
-                        # sent its restore prekey): the message cannot be sent.
-                        if row.message_uuid:
-                            db.Message.update(failed="no_session").where(
-                                db.Message.uuid == row.message_uuid).execute()
-                            self._failed[row.message_uuid] = (
-                                f"there is no session with {contact.name} and none can be "
-                                "set up; ask them for a new invite")
-                        row.delete_instance()
-                        continue
-                    their = IdentityPublicKey.from_bytes(contact.identity)
-                    session, body = sessions.start_restore(
-                        self.identity, their, contact.restore_prekey[:32], plaintext)
-                    # Tell the contact our (possibly new) restore prekey in the new session.
-                    if contact.issued_cap_sealed is not None:
-                        capability = self.sealer.open(contact.issued_cap_sealed,
-                                                      "contact.issued_cap", contact.id)
-                        self._enqueue(contact, self._own_info(capability), kind="info")
-                elif not session.can_send:
-                    skipped.add(row.id)
+            body: m.Body
+            if session is None:
+                if contact.restore_prekey is None:
+                    # No session and no way to start one (the contact never
+                    # sent its restore prekey): the message cannot be sent.
+                    if row.message_uuid:
+                        db.Message.update(failed="no_session").where(
+                            db.Message.uuid == row.message_uuid).execute()
+                        self._failed[row.message_uuid] = (
+                            f"there is no session with {contact.name} and none can be "
+                            "set up; ask them for a new invite")
+                    prepared.OUTBOX_DELETE.execute(id=row.id)
                     continue
-                else:
-                    body = m.RatchetBody(v=m.BODY_VERSION, message=session.encrypt(plaintext))
-                payload = seal_envelope(contact.box_key, self.identity.public, m.encode(body))
-                row.payload_sealed = self.sealer.seal(payload, "outbox.payload", row.id)
-                row.plaintext_sealed = None
-                row.save()
-                self._save_session(contact, session)
+                their = IdentityPublicKey.from_bytes(contact.identity)
+                session, body = sessions.start_restore(
+                    self.identity, their, contact.restore_prekey[:32], plaintext)
+                # Tell the contact our (possibly new) restore prekey in the new session.
+                if contact.issued_cap_sealed is not None:
+                    capability = self.sealer.open(contact.issued_cap_sealed,
+                                                  "contact.issued_cap", contact.id)
+                    self._enqueue(contact, self._own_info(capability), kind="info")
+                    queued = True
+            elif not session.can_send:
+                sessions_used[contact_id] = session
+                continue
+            else:
+                body = m.RatchetBody(v=m.BODY_VERSION, message=session.encrypt(plaintext))
+            sessions_used[contact_id] = session
+            advanced.add(contact_id)
+            payload = seal_envelope(contact.box_key, self.identity.public, m.encode(body))
+            prepared.OUTBOX_ENCRYPTED.execute(
+                payload=self.sealer.seal(payload, "outbox.payload", row.id), id=row.id)
+        for contact_id in advanced:
+            self._save_session(contacts[contact_id], sessions_used[contact_id])
+        if len(rows) < prepared.ENCRYPT_BATCH and not queued:
+            return None
+        return after
 
     def _record_deposit(self, chunk: list[db.Outbox], errors: list[str | None],
                         report: DeliveryReport) -> None:
@@ -128,10 +147,9 @@ class Outbox(ClientCore):
         with self.store.write():
             for row, error in zip(chunk, errors, strict=False):
                 if error is None:
-                    db.Outbox.delete().where(db.Outbox.id == row.id).execute()
+                    prepared.OUTBOX_DELETE.execute(id=row.id)
                     if row.message_uuid:
-                        db.Message.update(stored_at=stamp).where(
-                            db.Message.uuid == row.message_uuid).execute()
+                        prepared.MESSAGE_STORED.execute(now=stamp, uuid=row.message_uuid)
                         report.stored.append(row.message_uuid)
                 elif (error == codes.CAPABILITY_USED and row.kind != "handshake"
                       and row.kind != "typing"):
@@ -145,7 +163,7 @@ class Outbox(ClientCore):
                             "invite yet; the message stays queued and goes out once their "
                             "answer arrives (any chatcli command that receives fetches it)")
                 elif error in PERMANENT_DEPOSIT_ERRORS or row.kind == "typing":
-                    db.Outbox.delete().where(db.Outbox.id == row.id).execute()
+                    prepared.OUTBOX_DELETE.execute(id=row.id)
                     reason = (f"{row.contact.name}'s relay refused the message ({error}): "
                               "they may have blocked you or deleted their account")
                     if row.kind == "handshake" and error in (codes.BAD_CAPABILITY,
@@ -160,31 +178,47 @@ class Outbox(ClientCore):
                 else:
                     db.Outbox.update(attempts=db.Outbox.attempts + 1, last_error=error).where(
                         db.Outbox.id == row.id).execute()
+            report.pending = self._pending_count()
 
     # ------------------------------------------------------------ one delivery pass
 
-    def _start_delivery(self) -> DeliveryReport:
+    def _start_delivery(self, contact_id: int | None = None
+                        ) -> tuple[DeliveryReport, dict[str, list[db.Outbox]]]:
         """Encrypt what is queued; a report that starts with the messages found
-        unsendable meanwhile."""
-        self._encrypt_pending()
+        unsendable meanwhile, and the encrypted items to deposit (all, or those
+        for ``contact_id``) by relay, read in the last encryption's transaction."""
         report = DeliveryReport()
+        after: int | None = 0
+        while after is not None:
+            with self.store.write():
+                contacts: dict[int, db.Contact] = {}
+                after = self._encrypt_batch(after, contacts)
+                if after is None:
+                    by_relay = self._deposits_by_relay(contact_id, contacts)
+                    if not by_relay:  # else recording the deposits counts
+                        report.pending = self._pending_count()
         report.refused.update(self._failed)
         self._failed.clear()
-        return report
+        return report, by_relay
 
-    def _deposits_by_relay(self, contact_id: int | None = None) -> dict[str, list[db.Outbox]]:
+    def _deposits_by_relay(self, contact_id: int | None = None,
+                           contacts: dict[int, db.Contact] | None = None
+                           ) -> dict[str, list[db.Outbox]]:
         """The encrypted items to deposit (all, or those for ``contact_id``), in
-        queue order, grouped by the relay of their contact."""
-        with self.store.read():
-            query = (db.Outbox.select(db.Outbox, db.Contact).join(db.Contact)
-                     .where(db.Outbox.payload_sealed.is_null(False))
-                     .order_by(db.Outbox.id))
-            if contact_id is not None:
-                query = query.where(db.Outbox.contact == contact_id)
-            rows = list(query)
+        queue order, grouped by the relay of their contact (``contacts``: those
+        read already in this transaction, by id)."""
         by_relay: dict[str, list[db.Outbox]] = {}
-        for row in rows:
-            by_relay.setdefault(row.contact.relay_url, []).append(row)
+        contacts = {} if contacts is None else contacts
+        with self.store.read():
+            rows = (prepared.OUTBOX_TO_DEPOSIT.rows() if contact_id is None
+                    else prepared.OUTBOX_TO_DEPOSIT_FOR.rows(contact=contact_id))
+            for row in rows:
+                contact_of = row.__data__["contact"]
+                contact = contacts.get(contact_of)
+                if contact is None:
+                    contact = contacts[contact_of] = prepared.CONTACT_BY_ID.rows(id=contact_of)[0]
+                row.contact = contact
+                by_relay.setdefault(contact.relay_url, []).append(row)
         return by_relay
 
     def _deposit_items(self, chunk: list[db.Outbox]) -> list[frames.DepositItem]:
@@ -196,23 +230,25 @@ class Outbox(ClientCore):
             payload=self.sealer.open(row.payload_sealed or b"", "outbox.payload", row.id),
         ) for row in chunk]
 
-    def _record_unreachable(self, items: list[db.Outbox], reason: str) -> None:
+    def _record_unreachable(self, items: list[db.Outbox], reason: str,
+                            report: DeliveryReport) -> None:
         """Their relay could not be reached (or failed for now): one attempt more."""
         with self.store.write():
             for row in items:
                 db.Outbox.update(attempts=db.Outbox.attempts + 1,
                                  last_error=reason[:500]).where(
                     db.Outbox.id == row.id).execute()
+            report.pending = self._pending_count()
 
     def _pending_count(self) -> int:
         with self.store.read():
-            return int(db.Outbox.select().count())
+            return int(prepared.OUTBOX_COUNT.scalar())
 
     def _contact_of_message(self, message_id: str) -> int | None:
         """The contact an outgoing message is for (None if unknown)."""
         with self.store.read():
             row = db.Message.get_or_none(db.Message.uuid == message_id)
-            return row.contact.id if row is not None and row.contact else None
+            return None if row is None else row.__data__["contact"]
 
     def _waiting(self, *, message_id: str | None, kinds: set[str] | None,
                  contact_id: int | None) -> bool:
@@ -220,8 +256,7 @@ class Outbox(ClientCore):
         ``contact_id``) is still in the outbox."""
         with self.store.read():
             if message_id is not None:
-                return bool(db.Outbox.select().where(
-                    db.Outbox.message_uuid == message_id).exists())
+                return prepared.OUTBOX_HOLDS_MESSAGE.scalar(uuid=message_id) is not None
             query = db.Outbox.select().where(db.Outbox.kind.in_(list(kinds or ())))
             if contact_id is not None:
                 query = query.where(db.Outbox.contact == contact_id)

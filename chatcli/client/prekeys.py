@@ -27,14 +27,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
-from weakref import WeakSet
+from weakref import WeakKeyDictionary, WeakSet
 
 import peewee
 
 from chatcli.client import models as db
 from chatcli.client import sessions
 from chatcli.client.models import BaseModel
-from chatcli.client.store import Store
+from chatcli.client.store import Store, bind_models
 from chatcli.crypto.keys import DHKeyPair
 
 if TYPE_CHECKING:
@@ -56,16 +56,16 @@ class OwnPrekey(BaseModel):
 
 
 _ready: WeakSet[Store] = WeakSet()
+_not_due_before: WeakKeyDictionary[Store, int] = WeakKeyDictionary()
 
 
 @contextlib.contextmanager
 def bound(store: Store) -> Iterator[None]:
     """Bind (and create once) the prekey table; use inside a store transaction."""
-    if store not in _ready:
-        with store.db.bind_ctx([OwnPrekey]):
+    with bind_models(store.db, [OwnPrekey]):
+        if store not in _ready:
             store.db.create_tables([OwnPrekey], safe=True)
-        _ready.add(store)
-    with store.db.bind_ctx([OwnPrekey]):
+            _ready.add(store)
         yield
 
 
@@ -92,6 +92,7 @@ def rotate(client: ClientCore, *, now: int) -> bool:
     """Apply the schedule (inside a write transaction); True when a new signed
     prekey was made. Contacts are told the new one in their sessions."""
     store = client.store
+    _not_due_before.pop(store, None)
     with bound(store):
         current = _current_row(store, now)
         rotated = False
@@ -121,14 +122,28 @@ def rotate(client: ClientCore, *, now: int) -> bool:
 
 def due(store: Store, *, now: int) -> bool:
     """Whether :func:`rotate` has anything to do (a read, so that the common
-    case costs no write transaction)."""
+    case costs no write transaction).
+
+    The answer "not before T" is kept for the open store, so that a delivery
+    pass (every send) does not read the schedule again: T only moves later
+    when another process rotates (it can rotate only once T has come), and
+    :func:`rotate` in this one forgets it."""
+    if now < _not_due_before.get(store, now):
+        return False
     with store.read(), bound(store):
         account = store.account()
         current = OwnPrekey.get_or_none(OwnPrekey.public == account.restore_prekey_public)
-        if current is None or now - current.created_at >= ROTATE_AFTER_MS:
+        if current is None:
             return True
-        return bool(OwnPrekey.select().where(OwnPrekey.retired_at.is_null(False),
-                                             OwnPrekey.retired_at <= now - GRACE_MS).exists())
+        oldest = OwnPrekey.select(peewee.fn.MIN(OwnPrekey.retired_at)).where(
+            OwnPrekey.retired_at.is_null(False)).scalar()
+    when = current.created_at + ROTATE_AFTER_MS
+    if oldest is not None:
+        when = min(when, oldest + GRACE_MS)
+    if now >= when:
+        return True
+    _not_due_before[store] = when
+    return False
 
 
 def apply_schedule(client: ClientCore, *, now: int) -> bool:

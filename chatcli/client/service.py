@@ -296,8 +296,9 @@ class ChatClient(Backup, Inbox, Presence):
             report = await GroupService(self).send_text(name, text, time_limit=time_limit,
                                                         attachment=attachment)
             return report.id
-        message_id = self.enqueue_text(name, text, attachment)
-        await self.deliver_until_stored(message_id=message_id, time_limit=time_limit)
+        message_id, contact_id = self._queue_text(name, text, attachment)
+        await self.deliver_until_stored(message_id=message_id, contact_id=contact_id,
+                                        time_limit=time_limit)
         return message_id
 
     async def deliver_outbox(self, contact_id: int | None = None) -> DeliveryReport:
@@ -313,8 +314,8 @@ class ChatClient(Backup, Inbox, Presence):
 
         await self._check_installation()
         await flush_groups(self)
-        report = self._start_delivery()
-        for url, items in self._deposits_by_relay(contact_id).items():
+        report, by_relay = self._start_delivery(contact_id)
+        for url, items in by_relay.items():
             try:
                 conn = await self.anonymous(url)
                 for start in range(0, len(items), DEPOSIT_CHUNK):
@@ -329,8 +330,7 @@ class ChatClient(Backup, Inbox, Presence):
                     raise
                 self._require_pool().drop(url)
                 report.unreachable[url] = str(exc)
-                self._record_unreachable(items, str(exc))
-        report.pending = self._pending_count()
+                self._record_unreachable(items, str(exc), report)
         return report
 
     async def deliver_until_stored(self, *, message_id: str | None = None,
@@ -356,6 +356,8 @@ class ChatClient(Backup, Inbox, Presence):
                         raise RelayError(report.held[message_id] + ".")
                 elif "handshake" in report.refused:
                     raise InviteRefusedError(report.refused["handshake"] + ".")
+                if message_id is not None and message_id in report.stored:
+                    return
                 if not self._waiting(message_id=message_id, kinds=kinds,
                                      contact_id=contact_id):
                     return

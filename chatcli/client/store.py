@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 import peewee
 
-from chatcli.client import models
+from chatcli.client import models, prepared
 from chatcli.client.groups.tables import SEALED_GROUP_COLUMNS
 from chatcli.crypto.errors import CorruptData
 from chatcli.errors import StorageError
@@ -182,6 +182,26 @@ def _live_rows(db: peewee.Database) -> Callable[[str], set[str]]:
                     return {str(row_of(row)) for row in model.select()}
         return set()
     return live
+
+
+@contextlib.contextmanager
+def bind_models(database: peewee.Database, bound: list[type[models.BaseModel]]
+                ) -> Iterator[None]:
+    """Bind ``bound`` to ``database`` for a block, and back to what they were
+    bound to afterwards: ``Database.bind_ctx`` without its per-model graph
+    walks and sets, and nothing at all inside a block that bound them already
+    (every store transaction binds, and most nest: they run on every query)."""
+    if all(model._meta.database is database for model in bound):
+        yield
+        return
+    before = [model._meta.database for model in bound]
+    for model in bound:
+        model._meta.set_database(database)
+    try:
+        yield
+    finally:
+        for model, previous in zip(bound, before, strict=True):
+            model._meta.set_database(previous)
 
 
 class SealingTampered(CorruptData):
@@ -445,7 +465,7 @@ class Store:
     @contextlib.contextmanager
     def bound(self) -> Iterator[None]:
         """Bind the models to this database for a synchronous block (reads)."""
-        with self.db.bind_ctx(models.ALL_MODELS, bind_refs=False, bind_backrefs=False):
+        with bind_models(self.db, models.ALL_MODELS):
             yield
 
     @contextlib.contextmanager
@@ -498,12 +518,18 @@ class Store:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[None]:
-        """A read transaction (a consistent snapshot) with the models bound."""
+        """A read transaction (a consistent snapshot) with the models bound;
+        inside a transaction already, that one (a savepoint would add two
+        statements and nothing to read)."""
+        if self.db.in_transaction():
+            with self.bound():
+                yield
+            return
         with self.bound(), self.db.atomic("DEFERRED"):
             yield
 
     def account(self) -> models.Account:
-        row = models.Account.get_or_none()
+        row = prepared.ACCOUNT.first()
         if row is None:
             raise StorageError("The local database has no account; run `chatcli init`.")
         return row

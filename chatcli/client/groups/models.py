@@ -40,7 +40,7 @@ from chatcli.client.groups.tables import (
     sender_key_row,
     session_row,
 )
-from chatcli.client.store import Sealer, Store
+from chatcli.client.store import Sealer, Store, bind_models
 
 __all__ = [
     "GROUP_MODELS",
@@ -73,6 +73,7 @@ __all__ = [
 
 
 _ready: WeakSet[Store] = WeakSet()
+_present: WeakSet[Store] = WeakSet()  # stores whose tables were seen committed
 
 
 def _create(store: Store) -> None:
@@ -145,7 +146,13 @@ def ensure_tables(store: Store) -> None:
 
 
 def has_tables(store: Store) -> bool:
-    return store in _ready or bool(store.db.table_exists(Group._meta.table_name))
+    """Whether the group tables exist (a fact that, once committed, stays)."""
+    if store in _ready or store in _present:
+        return True
+    exists = bool(store.db.table_exists(Group._meta.table_name))
+    if exists and not store.db.in_transaction():
+        _present.add(store)
+    return exists
 
 
 @contextlib.contextmanager
@@ -154,7 +161,7 @@ def bound(store: Store) -> Iterator[None]:
 
     Use inside ``store.write()`` or ``store.read()``; holds no transaction itself."""
     ensure_tables(store)
-    with store.db.bind_ctx(GROUP_MODELS, bind_refs=False, bind_backrefs=False):
+    with bind_models(store.db, GROUP_MODELS):
         yield
 
 
@@ -162,7 +169,7 @@ def group_names(store: Store) -> list[str]:
     """Local group names (a clear column: needs no passphrase, for shell completion)."""
     if not has_tables(store):
         return []
-    with store.db.bind_ctx(GROUP_MODELS, bind_refs=False, bind_backrefs=False):
+    with bind_models(store.db, GROUP_MODELS):
         return [g.name for g in Group.select(Group.name)]
 
 
@@ -183,6 +190,8 @@ def name_in_use(client: HasStore, name: str) -> bool:
 
 def is_group(client: HasStore, name: str) -> bool:
     """Whether ``name`` is a group of this identity (reads the local database)."""
+    if not has_tables(client.store):
+        return False
     with client.store.read():
         return name_in_use(client, name)
 

@@ -202,13 +202,12 @@ def group_copies_stored(client: ClientCore, message_id: str) -> tuple[int, int] 
     """(copies stored by members' relays, members) of an own group message, or
     None when ``message_id`` is not one. Fewer stored than members after a send
     means some members' relays refused their copy for good."""
-    with client.store.read():
-        if not gdb.has_tables(client.store):
-            return None
-        with gdb.bound(client.store):
-            row = gdb.GroupMessage.get_or_none(gdb.GroupMessage.uuid == message_id,
-                                               gdb.GroupMessage.outgoing == True)  # noqa: E712
-            return None if row is None else (row.stored, row.recipients)
+    if not gdb.has_tables(client.store):
+        return None
+    with client.store.read(), gdb.bound(client.store):
+        row = gdb.GroupMessage.get_or_none(gdb.GroupMessage.uuid == message_id,
+                                           gdb.GroupMessage.outgoing == True)  # noqa: E712
+        return None if row is None else (row.stored, row.recipients)
 
 
 def member_relay(client: ClientCore, group_name: str, fingerprint: str) -> str | None:
