@@ -41,7 +41,7 @@ def needs_network(method: str, params: dict[str, Any]) -> bool:
         return bool(params.get("reject", False))
     if method == "profile.get":
         return params.get("contact") is not None
-    if method in ("send", "typing") and params.get("queue", False):
+    if method in ("send", "typing", "react", "edit", "delete") and params.get("queue", False):
         return params.get("file") is not None  # the file is uploaded first
     return method not in LOCAL_METHODS
 
@@ -173,7 +173,8 @@ class LocalApi:
         if not p.text and p.file is None:
             raise UsageError("The message is empty.")
         if p.queue and p.file is None:
-            return {"id": client.enqueue_text(p.to, p.text), "to": p.to, "stored": False}
+            return {"id": client.enqueue_text(p.to, p.text, reply_to=p.reply_to), "to": p.to,
+                    "stored": False}
         async with self._online():
             attachment = None
             if p.file is not None:
@@ -181,10 +182,10 @@ class LocalApi:
 
                 attachment = await upload_attachment(client, Path(p.file))
             if p.queue:
-                message_id = client.enqueue_text(p.to, p.text, attachment)
+                message_id = client.enqueue_text(p.to, p.text, attachment, reply_to=p.reply_to)
             else:
                 message_id = await client.send_text(p.to, p.text, time_limit=p.retry_for,
-                                                    attachment=attachment)
+                                                    attachment=attachment, reply_to=p.reply_to)
         from chatcli.client.groups.service import group_copies_stored
 
         result: dict[str, Any] = {"id": message_id, "to": p.to, "stored": not p.queue}
@@ -192,6 +193,26 @@ class LocalApi:
         if copies is not None:
             result.update(members=copies[1], stored_for=copies[0])
         return result
+
+    async def _action(self, to: str, ref: str, kind: str, value: str, queue: bool,
+                      retry_for: float) -> dict[str, Any]:
+        client = self.client
+        if queue:
+            target = client.enqueue_action(to, ref, kind, value)
+            return {"id": target, "to": to, "stored": False}
+        async with self._online():
+            target = await client.send_action(to, ref, kind, value, time_limit=retry_for)
+        return {"id": target, "to": to, "stored": True}
+
+    async def _react(self, p: s.React) -> dict[str, Any]:
+        return await self._action(p.to, p.id, "reaction", "" if p.remove else p.emoji,
+                                  p.queue, p.retry_for)
+
+    async def _edit(self, p: s.Edit) -> dict[str, Any]:
+        return await self._action(p.to, p.id, "edit", p.text, p.queue, p.retry_for)
+
+    async def _delete(self, p: s.Delete) -> dict[str, Any]:
+        return await self._action(p.to, p.id, "delete", "", p.queue, p.retry_for)
 
     async def _typing(self, p: s.Typing) -> None:
         self.client.queue_typing(p.to, p.active)

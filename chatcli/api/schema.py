@@ -36,8 +36,24 @@ class Attachment(Result):
     error: str | None = None
 
 
+class Quote(Result):
+    """The message a reply quotes: its id, who wrote it ("me" for you), and the
+    start of its first line."""
+    id: str
+    from_: str = msgspec.field(name="from")
+    excerpt: str
+
+
+class Reaction(Result):
+    emoji: str
+    from_: str = msgspec.field(name="from")
+
+
 class MessageEvent(Result, tag="message", tag_field="type"):
-    """A new message (``group`` is null for one-to-one messages)."""
+    """A new message (``group`` is null for one-to-one messages). ``reply_to``
+    quotes the message it answers; ``unsupported`` marks content from a newer
+    client that this one cannot show (``text`` says "unsupported message,
+    update chatcli")."""
     id: str
     from_: str = msgspec.field(name="from")
     text: str
@@ -48,6 +64,31 @@ class MessageEvent(Result, tag="message", tag_field="type"):
     key_changed: bool | None = None
     fingerprint: str | None = None
     from_contact: bool | None = None
+    reply_to: Quote | None = None
+    unsupported: bool | None = None
+
+
+class ReactionEvent(Result, tag="reaction", tag_field="type"):
+    """A contact reacted to message ``id`` (``emoji`` "" : took its reaction back)."""
+    from_: str = msgspec.field(name="from")
+    id: str
+    group: str | None
+    emoji: str
+
+
+class EditEvent(Result, tag="edit", tag_field="type"):
+    """A contact edited its message ``id``; ``text`` is the new text."""
+    from_: str = msgspec.field(name="from")
+    id: str
+    group: str | None
+    text: str
+
+
+class DeleteEvent(Result, tag="delete", tag_field="type"):
+    """A contact deleted its message ``id`` for everyone: it is a tombstone now."""
+    from_: str = msgspec.field(name="from")
+    id: str
+    group: str | None
 
 
 class ReceiptEvent(Result, tag="receipt", tag_field="type"):
@@ -116,10 +157,12 @@ class SentEvent(Result, tag="sent", tag_field="type"):
 
 
 Event = (MessageEvent | ReceiptEvent | TypingEvent | PresenceEvent | NoticeEvent
-         | KeyChangeEvent | ProfileEvent | SyncedEvent | SentEvent | ContactEvent)
+         | KeyChangeEvent | ProfileEvent | SyncedEvent | SentEvent | ContactEvent
+         | ReactionEvent | EditEvent | DeleteEvent)
 EVENTS: tuple[type[Result], ...] = (MessageEvent, ReceiptEvent, TypingEvent, PresenceEvent,
                                     NoticeEvent, KeyChangeEvent, ProfileEvent, SyncedEvent,
-                                    SentEvent, ContactEvent)
+                                    SentEvent, ContactEvent, ReactionEvent, EditEvent,
+                                    DeleteEvent)
 
 
 class VersionResult(Result):
@@ -145,7 +188,10 @@ class SendResult(Result):
 
 class HistoryEntry(Result):
     """``attachment`` for a message with a file: its name and size, and for a
-    received one the ``path`` it was saved to, while the file is there."""
+    received one the ``path`` it was saved to, while the file is there.
+    ``reply_to`` quotes the message it answers; ``reactions`` one per person;
+    ``edited`` when ``text`` is an edited one; ``deleted`` for a tombstone
+    (``text`` "message deleted"); ``unsupported`` for content from a newer client."""
     id: str
     from_: str = msgspec.field(name="from")
     to: str
@@ -156,6 +202,11 @@ class HistoryEntry(Result):
     state: str
     group: str | None
     attachment: Attachment | None = None
+    reply_to: Quote | None = None
+    reactions: list[Reaction] = []
+    edited: bool = False
+    deleted: bool = False
+    unsupported: bool = False
 
 
 class ContactEntry(Result):
@@ -312,6 +363,41 @@ class Send(Params):
     text: str = ""
     file: str | None = None
     retry_for: Annotated[float, msgspec.Meta(ge=0)] = 20.0
+    queue: Queue = False
+    reply_to: Annotated[str | None, msgspec.Meta(description=(
+        "Quote this message (an id or a unique start of it) in a reply."))] = None
+
+
+MessageRef = Annotated[str, msgspec.Meta(min_length=1, description=(
+    "A message id, or a unique start of it (at least 4 characters)."))]
+RetryFor = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class React(Params):
+    """React to a message of a conversation; one reaction per person and
+    message (a new one replaces yours); ``remove`` takes yours back."""
+    to: Name
+    id: MessageRef
+    emoji: Annotated[str, msgspec.Meta(max_length=32)] = ""
+    remove: bool = False
+    retry_for: RetryFor = 20.0
+    queue: Queue = False
+
+
+class Edit(Params):
+    """Edit one of your messages (the earlier texts are kept locally)."""
+    to: Name
+    id: MessageRef
+    text: Annotated[str, msgspec.Meta(min_length=1)]
+    retry_for: RetryFor = 20.0
+    queue: Queue = False
+
+
+class Delete(Params):
+    """Delete one of your messages for everyone (and its attachment's blob)."""
+    to: Name
+    id: MessageRef
+    retry_for: RetryFor = 20.0
     queue: Queue = False
 
 
@@ -573,6 +659,13 @@ METHODS: dict[str, Method] = {
                    "Send a text (and optionally a file) to a contact or a group; answers once "
                    "the relay(s) stored it (`members`/`stored_for` for a group)."),
     "typing": Method(Typing, None, "Tell a contact that you are (or stopped) typing."),
+    "react": Method(React, SendResult,
+                    "React to a message with an emoji, or take your reaction back "
+                    "(`id` in the answer is the message's full id)."),
+    "edit": Method(Edit, SendResult, "Edit one of your messages; the contact sees it edited."),
+    "delete": Method(Delete, SendResult,
+                     "Delete one of your messages for everyone: the contact's copy becomes a "
+                     "tombstone and the attachment's blob is deleted from your relay."),
     "read": Method(Read, None,
                    "Mark messages of a contact read; queues a read receipt if the account "
                    "sends them."),

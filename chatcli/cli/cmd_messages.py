@@ -33,10 +33,13 @@ def _clock(ms: int | None) -> str:
               help="Send this file as an encrypted attachment (TEXT is its caption).")
 @click.option("--retry-for", type=float, default=20.0, show_default=True, metavar="SECONDS",
               help="How long to keep retrying while the contact's relay is unreachable.")
+@click.option("--reply-to", metavar="ID",
+              help="Reply to this message, quoting it (its id from `chatcli messages`, "
+                   "or a unique start of it).")
 @passphrase_option
 @json_option
 def send(contact: str, text: str | None, file_path: Path | None, retry_for: float,
-         passphrase_file: Path | None, as_json: bool) -> None:
+         reply_to: str | None, passphrase_file: Path | None, as_json: bool) -> None:
     """Send TEXT to CONTACT (TEXT `-` reads standard input).
 
     Exits 0 only once the contact's relay has durably stored the message. If
@@ -58,6 +61,8 @@ def send(contact: str, text: str | None, file_path: Path | None, retry_for: floa
     params: dict[str, Any] = {"to": contact, "text": text or "", "retry_for": retry_for}
     if file_path is not None:
         params["file"] = str(file_path)
+    if reply_to is not None:
+        params["reply_to"] = reply_to.lstrip("#")
     with api_session(passphrase_file) as api:
         result = api.call("send", params)
     if "members" in result:
@@ -71,14 +76,19 @@ def send(contact: str, text: str | None, file_path: Path | None, retry_for: floa
 
 def _print_message(event: dict[str, Any]) -> None:
     from chatcli.api.events import display_sender
+    from chatcli.client.chat_ui import clean
+    from chatcli.client.kinds_view import quote_line, short_id
 
     sender = display_sender(event)
     who = f"{sender} in {event['group']}" if event["group"] else sender
-    line = f"[{_clock(event['sent_at'])}] {who}: {event['text']}"
+    quote = quote_line(event.get("reply_to"))
+    if quote:
+        click.echo(clean(f"  {quote}"))
+    line = f"[{_clock(event['sent_at'])}] {short_id(event['id'])} {who}: {event['text']}"
     attachment = event.get("attachment")
     if attachment:
         line += f"  [file: {attachment.get('path') or attachment.get('name')}]"
-    click.echo(line)
+    click.echo(clean(line))
     sys.stdout.flush()
 
 
@@ -116,6 +126,11 @@ def receive(wait: float | None, save_dir: Path | None, read_receipts: bool,
                 _print_message(event)
         elif kind == "synced":
             return
+        elif kind in ("reaction", "edit", "delete") and not as_json:
+            from chatcli.client.chat_ui import clean
+            from chatcli.client.kinds_view import action_line
+
+            click.echo(clean(action_line(event)))
         elif as_json:
             emit_json(event)
         elif kind in ("notice", "key_change"):
@@ -135,12 +150,16 @@ def receive(wait: float | None, save_dir: Path | None, read_receipts: bool,
 def messages(contact: str, limit: int, passphrase_file: Path | None, as_json: bool) -> None:
     """Show the local history with CONTACT, both directions, with delivered/read state.
 
-    Reads only the local database (no network). With --json, one object per
-    message and line: id, from, to, direction, text, sent_at, received_at, state.
+    Reads only the local database (no network). Each line starts with the
+    message's short id (#1a2b3c4d), which reply, react, edit and delete accept.
+    With --json, one object per message and line: id, from, to, direction,
+    text, sent_at, received_at, state, reply_to, reactions, edited, deleted,
+    unsupported.
     """
     marks = {"queued": "…", "sent": "✓", "delivered": "✓✓", "read": "✓✓ read",
              "failed": "✗ failed", "received": "", }
     from chatcli.client.chat_ui import clean
+    from chatcli.client.kinds_view import decorated, quote_line, reactions_line, short_id
 
     with api_session(passphrase_file, network=False) as api:
         history = api.call("history", {"contact": contact, "limit": limit})
@@ -154,6 +173,13 @@ def messages(contact: str, limit: int, passphrase_file: Path | None, as_json: bo
         file = (f" [file: {attachment['name']}"
                 + (f" in {attachment['path']}" if attachment.get("path") else "") + "]"
                 if attachment else "")
+        quote = quote_line(entry.get("reply_to"))
+        if quote:
+            click.echo(clean(f"  {quote}"))
         # A contact chose the text and the file name: no escape sequences reach the terminal.
-        click.echo(clean(f"[{_clock(entry['sent_at'])}] {who}: {entry['text']}{file}")
+        click.echo(clean(f"[{_clock(entry['sent_at'])}] {short_id(entry['id'])} {who}: "
+                         f"{decorated(entry)}{file}")
                    + (f"  {mark}" if mark else ""))
+        reactions = reactions_line(entry.get("reactions"))
+        if reactions:
+            click.echo(clean(f"  {reactions}"))

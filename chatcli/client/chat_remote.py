@@ -57,6 +57,7 @@ from chatcli.client.chat_ui import (
     show_history,
     show_incoming,
 )
+from chatcli.client.kinds_view import action_line
 from chatcli.daemon.remote import DaemonGoneError, RemoteApi, RemoteError
 from chatcli.errors import ChatcliError
 
@@ -211,7 +212,24 @@ class RemoteChatSession(PromptInput):
         # A daemon that went away (DaemonGoneError) ends the chat; its refusals do not.
         await input_loop(self._lines, self.view, self.target.name,
                          show_history=self._show_history, send=self._send,
-                         recoverable=RemoteError)
+                         recoverable=RemoteError, act=self._act)
+
+    def _act(self, method: str, params: dict[str, Any]) -> None:
+        """A reply, reaction, edit or delete typed in the chat: sent by the daemon."""
+        self._spawn(self._act_remote, method, params)
+
+    async def _act_remote(self, method: str, params: dict[str, Any]) -> None:
+        try:
+            result = await self._call(method, {"to": self.target.name, **params})
+        except RemoteError as exc:
+            self.view.show(f"! {exc}")
+            return
+        if method == "send":  # the daemon's "sent" event shows it
+            return
+        kind = {"react": "reaction", "edit": "edit", "delete": "delete"}[method]
+        self.view.show(action_line({"type": kind, "from": "you", "id": result["id"],
+                                    "emoji": params.get("emoji"),
+                                    "text": params.get("text")}))
 
     async def _farewell(self) -> None:
         """Leaving: wait a moment for the answers still due, and say what is left."""
@@ -245,6 +263,8 @@ class RemoteChatSession(PromptInput):
                 show_incoming(self.view, name, event)
                 self.status.typing_until = 0.0
                 self._mark_read([event["id"]])
+        elif kind in ("reaction", "edit", "delete"):
+            self.view.show(clean(action_line(event)))
         elif kind == "sent":
             self._sent_elsewhere(event)
         elif kind == "receipt":

@@ -68,6 +68,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from chatcli.client import models as db
+from chatcli.client.kinds_view import (
+    CHAT_COMMANDS,
+    CHAT_HELP,
+    action_line,
+    decorated,
+    parse_command,
+    quote_line,
+    reactions_line,
+    short_id,
+)
 from chatcli.client.relay_client import OwnerConnection, unwrap
 from chatcli.client.service import (
     ChatClient,
@@ -92,12 +102,15 @@ MARK = {"pending": "…", "sent": "✓", "delivered": "✓✓", "read": "✓✓"
 #: In history lines the word tells read from delivered, as in `chatcli messages`.
 HISTORY_MARK = {**MARK, "read": "✓✓ read"}
 
+_ACTION_KIND = {"react": "reaction", "edit": "edit", "delete": "delete"}
+
 HELP = """\
 Commands:
   /help      this text
   /history   show the recent history again, with the current marks
   /quit      leave the chat (Ctrl-D does the same)
   //text     send a message that starts with a slash
+{kinds}
 Marks on your messages: … pending   ✓ at {name}'s relay   ✓✓ delivered   ✓✓ read"""
 
 
@@ -167,9 +180,12 @@ def excerpt(text: str, width: int = 32) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def message_line(who: str, text: str, sent_at: int | None, mark: str = "") -> str:
-    """``[HH:MM] who: text`` with continuation lines indented under the text."""
-    head = f"[{clock(sent_at)}] {who}: "
+def message_line(who: str, text: str, sent_at: int | None, mark: str = "",
+                 message_id: str | None = None) -> str:
+    """``[HH:MM] who: text`` with continuation lines indented under the text;
+    with ``message_id``, its short id before the name (``/reply`` takes it)."""
+    tag = short_id(message_id) + " " if message_id else ""
+    head = f"[{clock(sent_at)}] {tag}{who}: "
     body = clean(text).replace("\n", "\n" + " " * len(head))
     return head + body + (f"  {mark}" if mark else "")
 
@@ -278,14 +294,22 @@ def show_history(view: ChatView, name: str, entries: list[dict[str, Any]],
         return []
     unread = []
     for entry in entries:
+        quote = quote_line(entry.get("reply_to"))
+        if quote:
+            view.show("        " + clean(quote))
         if entry["direction"] == "out":
             state = "pending" if entry["state"] == "queued" else entry["state"]
             own[entry["id"]] = _Own(entry["text"], state, announce_sent=True)
-            view.show(message_line("me", entry["text"], entry["sent_at"], HISTORY_MARK[state]))
+            view.show(message_line("me", decorated(entry), entry["sent_at"],
+                                   HISTORY_MARK[state], entry["id"]))
         else:
-            view.show(message_line(entry["from"], entry["text"], entry["sent_at"]))
+            view.show(message_line(entry["from"], decorated(entry), entry["sent_at"],
+                                   message_id=entry["id"]))
             if entry["state"] == "received":
                 unread.append(entry["id"])
+        reactions = reactions_line(entry.get("reactions"))
+        if reactions:
+            view.show("        " + clean(reactions))
     view.show("── now ──")
     return unread
 
@@ -296,7 +320,11 @@ def show_incoming(view: ChatView, name: str, event: dict[str, Any]) -> None:
 
     if event.get("key_changed"):
         view.show(f"! the next message comes from the NEW, unverified key of {name}")
-    view.show(message_line(display_sender(event), event["text"], event["sent_at"]))
+    quote = quote_line(event.get("reply_to"))
+    if quote:
+        view.show("        " + clean(quote))
+    view.show(message_line(display_sender(event), event["text"], event["sent_at"],
+                           message_id=event["id"]))
     info = event.get("attachment")
     if info is not None:
         where = info.get("path") or f"not saved: {info.get('error', 'unknown error')}"
@@ -325,7 +353,8 @@ def pending_count(own: dict[str, _Own]) -> int:
 
 def parse_input(line: str) -> tuple[str, str]:
     """What a line typed in the chat asks: ``("send", text)``, ``("quit", "")``,
-    ``("help", "")``, ``("history", "")``, ``("unknown", command)`` or
+    ``("help", "")``, ``("history", "")``, ``("act", line)`` for a message
+    command (``/reply``, ``/react``, ...), ``("unknown", command)`` or
     ``("nothing", "")`` for a blank line."""
     text = line.rstrip("\n")
     if not text.strip():
@@ -338,6 +367,8 @@ def parse_input(line: str) -> tuple[str, str]:
             return "help", ""
         if command == "/history":
             return "history", ""
+        if command in CHAT_COMMANDS:
+            return "act", text
         return "unknown", command
     return "send", text[1:] if text.startswith("//") else text
 
@@ -345,16 +376,25 @@ def parse_input(line: str) -> tuple[str, str]:
 async def input_loop(lines: AsyncIterable[str], view: ChatView, name: str, *,
                      show_history: Callable[[], Awaitable[None]],
                      send: Callable[[str], None],
-                     recoverable: type[Exception]) -> None:
+                     recoverable: type[Exception],
+                     act: Callable[[str, dict[str, Any]], None]) -> None:
     """Act on each line typed until ``/quit`` (both sessions): ``/help``,
     ``/history`` (an error of type ``recoverable`` is shown, not fatal),
-    unknown commands, and messages to send."""
+    message commands (``act(method, params)``: an API method and its params
+    without ``to``), unknown commands, and messages to send."""
     async for line in lines:
         action, text = parse_input(line)
         if action == "quit":
             return
         if action == "help":
-            view.show(HELP.format(name=name))
+            view.show(HELP.format(name=name, kinds=CHAT_HELP))
+        elif action == "act":
+            command, _, rest = text.partition(" ")
+            parsed = parse_command(command.lower(), rest)
+            if isinstance(parsed, str):
+                view.show(parsed)
+            else:
+                act(*parsed)
         elif action == "history":
             try:
                 await show_history()
@@ -508,17 +548,34 @@ class ChatSession(PromptInput):
             self._show_history()
 
         await input_loop(self._lines, self.view, self.target.name, show_history=history,
-                         send=self._send, recoverable=ChatcliError)
+                         send=self._send, recoverable=ChatcliError, act=self._act)
 
-    def _send(self, text: str) -> None:
+    def _act(self, method: str, params: dict[str, Any]) -> None:
+        """A reply, reaction, edit or delete typed in the chat: queued, sent by
+        the delivery worker like a message."""
+        if method == "send":
+            self._send(params["text"], reply_to=params["reply_to"])
+            return
+        try:
+            self._local(method, {"to": self.target.name, **params, "queue": True})
+        except ChatcliError as exc:
+            self.view.show(f"! {exc}")
+            return
+        self.view.show(action_line({"type": _ACTION_KIND[method], "from": "you",
+                                    "id": params["id"], "emoji": params.get("emoji"),
+                                    "text": params.get("text")}))
+        self._poke.set()
+
+    def _send(self, text: str, reply_to: str | None = None) -> None:
         try:
             message_id = self._local("send", {"to": self.target.name, "text": text,
-                                              "queue": True})["id"]
+                                              "queue": True, "reply_to": reply_to})["id"]
         except ChatcliError as exc:
             self.view.show(f"! not sent: {exc}")
             return
         self._own[message_id] = _Own(text, "pending", announce_sent=not self._connected)
-        self.view.show(message_line("me", text, int(time.time() * 1000), MARK["pending"]))
+        self.view.show(message_line("me", text, int(time.time() * 1000), MARK["pending"],
+                                    message_id))
         self._typing_sent_at = -math.inf
         self._update_pending()
         self._poke.set()
@@ -650,6 +707,9 @@ class ChatSession(PromptInput):
                     see = event["group"] or event["from"]
                     self.view.show(f"(new message {clean(where)}: "
                                    f"`chatcli messages {clean(see)}` shows it)")
+            elif kind in ("reaction", "edit", "delete"):
+                if self._for_this_chat(event):
+                    self.view.show(clean(action_line(event)))
             elif kind == "receipt":
                 if event["from"] == self.target.name:
                     self._marks_changed.set()

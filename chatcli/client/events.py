@@ -23,6 +23,8 @@ class MessageEvent:
     attachment: dict[str, Any] | None = None
     unverified_key: bool = False
     attachment_ref: m.AttachmentRef | None = field(default=None, repr=False, compare=False)
+    reply_to: dict[str, Any] | None = None   # {"id", "from", "excerpt"} of a reply
+    unsupported: bool = False                # an unknown content tag (a newer client)
 
     @property
     def display_name(self) -> str:
@@ -38,6 +40,32 @@ class MessageEvent:
             data["attachment"] = self.attachment
         if self.unverified_key:
             data["key_changed"] = True
+        if self.reply_to is not None:
+            data["reply_to"] = self.reply_to
+        if self.unsupported:
+            data["unsupported"] = True
+        return data
+
+
+@dataclass(frozen=True)
+class ActionEvent:
+    """A contact reacted to (``reaction``), edited (``edit``) or deleted for
+    everyone (``delete``) message ``id``: the history shows it changed."""
+
+    kind: str
+    contact: str
+    id: str
+    emoji: str | None = None
+    text: str | None = None
+    group: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.kind, "from": self.contact, "id": self.id,
+                                "group": self.group}
+        if self.kind == "reaction":
+            data["emoji"] = self.emoji or ""
+        elif self.kind == "edit":
+            data["text"] = self.text or ""
         return data
 
 
@@ -105,7 +133,7 @@ class SyncedEvent:
 
 
 Event = (MessageEvent | ReceiptEvent | TypingEvent | PresenceEvent | NoticeEvent | ProfileEvent
-         | SyncedEvent)
+         | SyncedEvent | ActionEvent)
 
 
 @dataclass(frozen=True)

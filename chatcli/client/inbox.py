@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import hmac
 import os
+import uuid as uuidlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 
+from chatcli.client import actions, prekeys, prepared, sessions
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client import prekeys, prepared, sessions
 from chatcli.client.capabilities import cap_hash
 from chatcli.client.core import ClientCore
 from chatcli.client.events import (
@@ -124,6 +125,8 @@ class Inbox(Invites, Outbox):
         contact.save()
         if isinstance(content, m.Text):
             return self._store_text(contact, content, item, None, now, unverified=True)
+        if isinstance(content, m.Unsupported):
+            return self._store_unsupported(contact, content, item, now)
         return []
 
     def _no_session(self, contact: db.Contact) -> list[Event]:
@@ -181,10 +184,17 @@ class Inbox(Invites, Outbox):
                                            now))
         return events
 
-    def _handle_content(self, contact: db.Contact, content: m.AnyContent, item: frames.Delivered,
-                        receipts: dict[int, list[str]], now: int) -> list[Event]:
+    def _handle_content(self, contact: db.Contact, content: m.AnyContent | m.Unsupported,
+                        item: frames.Delivered, receipts: dict[int, list[str]], now: int
+                        ) -> list[Event]:
         if isinstance(content, m.Text):
             return self._store_text(contact, content, item, receipts, now)
+        if isinstance(content, m.Reaction | m.Edit | m.Delete):
+            if contact.blocked:
+                return []
+            return actions.apply_incoming(self.sealer, contact, content, item.received_at)
+        if isinstance(content, m.Unsupported):
+            return self._store_unsupported(contact, content, item, now)
         if isinstance(content, m.Receipt):
             mark = (prepared.MESSAGE_DELIVERED if content.kind == "delivered"
                     else prepared.MESSAGE_READ)
@@ -249,20 +259,50 @@ class Inbox(Invites, Outbox):
         attachment = None
         if content.attachment is not None:
             attachment = {"name": content.attachment.name, "size": content.attachment.size}
+        quote = content.reply_to
         prepared.MESSAGE_INSERT.execute(
             uuid=content.id, contact=contact.id, outgoing=False,
             text=self.sealer.seal_text(content.text, "message.text", content.id),
             attachment=(self.sealer.seal(msgspec.msgpack.encode(content.attachment),
                                          "message.attachment_ref", content.id)
                         if content.attachment else None),
+            reply=(self.sealer.seal(msgspec.msgpack.encode(quote), "message.reply", content.id)
+                   if quote is not None else None),
             sent_at=content.sent_at, received_at=item.received_at,
             read_at=now if self.auto_read else None)
         if receipts is not None:
             receipts.setdefault(contact.id, []).append(content.id)
-        return [MessageEvent(id=content.id, contact=contact.name, text=content.text,
-                             sent_at=content.sent_at, received_at=item.received_at,
-                             attachment=attachment, unverified_key=unverified,
-                             attachment_ref=content.attachment)]
+        reply = None
+        if quote is not None:
+            reply = {"id": quote.id, "excerpt": quote.excerpt,
+                     "from": self._identity_names(contact).get(bytes(quote.author), "?")}
+        events: list[Event] = [MessageEvent(
+            id=content.id, contact=contact.name, text=content.text, sent_at=content.sent_at,
+            received_at=item.received_at, attachment=attachment, unverified_key=unverified,
+            attachment_ref=content.attachment, reply_to=reply)]
+        # Reactions, edits or a delete that overtook the message on the way.
+        events.extend(actions.apply_pending(self.sealer, contact, content.id))
+        return events
+
+    def _store_unsupported(self, contact: db.Contact, content: m.Unsupported,
+                           item: frames.Delivered, now: int) -> list[Event]:
+        """Content of a tag from a newer client: kept in the history and shown
+        as "unsupported message, update chatcli", never dropped silently."""
+        if contact.blocked:
+            return []
+        message_id = str(uuidlib.uuid4())
+        db.Message.create(
+            uuid=message_id, contact=contact, outgoing=False, kind="unsupported",
+            text_sealed=self.sealer.seal_text("", "message.text", message_id),
+            sent_at=item.received_at, received_at=item.received_at,
+            read_at=now if self.auto_read else None)
+        return [MessageEvent(id=message_id, contact=contact.name, text=m.UNSUPPORTED_TEXT,
+                             sent_at=item.received_at, received_at=item.received_at,
+                             unsupported=True)]
+
+    def _identity_names(self, contact: db.Contact) -> dict[bytes, str]:
+        """Who the authors of a one-to-one conversation are: "me" and the contact."""
+        return {self.identity.public.raw: "me", bytes(contact.identity): contact.name}
 
     def mark_read(self, name: str, ids: list[str]) -> None:
         """Record that messages were shown and queue a read receipt (if enabled)."""
@@ -320,6 +360,7 @@ class Inbox(Invites, Outbox):
                          db.SavedAttachment.message.in_(
                              [r.id for r in rows if r.attachment_sealed is not None]))}
         out = []
+        names = self._identity_names(contact)
         for row in reversed(rows):
             if row.outgoing:
                 state = ("failed" if row.failed else "read" if row.read_at else
@@ -336,6 +377,8 @@ class Inbox(Invites, Outbox):
                 "sent_at": row.sent_at, "received_at": row.received_at, "state": state,
                 "group": None,
             }
+            with self.store.read():
+                entry.update(actions.history_fields(self.sealer, row, names))
             if row.attachment_sealed is not None:
                 entry["attachment"] = self._history_attachment(row, saved.get(row.id))
             out.append(entry)

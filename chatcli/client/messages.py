@@ -11,12 +11,14 @@ Two layers, both MessagePack arrays via msgspec with a string tag first:
 
 Versioning: a tag never changes meaning; new fields are only appended with a
 default, so older clients decode newer messages (trailing fields they do not
-know are ignored, missing ones take their default); a client that meets an
-unknown tag drops that message with a warning.
+know are ignored, missing ones take their default); content with a tag this
+client does not know (from a newer client) decodes to :class:`Unsupported`,
+which is stored and shown as "unsupported message, update chatcli".
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import msgspec
@@ -27,6 +29,8 @@ Bytes64 = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 Uuid = Annotated[str, msgspec.Meta(min_length=36, max_length=36)]
 Millis = Annotated[int, msgspec.Meta(ge=0, lt=2**53)]
 MAX_TEXT = 32 * 1024
+MAX_EXCERPT = 200
+MAX_EMOJI = 32
 BODY_VERSION = 1
 
 
@@ -109,13 +113,52 @@ class AttachmentRef(msgspec.Struct, array_like=True, frozen=True):
     name: Annotated[str, msgspec.Meta(max_length=255)]
 
 
+class Quote(msgspec.Struct, array_like=True, frozen=True):
+    """The message a reply answers: its id, its author's identity key, and the
+    start of its text (so the quote shows even where the target is missing)."""
+
+    id: Uuid
+    author: Bytes32
+    excerpt: Annotated[str, msgspec.Meta(max_length=MAX_EXCERPT)]
+
+
 class Text(Content, frozen=True, tag="text"):
-    """A chat message. ``id`` is a UUID the recipient de-duplicates by."""
+    """A chat message. ``id`` is a UUID the recipient de-duplicates by;
+    ``reply_to`` quotes the message it answers."""
 
     id: Uuid
     sent_at: Millis
     text: Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
     attachment: AttachmentRef | None = None
+    reply_to: Quote | None = None
+
+
+class Reaction(Content, frozen=True, tag="reaction"):
+    """The sender's reaction to message ``target``; ``emoji`` "" removes it.
+    One per person and message: a later one replaces an earlier one."""
+
+    target: Uuid
+    emoji: Annotated[str, msgspec.Meta(max_length=MAX_EMOJI)]
+    sent_at: Millis
+
+
+class Edit(Content, frozen=True, tag="edit"):
+    """A new text for the sender's own message ``target``; ``id`` names the edit."""
+
+    target: Uuid
+    sent_at: Millis
+    text: Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
+    id: Uuid
+
+
+class Delete(Content, frozen=True, tag="delete"):
+    """Delete the sender's own message ``target`` for everyone."""
+
+    target: Uuid
+    sent_at: Millis
+
+
+MessageAction = Reaction | Edit | Delete
 
 
 class Receipt(Content, frozen=True, tag="receipt"):
@@ -151,7 +194,22 @@ class CapabilitySwitched(Content, frozen=True, tag="capability_switched"):
 
 
 AnyContent = (ContactInfo | Text | Receipt | Typing | ProfileKeyUpdate | CapabilityUpdate
-              | CapabilitySwitched)
+              | CapabilitySwitched | Reaction | Edit | Delete)
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """Content whose tag this client does not know (a newer client sent it).
+    Not a wire type: what :func:`decode_content` answers for it."""
+
+    tag: str
+
+    @property
+    def text(self) -> str:
+        return UNSUPPORTED_TEXT
+
+
+UNSUPPORTED_TEXT = "unsupported message, update chatcli"
 
 _body_decoder: msgspec.msgpack.Decoder[AnyBody] = msgspec.msgpack.Decoder(AnyBody)
 _content_decoder: msgspec.msgpack.Decoder[AnyContent] = msgspec.msgpack.Decoder(
@@ -169,5 +227,29 @@ def decode_body(data: bytes) -> AnyBody:
     return _body_decoder.decode(data)
 
 
-def decode_content(data: bytes) -> AnyContent:
-    return _content_decoder.decode(data)
+def unknown_tag(data: bytes, known: frozenset[str]) -> str | None:
+    """The tag of an array whose first element is a string not in ``known``."""
+    try:
+        raw = msgspec.msgpack.decode(data)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(raw, list) and raw and isinstance(raw[0], str) and raw[0] not in known:
+        return raw[0][:64]
+    return None
+
+
+CONTENT_TAGS = frozenset(str(cls.__struct_config__.tag) for cls in (
+    ContactInfo, Text, Receipt, Typing, ProfileKeyUpdate, CapabilityUpdate,
+    CapabilitySwitched, Reaction, Edit, Delete))
+
+
+def decode_content(data: bytes) -> AnyContent | Unsupported:
+    """Decode ratchet content; an unknown tag gives :class:`Unsupported`, any
+    other malformation raises ``msgspec.ValidationError``/``DecodeError``."""
+    try:
+        return _content_decoder.decode(data)
+    except msgspec.ValidationError:
+        tag = unknown_tag(data, CONTENT_TAGS)
+        if tag is None:
+            raise
+        return Unsupported(tag)

@@ -111,6 +111,12 @@ class Message(BaseModel):
     delivered_at = peewee.IntegerField(null=True)    # outgoing: delivery receipt came
     read_at = peewee.IntegerField(null=True)         # outgoing: read receipt came / incoming: shown
     failed = peewee.TextField(null=True)             # outgoing: why the relay refused it
+    # Schema 7 (message kinds): "unsupported" for content of an unknown tag;
+    # the sealed Quote of a reply; when it was last edited / deleted for everyone.
+    kind = peewee.TextField(null=True)
+    reply_sealed = peewee.BlobField(null=True)
+    edited_at = peewee.IntegerField(null=True)
+    deleted_at = peewee.IntegerField(null=True)
 
 
 class Outbox(BaseModel):
@@ -163,7 +169,53 @@ class SavedAttachment(BaseModel):
     path_sealed = peewee.BlobField()
 
 
+class MessageEdit(BaseModel):
+    """One earlier text of an edited message (the edit history, kept locally):
+    the text an edit replaced, sealed and bound to the edit's uuid."""
+
+    id = peewee.AutoField()
+    message = peewee.ForeignKeyField(Message, on_delete="CASCADE", index=True)
+    edit_uuid = peewee.TextField(unique=True)
+    text_sealed = peewee.BlobField()
+    sent_at = peewee.IntegerField()
+
+
+class MessageReaction(BaseModel):
+    """A person's one reaction to a message; ``author`` is their identity key
+    (ours for our own). The emoji is sealed, bound to message, author and time."""
+
+    id = peewee.AutoField()
+    message = peewee.ForeignKeyField(Message, on_delete="CASCADE", index=True)
+    author = peewee.BlobField()
+    emoji_sealed = peewee.BlobField()
+    sent_at = peewee.IntegerField()
+
+    class Meta:
+        indexes = ((("message", "author"), True),)
+
+
+class PendingAction(BaseModel):
+    """A reaction, edit or delete that arrived before its target message (the
+    ratchet allows out-of-order delivery): applied when the target arrives."""
+
+    id = peewee.AutoField()
+    contact = peewee.ForeignKeyField(Contact, on_delete="CASCADE")
+    target = peewee.TextField(index=True)
+    content_sealed = peewee.BlobField()
+    sent_at = peewee.IntegerField()
+    received_at = peewee.IntegerField()
+
+
+class BlobToDelete(BaseModel):
+    """An attachment blob of ours on the own relay whose message was deleted
+    for everyone: deleted there by the next delivery pass that reaches it."""
+
+    blob = peewee.BlobField(primary_key=True)
+    queued_at = peewee.IntegerField()
+
+
 ALL_MODELS: list[type[BaseModel]] = [
     MetaEntry, Account, Contact, Session, Invite, Message, Outbox, Processed, SeenHandshake,
-    RetiredCapability, SavedAttachment,
+    RetiredCapability, SavedAttachment, MessageEdit, MessageReaction, PendingAction,
+    BlobToDelete,
 ]

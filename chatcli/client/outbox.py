@@ -9,9 +9,9 @@ import uuid as uuidlib
 
 import msgspec
 
+from chatcli.client import actions, prepared, sessions
 from chatcli.client import messages as m
 from chatcli.client import models as db
-from chatcli.client import prepared, sessions
 from chatcli.client.core import ClientCore
 from chatcli.client.events import DeliveryReport
 from chatcli.client.groups.commands import GroupCommands
@@ -20,7 +20,7 @@ from chatcli.client.store import now_ms
 from chatcli.crypto.envelope import seal_envelope
 from chatcli.crypto.keys import IdentityPublicKey
 from chatcli.crypto.ratchet import RatchetSession
-from chatcli.errors import UsageError
+from chatcli.errors import KeyChangedError, UsageError
 from chatcli.protocol import codes, frames
 
 DEPOSIT_CHUNK = 64
@@ -32,24 +32,33 @@ class _AttachmentRecord(msgspec.Struct, frozen=True):
     name: str
     size: int
     path: str | None = None
+    blob: str | None = None  # hex id on the own relay: deleted with the message
 
 
 class Outbox(ClientCore):
     """Queueing and encrypting what is sent; recording what the relays answered."""
 
-    def enqueue_text(self, name: str, text: str,
-                     attachment: m.AttachmentRef | None = None) -> str:
-        """Store an outgoing message in history and outbox; returns its uuid."""
-        if is_group(self, name):
-            return GroupCommands(self).enqueue_text(name, text, attachment).id
-        return self._queue_text(name, text, attachment)[0]
+    # Whether a delivery pass must look for attachment blobs to delete on the
+    # own relay: once per process (another process may have queued some), then
+    # only after this one queued one, so a send does not pay for the look.
+    blobs_to_delete_due = True
 
-    def _queue_text(self, name: str, text: str, attachment: m.AttachmentRef | None
-                    ) -> tuple[str, int]:
+    def enqueue_text(self, name: str, text: str,
+                     attachment: m.AttachmentRef | None = None, *,
+                     reply_to: str | None = None) -> str:
+        """Store an outgoing message in history and outbox; returns its uuid.
+        ``reply_to`` (an id or a unique prefix) quotes an earlier message."""
+        if is_group(self, name):
+            if reply_to is not None:
+                raise UsageError("Replies in groups are not supported yet.")
+            return GroupCommands(self).enqueue_text(name, text, attachment).id
+        return self._queue_text(name, text, attachment, reply_to=reply_to)[0]
+
+    def _queue_text(self, name: str, text: str, attachment: m.AttachmentRef | None, *,
+                    reply_to: str | None = None) -> tuple[str, int]:
         """:meth:`enqueue_text` for a contact (not a group): its uuid and the contact's id."""
         message_id = str(uuidlib.uuid4())
         sent_at = now_ms()
-        content = m.Text(id=message_id, sent_at=sent_at, text=text, attachment=attachment)
         with self.store.write():
             # Read under the write lock: what is checked is what the message goes to.
             contact = self.get_contact(name)
@@ -58,16 +67,96 @@ class Outbox(ClientCore):
             if len(text) > m.MAX_TEXT:
                 raise UsageError(
                     f"The message is too long (the limit is {m.MAX_TEXT} characters).")
+            quote = None
+            if reply_to is not None:
+                quote = self._quote(contact, actions.find_message(contact, reply_to))
+            content = m.Text(id=message_id, sent_at=sent_at, text=text, attachment=attachment,
+                             reply_to=quote)
             record = None
             if attachment is not None:
                 record = self.sealer.seal(msgspec.json.encode(_AttachmentRecord(
-                    name=attachment.name, size=attachment.size)), "message.attachment", message_id)
+                    name=attachment.name, size=attachment.size, blob=attachment.blob.hex())),
+                    "message.attachment", message_id)
             prepared.MESSAGE_INSERT.execute(
                 uuid=message_id, contact=contact.id, outgoing=True,
                 text=self.sealer.seal_text(text, "message.text", message_id),
-                attachment=record, sent_at=sent_at, received_at=None, read_at=None)
+                attachment=record, sent_at=sent_at, received_at=None, read_at=None,
+                reply=(self.sealer.seal(msgspec.msgpack.encode(quote), "message.reply",
+                                        message_id) if quote is not None else None))
             self._enqueue(contact, content, kind="text", message_uuid=message_id)
         return message_id, contact.id
+
+    def _quote(self, contact: db.Contact, target: db.Message) -> m.Quote:
+        if target.deleted_at is not None:
+            raise UsageError("That message was deleted; it cannot be replied to.")
+        author = self.identity.public.raw if target.outgoing else bytes(contact.identity)
+        text = self.sealer.open_text(bytes(target.text_sealed), "message.text", target.uuid)
+        latest = actions.edit_history(self.sealer, target)[-1]["text"]
+        return m.Quote(id=target.uuid, author=author,
+                       excerpt=actions.excerpt(latest if target.edited_at else text))
+
+    def enqueue_action(self, name: str, ref: str, kind: str, value: str = "") -> str:
+        """React to (``value`` the emoji, "" removes), edit (``value`` the new
+        text) or delete for everyone (kind ``delete``) message ``ref`` of a
+        conversation, locally and by queueing it for the contact. Answers the
+        target's full id. A deleted message's attachment blob is queued for
+        deletion on the own relay (:class:`chatcli.client.models.BlobToDelete`)."""
+        if is_group(self, name):
+            raise UsageError("Reactions, edits and deletes in groups are not supported yet.")
+        contact = self.get_contact(name)
+        if contact.blocked:
+            raise UsageError(f"{name} is blocked; `chatcli unblock {name}` first.")
+        sent_at = now_ms()
+        with self.store.write():
+            contact = db.Contact.get_by_id(contact.id)
+            if contact.key_changed:
+                raise KeyChangedError(f"The identity key of {name} has changed; run "
+                                      f"`chatcli verify {name}`.")
+            target = actions.find_message(contact, ref)
+            content: m.Content
+            if target.deleted_at is not None:
+                raise UsageError("That message was deleted for everyone.")
+            if kind == "reaction":
+                if len(value) > m.MAX_EMOJI:
+                    raise UsageError(f"A reaction is at most {m.MAX_EMOJI} characters.")
+                content = m.Reaction(target=target.uuid, emoji=value, sent_at=sent_at)
+                actions.set_reaction(self.sealer, target, self.identity.public.raw, value,
+                                     sent_at)
+            else:
+                if not target.outgoing:
+                    raise UsageError("Only your own messages can be edited or deleted for "
+                                     "everyone.")
+                if target.kind == "unsupported":
+                    raise UsageError("That message cannot be changed.")
+                if kind == "edit":
+                    if not value:
+                        raise UsageError("The new text is empty.")
+                    if len(value) > m.MAX_TEXT:
+                        raise UsageError(f"The message is too long (the limit is {m.MAX_TEXT} "
+                                         "characters).")
+                    edit = m.Edit(target=target.uuid, sent_at=sent_at, text=value,
+                                  id=str(uuidlib.uuid4()))
+                    actions.add_edit(self.sealer, target, edit)
+                    content = edit
+                else:
+                    if target.attachment_sealed is not None:
+                        record = msgspec.json.decode(self.sealer.open(
+                            bytes(target.attachment_sealed), "message.attachment", target.uuid),
+                            type=_AttachmentRecord)
+                        if record.blob:
+                            db.BlobToDelete.insert(blob=bytes.fromhex(record.blob),
+                                                   queued_at=sent_at).on_conflict_ignore(
+                                                   ).execute()
+                            self.blobs_to_delete_due = True
+                    content = m.Delete(target=target.uuid, sent_at=sent_at)
+                    actions.tombstone(self.sealer, target, sent_at)
+                    # A queued message not encrypted yet need not go out at all,
+                    # and then neither does its delete.
+                    if db.Outbox.delete().where(db.Outbox.message_uuid == target.uuid,
+                                                db.Outbox.payload_sealed.is_null()).execute():
+                        return str(target.uuid)
+            self._enqueue(contact, content, kind="action")
+            return str(target.uuid)
 
     def queue_typing(self, name: str, active: bool) -> None:
         contact = self.get_contact(name)

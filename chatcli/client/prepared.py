@@ -123,7 +123,9 @@ SESSION_UPDATE = Prepared(db.Session, lambda: db.Session.update(
 MESSAGE_INSERT = Prepared(db.Message, lambda: db.Message.insert(
     uuid=param("uuid"), contact=param("contact"), outgoing=param("outgoing"),
     text_sealed=param("text"), attachment_sealed=param("attachment"),
+    reply_sealed=param("reply"),
     sent_at=param("sent_at"), received_at=param("received_at"), read_at=param("read_at")))
+BLOBS_TO_DELETE = Prepared(db.BlobToDelete, lambda: db.BlobToDelete.select(db.BlobToDelete.blob))
 MESSAGE_EXISTS = Prepared(db.Message, lambda: db.Message.select(db.Message.id).where(
     db.Message.uuid == param("uuid")).limit(1))
 MESSAGE_STORED = Prepared(db.Message, lambda: db.Message.update(stored_at=param("now")).where(

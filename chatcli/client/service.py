@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from chatcli.client import messages as m
 from chatcli.client import models as db
+from chatcli.client import prepared
 from chatcli.client.backup import Backup, BackupContact, BackupV1
 from chatcli.client.capabilities import cap_hash, invite_contact_capability
 from chatcli.client.errors import InviteRefusedError, RelayRequestError
@@ -55,7 +56,7 @@ from chatcli.client.outbox import DEPOSIT_CHUNK
 from chatcli.client.presence import Presence, PresenceInfo
 from chatcli.client.store import Store
 from chatcli.crypto.keys import IdentityKeyPair, MailboxKeyPair
-from chatcli.errors import RelayError, ReplacedError
+from chatcli.errors import RelayError, ReplacedError, UsageError
 from chatcli.protocol import codes, frames
 
 if TYPE_CHECKING:
@@ -286,20 +287,54 @@ class ChatClient(Backup, Inbox, Presence):
     # ------------------------------------------------------------ sending
 
     async def send_text(self, name: str, text: str, *, time_limit: float = 20.0,
-                        attachment: m.AttachmentRef | None = None) -> str:
+                        attachment: m.AttachmentRef | None = None,
+                        reply_to: str | None = None) -> str:
         """Queue a message and return its uuid once the contact's relay stored it.
         Raises ``RelayError`` when it was refused or could not be stored in time
         (it then stays queued, unless refused)."""
         from chatcli.client.groups.service import GroupService, is_group
 
         if is_group(self, name):
+            if reply_to is not None:
+                raise UsageError("Replies in groups are not supported yet.")
             report = await GroupService(self).send_text(name, text, time_limit=time_limit,
                                                         attachment=attachment)
             return report.id
-        message_id, contact_id = self._queue_text(name, text, attachment)
+        message_id, contact_id = self._queue_text(name, text, attachment, reply_to=reply_to)
         await self.deliver_until_stored(message_id=message_id, contact_id=contact_id,
                                         time_limit=time_limit)
         return message_id
+
+    async def send_action(self, name: str, ref: str, kind: str, value: str = "", *,
+                          time_limit: float = 20.0) -> str:
+        """React to, edit or delete for everyone a message (:meth:`enqueue_action`)
+        and deliver it; answers the target's full id."""
+        target = self.enqueue_action(name, ref, kind, value)
+        contact = self.get_contact(name, allow_key_changed=True)
+        await self.deliver_until_stored(kinds={"action"}, contact_id=contact.id,
+                                        time_limit=time_limit)
+        return target
+
+    async def _delete_blobs(self) -> None:
+        """Delete from the own relay the blobs of messages deleted for everyone;
+        what cannot be reached now stays queued for the next pass."""
+        if not self.blobs_to_delete_due:
+            return
+        with self.store.read():
+            blobs = [bytes(row.blob) for row in prepared.BLOBS_TO_DELETE.rows()]
+        if not blobs:
+            self.blobs_to_delete_due = False
+            return
+        try:
+            conn = await self.own_relay()
+            for blob in blobs:
+                with contextlib.suppress(RelayRequestError):  # expired or gone already
+                    await conn.request(lambda req, b=blob: frames.BlobDelete(  # type: ignore[misc]
+                        req=req, blob=b))
+                with self.store.write():
+                    db.BlobToDelete.delete().where(db.BlobToDelete.blob == blob).execute()
+        except RelayError:
+            return
 
     async def deliver_outbox(self, contact_id: int | None = None) -> DeliveryReport:
         """One pass: encrypt what is queued, deposit everything encrypted (or only
@@ -314,6 +349,7 @@ class ChatClient(Backup, Inbox, Presence):
 
         await self._check_installation()
         await flush_groups(self)
+        await self._delete_blobs()
         report, by_relay = self._start_delivery(contact_id)
         for url, items in by_relay.items():
             try:

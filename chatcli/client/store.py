@@ -35,7 +35,7 @@ from chatcli.client.groups.tables import SEALED_GROUP_COLUMNS
 from chatcli.crypto.errors import CorruptData
 from chatcli.errors import StorageError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 SEALED_SCHEMA = 2  # from this version on, sealed values are bound to their rows
 BUSY_TIMEOUT_MS = 10_000
 SCRUB_DEFER_LIMIT = 1.0
@@ -67,11 +67,27 @@ def _migrate_to_6(db: peewee.Database) -> None:
     db.create_tables([models.SavedAttachment])  # safe: new databases have it
 
 
+_MESSAGE_COLUMNS_7 = (("kind", "TEXT"), ("reply_sealed", "BLOB"), ("edited_at", "INTEGER"),
+                      ("deleted_at", "INTEGER"))
+
+
+def _migrate_to_7(db: peewee.Database) -> None:
+    # Idempotent like _migrate_to_3: the reseal step (version 2) runs it first.
+    present = {c.name for c in db.get_columns("message")}
+    for name, kind in _MESSAGE_COLUMNS_7:
+        if name not in present:
+            db.execute_sql(  # type: ignore[no-untyped-call]
+                f"ALTER TABLE message ADD COLUMN {name} {kind}")
+    db.create_tables([models.MessageEdit, models.MessageReaction, models.PendingAction,
+                      models.BlobToDelete])
+
+
 # version reached -> migration from the previous version. Append only. The
 # migration to SEALED_SCHEMA reseals every value and needs the local key: it is
 # :func:`_reseal_rows`, run by :meth:`Store._migrate` once a sealer is at hand.
 MIGRATIONS: dict[int, Callable[[peewee.Database], None]] = {
-    1: _migrate_to_1, 3: _migrate_to_3, 5: _migrate_to_5, 6: _migrate_to_6}
+    1: _migrate_to_1, 3: _migrate_to_3, 5: _migrate_to_5, 6: _migrate_to_6,
+    7: _migrate_to_7}
 GROUP_SEALED_SCHEMA = 4  # from this version on, the group tables' values are bound too
 
 
@@ -214,7 +230,8 @@ class SealingTampered(CorruptData):
 WRITE_ONCE = frozenset({"message.text", "message.attachment", "message.attachment_ref",
                         "message.attachment_path", "group.attachment", "group.attachment_path",
                         "invite.capability", "own_prekey.private", "group.op",
-                        "group.message_text"})
+                        "group.message_text", "message.reply", "message.edit_text",
+                        "message.reaction", "pending.action"})
 MANIFEST_KEY = "seal_manifest"
 PRUNE_MIN = 256  # manifest entries before a long-running process prunes it
 _V1 = b"chatcli/local/v1/"
@@ -444,6 +461,7 @@ class Store:
                 if step == SEALED_SCHEMA:
                     assert self._sealer is not None
                     _migrate_to_3(self.db)
+                    _migrate_to_7(self.db)
                     _reseal_rows(self._sealer)
                 elif step == GROUP_SEALED_SCHEMA:
                     assert self._sealer is not None

@@ -121,3 +121,13 @@ def test_daemon_bench_reports_every_figure() -> None:
         "rpc: send round trip p50 <= 5 ms",
         "events: relay push -> subscriber p50 <= 10 ms",
         "scale: idle CPU < 1% of a core with 3 contacts, 1 groups"}
+
+
+def test_msgkinds_reports_each_figure() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench.msgkinds", "--messages", "5"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads(proc.stdout)
+    for name in ("history_plain_us", "history_rich_us", "apply_reaction_ms", "apply_edit_ms",
+                 "apply_delete_ms", "edit_before_message_ms"):
+        assert figures[name] > 0

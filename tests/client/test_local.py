@@ -28,8 +28,11 @@ def test_messages_round_trip_and_tags() -> None:
     assert m.decode_body(m.encode(body)) == body
     with pytest.raises(msgspec.ValidationError):
         m.decode_content(msgspec.msgpack.encode(["receipt", "seen", [text.id]]))
+    # An unknown tag (a newer client's) is not an error: it is shown as unsupported.
+    assert m.decode_content(msgspec.msgpack.encode(["no_such_tag"])) == m.Unsupported(
+        "no_such_tag")
     with pytest.raises(msgspec.ValidationError):
-        m.decode_content(msgspec.msgpack.encode(["no_such_tag"]))
+        m.decode_content(msgspec.msgpack.encode([7, "not a tag"]))
 
 
 def test_messages_ignore_appended_fields() -> None:
@@ -103,7 +106,25 @@ def test_a_version_5_database_gains_the_saved_attachments_table(tmp_path: Path) 
     store = Store.open(path, Sealer(bytes(32)))
     with store.read():
         assert store.db.table_exists("saved_attachment")
-        assert db.MetaEntry.get(db.MetaEntry.key == "schema_version").value == "6"
+        assert db.MetaEntry.get(db.MetaEntry.key == "schema_version").value == str(
+            SCHEMA_VERSION)
+    store.close()
+
+
+def test_a_version_6_database_gains_the_message_kinds(tmp_path: Path) -> None:
+    path = tmp_path / "chatcli.db"
+    store = Store.open(path, Sealer(bytes(32)), create=True)
+    with store.write():
+        store.db.drop_tables([db.MessageEdit, db.MessageReaction, db.PendingAction])
+        for column in ("kind", "reply_sealed", "edited_at", "deleted_at"):
+            store.db.execute_sql(f"ALTER TABLE message DROP COLUMN {column}")
+        db.MetaEntry.update(value="6").where(db.MetaEntry.key == "schema_version").execute()
+    store.close()
+    store = Store.open(path, Sealer(bytes(32)))
+    with store.read():
+        assert store.db.table_exists("pending_action")
+        assert "deleted_at" in {c.name for c in store.db.get_columns("message")}
+        assert db.MetaEntry.get(db.MetaEntry.key == "schema_version").value == "7"
     store.close()
 
 

@@ -6,6 +6,7 @@ member's side in line when the membership changes."""
 from __future__ import annotations
 
 import os
+import uuid as uuidlib
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -16,6 +17,7 @@ from chatcli.client.events import Event, GroupMessageEvent, NoticeEvent
 from chatcli.client.groups import models as gdb
 from chatcli.client.groups import wire
 from chatcli.client.groups.membership import Membership, MembershipError
+from chatcli.client.messages import UNSUPPORTED_TEXT, Unsupported
 from chatcli.client.store import now_ms
 from chatcli.crypto.errors import BadSignature, ReplayedMessage
 from chatcli.crypto.keys import IdentityPublicKey
@@ -283,6 +285,13 @@ class GroupInbox(GroupCore):
         content = wire.decode_cipher(receiver.decrypt(message))
         label = self._label(row.sender, state)
         name = self._display(row.sender, state, label)
+        if isinstance(content, Unsupported):
+            # A newer client's kind of content: shown as such, never dropped silently.
+            content = wire.GroupText(id=str(uuidlib.uuid4()), sent_at=received_at,
+                                     text=UNSUPPORTED_TEXT)
+            unsupported = True
+        else:
+            unsupported = False
         if content.version is not None:
             verdict = state.member_at(row.sender, content.version)
         elif state.is_member(row.sender):
@@ -325,7 +334,7 @@ class GroupInbox(GroupCore):
                         if content.attachment is not None else None),
             attachment_ref=content.attachment,
             fingerprint=IdentityPublicKey.from_bytes(row.sender).fingerprint(),
-            from_contact=is_contact))
+            from_contact=is_contact, unsupported=unsupported))
         return events
 
     def _missing_key(self, chain_id: bytes, sender: bytes | None, group_id: bytes | None

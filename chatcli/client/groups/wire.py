@@ -24,7 +24,16 @@ from typing import Annotated
 import msgspec
 
 from chatcli.client.groups import membership as ms
-from chatcli.client.messages import AttachmentRef, Bytes16, Bytes32, Bytes64, Millis, Uuid
+from chatcli.client.messages import (
+    AttachmentRef,
+    Bytes16,
+    Bytes32,
+    Bytes64,
+    Millis,
+    Unsupported,
+    Uuid,
+    unknown_tag,
+)
 from chatcli.crypto.errors import BadSignature
 from chatcli.crypto.keys import IdentityKeyPair, IdentityPublicKey
 from chatcli.errors import CryptoError
@@ -227,6 +236,7 @@ class GroupText(_Tagged, frozen=True, tag="text"):
 
 
 CipherContent = GroupText
+CIPHER_TAGS = frozenset({"text"})
 
 _encoder = msgspec.msgpack.Encoder()
 _op_decoder: msgspec.msgpack.Decoder[AnyOp] = msgspec.msgpack.Decoder(AnyOp)
@@ -252,8 +262,16 @@ def decode_direct(data: bytes) -> DirectContent:
     return _direct_decoder.decode(data)
 
 
-def decode_cipher(data: bytes) -> CipherContent:
-    return _cipher_decoder.decode(data)
+def decode_cipher(data: bytes) -> CipherContent | Unsupported:
+    """A sender-key plaintext; content of a tag this client does not know (a
+    newer client's) gives :class:`chatcli.client.messages.Unsupported`."""
+    try:
+        return _cipher_decoder.decode(data)
+    except msgspec.ValidationError:
+        tag = unknown_tag(data, CIPHER_TAGS)
+        if tag is None:
+            raise
+        return Unsupported(tag)
 
 
 def decode_record(data: bytes) -> MemberRecord:

@@ -6,6 +6,7 @@ import {
   appendLinkified, avatar, dayLabel, el, fillAvatar, formatSize, isImageName,
   lastSeenLabel, stateMark, timeLabel, toDate,
 } from "./render.js";
+import { decorateMessage, initKinds, kindsEvent, kindsSubmit, takeReply } from "./msgkinds.js";
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 50;
@@ -30,6 +31,7 @@ const state = {
 };
 
 const rpc = new Rpc({ onEvent: handleEvent, onState: connectionChanged });
+initKinds({ rpc, state, render: () => renderMessages(), showNotice, errorText });
 
 function key(kind, name) {
   return `${kind}:${name}`;
@@ -444,7 +446,7 @@ function messageNode(message, date) {
     meta.append(mark);
   }
   item.append(meta);
-  return item;
+  return decorateMessage(item, message);
 }
 
 function attachmentNode(message) {
@@ -531,6 +533,7 @@ $("composer").addEventListener("submit", async (event) => {
   textarea.value = "";
   textarea.style.height = "auto";
   await stopTyping({ queue: true });
+  if (await kindsSubmit(text)) return;
   await send({ text });
 });
 
@@ -545,6 +548,11 @@ async function send({ text, file, localPreview, attachment }) {
   $("messages").scrollTop = $("messages").scrollHeight;
   const params = { to: current.name, text: text || "" };
   if (file) params.file = file;
+  const reply = takeReply();
+  if (reply.reply_to) {
+    params.reply_to = reply.reply_to;
+    pending.quote = reply.quote;
+  }
   state.ownSends += 1;
   try {
     const result = await rpc.call("send", params);
@@ -641,6 +649,7 @@ function handleEvent(event) {
     case "sent": return onSent(event);
     case "notice": return onNotice(event);
     case "error": return onStreamError(event);
+    case "reaction": case "edit": case "delete": return kindsEvent(event);
     default: return undefined;
   }
 }
