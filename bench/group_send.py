@@ -4,8 +4,17 @@ Starts a real relay process (``chatcli relay serve --port 0``) unless
 ``--relay URL`` is given, creates N identities in this process (real
 ``ChatClient`` objects, fast KDF), forms the group with the real protocol
 (invitations, joins, membership operations, pairwise X3DH between members who
-are not contacts, sender-key distributions), then has the creator send
-``--messages`` texts and times each send:
+are not contacts, sender-key distributions), then has every member send its
+first message and every member receive them all, then has the creator send
+``--messages`` texts and times each send.
+
+``setup`` holds wall-clock seconds of each phase, driven one member at a time
+in this one process (each member connects, receives, delivers and goes
+offline, in turn): ``group_formation_s`` (from ``group create`` until every
+member holds every other's sender key), ``first_message_from_every_member_s``
+(each member sends one text, then each receives the others'; checked by
+``first_messages_received``), and the CPU seconds of this process and the
+relay's (``formation_cpu_s``, ``first_messages_cpu_s``). The creator's sends:
 
 * ``encrypt_seal_ms``: encrypt once with the sender key and seal one envelope
   per other member (``GroupService.enqueue_text``, including the local
@@ -67,9 +76,15 @@ def scrape(metrics_url: str | None) -> dict[str, float]:
 
 
 def _start_relay(directory: Path, metrics_port: int) -> tuple[subprocess.Popen[str], str]:
+    from bench.common import LOOPBACK_LOAD_SETTINGS, _toml
+
+    # Every member registers from this one address: lift the per-address limits.
+    config = directory / "relay.toml"
+    config.write_text(_toml(LOOPBACK_LOAD_SETTINGS))
     chatcli = str(Path(sys.executable).parent / "chatcli")
     proc = subprocess.Popen([chatcli, "relay", "serve", "--port", "0", "--db",
-                             str(directory / "relay.db"), "--metrics-port", str(metrics_port)],
+                             str(directory / "relay.db"), "--metrics-port", str(metrics_port),
+                             "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + 30
@@ -84,8 +99,25 @@ def _start_relay(directory: Path, metrics_port: int) -> tuple[subprocess.Popen[s
     raise RuntimeError("the relay did not print its address")
 
 
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds used so far by this process and, when given, the relay's."""
+    used = time.process_time()
+    todo = [] if pid is None else [pid]
+    while todo:  # the relay and its storage process (Linux: /proc)
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                todo.extend(int(child) for child in children.read().split())
+        except OSError:
+            continue
+        used += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
 async def _run(members: int, messages: int, relay_url: str, home: Path,
-               metrics_url: str | None) -> dict[str, Any]:
+               metrics_url: str | None, relay_pid: int | None = None) -> dict[str, Any]:
     import trio
 
     from chatcli.client.groups import models as gdb
@@ -120,6 +152,7 @@ async def _run(members: int, messages: int, relay_url: str, home: Path,
     contacts_s = time.perf_counter() - started
 
     formed = time.perf_counter()
+    cpu_at_start = _cpu_s(relay_pid)
     GroupService(admin).create("bench", [o.account().name for o in others])
     async with admin.online():
         await GroupService(admin).deliver(time_limit=60)
@@ -131,6 +164,22 @@ async def _run(members: int, messages: int, relay_url: str, home: Path,
         await drain(other)
     size = len(GroupService(admin).members("bench"))
     group_s = time.perf_counter() - formed
+    group_cpu = _cpu_s(relay_pid) - cpu_at_start
+
+    # Every member's first message (its sender key reached the others while the
+    # group formed): each sends once, then each receives everything.
+    firsts = time.perf_counter()
+    for client in clients:
+        async with client.online():
+            await GroupService(client).send_text("bench", f"first from {client.account().name}",
+                                                 time_limit=60)
+    first_seen = 0
+    for client in clients:
+        got = [e for e in await drain(client) if isinstance(e, MessageEvent) and e.group
+               and e.text.startswith("first from ")]
+        first_seen += len(got)
+    first_s = time.perf_counter() - firsts
+    first_cpu = _cpu_s(relay_pid) - cpu_at_start - group_cpu
 
     service = GroupService(admin)
     encrypt_ms: list[float] = []
@@ -171,7 +220,8 @@ async def _run(members: int, messages: int, relay_url: str, home: Path,
     crypto_ms = _crypto_only(members - 1)
     delivered = 0
     for other in others:
-        got = [e for e in await drain(other) if isinstance(e, MessageEvent) and e.group]
+        got = [e for e in await drain(other) if isinstance(e, MessageEvent) and e.group
+               and e.text.startswith("benchmark message ")]
         if len(got) == messages:
             delivered += 1
     for client in clients:
@@ -180,7 +230,13 @@ async def _run(members: int, messages: int, relay_url: str, home: Path,
         "benchmark": "group_send",
         "members": size,
         "messages": messages,
-        "setup": {"contacts_s": round(contacts_s, 2), "group_formation_s": round(group_s, 2)},
+        "setup": {"contacts_s": round(contacts_s, 2), "group_formation_s": round(group_s, 2),
+                  "first_message_from_every_member_s": round(first_s, 2),
+                  "formation_and_first_messages_s": round(group_s + first_s, 2),
+                  "formation_cpu_s": round(group_cpu, 2),
+                  "first_messages_cpu_s": round(first_cpu, 2)},
+        "first_messages_received": first_seen,
+        "first_messages_expected": size * (size - 1),
         "send_ms": {
             "median": round(statistics.median(e + d for e, d in zip(encrypt_ms, deposit_ms,
                                                                     strict=True)), 2),
@@ -252,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             proc, url = _start_relay(directory, port)
             metrics_url = f"http://127.0.0.1:{port}/metrics"
         try:
-            report = trio.run(_run, args.members, args.messages, url, directory, metrics_url)
+            report = trio.run(_run, args.members, args.messages, url, directory, metrics_url,
+                              None if proc is None or not Path("/proc/self/stat").exists()
+                              else proc.pid)
         finally:
             if proc is not None:
                 proc.terminate()

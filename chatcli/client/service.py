@@ -342,7 +342,8 @@ class ChatClient(Backup, Inbox, Presence):
         what is for ``contact_id``), grouped by relay. Stored items leave the
         outbox; refused ones are marked failed."""
         async with self.delivering():
-            return await self._deliver_outbox(contact_id)
+            with self.store.deferred_scrub():  # one WAL checkpoint for the pass
+                return await self._deliver_outbox(contact_id)
 
     async def _deliver_outbox(self, contact_id: int | None) -> DeliveryReport:
         from chatcli.client.groups.service import flush_groups
@@ -408,7 +409,8 @@ class ChatClient(Backup, Inbox, Presence):
         """Best effort: deliver what is queued, without raising for unreachable relays."""
         import trio
 
-        with trio.move_on_after(time_limit):
+        # Its several write transactions share one truncating WAL checkpoint.
+        with trio.move_on_after(time_limit), self.store.deferred_scrub():
             from chatcli.client.groups.service import flush_groups
 
             async with self.delivering():

@@ -603,6 +603,40 @@ async def test_creator_restored_from_backup_renews_its_own_record(
         alice2.close()
 
 
+async def test_admin_restored_from_backup_keeps_its_role_and_acts(
+        trio_of: Trio, tmp_path: Path) -> None:
+    """An admin (not the creator) restored from its backup is still an admin
+    (its role follows the signed operations the backup carries) and, once its
+    renewed record went round, removes a member and sets the profile; the
+    others apply both and read it."""
+    from chatcli.client.home import Home
+    from tests.client.conftest import PASS
+
+    alice, bob, carol = trio_of
+    await make_group(alice, bob, carol)
+    GroupService(alice).set_admin("team", "bob")
+    await settle(alice, bob, carol)
+    backup = bob.export_backup()
+    bob.close()
+    bob2 = ChatClient.import_backup(Home(tmp_path / "bob2"), backup, PASS)
+    try:
+        assert GroupService(bob2).info("team")["is_admin"] is True
+        async with bob2.online():
+            await bob2.flush_outbox()
+        await settle(alice, carol, bob2, alice, carol, bob2)
+        GroupService(bob2).remove("team", "carol")
+        GroupService(bob2).set_profile("team", title="Two of us")
+        await settle(bob2, alice, carol, bob2, alice)
+        assert {i.name for i in GroupService(alice).members("team")} == {"alice", "bob"}
+        assert GroupService(alice).info("team")["title"] == "Two of us"
+        assert [g["status"] for g in GroupService(carol).groups()] == ["removed"]
+        await send(bob2, "team", "bob, restored, still an admin")
+        assert [t for *_, t in await texts(alice)] == ["bob, restored, still an admin"]
+        assert await texts(carol) == []
+    finally:
+        bob2.close()
+
+
 async def test_dropping_waiting_messages_beyond_the_bound_is_announced(
         trio_of: Trio, monkeypatch: pytest.MonkeyPatch) -> None:
     from chatcli.client.groups import inbox as group_service

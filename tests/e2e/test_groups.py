@@ -324,3 +324,44 @@ def test_member_restored_from_backup_is_told_and_rejoins_by_itself(
     assert [t for *_, t in group_texts(moved)] == ["welcome back"]
     assert [t for *_, t in group_texts(carol)] == ["bob is back"]
     assert [t for *_, t in group_texts(alice)] == ["bob is back", "welcome back"]
+
+
+def test_creator_restored_from_backup_keeps_its_role_and_the_group(
+        team: tuple[User, User, User], users: Any, tmp_path: Path) -> None:
+    """Alice, the creator, moves with `keys export` / `keys import`: the group,
+    its profile and her admin role come along; once her renewed record went
+    round she adds a new member (dave, on a second relay) and sends, and bob,
+    carol and dave read her; she reads them."""
+    alice, bob, carol = team
+    alice.run("group", "set", "team", "--name", "The Team")
+    bob.receive()
+    carol.receive()
+    backup = tmp_path / "alice.chatkey"
+    alice.run("keys", "export", str(backup))
+    (moved, dave) = users("alice-new", "dave")
+    moved.name = "alice"
+    moved.run("keys", "import", str(backup))
+    info = moved.json("group", "info", "team")
+    assert info["is_admin"] is True and info["title"] == "The Team", info
+    other = own_relay(tmp_path / "second")
+    try:
+        dave.init(other)
+        connect(moved, dave)
+        moved.receive()          # sends her renewed record to every member
+        bob.receive()            # renew alice's record, give her their keys again
+        carol.receive()
+        moved.receive()
+        moved.run("group", "add", "team", "dave")
+        dave.receive()           # accepts: his record goes to every member
+        for user in (moved, bob, carol, dave, moved, bob, carol, dave):
+            user.receive()
+        members = moved.json("group", "members", "team")
+        assert len(members) == 4, members
+        assert next(m["role"] for m in members if m["me"]) == "creator", members
+        moved.run("send", "team", "alice on her new machine")
+        for user in (bob, carol, dave):
+            assert [t for *_, t in group_texts(user)] == ["alice on her new machine"], user.name
+        bob.run("send", "team", "bob to the moved alice")
+        assert [t for *_, t in group_texts(moved)] == ["bob to the moved alice"]
+    finally:
+        other.stop()

@@ -1,7 +1,10 @@
 """Groups in a key backup (``chatcli keys export``): enough to rejoin them.
 
 A backup carries, per active group, its id, names, creator and signed
-membership operations; not the sessions, sender keys or history. After
+membership operations; not the sessions, sender keys or history. Who the
+admins are and the group's profile follow from those operations, so a
+restored creator or admin keeps its role and can add and remove members at
+once; its deposits wait for nobody. After
 ``keys import`` the restored member renews its own member record (a new
 generation of its ``accept``) and sends it to every member, and keys are
 exchanged again (``docs/protocol.md``, part 3,

@@ -236,12 +236,14 @@ class GroupCore:
             return peer.name, False
         return IdentityPublicKey.from_bytes(identity).fingerprint(), False
 
-    def _display(self, identity: bytes, state: Membership | None = None) -> str:
+    def _display(self, identity: bytes, state: Membership | None = None,
+                 label: tuple[str, bool] | None = None) -> str:
         """How a notice names a member: a contact's name as it is; anyone else with
         ``~``, the name it announced and the start of its fingerprint (the form
         of :attr:`GroupMessageEvent.display_name`), so that no member's chosen
-        name passes for a contact's."""
-        name, is_contact = self._label(identity, state)
+        name passes for a contact's. ``label``: :meth:`_label`'s answer, when
+        the caller has it."""
+        name, is_contact = label if label is not None else self._label(identity, state)
         if is_contact or identity == self.me:
             return name
         fingerprint = IdentityPublicKey.from_bytes(identity).fingerprint()
@@ -282,11 +284,11 @@ class GroupCore:
         """Encrypt ``content`` in the pairwise session with ``record``'s member and queue it."""
         peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == record.identity)
         if peer is None:
-            gdb.GroupPeer.create(identity=record.identity, name=record.name)
+            peer = gdb.GroupPeer.create(identity=record.identity, name=record.name)
         elif record.name and not peer.name:
             peer.name = record.name
             peer.save()
-        layer = self.pairwise.seal(record, wire.encode(content), now=now_ms())
+        layer = self.pairwise.seal(record, wire.encode(content), now=now_ms(), peer=peer)
         self._deposit(record, layer, kind="direct")
 
     def _send_ops(self, record: wire.MemberRecord, group: gdb.Group, ops: list[bytes]) -> None:

@@ -283,7 +283,8 @@ class GroupInbox(GroupCore):
         iteration = int.from_bytes(message[17:21], "big")
         # Decrypted in memory only: the chain's state is kept only once decided.
         content = wire.decode_cipher(receiver.decrypt(message))
-        name = self._display(row.sender, state)
+        label = self._label(row.sender, state)
+        name = self._display(row.sender, state, label)
         if isinstance(content, Unsupported):
             # A newer client's kind of content: shown as such, never dropped silently.
             content = wire.GroupText(id=str(uuidlib.uuid4()), sent_at=received_at,
@@ -307,7 +308,7 @@ class GroupInbox(GroupCore):
         if not verdict:
             return [NoticeEvent(f"A message in {group.name} from {name}, sent when {name} was "
                                 "not a member, was refused.", warning=True)]
-        _, is_contact = self._label(row.sender, state)
+        contact_name, is_contact = label
         events: list[Event] = []
         if iteration > expected:
             events.append(NoticeEvent(
@@ -319,7 +320,6 @@ class GroupInbox(GroupCore):
                 warning=True))
         if gdb.GroupMessage.get_or_none(gdb.GroupMessage.uuid == content.id) is not None:
             return events
-        contact_name, _ = self._label(row.sender, state)
         stored = gdb.GroupMessage.create(
             uuid=content.id, group=group, sender=row.sender, outgoing=False,
             text_sealed=self.sealer.seal_text(content.text, "group.message_text",
@@ -363,7 +363,9 @@ class GroupInbox(GroupCore):
         chain of that id is known. Several members may have announced the same
         chain id (one of them to squat it): only the signature tells whose it is.
         Raises ``BadSignature`` when chains of that id are known but none signed it."""
-        rows = list(gdb.GroupSenderKey.select().where(gdb.GroupSenderKey.chain_id == chain_id)
+        # The group comes in the same query: every caller needs it.
+        rows = list(gdb.GroupSenderKey.select(gdb.GroupSenderKey, gdb.Group)
+                    .join(gdb.Group).where(gdb.GroupSenderKey.chain_id == chain_id)
                     .order_by(gdb.GroupSenderKey.id))
         if not rows:
             return None
@@ -452,9 +454,10 @@ class GroupInbox(GroupCore):
                                               warning=True))
             return events
         for new in sorted(members - before - {self.me}):
-            _, is_contact = self._label(new, state)
             if group.status == ACTIVE:
-                shown = self._display(new, state) + ("" if is_contact else (
+                label = self._label(new, state)
+                is_contact = label[1]
+                shown = self._display(new, state, label) + ("" if is_contact else (
                     " (not a contact; fingerprint "
                     f"{IdentityPublicKey.from_bytes(new).fingerprint()})"))
                 events.append(NoticeEvent(f"{shown} joined the group {group.name}."))

@@ -112,10 +112,9 @@ class PairwiseSessions:
 
     # ------------------------------------------------------------------ sending
 
-    def _new_prekey(self, record: wire.MemberRecord) -> bool:
+    def _new_prekey(self, record: wire.MemberRecord, peer: gdb.GroupPeer | None) -> bool:
         """Note ``record``'s signed prekey; True when this member had others
         before but never this one (a new record: it may have lost its sessions)."""
-        peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == record.identity)
         if peer is None:
             return False
         seen = bytes(peer.prekeys_seen or b"")
@@ -126,16 +125,19 @@ class PairwiseSessions:
         peer.save()
         return bool(known)
 
-    def seal(self, record: wire.MemberRecord, plaintext: bytes, *, now: int) -> wire.Direct:
+    def seal(self, record: wire.MemberRecord, plaintext: bytes, *, now: int,
+             peer: gdb.GroupPeer | None = None) -> wire.Direct:
         """``plaintext`` in the active session with ``record``'s member, starting
         one (X3DH to its signed prekey) when there is none, or when the record
-        names a signed prekey never seen for that member."""
+        names a signed prekey never seen for that member. ``peer``: its
+        GroupPeer row when the caller has it (one query less per message)."""
+        if peer is None:
+            peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == record.identity)
         row = self._active(record.identity)
-        if self._new_prekey(record) and row is not None:
+        if self._new_prekey(record, peer) and row is not None:
             self._deactivate(record.identity)
             row = None
         if row is None:
-            peer = gdb.GroupPeer.get_or_none(gdb.GroupPeer.identity == record.identity)
             refusal = None if peer is None or peer.refused is None else bytes(peer.refused)
             if peer is not None and refusal is not None:
                 peer.refused = None

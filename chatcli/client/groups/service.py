@@ -73,7 +73,8 @@ class GroupService(GroupCommands, GroupQueries, GroupDelivery):
         """Register own group capabilities, then deposit everything queued,
         batched per relay. Returns unreachable relays; never raises RelayError."""
         async with self.client.delivering():
-            return await self._flush()
+            with self.store.deferred_scrub():  # one WAL checkpoint for the pass
+                return await self._flush()
 
     async def _flush(self) -> dict[str, str]:
         unreachable: dict[str, str] = {}
