@@ -54,6 +54,7 @@ from chatcli.client.chat_ui import (
     input_loop,
     message_line,
     pending_count,
+    search_params,
     show_history,
     show_incoming,
 )
@@ -210,7 +211,11 @@ class RemoteChatSession(PromptInput):
         # A daemon that went away (DaemonGoneError) ends the chat; its refusals do not.
         await input_loop(self._lines, self.view, self.target.name,
                          show_history=self._show_history, send=self._send,
-                         recoverable=RemoteError)
+                         search=self._search, recoverable=RemoteError)
+
+    async def _search(self, text: str) -> list[dict[str, Any]]:
+        hits: list[dict[str, Any]] = await self._call("search", search_params(self.target, text))
+        return hits
 
     async def _farewell(self) -> None:
         """Leaving: wait a moment for the answers still due, and say what is left."""
