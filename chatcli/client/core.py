@@ -107,6 +107,7 @@ class ClientCore(abc.ABC):
 
     def close(self) -> None:
         self.store.close()
+        self.search_index = SearchIndex()  # the texts it held go with the keys
 
     def wipe_local(self) -> None:
         self.close()

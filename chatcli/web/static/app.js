@@ -5,6 +5,7 @@ import {
   appendLinkified, avatar, dayLabel, el, fillAvatar, formatSize, isImageName,
   lastSeenLabel, stateMark, timeLabel, toDate,
 } from "./render.js";
+import { installSearch } from "./search.js";
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 50;
@@ -379,6 +380,10 @@ async function loadHistory(older) {
 }
 
 $("older").addEventListener("click", () => loadHistory(true));
+installSearch({
+  rpc, open: openConversation,
+  loadOlder: async () => state.hasOlder && (await loadHistory(true), true),
+});
 $("messages").addEventListener("scroll", () => {
   if ($("messages").scrollTop === 0 && state.hasOlder) loadHistory(true);
 });
