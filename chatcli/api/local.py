@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # Methods that only read or write the local database: no relay, no trio.
 LOCAL_METHODS = frozenset({
     "version", "status", "read", "history", "search", "settings.get", "settings.set",
-    "groups.list", "groups.members", "groups.verify", "groups.history",
+    "groups.list", "groups.members", "groups.verify", "groups.history", "groups.info",
 })
 
 
@@ -365,9 +365,41 @@ class LocalApi:
         self._service().remove(p.group, p.member)
         await self._deliver("The removal")
 
-    async def _groups_leave(self, p: s.Group) -> None:
-        self._service().leave(p.group)
+    async def _groups_leave(self, p: s.GroupLeave) -> dict[str, Any]:
+        successor = self._service().leave(p.group, p.successor)
         await self._deliver("The notice that you left")
+        return {"successor": successor}
+
+    async def _groups_admin(self, p: s.GroupAdmin) -> None:
+        self._service().set_admin(p.group, p.member, admin=not p.remove)
+        await self._deliver("The change of admins")
+
+    async def _groups_vote(self, p: s.GroupMember) -> None:
+        self._service().vote_admin(p.group, p.member)
+        await self._deliver("Your vote")
+
+    def _groups_info(self, p: s.GroupsInfo) -> dict[str, Any]:
+        from chatcli.client.profiles import image_kind
+
+        info = self._service().info(p.group)
+        avatar: bytes | None = info.pop("avatar")
+        info.pop("profile_set")
+        info["avatar_bytes"] = len(avatar) if avatar else 0
+        if p.avatar and avatar and image_kind(avatar) is not None:
+            # An admin's client might put anything there: only an image is handed on.
+            info["avatar"] = base64.b64encode(avatar).decode("ascii")
+        return info
+
+    async def _groups_set(self, p: s.GroupsSet) -> dict[str, Any]:
+        from chatcli.client.profiles import image_kind
+
+        avatar = _read_file(p.avatar) if p.avatar is not None else None
+        if avatar is not None and image_kind(avatar) is None:
+            raise UsageError("The avatar must be a PNG, JPEG, GIF or WebP image.")
+        self._service().set_profile(p.group, title=p.name, description=p.description,
+                                    avatar=avatar, clear_avatar=p.clear_avatar)
+        await self._deliver("The group's profile")
+        return self._groups_info(s.GroupsInfo(group=p.group))
 
     def _groups_members(self, p: s.Group) -> dict[str, Any]:
         service = self._service()

@@ -245,6 +245,8 @@ class ProfileSetResult(Result):
 
 
 class GroupEntry(Result):
+    """``admin`` is the creator; ``is_admin`` whether you are one of the admins;
+    ``title`` the name in the group's profile (the creator's name until set)."""
     name: str
     creator_name: str
     admin: str
@@ -252,6 +254,28 @@ class GroupEntry(Result):
     status: str
     members: int
     invited: int
+    title: str = ""
+
+
+class GroupInfo(Result):
+    """The group's profile and roles. ``name`` is your local name for it,
+    ``title`` the profile's; ``avatar`` (base64) only when asked for."""
+    name: str
+    title: str
+    description: str
+    avatar_bytes: int
+    creator: str
+    admins: list[str]
+    is_admin: bool
+    status: str
+    members: int
+    invited: int
+    avatar: str | None = None
+
+
+class GroupLeft(Result):
+    """``successor``: who took the admin role over (the last admin leaving), or null."""
+    successor: str | None
 
 
 class GroupCreated(Result):
@@ -260,12 +284,14 @@ class GroupCreated(Result):
 
 
 class Member(Result):
+    """``role``: ``creator``, ``admin`` or ``member``."""
     name: str
     contact: str | None
     fingerprint: str
     admin: bool
     me: bool
     verified: bool
+    role: str = "member"
 
 
 class Members(Result):
@@ -415,6 +441,35 @@ class GroupMember(Params):
 
 class Group(Params):
     group: Name
+
+
+class GroupLeave(Params):
+    """``successor``: the member who takes the admin role when you are its last
+    admin (else the longest-standing member does)."""
+    group: Name
+    successor: Name | None = None
+
+
+class GroupAdmin(Params):
+    """``remove``: take the role back instead of giving it."""
+    group: Name
+    member: Name
+    remove: bool = False
+
+
+class GroupsInfo(Params):
+    group: Name
+    avatar: bool = False
+
+
+class GroupsSet(Params):
+    """Admins only. ``avatar`` is a path to an image file (at most 32 KiB);
+    ``clear_avatar`` drops the picture. What is not given stays."""
+    group: Name
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    description: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    avatar: str | None = None
+    clear_avatar: bool = False
 
 
 class GroupsVerify(Params):
@@ -578,10 +633,21 @@ METHODS: dict[str, Method] = {
                           "Update your profile and share it with your contacts."),
     "groups.list": Method(NoParams, list[GroupEntry], "Your groups."),
     "groups.create": Method(GroupsCreate, GroupCreated, "Create a group and invite contacts."),
-    "groups.add": Method(GroupContact, None, "Invite a contact to a group (creator only)."),
-    "groups.remove": Method(GroupMember, None, "Remove a member (creator only)."),
-    "groups.leave": Method(Group, None, "Leave a group."),
-    "groups.members": Method(Group, Members, "A group's members and pending invitees."),
+    "groups.add": Method(GroupContact, None, "Invite a contact to a group (admins)."),
+    "groups.remove": Method(GroupMember, None,
+                            "Remove a member or withdraw an invitation (admins)."),
+    "groups.leave": Method(GroupLeave, GroupLeft,
+                           "Leave a group; its last admin hands the role over first."),
+    "groups.members": Method(Group, Members,
+                             "A group's members (with their roles) and pending invitees."),
+    "groups.admin": Method(GroupAdmin, None,
+                           "Make a member an admin, or take the role back (admins)."),
+    "groups.vote": Method(GroupMember, None,
+                          "Back a member as admin: a majority of the members' votes makes "
+                          "it one (a group whose admins are gone)."),
+    "groups.info": Method(GroupsInfo, GroupInfo, "A group's profile and roles (local)."),
+    "groups.set": Method(GroupsSet, GroupInfo,
+                         "Set the group's profile: name, description, avatar (admins)."),
     "groups.verify": Method(GroupsVerify, GroupVerifyResult,
                             "The safety number with a group member; `confirm` marks it verified."),
     "groups.history": Method(GroupsHistory, list[HistoryEntry],

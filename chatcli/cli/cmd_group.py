@@ -1,4 +1,4 @@
-"""Groups: ``group create|add|remove|leave|list|members|verify|messages``.
+"""Groups: ``group create|add|remove|leave|list|members|admin|vote|info|set|verify|messages``.
 
 Sending to a group is ``chatcli send GROUP TEXT``; its messages arrive with
 ``chatcli receive`` (``--json`` gives the group's local name in ``group``).
@@ -21,8 +21,9 @@ def group() -> None:
     """Group chats: every member gets each message, encrypted once with the
     sender's group key; relays learn no group name and no member list.
 
-    The creator of a group adds and removes members; anyone can leave.
-    Send with `chatcli send GROUP TEXT`, read with `chatcli receive`.
+    Admins (the creator and those it made admins) invite and remove members
+    and set the group's profile; anyone can leave. Send with
+    `chatcli send GROUP TEXT`, read with `chatcli receive`.
     """
 
 
@@ -37,8 +38,8 @@ def create(name: str, members: tuple[str, ...], passphrase_file: Path | None,
     """Create the group NAME and invite contacts to it.
 
     NAME must differ from every contact and group name. Invited contacts
-    become members when their client next receives and yours receives their
-    answer.
+    become members as soon as their client receives the invitation, whether
+    or not you are online then.
     """
     with api_session(passphrase_file) as api:
         result = api.call("groups.create", {"name": name, "members": list(members)})
@@ -54,8 +55,8 @@ def create(name: str, members: tuple[str, ...], passphrase_file: Path | None,
 @click.argument("contact")
 @passphrase_option
 def add(name: str, contact: str, passphrase_file: Path | None) -> None:
-    """Invite CONTACT to the group NAME (creator only). Inviting a current member
-    again lets one restored from a backup rejoin with new keys."""
+    """Invite CONTACT to the group NAME (admins). Inviting a current member
+    again lets one that lost its keys rejoin with new ones."""
     with api_session(passphrase_file) as api:
         api.call("groups.add", {"group": name, "contact": contact})
     info(f"Invited {contact} to {name}; they join when their client next receives.")
@@ -66,9 +67,10 @@ def add(name: str, contact: str, passphrase_file: Path | None) -> None:
 @click.argument("member")
 @passphrase_option
 def remove(name: str, member: str, passphrase_file: Path | None) -> None:
-    """Remove MEMBER (a contact name, a member's name or fingerprint) from NAME
-    (creator only). Every remaining member then makes a new group key, so the
-    removed member cannot read what is sent afterwards."""
+    """Remove MEMBER (a contact name, a member's name or fingerprint) from NAME,
+    or withdraw an invitation (admins; an admin only by a more senior one).
+    Every remaining member then makes a new group key, so the removed member
+    cannot read what is sent afterwards."""
     with api_session(passphrase_file) as api:
         api.call("groups.remove", {"group": name, "member": member})
     info(f"Removed {member} from {name}.")
@@ -76,19 +78,109 @@ def remove(name: str, member: str, passphrase_file: Path | None) -> None:
 
 @group.command()
 @click.argument("name")
+@click.option("--successor", metavar="MEMBER",
+              help="If you are the last admin: who takes the role (default: the "
+                   "longest-standing member).")
 @passphrase_option
-def leave(name: str, passphrase_file: Path | None) -> None:
-    """Leave the group NAME: the members are told, and make new group keys."""
+def leave(name: str, successor: str | None, passphrase_file: Path | None) -> None:
+    """Leave the group NAME: the members are told, and make new group keys.
+    The last admin hands the role over first."""
     with api_session(passphrase_file) as api:
-        api.call("groups.leave", {"group": name})
-    info(f"You left {name}.")
+        result = api.call("groups.leave", {"group": name, "successor": successor})
+    heir = result["successor"] if result else None
+    info(f"You left {name}." + (f" {heir} is an admin now." if heir else ""))
+
+
+@group.command()
+@click.argument("name")
+@click.argument("member")
+@click.option("--remove", "remove_role", is_flag=True,
+              help="Take the admin role back instead of giving it.")
+@passphrase_option
+def admin(name: str, member: str, remove_role: bool, passphrase_file: Path | None) -> None:
+    """Make MEMBER an admin of NAME, or with --remove take the role back
+    (admins; only a more senior admin takes it from another)."""
+    with api_session(passphrase_file) as api:
+        api.call("groups.admin", {"group": name, "member": member, "remove": remove_role})
+    info(f"{member} is {'no longer' if remove_role else 'now'} an admin of {name}.")
+
+
+@group.command()
+@click.argument("name")
+@click.argument("member")
+@passphrase_option
+def vote(name: str, member: str, passphrase_file: Path | None) -> None:
+    """Back MEMBER as an admin of NAME. When more than half of the members
+    vote for the same member, it becomes an admin: how a group whose admins
+    are gone (a lost device) gets one again."""
+    with api_session(passphrase_file) as api:
+        api.call("groups.vote", {"group": name, "member": member})
+    info(f"You voted for {member} as an admin of {name}.")
+
+
+@group.command(name="info")
+@click.argument("name")
+@click.option("--avatar-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the group's avatar to this file.")
+@passphrase_option
+@json_option
+def info_(name: str, avatar_out: Path | None, passphrase_file: Path | None,
+          as_json: bool) -> None:
+    """Show the group's profile (name, description, avatar) and its admins."""
+    import base64
+
+    from chatcli.client.chat_ui import clean
+
+    with api_session(passphrase_file, network=False) as api:
+        result = api.call("groups.info", {"group": name, "avatar": avatar_out is not None})
+    if avatar_out is not None and result.get("avatar"):
+        avatar_out.write_bytes(base64.b64decode(result["avatar"]))
+    if as_json:
+        emit_json({k: v for k, v in result.items() if k != "avatar"})
+        return
+    # Admins chose the profile: no escape sequences reach the terminal.
+    click.echo(clean(f"{result['title']}" + (f"  (here: {name})"
+                                             if result["title"] != name else "")))
+    if result["description"]:
+        click.echo(clean(result["description"]))
+    count = f"{result['members']} member" + ("" if result["members"] == 1 else "s")
+    click.echo(clean(f"{count}, created by {result['creator']}; admins: "
+                     f"{', '.join(result['admins']) or 'none'}"
+                     + (f"; {result['invited']} invited" if result["invited"] else "")))
+    if result["avatar_bytes"]:
+        click.echo(f"avatar: {result['avatar_bytes']} bytes"
+                   + (f", written to {avatar_out}" if avatar_out and result.get("avatar")
+                      else ""))
+
+
+@group.command(name="set")
+@click.argument("name")
+@click.option("--name", "title", help="The group's name in its profile (what members see).")
+@click.option("--description", help="A description (at most 1000 characters).")
+@click.option("--avatar", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A PNG, JPEG, GIF or WebP image of at most 32 KiB.")
+@click.option("--clear-avatar", is_flag=True, help="Remove the group's avatar.")
+@passphrase_option
+def set_(name: str, title: str | None, description: str | None, avatar: Path | None,
+         clear_avatar: bool, passphrase_file: Path | None) -> None:
+    """Set the profile of the group NAME (admins): sent end to end encrypted to
+    every member. Your local name for the group does not change."""
+    if title is None and description is None and avatar is None and not clear_avatar:
+        raise click.UsageError("Give --name, --description, --avatar or --clear-avatar.")
+    with api_session(passphrase_file) as api:
+        api.call("groups.set", {"group": name, "name": title, "description": description,
+                                "avatar": str(avatar.resolve()) if avatar else None,
+                                "clear_avatar": clear_avatar})
+    info(f"The profile of {name} is updated.")
 
 
 @group.command(name="list")
 @passphrase_option
 @json_option
 def list_(passphrase_file: Path | None, as_json: bool) -> None:
-    """List groups: local name, creator's name for it, admin, members, status."""
+    """List groups: local name, profile name, members, creator, status."""
+    from chatcli.client.chat_ui import clean
+
     with api_session(passphrase_file, network=False) as api:
         groups = api.call("groups.list")
     if as_json:
@@ -99,7 +191,10 @@ def list_(passphrase_file: Path | None, as_json: bool) -> None:
                  else f" (the creator calls it {g['creator_name']})")
         status = "" if g["status"] == "active" else f" [{g['status']}]"
         count = f"{g['members']} member" + ("" if g["members"] == 1 else "s")
-        click.echo(f"{g['name']}{extra}: {count}, admin {g['admin']}{status}")
+        title = g.get("title") or g["creator_name"]
+        named = "" if title in (g["name"], g["creator_name"]) else f" \"{title}\""
+        click.echo(clean(f"{g['name']}{named}{extra}: {count}, created by {g['admin']}"
+                         f"{' (you are an admin)' if g['is_admin'] else ''}{status}"))
 
 
 @group.command()
@@ -107,8 +202,9 @@ def list_(passphrase_file: Path | None, as_json: bool) -> None:
 @passphrase_option
 @json_option
 def members(name: str, passphrase_file: Path | None, as_json: bool) -> None:
-    """List the members of NAME: name, whether a contact, fingerprint, admin,
-    verified. Members who are not contacts show the name they gave themselves."""
+    """List the members of NAME: name, fingerprint, role (creator, admin),
+    whether a contact, verified. Members who are not contacts show the name
+    they gave themselves."""
     with api_session(passphrase_file, network=False) as api:
         result = api.call("groups.members", {"group": name})
     people, invited = result["members"], result["invited"]
@@ -116,7 +212,10 @@ def members(name: str, passphrase_file: Path | None, as_json: bool) -> None:
         emit_json(people)
         return
     for p in people:
-        tags = [t for t in ("me", "admin", "verified") if p[t]]
+        tags = [t for t in ("me",) if p[t]]
+        if p.get("role", "member") != "member":
+            tags.append(p["role"])
+        tags += [t for t in ("verified",) if p[t]]
         if not p["me"] and p["contact"] is None:
             tags.append("not a contact")
         click.echo(f"{p['name']}  {p['fingerprint']}"

@@ -191,10 +191,11 @@ class RemoteChatSession(PromptInput):
             nursery.cancel_scope.cancel()
 
     async def _show_header(self) -> None:
-        members = None
+        members = info = None
         if self.target.kind == "group":
             members = (await self._call("groups.members", {"group": self.target.name}))["members"]
-        for line in header_lines(self.target, members):
+            info = await self._call("groups.info", {"group": self.target.name})
+        for line in header_lines(self.target, members, info):
             self.view.show(line)
 
     async def _show_history(self) -> None:

@@ -255,13 +255,21 @@ class _Own:
 # show the same lines for the same conversation.
 
 
-def header_lines(target: ChatTarget, members: list[dict[str, Any]] | None = None) -> list[str]:
-    """The two opening lines; ``members`` (``groups.members``) for a group."""
+def header_lines(target: ChatTarget, members: list[dict[str, Any]] | None = None,
+                 info: dict[str, Any] | None = None) -> list[str]:
+    """The opening lines; ``members`` (``groups.members``) and ``info``
+    (``groups.info``: the group's profile) for a group."""
     name = target.name
     usage = "Type a message and press Enter; /help for commands, Ctrl-D to leave."
     if target.kind == "group":
         people = [m["name"] for m in members or [] if not m["me"]]
-        return [f"── chat in group {name} ── with {', '.join(people) or 'nobody yet'}", usage]
+        title = (info or {}).get("title") or name
+        # Admins chose the profile: no escape sequences reach the terminal.
+        named = "" if title == name else f" “{clean(title)}”"
+        lines = [f"── chat in group {name}{named} ── with {', '.join(people) or 'nobody yet'}"]
+        if info and info.get("description"):
+            lines.append(f"   {clean(info['description'])}")
+        return [*lines, usage]
     if target.verified:
         trust = "verified ✓"
     else:
@@ -520,10 +528,11 @@ class ChatSession(PromptInput):
         await self._farewell()
 
     def _show_header(self) -> None:
-        members = None
+        members = info = None
         if self.target.kind == "group":
             members = self._local("groups.members", {"group": self.target.name})["members"]
-        for line in header_lines(self.target, members):
+            info = self._local("groups.info", {"group": self.target.name})
+        for line in header_lines(self.target, members, info):
             self.view.show(line)
 
     def _show_history(self) -> None:

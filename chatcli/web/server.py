@@ -44,7 +44,7 @@ REFUSED_METHODS = frozenset({"daemon.stop", "receive", "web.login", "web.start"}
 """Daemon methods a browser has no use for: stopping the daemon, taking the
 backlog meant for `chatcli receive`, minting login links."""
 
-FILE_PARAMS = {"send": "file", "profile.set": "avatar"}
+FILE_PARAMS = {"send": "file", "profile.set": "avatar", "groups.set": "avatar"}
 """Parameters that name a file the daemon reads: from a browser, only a file
 it uploaded (inside ``upload_dir``), which is deleted once the call is done."""
 

@@ -550,9 +550,9 @@ def test_group_tables_made_in_a_rolled_back_transaction_are_made_again(
 
 async def test_member_restored_from_backup_rejoins_by_itself(
         trio_of: Trio, tmp_path: Path) -> None:
-    """The backup carries the group: after the import, bob's client asks alice
-    (the creator) to renew his record, and keys are exchanged again both ways
-    with nobody doing anything."""
+    """The backup carries the group: after the import, bob's client renews his
+    record itself and tells every member, and keys are exchanged again both
+    ways with nobody doing anything."""
     from chatcli.client.home import Home
     from tests.client.conftest import PASS
 
@@ -563,9 +563,9 @@ async def test_member_restored_from_backup_rejoins_by_itself(
     bob.close()
     bob2 = ChatClient.import_backup(Home(tmp_path / "bob2"), backup, PASS)
     try:
-        assert [g["status"] for g in GroupService(bob2).groups()] == ["joining"]
+        assert [g["status"] for g in GroupService(bob2).groups()] == ["active"]
         async with bob2.online():
-            await bob2.flush_outbox()   # the join goes to alice
+            await bob2.flush_outbox()   # the renewed record goes to every member
         await settle(alice, carol, bob2, alice, carol, bob2)
         assert [g["status"] for g in GroupService(bob2).groups()] == ["active"]
         assert {i.name for i in GroupService(bob2).members("team")} == {

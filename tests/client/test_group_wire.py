@@ -31,12 +31,27 @@ def test_roundtrip_and_admin_rules() -> None:
     add = wire.sign_op(admin, GROUP, wire.AddOp(seq=1, record=record(bob)))
     author, op = wire.open_op(add, GROUP)
     assert wire.to_membership_op(author, op, admin.public.raw) == ms.Add(
-        seq=1, member=bob.public.raw, record=wire.encode(record(bob)))
-    # A member cannot add or remove.
+        seq=1, member=bob.public.raw, record=wire.encode(record(bob)), author=author)
+    # Whether its author may add is the state machine's to judge, at its place.
     by_bob = wire.sign_op(bob, GROUP, wire.AddOp(seq=2, record=record(carol)))
     author, op = wire.open_op(by_bob, GROUP)
-    with pytest.raises(wire.InvalidGroupMessage, match="creator"):
-        wire.to_membership_op(author, op, admin.public.raw)
+    state = ms.Membership.replay([start, wire.to_membership_op(
+        *wire.open_op(add, GROUP), admin.public.raw)])
+    assert state.apply(wire.to_membership_op(author, op, admin.public.raw)).reason == (
+        "its author is not an admin")
+    # An accept names its author's own record; a vote in a recovery is for its candidate.
+    with pytest.raises(wire.InvalidGroupMessage, match="someone else"):
+        wire.open_op(wire.sign_op(bob, GROUP, wire.AcceptOp(since=1, record=record(carol))),
+                     GROUP)
+    vote = wire.sign_op(bob, GROUP, wire.VoteOp(candidate=carol.public.raw, base=2))
+    recover = wire.RecoverOp(seq=3, candidate=bob.public.raw, votes=[vote])
+    with pytest.raises(wire.InvalidGroupMessage, match="someone else"):
+        wire.to_membership_op(bob.public.raw, recover, admin.public.raw, group_id=GROUP)
+    fine = wire.RecoverOp(seq=3, candidate=carol.public.raw, votes=[vote])
+    assert wire.to_membership_op(carol.public.raw, fine, admin.public.raw,
+                                 group_id=GROUP) == ms.Recover(
+        seq=3, member=carol.public.raw, votes=frozenset({(bob.public.raw, 2)}),
+        author=carol.public.raw)
     # A member leaves only itself.
     with pytest.raises(wire.InvalidGroupMessage, match="someone else"):
         wire.open_op(wire.sign_op(bob, GROUP, wire.LeaveOp(member=carol.public.raw, since=2)),

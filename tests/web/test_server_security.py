@@ -243,7 +243,7 @@ def test_the_page_has_no_inline_script_style_or_html_injection() -> None:
     assert "<style" not in html and " style=" not in html
     assert re.search(r"\son[a-z]+=", html) is None
     assert "http://" not in html and "https://" not in html
-    for name in ("app.js", "rpc.js", "render.js"):
+    for name in ("app.js", "rpc.js", "render.js", "group_profile.js"):
         script = static.joinpath(name).read_text()
         assert "innerHTML" not in script and "insertAdjacentHTML" not in script
         assert "eval(" not in script and "document.write" not in script

@@ -2,8 +2,9 @@
 
 A backup carries, per active group, its id, names, creator and signed
 membership operations; not the sessions, sender keys or history. After
-``keys import`` the restored member asks the creator to renew its member
-record (``join``), and keys are exchanged again (``docs/protocol.md``, part 3,
+``keys import`` the restored member renews its own member record (a new
+generation of its ``accept``) and sends it to every member, and keys are
+exchanged again (``docs/protocol.md``, part 3,
 "Groups", joining again).
 """
 
@@ -52,9 +53,8 @@ def restore_groups(client: ClientCore, groups: list[BackupGroup]) -> None:
     """After ``keys import`` (inside its write transaction): take the groups back
     and rejoin each with a new member record (new restore prekey and capability).
 
-    A member asks the creator to renew its record (``join``); the creator renews
-    its own at once. Either way every member then gets this member's new sender
-    key and sends it theirs (:meth:`GroupService._renewed`)."""
+    It renews its record itself and tells every member; every member then gets
+    this member's new sender key and sends it theirs (:meth:`GroupService._renewed`)."""
     if not groups:
         return
     service = GroupInbox(client)
@@ -76,11 +76,14 @@ def restore_groups(client: ClientCore, groups: list[BackupGroup]) -> None:
             if not state.is_member(service.me):
                 group.delete_instance()
                 continue
-            if group.admin == service.me:
-                service._add_op(group, wire.AddOp(seq=state.next_seq,
-                                                  record=service._own_record(group)))
-                renewed = service._membership(group)
-                service._reconcile(group, renewed, renewed.members())
-            else:
-                service._send_direct(service._record(state, group.admin), wire.Join(
-                    group_id=group.group_id, record=service._own_record(group)))
+            # Its own record renewed (a new generation of its accept), sent to
+            # every member at once: nobody needs to be online for it.
+            generation = state.join_generation(service.me)
+            since = state.since(service.me)
+            assert since is not None
+            signed = service._add_op(group, wire.AcceptOp(
+                since=since, record=service._own_record(group),
+                generation=0 if generation is None else generation + 1))
+            renewed = service._membership(group)
+            service._send_ops_to_members(group, renewed, [signed])
+            service._reconcile(group, renewed, renewed.members())

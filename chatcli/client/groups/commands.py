@@ -20,8 +20,9 @@ from chatcli.errors import UsageError
 if TYPE_CHECKING:
     pass
 
-from chatcli.client.groups.core import ACTIVE, JOINING, OPS_PER_MESSAGE
+from chatcli.client.groups.core import ACTIVE, JOINING, ops_chunks
 from chatcli.client.groups.inbox import GroupInbox
+from chatcli.client.groups.membership import Membership, Outcome
 
 
 @dataclass
@@ -63,39 +64,127 @@ class GroupCommands(GroupInbox):
         return contact
 
     def _invite(self, group: gdb.Group, contact: db.Contact) -> None:
-        if gdb.GroupInvitee.get_or_none(gdb.GroupInvitee.group == group,
-                                        gdb.GroupInvitee.identity == contact.identity) is None:
-            gdb.GroupInvitee.create(group=group, identity=contact.identity)
+        """Sign the invitation (an ordered operation naming the contact) unless one
+        is pending, and send the contact everything known, creation first."""
+        if contact.identity == self.me:
+            raise UsageError("You cannot invite yourself.")
+        state = self._membership(group)
+        # A current member is invited again when it lost its state (restored
+        # without its groups): a new instance, a member again once it accepts.
+        if not state.is_invited(contact.identity):
+            self._add_op(group, wire.InvitationOp(seq=state.next_seq,
+                                                  member=contact.identity))
         ops = self._ops(group)
+        creation = next(op for op in ops if isinstance(
+            wire.open_op(op, group.group_id, verify=False)[1], wire.CreateOp))
+        ops = [creation, *(op for op in ops if op != creation)]
         record = self._contact_record(contact)
-        self._send_direct(record, wire.Invite(group_id=group.group_id, ops=ops[:OPS_PER_MESSAGE]))
-        self._send_ops(record, group, ops[OPS_PER_MESSAGE:])
+        first = ops_chunks(ops)[0]
+        self._send_direct(record, wire.Invite(group_id=group.group_id, ops=first))
+        self._send_ops(record, group, ops[len(first):])
 
     def add(self, name: str, contact_name: str) -> None:
         with self.store.write(), gdb.bound(self.store):
             group = self._group(name)
-            self._require_admin(group, "add")
-            contact = self._invitable(contact_name)
-            # A current member is invited again: when it answers, its record is
-            # renewed (how a member restored from a backup gets back in).
-            self._invite(group, contact)
+            before = self._require_admin(group, "invite members")
+            self._invite(group, self._invitable(contact_name))
+            # A member invited again is out until it accepts: keys roll.
+            self._reconcile(group, self._membership(group), before.members())
 
     def remove(self, name: str, who: str) -> None:
         with self.store.write(), gdb.bound(self.store):
             group = self._group(name)
-            self._require_admin(group, "remove")
-            before = self._membership(group)
-            member = self._find_member(before, who, name)
+            before = self._require_admin(group, "remove members")
+            member = self._find_member(before, who, name, invitees=True)
             if member == self.me:
-                raise UsageError("To leave a group you created, use `chatcli group leave`.")
-            signed = self._add_op(group, wire.RemoveOp(seq=before.next_seq, member=member))
+                raise UsageError("To leave a group, use `chatcli group leave`.")
+            signed = self._signed_admin_op(group, before, wire.RemoveOp(
+                seq=before.next_seq, member=member))
             state = self._membership(group)
-            # The removed member learns of it now, the others with the broadcast.
-            self._send_ops(self._record(before, member), group, [signed])
+            # The removed member learns of it now, the others with the broadcast;
+            # an invitee not joined yet (no record) through its contact address.
+            if before.record(member) is not None:
+                self._send_ops(self._record(before, member), group, [signed])
+            else:
+                contact = db.Contact.get_or_none(db.Contact.identity == member)
+                if contact is not None and not contact.blocked:
+                    self._send_ops(self._contact_record(contact), group, [signed])
             self._reconcile(group, state, before.members())
             self._broadcast_ops()
 
-    def leave(self, name: str) -> None:
+    def set_admin(self, name: str, who: str, *, admin: bool = True) -> None:
+        """Make a member an admin, or take the role back (``admin=False``)."""
+        with self.store.write(), gdb.bound(self.store):
+            group = self._group(name)
+            before = self._require_admin(group, "change who the admins are")
+            member = self._find_member(before, who, name)
+            if admin:
+                op: wire.AnyOp = wire.PromoteOp(seq=before.next_seq, member=member)
+            else:
+                op = wire.DemoteOp(seq=before.next_seq, member=member)
+            self._signed_admin_op(group, before, op)
+            state = self._membership(group)
+            self._reconcile(group, state, before.members())
+            self._broadcast_ops()
+
+    def set_profile(self, name: str, *, title: str | None = None,
+                    description: str | None = None, avatar: bytes | None = None,
+                    clear_avatar: bool = False) -> wire.GroupProfile:
+        """Set the group's profile (admins): what is not given stays. The API
+        checks first that an avatar is an image (``profiles.image_kind``)."""
+        if avatar is not None and len(avatar) > wire.MAX_GROUP_AVATAR:
+            raise UsageError(f"The group avatar is too large: {len(avatar) // 1024} KiB, "
+                             f"at most {wire.MAX_GROUP_AVATAR // 1024} KiB (scale it down, "
+                             "e.g. to 128x128).")
+        if title is not None and not 1 <= len(title) <= 200:
+            raise UsageError("A group name has 1 to 200 characters.")
+        if description is not None and len(description) > wire.MAX_DESCRIPTION:
+            raise UsageError(f"A group description has at most {wire.MAX_DESCRIPTION} "
+                             "characters.")
+        with self.store.write(), gdb.bound(self.store):
+            group = self._group(name)
+            before = self._require_admin(group, "change the group's profile")
+            current = self._profile(group, before)
+            profile = wire.GroupProfile(
+                name=title if title is not None else current.name,
+                description=description if description is not None else current.description,
+                avatar=None if clear_avatar else (avatar if avatar is not None
+                                                  else current.avatar))
+            if profile == current:
+                return profile
+            self._signed_admin_op(group, before, wire.ProfileOp(seq=before.next_seq,
+                                                                profile=profile))
+            self._broadcast_ops()
+            return profile
+
+    def _signed_admin_op(self, group: gdb.Group, before: Membership, op: wire.AnyOp) -> bytes:
+        """Sign and keep an admin's ordered operation; refuse one that the rules
+        would reject at its place (the reason is shown)."""
+        trial = before.copy()
+        result = trial.apply(wire.to_membership_op(self.me, op, group.admin,
+                                                   group_id=group.group_id, verify=False))
+        if result.outcome is Outcome.REJECTED:
+            raise UsageError(f"Not allowed: {result.reason}.")
+        return self._add_op(group, op)
+
+    def vote_admin(self, name: str, who: str) -> None:
+        """Back a member as admin; a majority of the members' votes makes it one
+        (for a group whose admins are gone)."""
+        with self.store.write(), gdb.bound(self.store):
+            group = self._group(name)
+            if group.status != ACTIVE:
+                raise UsageError(f"You are not a member of {name} any more.")
+            state = self._membership(group)
+            member = self._find_member(state, who, name)
+            if state.is_admin(member):
+                raise UsageError(f"{who} is already an admin of {name}.")
+            signed = self._add_op(group, wire.VoteOp(candidate=member, base=state.next_seq))
+            self._send_ops_to_members(group, state, [signed])
+            self._reconcile(group, self._membership(group), state.members())
+
+    def leave(self, name: str, successor: str | None = None) -> str | None:
+        """Leave the group. The last admin first hands the role over: to
+        ``successor`` or else to the longest-standing member. Returns who took it."""
         with self.store.write(), gdb.bound(self.store):
             group = self._group(name)
             if group.status != ACTIVE:
@@ -103,11 +192,25 @@ class GroupCommands(GroupInbox):
             before = self._membership(group)
             since = before.since(self.me)
             assert since is not None
-            signed = self._add_op(group, wire.LeaveOp(member=self.me, since=since))
-            for target in before.members() - {self.me}:
-                self._send_ops(self._record(before, target), group, [signed])
-            gdb.GroupInvitee.delete().where(gdb.GroupInvitee.group == group).execute()
+            others = before.members() - {self.me}
+            heir: bytes | None = None
+            if successor is not None:
+                heir = self._find_member(before, successor, name)
+                if heir == self.me:
+                    raise UsageError("Name another member as your successor.")
+                if not before.is_admin(self.me):
+                    raise UsageError(f"Only an admin of {name} hands the role over.")
+            elif before.is_admin(self.me) and not before.admins() - {self.me} and others:
+                heir = min(others, key=lambda m: (before.since(m), m))
+            signed: list[bytes] = []
+            if heir is not None and not before.is_admin(heir):
+                signed.append(self._signed_admin_op(group, before, wire.PromoteOp(
+                    seq=before.next_seq, member=heir)))
+            signed.append(self._add_op(group, wire.LeaveOp(member=self.me, since=since)))
+            for target in others:
+                self._send_ops(self._record(before, target), group, signed)
             self._reconcile(group, self._membership(group), before.members())
+            return self._label(heir, before)[0] if heir is not None else None
 
     def enqueue_text(self, name: str, text: str,
                      attachment: m.AttachmentRef | None = None) -> SendReport:
@@ -123,8 +226,8 @@ class GroupCommands(GroupInbox):
             if group.status != ACTIVE:
                 raise UsageError(
                     f"You are not a member of {name} any more." if group.status != JOINING else
-                    f"You are not a member of {name} yet: its creator has not confirmed your "
-                    "joining; run `chatcli receive` later.")
+                    f"You are not a member of {name} yet: your invitation has not arrived "
+                    "whole; run `chatcli receive` later.")
             state = self._membership(group)
             sender = self._ensure_sender_key(group, state)
             ciphertext = sender.encrypt(wire.encode(wire.GroupText(

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from chatcli.client.core import ClientCore
 
 OPS_PER_MESSAGE = 64  # keeps an ``ops`` message well inside one envelope
+OPS_BYTES = 40 * 1024  # likewise, in bytes (a profile operation may carry a 32 KiB avatar)
 ACTIVE = "active"
 JOINING = "joining"
 LEFT = "left"
@@ -57,6 +58,20 @@ def broadcast_done(store: Store, done: dict[int, tuple[int, int]]) -> None:
     """Record what :meth:`GroupCore._broadcast_ops` returned, once the transaction
     it ran in has committed (a rolled-back broadcast must run again)."""
     _BROADCAST_DONE.setdefault(store, {}).update(done)
+
+
+def ops_chunks(ops: list[bytes]) -> list[list[bytes]]:
+    """``ops`` cut into messages of at most OPS_PER_MESSAGE operations and
+    OPS_BYTES bytes (a larger operation travels alone)."""
+    chunks: list[list[bytes]] = []
+    size = 0
+    for op in ops:
+        if not chunks or len(chunks[-1]) >= OPS_PER_MESSAGE or size + len(op) > OPS_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(op)
+        size += len(op)
+    return chunks
 
 
 def _digest(data: bytes) -> bytes:
@@ -125,7 +140,8 @@ class GroupCore:
                                   gdb.op_row(group.id, row.digest))
         # Verified before it was stored; the local seal keeps it intact.
         author, op = wire.open_op(signed, group.group_id, verify=False)
-        return wire.to_membership_op(author, op, group.admin)
+        return wire.to_membership_op(author, op, group.admin, group_id=group.group_id,
+                                     verify=False)
 
     def _store_ops(self, group: gdb.Group, signed: Iterable[bytes]) -> list[Event]:
         """Verify and keep new operations; notices for those refused."""
@@ -141,7 +157,7 @@ class GroupCore:
             stored.add(digest)
             try:
                 author, op = wire.open_op(data, group.group_id)
-                mop = wire.to_membership_op(author, op, group.admin)
+                mop = wire.to_membership_op(author, op, group.admin, group_id=group.group_id)
             except wire.InvalidGroupMessage as exc:
                 events.append(NoticeEvent(f"Group {group.name}: {exc} It was ignored.",
                                           warning=True))
@@ -157,9 +173,9 @@ class GroupCore:
             result = state.apply(mop)
             if result.outcome is Outcome.CONFLICT:
                 events.append(NoticeEvent(
-                    f"Group {group.name}: the creator sent two different membership changes "
-                    f"with the same number ({result.reason}); the second was ignored.",
-                    warning=True))
+                    f"Group {group.name}: {self._display(author, state)} sent two different "
+                    f"membership changes with the same number ({result.reason}); the second "
+                    "was ignored.", warning=True))
                 continue
             if result.outcome is Outcome.DUPLICATE:
                 continue
@@ -274,13 +290,20 @@ class GroupCore:
         self._deposit(record, layer, kind="direct")
 
     def _send_ops(self, record: wire.MemberRecord, group: gdb.Group, ops: list[bytes]) -> None:
-        """Operations to one member, in messages of at most OPS_PER_MESSAGE."""
-        for start in range(0, len(ops), OPS_PER_MESSAGE):
-            self._send_direct(record, wire.Ops(group_id=group.group_id,
-                                               ops=ops[start:start + OPS_PER_MESSAGE]))
+        """Operations to one member, in messages of at most OPS_PER_MESSAGE
+        operations and OPS_BYTES bytes (a profile carries its avatar)."""
+        for chunk in ops_chunks(ops):
+            self._send_direct(record, wire.Ops(group_id=group.group_id, ops=chunk))
+
+    def _send_ops_to_members(self, group: gdb.Group, state: Membership, ops: list[bytes]
+                             ) -> None:
+        """Operations to every other member of ``state`` at once (joins, leaves,
+        votes: they must not wait for an admin to pass them on)."""
+        for member in sorted(state.members() - {self.me}):
+            self._send_ops(self._record(state, member), group, ops)
 
     def _broadcast_ops(self) -> dict[int, tuple[int, int]]:
-        """Admin: send each current member the operations it has not been sent yet
+        """Admins: send each current member the operations it has not been sent yet
         (all of them to a new member), batched: joins handled together cost one
         message per member, not one per join and member.
 
@@ -297,7 +320,7 @@ class GroupCore:
         for row in head_rows:
             heads[row[0]] = (row[1], row[2])
         done: dict[int, tuple[int, int]] = {}
-        for group in gdb.Group.select().where(gdb.Group.admin == self.me,
+        for group in gdb.Group.select().where(gdb.Group.is_admin == True,  # noqa: E712
                                               gdb.Group.status == ACTIVE):
             head = heads.get(group.id)
             if head is None:
@@ -306,9 +329,13 @@ class GroupCore:
             if known.get(group.id) == head:
                 continue
             last = gdb.GroupOp(id=head[0])
+            state = self._membership(group)
+            if not state.is_admin(self.me):
+                group.is_admin = False
+                group.save()
+                continue
             sent = {bytes(row.member): row for row in gdb.GroupOpSent.select().where(
                 gdb.GroupOpSent.group == group)}
-            state = self._membership(group)
             rows: list[gdb.GroupOp] | None = None
             for member in sorted(state.members() - {self.me}):
                 mark = sent.get(member)
@@ -354,20 +381,32 @@ class GroupCore:
 
     # ================================================================== members
 
-    def _require_admin(self, group: gdb.Group, verb: str) -> None:
+    def _require_admin(self, group: gdb.Group, what: str) -> Membership:
+        """The group's membership, when this member is one of its admins."""
         if group.status != ACTIVE:
             raise UsageError(f"You are not a member of {group.name} any more.")
-        if group.admin != self.me:
-            admin = self._display(group.admin, self._membership(group))
-            raise UsageError(f"Only the group's creator ({admin}) can {verb} members.")
+        state = self._membership(group)
+        if not state.is_admin(self.me):
+            admins = ", ".join(sorted(self._display(a, state) for a in state.admins()))
+            raise UsageError(f"Only the admins of {group.name} ({admins or 'none left'}) can "
+                             f"{what}.")
+        return state
 
-    def _find_member(self, state: Membership, who: str, group_name: str) -> bytes:
+    def _find_member(self, state: Membership, who: str, group_name: str, *,
+                     invitees: bool = False) -> bytes:
+        """A member named by contact name, announced name or fingerprint (and,
+        with ``invitees``, someone invited who has not joined yet)."""
+        pool = state.members() | (state.invitees() if invitees else frozenset())
         contact = db.Contact.get_or_none(db.Contact.name == who)
-        if contact is not None and state.is_member(contact.identity):
+        if contact is not None and contact.identity in pool:
             return bytes(contact.identity)
+        if contact is not None and state.is_invited(contact.identity):
+            raise UsageError(f"{who} has not joined {group_name} yet, or its joining has not "
+                             "reached you: run `chatcli receive`.")
         wanted = who.replace(" ", "").lower()
-        found = [member for member in state.members()
-                 if self._record(state, member).name == who
+        found = [member for member in pool
+                 if (state.record(member) is not None
+                     and self._record(state, member).name == who)
                  or (len(wanted) >= 8 and IdentityPublicKey.from_bytes(member).fingerprint()
                      .replace(" ", "").lower().startswith(wanted))]
         if len(found) == 1:
@@ -376,3 +415,10 @@ class GroupCore:
             raise UsageError(f"Several members of {group_name} are called {who!r}; give a "
                              "fingerprint (see `chatcli group members`).")
         raise UsageError(f"{who!r} is not a member of {group_name}.")
+
+    def _profile(self, group: gdb.Group, state: Membership) -> wire.GroupProfile:
+        """The group's profile: the one an admin set, else the creator's name."""
+        raw = state.profile()
+        if raw is None:
+            return wire.GroupProfile(name=group.creator_name)
+        return wire.decode_profile(raw)

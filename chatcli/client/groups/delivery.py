@@ -113,14 +113,14 @@ class GroupDelivery(GroupCore):
 
 
 def groups_idle(client: ClientCore) -> bool:
-    """Whether a group flush has nothing to do: no group this identity is the
+    """Whether a group flush has nothing to do: no group this identity is an
     admin of (it may owe members operations), nothing queued, no capability to
     register or revoke."""
     with client.store.read():
         if not gdb.has_tables(client.store):
             return True
         with gdb.bound(client.store):
-            admin = gdb.Group.select().where(gdb.Group.admin == client.identity.public.raw,
+            admin = gdb.Group.select().where(gdb.Group.is_admin == True,  # noqa: E712
                                              gdb.Group.status == ACTIVE).exists()
             return bool(not admin and not gdb.GroupOutbox.select().exists() and not (
                 gdb.Group.select().where(gdb.Group.own_cap_registered == (

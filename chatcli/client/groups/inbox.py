@@ -70,7 +70,7 @@ class GroupInbox(GroupCore):
         if isinstance(layer, wire.Cipher):
             advice = f"ask {who} to send it again."
         else:
-            advice = (f"if you restored this identity from a backup, ask the group's creator "
+            advice = (f"if you restored this identity from a backup, ask one of the group's admins "
                       f"to add you again; otherwise ask {who} to send it again.")
         return NoticeEvent(f"A group message from {who}{where} could not be read and was "
                            f"dropped ({reason}): {advice}", warning=True)
@@ -115,15 +115,15 @@ class GroupInbox(GroupCore):
         if not invite.ops:
             raise wire.InvalidGroupMessage("A group invitation is empty.")
         author, create = wire.open_op(invite.ops[0], invite.group_id)
-        if not isinstance(create, wire.CreateOp) or author != sender.raw:
-            raise wire.InvalidGroupMessage("A group invitation does not come from its creator.")
+        if not isinstance(create, wire.CreateOp):
+            raise wire.InvalidGroupMessage("A group invitation does not start with its creation.")
         events: list[Event] = []
         group = gdb.Group.get_or_none(gdb.Group.group_id == invite.group_id)
         if group is None:
             name = self._unique_group_name(create.name)
             group = gdb.Group.create(
                 group_id=invite.group_id, name=name, creator_name=create.name,
-                admin=sender.raw, status=JOINING,
+                admin=author, status=JOINING,
                 own_cap_sealed=self.sealer.seal(os.urandom(32), "group.own_cap",
                                                 gdb.group_row(invite.group_id)),
                 created_at=now_ms())
@@ -132,8 +132,10 @@ class GroupInbox(GroupCore):
                 text += (f"; it is called {name!r} here because {create.name!r} is already "
                          "the name of one of your contacts or groups")
             events.append(NoticeEvent(text + ".", contact=contact.name))
+        elif group.admin != author:
+            raise wire.InvalidGroupMessage("A group invitation names another creation.")
         elif group.status == ACTIVE:
-            return self._store_ops(group, invite.ops)
+            return self._on_ops(group, sender, invite.ops)
         elif group.status in (LEFT, REMOVED):
             group.status = JOINING
             group.own_cap_sealed = self.sealer.seal(os.urandom(32), "group.own_cap",
@@ -143,35 +145,48 @@ class GroupInbox(GroupCore):
             events.append(NoticeEvent(f"{contact.name} added you to the group {group.name} "
                                       "again.", contact=contact.name))
         events.extend(self._store_ops(group, invite.ops))
-        state = self._membership(group)
-        admin_record = self._record(state, group.admin)
-        self._send_direct(admin_record, wire.Join(group_id=group.group_id,
-                                                  record=self._own_record(group)))
-        events.extend(self._reconcile(group, state, state.members()))
+        events.extend(self._accept_invitation(group, inviter=sender.raw))
         return events
+
+    def _accept_invitation(self, group: gdb.Group, inviter: bytes | None = None
+                           ) -> list[Event]:
+        """A joining member whose invitation (by an admin) has arrived accepts it:
+        its own signed record goes to every member at once, so it can send and
+        receive without waiting for anyone (``docs/protocol.md``, "Joining")."""
+        state = self._membership(group)
+        if not state.is_invited(self.me):
+            if state.is_member(self.me):
+                return self._reconcile(group, state, state.members())
+            return []  # the invitation itself is still on its way
+        if inviter is not None and not state.is_admin(inviter):
+            raise wire.InvalidGroupMessage("A group invitation does not come from an admin.")
+        since = state.since(self.me)
+        assert since is not None
+        before = state.members()
+        signed = self._add_op(group, wire.AcceptOp(since=since,
+                                                   record=self._own_record(group)))
+        state = self._membership(group)
+        self._send_ops_to_members(group, state, [signed])
+        return self._reconcile(group, state, before)
 
     def _on_join(self, group: gdb.Group, sender: IdentityPublicKey, join: wire.Join
                  ) -> list[Event]:
-        if group.admin != self.me or group.status != ACTIVE:
+        """An older client's answer to an invitation: an admin vouches for its record
+        with an ``add`` (newer clients sign their own ``accept``)."""
+        if group.status != ACTIVE:
             return []
         before = self._membership(group)
+        if not before.is_admin(self.me):
+            return []
         if before.is_member(sender.raw) and before.record(sender.raw) == wire.encode(
                 join.record):
             return []  # a repeated join
-        # A member who joins again (invited again, e.g. after restoring from a
-        # backup on a new machine) gets its record renewed: new prekey and keys.
-        invited = gdb.GroupInvitee.get_or_none(gdb.GroupInvitee.group == group,
-                                               gdb.GroupInvitee.identity == sender.raw)
-        # A current member may renew its own record (restored from a backup): the
-        # pairwise session authenticates it as that member.
-        if (invited is None and not before.is_member(sender.raw)) or \
+        if not (before.is_invited(sender.raw) or before.is_member(sender.raw)) or \
                 join.record.identity != sender.raw:
             return [NoticeEvent(f"Someone who was not invited tried to join the group "
                                 f"{group.name}; refused.", warning=True)]
         sessions.verify_restore_prekey(sender, join.record.restore_prekey,
                                        join.record.restore_prekey_signature)
-        if invited is not None:
-            invited.delete_instance()
         self._add_op(group, wire.AddOp(seq=before.next_seq, record=join.record))
         # The operation reaches every member with the next flush (_broadcast_ops).
         state = self._membership(group)
@@ -192,11 +207,39 @@ class GroupInbox(GroupCore):
         before = self._membership(group)
         events = self._store_ops(group, ops)
         state = self._membership(group)
+        self._check_accepts(group, state, before)
         self._renewed(group, before, state)
-        # Leaves reach the admin, which passes them on to every member with its next
-        # flush (_broadcast_ops), so that a member added meanwhile learns them too.
+        events.extend(self._profile_notice(group, before, state))
+        if before.is_admin(self.me) != state.is_admin(self.me) and state.is_member(self.me):
+            events.append(NoticeEvent(
+                f"You are now an admin of the group {group.name}." if state.is_admin(self.me)
+                else f"You are no longer an admin of the group {group.name}."))
+        if group.status == JOINING:
+            return events + self._accept_invitation(group)
+        # Everything reaches the admins, which pass it on to every member with their
+        # next flush (_broadcast_ops), so that a member added meanwhile learns it too.
         events.extend(self._reconcile(group, state, before.members()))
         return events
+
+    def _check_accepts(self, group: gdb.Group, state: Membership, before: Membership
+                       ) -> None:
+        """A member's own record must carry a restore prekey it signed: checked
+        before its record is used (a bad one is a refused message)."""
+        for member in state.members() - {self.me}:
+            raw = state.record(member)
+            if raw is not None and raw != before.record(member):
+                record = wire.decode_record(raw)
+                sessions.verify_restore_prekey(IdentityPublicKey.from_bytes(member),
+                                               record.restore_prekey,
+                                               record.restore_prekey_signature)
+
+    def _profile_notice(self, group: gdb.Group, before: Membership, state: Membership
+                        ) -> list[Event]:
+        if state.profile() == before.profile() or state.profile() is None:
+            return []
+        profile = wire.decode_profile(state.profile() or b"")
+        return [NoticeEvent(f"The profile of the group {group.name} changed: "
+                            f"{profile.name!r}.")]
 
     def _on_sender_key(self, group: gdb.Group, sender: IdentityPublicKey,
                        content: wire.SenderKey, received_at: int) -> list[Event]:
@@ -297,7 +340,7 @@ class GroupInbox(GroupCore):
             who = self._display(sender)
             return [NoticeEvent(
                 f"A message from {who} in a group this device does not know cannot be read. "
-                "If you restored this identity from a backup, ask the group's creator to add "
+                "If you restored this identity from a backup, ask one of the group's admins to add "
                 f"you again, then ask {who} to send it again.", warning=True)]
         who = self._display(sender, self._membership(group))
         return [NoticeEvent(
@@ -415,8 +458,32 @@ class GroupInbox(GroupCore):
         for member in members - before - {self.me}:
             gdb.GroupPeer.update(name=self._record(state, member).name).where(
                 gdb.GroupPeer.identity == member, gdb.GroupPeer.name == "").execute()
+        events.extend(self._admin_role(group, state))
         self._ensure_sender_key(group, state)
         events.extend(self._retry_pending())
+        return events
+
+    def _admin_role(self, group: gdb.Group, state: Membership) -> list[Event]:
+        """Keep the local admin flag; sign the recovery a majority voted for."""
+        events: list[Event] = []
+        if not state.is_admin(self.me) and len(state.votes_for(self.me)) * 2 > len(
+                state.members()):
+            votes = [data for data in self._ops(group)
+                     if isinstance((opened := wire.open_op(data, group.group_id,
+                                                           verify=False))[1], wire.VoteOp)
+                     and opened[1].candidate == self.me and state.is_member(opened[0])]
+            recover = wire.RecoverOp(seq=state.next_seq, candidate=self.me, votes=votes)
+            trial = state.copy()
+            trial.apply(wire.to_membership_op(self.me, recover, group.admin,
+                                              group_id=group.group_id, verify=False))
+            if trial.is_admin(self.me):  # else the votes are stale: nothing is signed
+                self._add_op(group, recover)
+                state = self._membership(group)
+                events.append(NoticeEvent(f"A majority of the members of {group.name} made "
+                                          "you an admin."))
+        if group.is_admin != state.is_admin(self.me):
+            group.is_admin = state.is_admin(self.me)
+            group.save()
         return events
 
     def _resend_sender_keys(self, peer: bytes) -> None:

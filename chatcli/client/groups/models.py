@@ -84,13 +84,20 @@ def _create(store: Store) -> None:
             store.db.execute_sql(f"DROP INDEX {row[1]}")  # type: ignore[no-untyped-call]
     with store.db.bind_ctx(GROUP_MODELS, bind_refs=False, bind_backrefs=False):
         store.db.create_tables(GROUP_MODELS, safe=True)
-        peers = GroupPeer._meta.table_name
-        columns = {row[1] for row in store.db.execute_sql(  # type: ignore[no-untyped-call]
-            f"PRAGMA table_info({peers})").fetchall()}
-        for column in ("refused", "prekeys_seen"):
+        # Columns added after the first release of the group tables.
+        for model, column, ddl in ((GroupPeer, "refused", "BLOB"),
+                                   (GroupPeer, "prekeys_seen", "BLOB"),
+                                   (Group, "is_admin", "INTEGER NOT NULL DEFAULT 0")):
+            table = model._meta.table_name
+            columns = {row[1] for row in store.db.execute_sql(  # type: ignore[no-untyped-call]
+                f"PRAGMA table_info(\"{table}\")").fetchall()}
             if column not in columns:
                 store.db.execute_sql(  # type: ignore[no-untyped-call]
-                    f"ALTER TABLE {peers} ADD COLUMN {column} BLOB")
+                    f'ALTER TABLE "{table}" ADD COLUMN {column} {ddl}')
+                if column == "is_admin":
+                    # Unknown until computed: the admins' pass over the active
+                    # groups (GroupCore._broadcast_ops) corrects it.
+                    Group.update(is_admin=True).where(Group.status == "active").execute()
         _migrate_one_way_sessions(store)
 
 

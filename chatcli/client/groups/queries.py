@@ -27,10 +27,16 @@ class MemberInfo:
     admin: bool
     me: bool
     verified: bool
+    creator: bool = False
+
+    @property
+    def role(self) -> str:
+        return "creator" if self.creator else "admin" if self.admin else "member"
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "contact": self.contact, "fingerprint": self.fingerprint,
-                "admin": self.admin, "me": self.me, "verified": self.verified}
+                "admin": self.admin, "me": self.me, "verified": self.verified,
+                "role": self.role}
 
 
 class GroupQueries(GroupCore):
@@ -43,11 +49,28 @@ class GroupQueries(GroupCore):
                 state = self._membership(group)
                 admin, _ = self._label(group.admin, state)
                 out.append({"name": group.name, "creator_name": group.creator_name,
-                            "admin": admin, "is_admin": group.admin == self.me,
+                            "admin": admin, "is_admin": state.is_admin(self.me),
                             "status": group.status, "members": len(state.members()),
-                            "invited": gdb.GroupInvitee.select().where(
-                                gdb.GroupInvitee.group == group).count()})
+                            "invited": len(state.invitees()),
+                            "title": self._profile(group, state).name})
             return out
+
+    def info(self, name: str) -> dict[str, Any]:
+        """The group's profile and roles (``group info``)."""
+        with self.store.read(), gdb.bound(self.store):
+            group = self._group(name)
+            state = self._membership(group)
+            profile = self._profile(group, state)
+            creator, _ = self._label(group.admin, state)
+            return {
+                "name": group.name, "title": profile.name,
+                "description": profile.description, "avatar": profile.avatar,
+                "creator": creator, "status": group.status,
+                "admins": sorted(self._label(a, state)[0] for a in state.admins()),
+                "is_admin": state.is_admin(self.me), "members": len(state.members()),
+                "invited": len(state.invitees()),
+                "profile_set": state.profile() is not None,
+            }
 
     def members(self, name: str) -> list[MemberInfo]:
         with self.store.read(), gdb.bound(self.store):
@@ -65,14 +88,15 @@ class GroupQueries(GroupCore):
                     name=self.store.account().name if member == self.me else label,
                     contact=label if is_contact else None,
                     fingerprint=IdentityPublicKey.from_bytes(member).fingerprint(),
-                    admin=member == group.admin, me=member == self.me, verified=verified))
+                    admin=state.is_admin(member), me=member == self.me, verified=verified,
+                    creator=member == group.admin))
             return sorted(out, key=lambda i: (not i.me, not i.admin, i.name))
 
     def invited(self, name: str) -> list[str]:
         with self.store.read(), gdb.bound(self.store):
             group = self._group(name)
-            return sorted(self._label(r.identity)[0] for r in gdb.GroupInvitee.select().where(
-                gdb.GroupInvitee.group == group))
+            state = self._membership(group)
+            return sorted(self._label(member, state)[0] for member in state.invitees())
 
     def safety_number(self, name: str, who: str) -> tuple[str, bytes, MemberInfo]:
         """The safety number with a member (contact or not)."""

@@ -13,11 +13,12 @@ show) and :mod:`~chatcli.client.groups.delivery` (deposit batches and
 their answers). Its synchronous methods run inside one ``BEGIN IMMEDIATE``
 transaction each; the ``async`` ones, here, need the client to be online.
 
-* The creator (admin) sends an :class:`~wire.Invite` to each invited contact
-  over a pairwise session; the contact answers with a :class:`~wire.Join`
-  carrying its member record (address, a deposit capability it issued for the
-  group, its signed restore prekey); the admin orders it into an ``add``
-  operation and sends it to every member.
+* An admin (the creator, or a member an admin promoted) signs an
+  ``invitation`` naming a contact and sends it an :class:`~wire.Invite` over a
+  pairwise session; the contact signs its own ``accept`` (its member record:
+  address, a deposit capability it issued for the group, its signed restore
+  prekey) and sends it to every member at once, so it is a member without
+  waiting for anyone; admins pass every operation on to every member.
 * Members (contacts or not) reach each other from those records: X3DH against
   the signed prekey, then one two-way Double Ratchet session per pair
   (:mod:`chatcli.client.groups.pairwise`).

@@ -34,6 +34,9 @@ class Group(BaseModel):
     sender_sealed = peewee.BlobField(null=True)  # own SenderKeyState
     sender_roster = peewee.BlobField(null=True)  # members when that key was made
     created_at = peewee.IntegerField()
+    # Whether this identity is one of its admins (kept by _reconcile), so that
+    # the admins' pass over operations owed to members skips the other groups.
+    is_admin = peewee.BooleanField(default=False)
 
 
 class GroupOp(BaseModel):

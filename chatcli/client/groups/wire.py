@@ -31,6 +31,9 @@ from chatcli.errors import CryptoError
 
 OP_SIGNATURE_LABEL = b"chatcli/group-op/v1"
 MAX_GROUP_TEXT = 32 * 1024
+MAX_DESCRIPTION = 1000
+#: Group avatars travel inline in a signed operation, inside one pairwise message.
+MAX_GROUP_AVATAR = 32 * 1024
 Name = Annotated[str, msgspec.Meta(max_length=200)]
 Seq = Annotated[int, msgspec.Meta(ge=0, lt=2**32)]
 
@@ -80,7 +83,64 @@ class LeaveOp(_Tagged, frozen=True, tag="leave"):
     since: Seq
 
 
-AnyOp = CreateOp | AddOp | RemoveOp | LeaveOp
+class InvitationOp(_Tagged, frozen=True, tag="invitation"):
+    """An admin invites ``member``: its own ``accept`` completes the joining."""
+
+    seq: Seq
+    member: Bytes32
+
+
+class AcceptOp(_Tagged, frozen=True, tag="accept"):
+    """The invited member's record for its instance ``since`` (signed by it);
+    a higher ``generation`` renews the record (e.g. after a restore)."""
+
+    since: Seq
+    record: MemberRecord
+    generation: Seq = 0
+
+
+class PromoteOp(_Tagged, frozen=True, tag="promote"):
+    seq: Seq
+    member: Bytes32
+
+
+class DemoteOp(_Tagged, frozen=True, tag="demote"):
+    seq: Seq
+    member: Bytes32
+
+
+class GroupProfile(msgspec.Struct, array_like=True, frozen=True):
+    """The group's name, description and avatar (an image), set by admins."""
+
+    name: Name
+    description: Annotated[str, msgspec.Meta(max_length=MAX_DESCRIPTION)] = ""
+    avatar: Annotated[bytes, msgspec.Meta(max_length=MAX_GROUP_AVATAR)] | None = None
+
+
+class ProfileOp(_Tagged, frozen=True, tag="profile"):
+    seq: Seq
+    profile: GroupProfile
+
+
+class VoteOp(_Tagged, frozen=True, tag="vote"):
+    """A member backs ``candidate`` as admin, at version ``base``."""
+
+    candidate: Bytes32
+    base: Seq
+
+
+class RecoverOp(_Tagged, frozen=True, tag="recover"):
+    """``candidate`` becomes an admin on the signed ``vote`` operations of a
+    majority of the members."""
+
+    seq: Seq
+    candidate: Bytes32
+    votes: Annotated[list[bytes], msgspec.Meta(max_length=2000)]
+
+
+AnyOp = (CreateOp | AddOp | RemoveOp | LeaveOp | InvitationOp | AcceptOp | PromoteOp
+         | DemoteOp | ProfileOp | VoteOp | RecoverOp)
+ORDERED_OPS = (AddOp, RemoveOp, InvitationOp, PromoteOp, DemoteOp, ProfileOp, RecoverOp)
 
 
 class SignedOp(msgspec.Struct, array_like=True, frozen=True):
@@ -177,6 +237,7 @@ _direct_decoder: msgspec.msgpack.Decoder[DirectContent] = msgspec.msgpack.Decode
 )
 _cipher_decoder = msgspec.msgpack.Decoder(CipherContent)
 _record_decoder = msgspec.msgpack.Decoder(MemberRecord)
+_profile_decoder = msgspec.msgpack.Decoder(GroupProfile)
 
 
 def encode(obj: msgspec.Struct) -> bytes:
@@ -240,6 +301,8 @@ def open_op(data: bytes, group_id: bytes, *, verify: bool = True) -> tuple[bytes
         raise InvalidGroupMessage("A group was created in someone else's name.")
     if isinstance(op, LeaveOp) and op.member != signed.author:
         raise InvalidGroupMessage("A member was made to leave by someone else.")
+    if isinstance(op, AcceptOp) and op.record.identity != signed.author:
+        raise InvalidGroupMessage("A member joined in someone else's name.")
     return signed.author, op
 
 
@@ -251,39 +314,78 @@ def signed_group_id(data: bytes) -> bytes:
         raise InvalidGroupMessage("A group membership change is malformed.") from None
 
 
-def to_membership_op(author: bytes, op: AnyOp, admin: bytes | None) -> ms.Op:
-    """The state-machine operation; ``admin`` None means ``op`` must be the creation.
+def to_membership_op(author: bytes, op: AnyOp, creator: bytes | None, *,
+                     group_id: bytes = b"", verify: bool = True) -> ms.Op:
+    """The state-machine operation; ``creator`` None means ``op`` must be the creation.
 
-    Raises :class:`InvalidGroupMessage` when an add or removal is not the admin's."""
+    Who may author an ordered operation depends on the state at its place, so
+    the state machine judges that; here only the votes inside a ``recover`` are
+    opened (``group_id`` names their group). Raises :class:`InvalidGroupMessage`."""
     if isinstance(op, CreateOp):
         return ms.Create(admin=author, record=encode(op.record))
     if isinstance(op, LeaveOp):
         return ms.Leave(member=op.member, since=op.since)
-    if admin is None or author != admin:
-        raise InvalidGroupMessage("Only the group's creator can add or remove members.")
+    if isinstance(op, AcceptOp):
+        return ms.Join(member=author, since=op.since, record=encode(op.record),
+                       generation=op.generation)
+    if isinstance(op, VoteOp):
+        return ms.Vote(member=author, candidate=op.candidate, base=op.base)
+    if creator is None:
+        raise InvalidGroupMessage("A group membership change came before the group's creation.")
     if isinstance(op, AddOp):
-        return ms.Add(seq=op.seq, member=op.record.identity, record=encode(op.record))
-    return ms.Remove(seq=op.seq, member=op.member)
+        return ms.Add(seq=op.seq, member=op.record.identity, record=encode(op.record),
+                      author=author)
+    if isinstance(op, RemoveOp):
+        return ms.Remove(seq=op.seq, member=op.member, author=author)
+    if isinstance(op, InvitationOp):
+        return ms.Invite(seq=op.seq, member=op.member, author=author)
+    if isinstance(op, PromoteOp):
+        return ms.Promote(seq=op.seq, member=op.member, author=author)
+    if isinstance(op, DemoteOp):
+        return ms.Demote(seq=op.seq, member=op.member, author=author)
+    if isinstance(op, ProfileOp):
+        return ms.SetProfile(seq=op.seq, profile=encode(op.profile), author=author)
+    votes: set[tuple[bytes, int]] = set()
+    for data in op.votes:
+        voter, vote = open_op(data, group_id, verify=verify)
+        if not isinstance(vote, VoteOp) or vote.candidate != op.candidate:
+            raise InvalidGroupMessage("A vote in a group recovery is for someone else.")
+        votes.add((voter, vote.base))
+    return ms.Recover(seq=op.seq, member=op.candidate, votes=frozenset(votes), author=author)
+
+
+def decode_profile(data: bytes) -> GroupProfile:
+    return _profile_decoder.decode(data)
 
 
 __all__ = [
+    "ORDERED_OPS",
+    "AcceptOp",
     "AddOp",
     "Cipher",
     "CreateOp",
+    "DemoteOp",
     "Direct",
+    "GroupProfile",
     "GroupText",
     "InvalidGroupMessage",
+    "InvitationOp",
     "Invite",
     "Join",
     "LeaveOp",
     "MemberRecord",
     "Ops",
+    "ProfileOp",
+    "PromoteOp",
+    "RecoverOp",
     "RemoveOp",
     "SenderKey",
     "SignedOp",
+    "VoteOp",
     "decode_cipher",
     "decode_direct",
     "decode_layer",
+    "decode_profile",
     "decode_record",
     "encode",
     "open_op",

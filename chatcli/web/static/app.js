@@ -1,6 +1,7 @@
 // chatcli in the browser: every action is a JSON-RPC call to the local
 // chatcli daemon, which holds the keys and does all the cryptography.
 import { Rpc } from "./rpc.js";
+import { setupGroupProfile } from "./group_profile.js";
 import {
   appendLinkified, avatar, dayLabel, el, fillAvatar, formatSize, isImageName,
   lastSeenLabel, stateMark, timeLabel, toDate,
@@ -327,8 +328,10 @@ async function openConversation(kind, name) {
   $("chat-avatar").style.backgroundImage = "";
   if (kind === "contact") showPicture($("chat-avatar"), name);
   $("open-members").hidden = kind !== "group";
+  $("open-group-settings").hidden = kind !== "group";
   $("open-verify").hidden = kind !== "contact";
   updateChatHeader();
+  if (kind === "group") groupProfile.showHeader(name);
   renderConversations();
   state.messages = [];
   $("message-list").replaceChildren();
@@ -339,7 +342,10 @@ async function openConversation(kind, name) {
 function updateChatHeader() {
   const contact = currentContact();
   const changed = Boolean(contact && contact.key_changed);
-  $("chat-presence").textContent = contact ? lastSeenLabel(contact) : "";
+  // A group's line under its name is its profile's (group_profile.js).
+  if (!state.current || state.current.kind !== "group") {
+    $("chat-presence").textContent = contact ? lastSeenLabel(contact) : "";
+  }
   $("key-banner").hidden = !changed;
   $("message-text").disabled = changed;
   $("message-text").placeholder = changed ? "Sending is blocked until you decide about the new key" : "Message";
@@ -762,6 +768,8 @@ async function onProfile(event) {
 
 function onNotice(event) {
   showNotice(event.text || event.message || "", { info: !event.warning });
+  // A group's profile or admins may have changed.
+  if (state.current && state.current.kind === "group") groupProfile.showHeader(state.current.name);
   if (event.contact) refreshContact(event.contact);
   refreshConversations();
 }
@@ -977,7 +985,8 @@ async function showMembers() {
   for (const member of members || []) {
     const item = el("li");
     const label = member.me ? `${member.name} (you)` : member.contact || `${member.name} (not a contact)`;
-    item.append(el("span", null, `${label}${member.admin ? " · admin" : ""}${member.verified ? " · ✓ verified" : ""}`));
+    const role = member.role && member.role !== "member" ? ` · ${member.role}` : (member.admin ? " · admin" : "");
+    item.append(el("span", null, `${label}${role}${member.verified ? " · ✓ verified" : ""}`));
     if (info.is_admin && !member.me) {
       const remove = el("button", null, "Remove");
       remove.type = "button";
@@ -1024,6 +1033,11 @@ $("group-leave").addEventListener("click", async () => {
   } catch (error) {
     $("members-error").textContent = errorText(error);
   }
+});
+
+const groupProfile = setupGroupProfile({
+  rpc, $, upload, resizedImage, errorText, pictureUrl, setPicture,
+  currentGroup: () => (state.current && state.current.kind === "group" ? state.current.name : null),
 });
 
 rpc.connect();
