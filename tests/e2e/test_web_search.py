@@ -8,6 +8,7 @@ the conversation at an old message, loading earlier pages until it is there.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,14 @@ def test_search_box_finds_and_jumps(saved_pair: Snapshot, tmp_path: Path, browse
         for n in range(55):
             api.call("send", {"to": "alice", "text": f"filler message {n}", "queue": True})
         api.call("send", {"to": "alice", "text": "Is FRIDAY still fine for the meeting?"})
+        # Open the chat only once everything arrived: then its first page (the
+        # 50 newest) does not hold the old message, whatever the machine's load.
+        mine = DaemonCliApi(alice_user.home / "daemon.sock")
+        deadline = time.monotonic() + 30
+        while [m["text"] for m in mine.call("history", {"contact": "bob", "limit": 1})] != [
+                "Is FRIDAY still fine for the meeting?"]:
+            assert time.monotonic() < deadline, "alice's daemon did not receive everything"
+            time.sleep(0.1)
         page = alice.page
         alice.open("bob")
         page.locator(".bubble", has_text="still fine for the meeting").wait_for()
