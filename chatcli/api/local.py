@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # Methods that only read or write the local database: no relay, no trio.
 LOCAL_METHODS = frozenset({
-    "version", "status", "read", "history", "settings.get", "settings.set",
+    "version", "status", "read", "history", "search", "settings.get", "settings.set",
     "groups.list", "groups.members", "groups.verify", "groups.history", "groups.info",
 })
 
@@ -231,6 +231,15 @@ class LocalApi:
 
     def _history(self, p: s.History) -> list[dict[str, Any]]:
         return self.client.history(p.contact, p.limit, before=p.before)
+
+    def _search(self, p: s.Search) -> list[dict[str, Any]]:
+        from chatcli.client import search
+
+        client = self.client
+        where = search.conversation(client.store, contact=p.contact, group=p.group)
+        client.search_index.refresh(client.store, client.sealer)
+        return search.results(client.store, client.search_index, p.text, limit=p.limit,
+                              conversation=where, own_identity=client.identity.public.raw)
 
     # ------------------------------------------------------------ contacts
 

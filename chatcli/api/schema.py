@@ -209,6 +209,22 @@ class HistoryEntry(Result):
     unsupported: bool = False
 
 
+class SearchHit(Result):
+    """A message found by ``search``: ``conversation`` is the contact's or the
+    group's name (``contact`` or ``group`` says which); ``snippet`` is the text
+    around the first match, ``highlights`` the ``[start, end)`` of each matching
+    word in ``snippet``."""
+    id: str
+    conversation: str
+    contact: str | None
+    group: str | None
+    from_: str = msgspec.field(name="from")
+    direction: Literal["in", "out"]
+    sent_at: int
+    snippet: str
+    highlights: list[list[int]]
+
+
 class ContactEntry(Result):
     name: str
     fingerprint: str
@@ -420,6 +436,17 @@ class History(Params):
     contact: Name
     limit: Limit = 50
     before: Before | None = None
+
+
+class Search(Params):
+    """All words of ``text`` must occur (case and Unicode forms do not matter),
+    the last one may be the beginning of a word; ``contact`` or ``group``
+    searches that conversation only."""
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    contact: Name | None = None
+    group: Name | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000,
+                                       description="How many of the newest matches.")] = 20
 
 
 class Receive(Params):
@@ -692,6 +719,9 @@ METHODS: dict[str, Method] = {
                    "sends them."),
     "history": Method(History, list[HistoryEntry],
                       "The latest messages with a contact or group, oldest first (local)."),
+    "search": Method(Search, list[SearchHit],
+                     "Messages of the local history containing all the words, newest first "
+                     "(local; an in-memory index)."),
     "receive": Method(Receive, list[Event],
                       "Fetch, decrypt and store what waits at the relay; the events, in order."),
     "contacts.list": Method(ContactsList, list[ContactEntry],

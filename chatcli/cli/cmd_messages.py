@@ -1,4 +1,4 @@
-"""Messages: ``send``, ``receive`` and ``messages``."""
+"""Messages: ``send``, ``receive``, ``messages`` and ``search``."""
 
 from __future__ import annotations
 
@@ -183,3 +183,41 @@ def messages(contact: str, limit: int, passphrase_file: Path | None, as_json: bo
         reactions = reactions_line(entry.get("reactions"))
         if reactions:
             click.echo(clean(f"  {reactions}"))
+
+
+@click.command()
+@click.argument("text")
+@click.option("--contact", metavar="NAME", shell_complete=complete_contact,
+              help="Search only the conversation with this contact.")
+@click.option("--group", metavar="NAME", help="Search only this group's conversation.")
+@click.option("--limit", type=click.IntRange(min=1, max=1000), default=20, show_default=True,
+              help="How many of the newest matching messages to show.")
+@passphrase_option
+@json_option
+def search(text: str, contact: str | None, group: str | None, limit: int,
+           passphrase_file: Path | None, as_json: bool) -> None:
+    """Find messages in the local history that contain every word of TEXT.
+
+    Case and Unicode forms do not matter; the last word may be the beginning
+    of a word (`chatcli search "lunch tom"` finds "Lunch tomorrow?"). Newest
+    first: time, conversation, sender, the text around the match and the
+    message id. Reads only the local database (no network). With --json, one
+    object per message and line: id, conversation, contact, group, from,
+    direction, sent_at, snippet, highlights.
+    """
+    from chatcli.client.chat_ui import search_line
+
+    params: dict[str, Any] = {"text": text, "limit": limit}
+    if contact is not None:
+        params["contact"] = contact
+    if group is not None:
+        params["group"] = group
+    with api_session(passphrase_file, network=False) as api:
+        hits = api.call("search", params)
+    for hit in hits:
+        if as_json:
+            emit_json(hit)
+        else:
+            click.echo(search_line(hit))
+    if not hits and not as_json:
+        info("No message matches.")

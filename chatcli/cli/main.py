@@ -46,6 +46,7 @@ COMMANDS: dict[str, str] = {
     "react": "chatcli.cli.cmd_msgkinds:react",
     "receive": "chatcli.cli.cmd_messages:receive",
     "relay": "chatcli.relay.cli:relay",
+    "search": "chatcli.cli.cmd_messages:search",
     "send": "chatcli.cli.cmd_messages:send",
     "unblock": "chatcli.cli.cmd_contacts:unblock",
     "verify": "chatcli.cli.cmd_contacts:verify",

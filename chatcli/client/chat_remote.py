@@ -54,6 +54,7 @@ from chatcli.client.chat_ui import (
     input_loop,
     message_line,
     pending_count,
+    search_params,
     show_history,
     show_incoming,
 )
@@ -212,7 +213,7 @@ class RemoteChatSession(PromptInput):
         # A daemon that went away (DaemonGoneError) ends the chat; its refusals do not.
         await input_loop(self._lines, self.view, self.target.name,
                          show_history=self._show_history, send=self._send,
-                         recoverable=RemoteError, act=self._act)
+                         search=self._search, recoverable=RemoteError, act=self._act)
 
     def _act(self, method: str, params: dict[str, Any]) -> None:
         """A reply, reaction, edit or delete typed in the chat: sent by the daemon."""
@@ -230,6 +231,10 @@ class RemoteChatSession(PromptInput):
         self.view.show(action_line({"type": kind, "from": "you", "id": result["id"],
                                     "emoji": params.get("emoji"),
                                     "text": params.get("text")}))
+
+    async def _search(self, text: str) -> list[dict[str, Any]]:
+        hits: list[dict[str, Any]] = await self._call("search", search_params(self.target, text))
+        return hits
 
     async def _farewell(self) -> None:
         """Leaving: wait a moment for the answers still due, and say what is left."""

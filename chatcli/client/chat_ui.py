@@ -108,6 +108,7 @@ HELP = """\
 Commands:
   /help      this text
   /history   show the recent history again, with the current marks
+  /search WORDS   messages of this conversation with all the words (the last may be a beginning)
   /quit      leave the chat (Ctrl-D does the same)
   //text     send a message that starts with a slash
 {kinds}
@@ -188,6 +189,13 @@ def message_line(who: str, text: str, sent_at: int | None, mark: str = "",
     head = f"[{clock(sent_at)}] {tag}{who}: "
     body = clean(text).replace("\n", "\n" + " " * len(head))
     return head + body + (f"  {mark}" if mark else "")
+
+
+def search_line(hit: dict[str, Any], *, conversation: bool = True) -> str:
+    """One result of ``search``: ``[time] (conversation ·) who: snippet  id``."""
+    where = f"{hit['conversation']} · " if conversation else ""
+    return (f"[{clock(hit['sent_at'])}] {clean(where + hit['from'])}: {clean(hit['snippet'])}"
+            f"  {hit['id']}")
 
 
 def presence_text(online: bool | None, last_seen: int | None, known: bool) -> str:
@@ -353,8 +361,8 @@ def pending_count(own: dict[str, _Own]) -> int:
 
 def parse_input(line: str) -> tuple[str, str]:
     """What a line typed in the chat asks: ``("send", text)``, ``("quit", "")``,
-    ``("help", "")``, ``("history", "")``, ``("act", line)`` for a message
-    command (``/reply``, ``/react``, ...), ``("unknown", command)`` or
+    ``("help", "")``, ``("history", "")``, ``("search", words)``, ``("act", line)``
+    for a message command (``/reply``, ``/react``, ...), ``("unknown", command)`` or
     ``("nothing", "")`` for a blank line."""
     text = line.rstrip("\n")
     if not text.strip():
@@ -367,6 +375,8 @@ def parse_input(line: str) -> tuple[str, str]:
             return "help", ""
         if command == "/history":
             return "history", ""
+        if command == "/search":
+            return "search", text[len(command):].strip()
         if command in CHAT_COMMANDS:
             return "act", text
         return "unknown", command
@@ -376,12 +386,13 @@ def parse_input(line: str) -> tuple[str, str]:
 async def input_loop(lines: AsyncIterable[str], view: ChatView, name: str, *,
                      show_history: Callable[[], Awaitable[None]],
                      send: Callable[[str], None],
+                     search: Callable[[str], Awaitable[list[dict[str, Any]]]],
                      recoverable: type[Exception],
                      act: Callable[[str, dict[str, Any]], None]) -> None:
     """Act on each line typed until ``/quit`` (both sessions): ``/help``,
-    ``/history`` (an error of type ``recoverable`` is shown, not fatal),
-    message commands (``act(method, params)``: an API method and its params
-    without ``to``), unknown commands, and messages to send."""
+    ``/history`` and ``/search`` (an error of type ``recoverable`` is shown, not
+    fatal), message commands (``act(method, params)``: an API method and its
+    params without ``to``), unknown commands, and messages to send."""
     async for line in lines:
         action, text = parse_input(line)
         if action == "quit":
@@ -400,10 +411,40 @@ async def input_loop(lines: AsyncIterable[str], view: ChatView, name: str, *,
                 await show_history()
             except recoverable as exc:
                 view.show(f"! {exc}")
+        elif action == "search":
+            await _show_search(view, text, search, recoverable)
         elif action == "unknown":
             view.show(f"Unknown command {clean(text)}; /help lists them.")
         elif action == "send":
             send(text)
+
+
+async def _show_search(view: ChatView, text: str,
+                       search: Callable[[str], Awaitable[list[dict[str, Any]]]],
+                       recoverable: type[Exception]) -> None:
+    if not text:
+        view.show("Usage: /search WORDS")
+        return
+    try:
+        hits = await search(text)
+    except recoverable as exc:
+        view.show(f"! {exc}")
+        return
+    if not hits:
+        view.show(f"No message here matches {clean(text)!r}.")
+        return
+    view.show(f"{len(hits)} message(s) matching {clean(text)!r}, newest first:")
+    for hit in hits:
+        view.show("  " + search_line(hit, conversation=False))
+
+
+SEARCH_LIMIT = 10  # results shown by /search in a chat
+
+
+def search_params(target: ChatTarget, text: str) -> dict[str, Any]:
+    """The ``search`` parameters of ``/search`` in the chat with ``target``."""
+    return {"text": text, "limit": SEARCH_LIMIT,
+            ("group" if target.kind == "group" else "contact"): target.name}
 
 
 def _outgoing_states(client: ChatClient, ids: list[str]) -> dict[str, str]:
@@ -547,8 +588,14 @@ class ChatSession(PromptInput):
         async def history() -> None:
             self._show_history()
 
+        async def search(text: str) -> list[dict[str, Any]]:
+            hits: list[dict[str, Any]] = self._local("search",
+                                                     search_params(self.target, text))
+            return hits
+
         await input_loop(self._lines, self.view, self.target.name, show_history=history,
-                         send=self._send, recoverable=ChatcliError, act=self._act)
+                         send=self._send, search=search, recoverable=ChatcliError,
+                         act=self._act)
 
     def _act(self, method: str, params: dict[str, Any]) -> None:
         """A reply, reaction, edit or delete typed in the chat: queued, sent by

@@ -25,6 +25,7 @@ from chatcli.client.groups.models import name_in_use
 from chatcli.client.home import Home
 from chatcli.client.keys import KeystoreSecrets, encode_secrets, read_secrets, write_keys
 from chatcli.client.names import NAME_RE
+from chatcli.client.search import SearchIndex
 from chatcli.client.store import Sealer, Store, now_ms, session_row
 from chatcli.crypto import devicelist as dl
 from chatcli.crypto.keys import DHKeyPair, IdentityKeyPair, MailboxKeyPair
@@ -62,6 +63,9 @@ class ClientCore(abc.ABC):
         self.sealer = store.sealer
         self.auto_read = False  # mark incoming messages read (and say so) at once
         self._failed: dict[str, str] = {}  # message uuid -> why it cannot be sent
+        # In memory only, filled at the first search (chatcli/client/search.py):
+        # features that delete or edit messages call its forget()/update().
+        self.search_index = SearchIndex()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -119,6 +123,7 @@ class ClientCore(abc.ABC):
 
     def close(self) -> None:
         self.store.close()
+        self.search_index = SearchIndex()  # the texts it held go with the keys
 
     def wipe_local(self) -> None:
         self.close()

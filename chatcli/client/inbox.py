@@ -21,6 +21,7 @@ from chatcli.client.capabilities import cap_hash
 from chatcli.client.core import ClientCore
 from chatcli.client.devices import contact_list
 from chatcli.client.events import (
+    ActionEvent,
     Event,
     MessageEvent,
     NoticeEvent,
@@ -213,7 +214,8 @@ class Inbox(Invites, Outbox):
         if isinstance(content, m.Reaction | m.Edit | m.Delete):
             if contact.blocked:
                 return []
-            return actions.apply_incoming(self.sealer, contact, content, item.received_at)
+            return self._indexed(actions.apply_incoming(self.sealer, contact, content,
+                                                        item.received_at))
         if isinstance(content, m.Unsupported):
             return self._store_unsupported(contact, content, item, now)
         if isinstance(content, m.Receipt):
@@ -379,7 +381,7 @@ class Inbox(Invites, Outbox):
             received_at=item.received_at, attachment=attachment, unverified_key=unverified,
             attachment_ref=content.attachment, reply_to=reply)]
         # Reactions, edits or a delete that overtook the message on the way.
-        events.extend(actions.apply_pending(self.sealer, contact, content.id))
+        events.extend(self._indexed(actions.apply_pending(self.sealer, contact, content.id)))
         return events
 
     def _store_unsupported(self, contact: db.Contact, content: m.Unsupported,
@@ -397,6 +399,17 @@ class Inbox(Invites, Outbox):
         return [MessageEvent(id=message_id, contact=contact.name, text=m.UNSUPPORTED_TEXT,
                              sent_at=item.received_at, received_at=item.received_at,
                              unsupported=True)]
+
+    def _indexed(self, events: list[Event]) -> list[Event]:
+        """Keep the in-memory search index in step with the edits and deletes
+        that were applied (a deleted text must not be found any more)."""
+        for event in events:
+            if isinstance(event, ActionEvent):
+                if event.kind == "edit" and event.text is not None:
+                    self.search_index.update(event.id, event.text)
+                elif event.kind == "delete":
+                    self.search_index.forget(event.id)
+        return events
 
     def _identity_names(self, contact: db.Contact) -> dict[bytes, str]:
         """Who the authors of a one-to-one conversation are: "me" and the contact."""

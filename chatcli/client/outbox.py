@@ -153,9 +153,14 @@ class Outbox(Devices):
                     # and then neither does its delete.
                     if db.Outbox.delete().where(db.Outbox.message_uuid == target.uuid,
                                                 db.Outbox.payload_sealed.is_null()).execute():
+                        self.search_index.forget(str(target.uuid))
                         return str(target.uuid)
             self._enqueue(contact, content, kind="action")
-            return str(target.uuid)
+        if kind == "edit":
+            self.search_index.update(str(target.uuid), value)
+        elif kind == "delete":
+            self.search_index.forget(str(target.uuid))
+        return str(target.uuid)
 
     def queue_typing(self, name: str, active: bool) -> None:
         contact = self.get_contact(name)

@@ -25,6 +25,9 @@ LOCALSEAL_VERSION = 1
 _INFO = b"chatcli/localseal/v1\x00"
 _NONCE = sodium.crypto_secretbox_NONCEBYTES
 _MAC = sodium.crypto_secretbox_MACBYTES
+SUBKEY_CACHE = 4096
+"""Subkeys kept: contexts bound to a row (one per message) would otherwise
+grow the cache with the history (the search index opens every text)."""
 
 
 def generate_local_key() -> bytes:
@@ -47,6 +50,8 @@ class LocalSealer:
         subkey = self._subkeys.get(context)
         if subkey is None:
             subkey = hkdf_sha256(self._key, salt=b"", info=_INFO + context, length=32)
+            if len(self._subkeys) >= SUBKEY_CACHE:
+                self._subkeys.clear()
             self._subkeys[context] = subkey
         return subkey
 

@@ -56,6 +56,10 @@ class ScriptedApi:
                               "text": params["text"], "sent_at": 5, "stored": True})
             await self.release_send.wait()
             return {"id": message_id, "to": params["to"], "stored": True}
+        if method == "search":
+            return [{"id": "old-in", "conversation": "bob", "contact": "bob", "group": None,
+                     "from": "bob", "direction": "in", "sent_at": 1, "snippet": "earlier",
+                     "highlights": [[0, 7]]}]
         if method == "daemon.status":
             return {"connected": True}
         if method == "presence.get":
@@ -155,6 +159,20 @@ async def test_two_windows_own_sends_once_receipts_and_read_marks(
             await window.finished.wait()
         assert window.error is None
         assert not window.view.has("for receive")
+
+
+async def test_search_asks_the_daemon_for_this_conversation(
+        daemon: tuple[ScriptedApi, EventHub, Path, trio.Nursery]) -> None:
+    api, _hub, path, nursery = daemon
+    window = await open_window(path, nursery)
+    window.session.submit("/search EARL")
+    await wait_for(lambda: window.view.has("1 message(s) matching 'EARL'"))
+    assert ("search", {"text": "EARL", "limit": 10, "contact": "bob"}) in api.calls
+    assert window.view.lines[-1].startswith("  [") and window.view.lines[-1].endswith(
+        "bob: earlier  old-in")
+    window.session.close_input()
+    with trio.fail_after(5):
+        await window.finished.wait()
 
 
 async def test_a_send_the_relay_could_not_store_is_followed_until_stored(

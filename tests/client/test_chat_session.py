@@ -258,3 +258,21 @@ async def test_key_change_during_the_chat(chat: Running,
     assert "KEY CHANGED" in chat.session.status_line()
     chat.session.submit("blocked now")
     await wait_for(lambda: chat.view.has("! not sent: The identity key of bob has changed"))
+
+
+async def test_search_in_the_chat(chat: Running, paired: tuple[ChatClient, ChatClient]
+                                  ) -> None:
+    _, bob = paired
+    async with bob.online():
+        await bob.send_text("alice", "the Release is on Friday")
+    await wait_for(lambda: chat.view.has("bob: the Release is on Friday"))
+    chat.session.submit("/search release fri")
+    await wait_for(lambda: chat.view.has("1 message(s) matching 'release fri'"))
+    assert chat.view.lines[-1].startswith("  [") and "bob: the Release is on Friday  " in (
+        chat.view.lines[-1])
+    chat.session.submit("/search nothing here")
+    await wait_for(lambda: chat.view.has("No message here matches 'nothing here'."))
+    chat.session.submit("/search")
+    await wait_for(lambda: chat.view.has("Usage: /search WORDS"))
+    chat.session.submit("/search ?!")
+    await wait_for(lambda: chat.view.has("! Give at least one word to search for."))

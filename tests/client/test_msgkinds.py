@@ -242,3 +242,27 @@ async def test_unknown_group_content_is_shown_as_unsupported(trio_of: Trio) -> N
         "bob", "unsupported message, update chatcli", True)
     assert event.to_json()["unsupported"] is True
     assert [h["text"] for h in carol.history("team")][-1] == "unsupported message, update chatcli"
+
+
+async def test_search_follows_edits_and_deletes_on_both_sides(clients: Clients) -> None:
+    """The in-memory search index forgets a text deleted for everyone and finds
+    an edited one by its new words, for the author and for the recipient."""
+    alice, bob = clients
+    await pair(alice, bob)
+    async with alice.online():
+        edited = await alice.send_text("bob", "lunch tomorrow")
+        deleted = await alice.send_text("bob", "secret plan")
+    await drain(bob)
+
+    def found(client: ChatClient, text: str) -> list[str]:
+        client.search_index.refresh(client.store, client.sealer)
+        return [doc.uuid for doc in client.search_index.search(text, limit=10)]
+
+    assert found(bob, "secret") == [deleted] and found(alice, "lunch") == [edited]
+    async with alice.online():
+        await alice.send_action("bob", edited, "edit", "dinner tonight")
+        await alice.send_action("bob", deleted, "delete")
+    await drain(bob)
+    for client in (alice, bob):
+        assert found(client, "secret") == []
+        assert found(client, "dinner") == [edited]

@@ -7,6 +7,7 @@ import {
   lastSeenLabel, stateMark, timeLabel, toDate,
 } from "./render.js";
 import { decorateMessage, initKinds, kindsEvent, kindsSubmit, takeReply } from "./msgkinds.js";
+import { installSearch } from "./search.js";
 
 const $ = (id) => document.getElementById(id);
 const PAGE = 50;
@@ -387,6 +388,10 @@ async function loadHistory(older) {
 }
 
 $("older").addEventListener("click", () => loadHistory(true));
+installSearch({
+  rpc, open: openConversation,
+  loadOlder: async () => state.hasOlder && (await loadHistory(true), true),
+});
 $("messages").addEventListener("scroll", () => {
   if ($("messages").scrollTop === 0 && state.hasOlder) loadHistory(true);
 });
