@@ -567,22 +567,31 @@ class Store:
         self.scrub_wal()
 
     @contextlib.contextmanager
-    def deferred_scrub(self) -> Iterator[None]:
+    def deferred_scrub(self, *, hand_off: bool = False) -> Iterator[None]:
         """Write transactions in this block leave the truncating WAL checkpoint
         to its end: one checkpoint (and its fsync) runs when the last such
         block ends, instead of one after each transaction. Blocks may overlap
         (the daemon serves requests concurrently); once a checkpoint has
-        waited SCRUB_DEFER_LIMIT seconds, the next write or block end runs it."""
+        waited SCRUB_DEFER_LIMIT seconds, the next write or block end runs it.
+        With ``hand_off``, the last block's checkpoint is left to the caller,
+        who runs :meth:`scrub_if_due` right after answering its request."""
         self._defer_depth += 1
         try:
             yield
         finally:
             self._defer_depth -= 1
             due = self._scrub_due_since
-            if due is not None and (self._defer_depth == 0
-                                    or time.monotonic() - due >= SCRUB_DEFER_LIMIT):
+            if due is not None and (time.monotonic() - due >= SCRUB_DEFER_LIMIT
+                                    or (self._defer_depth == 0 and not hand_off)):
                 self._scrub_due_since = None
                 self.scrub_wal()
+
+    def scrub_if_due(self) -> None:
+        """The checkpoint a ``deferred_scrub(hand_off=True)`` block left, unless
+        another block is still open (its end runs it)."""
+        if self._scrub_due_since is not None and self._defer_depth == 0:
+            self._scrub_due_since = None
+            self.scrub_wal()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[None]:

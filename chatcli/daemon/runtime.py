@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from chatcli.api.events import KeyWatch
     from chatcli.client.home import Home
     from chatcli.client.service import ChatClient
+    from chatcli.client.store import Store
     from chatcli.daemon.websocket import WebSocketApi
     from chatcli.web import WebServer
 
@@ -131,9 +132,14 @@ class ResidentApi:
         if method == "receive":
             return await self._receive(local, params)
         # One truncating WAL checkpoint per request, not one per transaction
-        # (a send makes four): each costs an fsync (docs/threat-model.md).
-        with local.client.store.deferred_scrub():
-            result = await local.call(method, params)
+        # (a send makes four): each costs an fsync (docs/threat-model.md). It
+        # runs right after the answer is written, not before.
+        store = local.client.store
+        try:
+            with store.deferred_scrub(hand_off=True):
+                result = await local.call(method, params)
+        finally:
+            daemon.scrub_soon(store)
         if method == "send":
             daemon.published_send(params, result)
         elif method in CONTACT_CHANGES and (method != "contacts.verify" or params.get("confirm")
@@ -298,6 +304,18 @@ class Daemon:
         """Wait (a little) until the session's first catch-up with the relay is done."""
         with trio.move_on_after(CATCH_UP_WAIT):
             await self._synced.wait()
+
+    def scrub_soon(self, store: Store) -> None:
+        """Run the WAL checkpoint a request left (:meth:`Store.scrub_if_due`)
+        once the task answering it has written its answer and yields."""
+        if self._nursery is None:
+            store.scrub_if_due()
+            return
+
+        async def scrub() -> None:
+            store.scrub_if_due()
+
+        self._nursery.start_soon(scrub)
 
     def status(self) -> dict[str, Any]:
         from chatcli.client import models as db

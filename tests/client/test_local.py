@@ -234,3 +234,26 @@ def test_deferred_scrub_checkpoints_once_when_the_last_block_ends(
             models.MetaEntry.create(key="secret", value=first)
         assert wal.stat().st_size == 0  # overdue at once: not deferred
     store.close()
+
+
+def test_a_handed_off_scrub_waits_for_scrub_if_due(tmp_path: Path) -> None:
+    """The daemon answers a request before its checkpoint: the block leaves it
+    (``hand_off``) and ``scrub_if_due`` runs it, unless another block is open."""
+    from chatcli.client import models
+
+    path = tmp_path / "local.db"
+    wal = Path(str(path) + "-wal")
+    store = Store.open(path, Sealer(bytes(32)), create=True)
+    with store.deferred_scrub(hand_off=True), store.write():
+        models.MetaEntry.create(key="secret", value="HANDED-OFF-SECRET")
+    assert wal.stat().st_size > 0  # left to the caller
+    with store.deferred_scrub():
+        store.scrub_if_due()  # another request is still open: its end runs it
+        assert wal.stat().st_size > 0
+    assert wal.stat().st_size == 0
+    with store.deferred_scrub(hand_off=True), store.write():
+        models.MetaEntry.delete().where(models.MetaEntry.key == "secret").execute()
+    store.scrub_if_due()
+    assert wal.stat().st_size == 0
+    assert b"HANDED-OFF-SECRET" not in path.read_bytes()
+    store.close()
