@@ -266,8 +266,13 @@ def bind_models(database: peewee.Database, bound: list[type[models.BaseModel]]
     try:
         yield
     finally:
+        # Models that were bound to another store get it back (a block of one
+        # store inside another's); unbound ones stay bound to this store, so
+        # the next block of the same store (every transaction of a process
+        # with one store, such as the daemon) binds nothing.
         for model, previous in zip(bound, before, strict=True):
-            model._meta.set_database(previous)
+            if not isinstance(previous, peewee.DatabaseProxy):
+                model._meta.set_database(previous)
 
 
 class SealingTampered(CorruptData):
